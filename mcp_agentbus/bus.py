@@ -1,0 +1,60 @@
+"""`AgentBus`: the coordination core on one namespace of one Redis — the Python API under the MCP tools."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+from mcp_agentbus.connection import Redis, backend, connect
+from mcp_agentbus.presence import Presence
+from mcp_agentbus.reaper import Reaper
+from mcp_agentbus.settings import Settings
+from mcp_agentbus.store import Store
+from mcp_agentbus.tasks import Tasks
+from mcp_agentbus.wakeups import Wakeups
+from mcp_agentbus.workflows import Workflows
+
+
+class AgentBus:
+    """Tasks, workflows and presence of one namespace.
+
+    Use `AgentBus.open(settings)`, which also runs the wake-up listener and the reaper::
+
+        async with AgentBus.open(Settings(redis_url="redis://localhost:6379/0")) as bus:
+            await bus.tasks.create("planner", title="write the docs")
+            claim = await bus.tasks.claim("worker-1", wait_seconds=10)
+    """
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.store = Store(redis, settings)
+        self.wakeups = Wakeups(redis, self.store.keys.wake)
+        self.tasks = Tasks(self.store, self.wakeups)
+        self.workflows = Workflows(self.store)
+        self.presence = Presence(self.store)
+        self.reaper = Reaper(self.store)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings | None = None, *, reaper: bool = True) -> AsyncIterator[AgentBus]:
+        """Connect, start the background work, and close everything on exit."""
+        settings = settings or Settings()
+        redis = connect(settings.redis_url)
+        try:
+            bus = cls(redis, settings)
+            async with anyio.create_task_group() as tg:
+                await tg.start(bus.wakeups.run)
+                if reaper:
+                    tg.start_soon(bus.reaper.run)
+                yield bus
+                tg.cancel_scope.cancel()
+        finally:
+            await redis.aclose()
+
+    async def ping(self) -> None:
+        """Raise `BackendUnavailable` unless Redis answers."""
+        with backend(self.settings.redis_url):
+            await self.redis.ping()

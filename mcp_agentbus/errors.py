@@ -1,0 +1,81 @@
+"""The errors agentbus reports. Each carries a stable ``code``, a message and a hint on what to do.
+
+    AgentBusError
+     ├── InvalidArgument        invalid_argument
+     │    └── PayloadTooLarge   payload_too_large
+     ├── UnknownAgent           unknown_agent
+     ├── NotFound               not_found
+     ├── WrongState             wrong_state
+     ├── LeaseLost              lease_lost
+     ├── Forbidden              forbidden
+     ├── BackendUnavailable     backend_unavailable
+     └── InternalError          internal
+
+At the MCP edge each becomes a tool error whose structured content is
+``{"error": {"code", "message", "hint"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class AgentBusError(Exception):
+    code: ClassVar[str] = "internal"
+    default_hint: ClassVar[str] = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+class InvalidArgument(AgentBusError):
+    code = "invalid_argument"
+    default_hint = "Fix the argument named in the message and call again; the tool's input schema lists the bounds."
+
+
+class PayloadTooLarge(InvalidArgument):
+    code = "payload_too_large"
+    default_hint = "Store large data elsewhere (a file, a URL) and pass a reference to it instead."
+
+
+class UnknownAgent(AgentBusError):
+    code = "unknown_agent"
+    default_hint = "Pass your agent id as `agent`, or start the server with AGENTBUS_AGENT set."
+
+
+class NotFound(AgentBusError):
+    code = "not_found"
+    default_hint = "Check the id; get_workflow lists workflows and their task ids."
+
+
+class WrongState(AgentBusError):
+    code = "wrong_state"
+    default_hint = "Look at the current state with get_workflow and act on that."
+
+
+class LeaseLost(AgentBusError):
+    code = "lease_lost"
+    default_hint = (
+        "Your lease expired and the task was taken back, so your result was not recorded. "
+        "Stop work on it; heartbeat more often than the lease lasts, or claim with a longer lease_seconds."
+    )
+
+
+class Forbidden(AgentBusError):
+    code = "forbidden"
+    default_hint = "Your credentials do not allow this; ask the operator for a token with the right role."
+
+
+class BackendUnavailable(AgentBusError):
+    code = "backend_unavailable"
+    default_hint = "Redis is not reachable right now; nothing was changed. Retry in a few seconds."
+
+
+class InternalError(AgentBusError):
+    code = "internal"
+    default_hint = "This is a bug in agentbus; the server log has the details. Retrying may help."

@@ -1,0 +1,103 @@
+"""Every Redis key agentbus uses, built in one place.
+
+All keys of a namespace share the hash tag ``{<ns>}``, so every script touches a single Redis
+Cluster slot. Scripts receive the same key layout (`Keys.script_keys`) on every call: static keys
+by name, and *families* — a prefix to which the script appends an id (``task:`` + ``t-17``). Lua
+never invents a key of its own; the index of each entry is mirrored in ``lua/include/keys.lua``.
+
+| key                        | type   | holds                                                    |
+|----------------------------|--------|----------------------------------------------------------|
+| ``ab:{ns}:task:<id>``      | HASH   | one task: fields, state, lease, result                   |
+| ``ab:{ns}:ready:<cap>``    | ZSET   | ready task ids of a capability, score = priority·2³² + seq |
+| ``ab:{ns}:wf:<id>``        | HASH   | one workflow: title, task ids, per-state counters        |
+| ``ab:{ns}:agent:<id>``     | HASH   | presence record of an agent                              |
+| ``ab:{ns}:held:<agent>``   | SET    | task ids whose lease the agent holds                     |
+| ``ab:{ns}:idem:<scope>``   | STRING | first result of an idempotent call (expires)            |
+| ``ab:{ns}:events``         | STREAM | the event log, trimmed to the retention                  |
+| ``ab:{ns}:leases``         | ZSET   | claimed task ids, score = lease expiry (ms)              |
+| ``ab:{ns}:delayed``        | ZSET   | delayed and retry-pending task ids, score = due time     |
+| ``ab:{ns}:dead``           | ZSET   | dead task ids, score = time of death                     |
+| ``ab:{ns}:workflows``      | ZSET   | workflow ids, score = creation time                      |
+| ``ab:{ns}:agents``         | ZSET   | live agent ids, score = presence expiry (ms)             |
+| ``ab:{ns}:agents:gone``    | ZSET   | agents whose presence expired, score = when              |
+| ``ab:{ns}:counters``       | HASH   | id and FIFO sequence counters                            |
+| ``ab:{ns}:reaper``         | STRING | which server process runs the reaper (expires)           |
+| ``ab:{ns}:wake``           | channel| pub/sub wake-up hints (never the source of truth)        |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_NAMESPACE_RE = re.compile(NAMESPACE_PATTERN)
+
+# Order matters: it is the KEYS layout every script sees (lua/include/keys.lua).
+_FAMILIES = ("task", "ready", "wf", "agent", "held", "idem")
+_STATIC = ("events", "leases", "delayed", "dead", "workflows", "agents", "agents:gone", "counters", "reaper")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of one namespace."""
+
+    namespace: str
+    prefix: str = field(init=False)
+    script_keys: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not _NAMESPACE_RE.match(self.namespace):
+            raise ValueError(f"invalid namespace {self.namespace!r}: use letters, digits, '.', '_', '-'")
+        prefix = f"ab:{{{self.namespace}}}:"
+        object.__setattr__(self, "prefix", prefix)
+        layout = [f"{prefix}{name}:" for name in _FAMILIES] + [f"{prefix}{name}" for name in _STATIC]
+        layout.append(self.wake)
+        object.__setattr__(self, "script_keys", tuple(layout))
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}task:{task_id}"
+
+    def ready(self, capability: str) -> str:
+        return f"{self.prefix}ready:{capability}"
+
+    def workflow(self, workflow_id: str) -> str:
+        return f"{self.prefix}wf:{workflow_id}"
+
+    def agent(self, agent_id: str) -> str:
+        return f"{self.prefix}agent:{agent_id}"
+
+    def held(self, agent_id: str) -> str:
+        return f"{self.prefix}held:{agent_id}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}leases"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}delayed"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}dead"
+
+    @property
+    def workflows(self) -> str:
+        return f"{self.prefix}workflows"
+
+    @property
+    def agents(self) -> str:
+        return f"{self.prefix}agents"
+
+    @property
+    def agents_gone(self) -> str:
+        return f"{self.prefix}agents:gone"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.prefix}wake"

@@ -1,0 +1,45 @@
+"""Identifier formats and size bounds, checked before anything reaches a key or a script."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import StringConstraints
+
+from mcp_agentbus.errors import PayloadTooLarge
+
+AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+CAPABILITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TASK_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TASK_ID_PATTERN = r"^t-[0-9]{1,15}$"
+WORKFLOW_ID_PATTERN = r"^wf-[0-9]{1,15}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,128}$"
+
+AgentId = Annotated[str, StringConstraints(pattern=AGENT_PATTERN)]
+Capability = Annotated[str, StringConstraints(pattern=CAPABILITY_PATTERN)]
+TaskKey = Annotated[str, StringConstraints(pattern=TASK_KEY_PATTERN)]
+TaskId = Annotated[str, StringConstraints(pattern=TASK_ID_PATTERN)]
+WorkflowId = Annotated[str, StringConstraints(pattern=WORKFLOW_ID_PATTERN)]
+IdempotencyKey = Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTERN)]
+
+MAX_TITLE = 200
+MAX_DESCRIPTION = 16_384
+MAX_SUMMARY = 2_000
+MAX_ERROR = 8_192
+MAX_NOTE = 500
+MAX_STATUS = 64
+MAX_JSON_BYTES = 65_536  # one payload or result
+MAX_WORKFLOW_JSON_BYTES = 1_048_576  # all payloads of one workflow together
+MAX_WORKFLOW_TASKS = 200
+MAX_DEPENDENCIES = 50
+MAX_CAPABILITIES = 20
+
+
+def encode_json(value: Any, field: str, limit: int = MAX_JSON_BYTES) -> str:
+    """Compact JSON text of `value`, refused past `limit` bytes."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    size = len(text.encode())
+    if size > limit:
+        raise PayloadTooLarge(f"{field} is {size:,} bytes of JSON; the limit is {limit:,} bytes")
+    return text

@@ -1,0 +1,69 @@
+-- claim_task: lease the best ready task (priority, then FIFO) among the agent's capabilities,
+-- or one named task.
+-- KEYS: the namespace layout (include/keys.lua)
+-- ARGV: events_max, retention_ms, agent, lease_ms, lease_token, task_id ('' = best),
+--       capabilities (comma list; '' = the agent's registered ones plus 'any')
+-- returns: {'ok', id, key, workflow, title, description, payload, capability, priority, attempt,
+--           max_attempts, fence, lease_token, expires_at_ms, {dep_key, dep_result, ...}}
+--        | {'empty', {cap, ...}, delayed_count, next_due_ms | '', {cap, ready_count, ...}, now_ms}
+--        | {'not_found' | 'wrong_state', message}
+--@include keys.lua
+--@include common.lua
+--@include tasks.lua
+
+local agent, lease_ms, token, wanted, caps_csv = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
+local now = now_ms()
+promote_due(now, 100)
+
+local id, cap
+if wanted ~= '' then
+  local f = redis.call('HMGET', K_TASK .. wanted, 'state', 'cap')
+  if not f[1] then return { 'not_found', 'task ' .. wanted .. ' does not exist' } end
+  if f[1] ~= 'ready' then return { 'wrong_state', 'task ' .. wanted .. ' is ' .. f[1] .. ', not ready' } end
+  id, cap = wanted, f[2]
+else
+  local caps = split(caps_csv)
+  if #caps == 0 then
+    caps = split(redis.call('HGET', K_AGENT .. agent, 'caps'))
+    caps[#caps + 1] = 'any'
+  end
+  local best_score
+  for _, c in ipairs(caps) do
+    local top = redis.call('ZRANGE', K_READY .. c, 0, 0, 'WITHSCORES')
+    if top[1] and (not best_score or tonumber(top[2]) < best_score) then
+      id, cap, best_score = top[1], c, tonumber(top[2])
+    end
+  end
+  if not id then
+    local next_due = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+    local elsewhere = {}
+    local counters = redis.call('HGETALL', K_COUNTERS)
+    for i = 1, #counters, 2 do
+      if string.sub(counters[i], 1, 6) == 'ready:' and tonumber(counters[i + 1]) > 0 then
+        elsewhere[#elsewhere + 1] = string.sub(counters[i], 7)
+        elsewhere[#elsewhere + 1] = counters[i + 1]
+      end
+    end
+    return { 'empty', caps, redis.call('ZCARD', K_DELAYED), next_due[2] or '', elsewhere, now }
+  end
+end
+
+redis.call('ZREM', K_READY .. cap, id)
+redis.call('HINCRBY', K_COUNTERS, 'ready:' .. cap, -1)
+local attempt = redis.call('HINCRBY', K_TASK .. id, 'attempts', 1)
+local fence = redis.call('HINCRBY', K_TASK .. id, 'fence', 1)
+local expires = now + lease_ms
+redis.call('HSET', K_TASK .. id, 'token', token, 'owner', agent, 'lease_ms', lease_ms, 'lease_exp', expires)
+redis.call('ZADD', K_LEASES, expires, id)
+redis.call('SADD', K_HELD .. agent, id)
+local t = redis.call('HMGET', K_TASK .. id, 'key', 'wf', 'title', 'desc', 'payload', 'prio', 'max_attempts', 'deps')
+set_state(id, t[2], 'ready', 'claimed', now)
+emit('task.claimed', agent, { task = id, workflow = t[2], attempt = attempt, fence = fence })
+
+local inputs = {}
+for _, dep in ipairs(split(t[8])) do
+  local d = redis.call('HMGET', K_TASK .. dep, 'key', 'result')
+  inputs[#inputs + 1] = (d[1] and d[1] ~= '') and d[1] or dep
+  inputs[#inputs + 1] = d[2] or 'null'
+end
+return { 'ok', id, t[1] or '', t[2], t[3], t[4], t[5], cap, t[6], attempt, t[7], fence, token, expires, inputs }

@@ -1,0 +1,38 @@
+-- fail_task: end a leased attempt with an error; retry with exponential backoff and jitter until
+-- max_attempts, then the task is dead and its dependents are cancelled.
+-- KEYS: the namespace layout (include/keys.lua)
+-- ARGV: events_max, retention_ms, agent, task_id, lease_token, error, retry ('1'|'0'),
+--       jitter (0..1, from the caller), backoff_base_ms, backoff_cap_ms
+-- returns: {'ok', already ('1'|'0'), state, due_ms | '', {cancelled id, ...}, attempts, max_attempts}
+--        | {'not_found' | 'lease_lost', message}
+--@include keys.lua
+--@include common.lua
+--@include tasks.lua
+
+local agent, id, token, err, retry = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
+local jitter, base_ms, cap_ms = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner', 'wf', 'attempts', 'max_attempts',
+  'failed_token', 'due')
+if not f[1] then return { 'not_found', 'task ' .. id .. ' does not exist' } end
+local attempts, max_attempts = tonumber(f[5]), tonumber(f[6])
+if f[7] == token and f[2] ~= token then
+  return { 'ok', '1', f[1], f[8] or '', {}, attempts, max_attempts }
+end
+if f[1] ~= 'claimed' or f[2] ~= token then
+  return { 'lease_lost', 'your lease on task ' .. id .. ' is no longer valid (the task is now ' .. f[1] .. ')' }
+end
+
+local now = now_ms()
+drop_lease(id, f[3])
+redis.call('HSET', K_TASK .. id, 'error', err, 'failed_token', token)
+if retry and attempts < max_attempts then
+  local delay = math.floor(math.min(cap_ms, base_ms * 2 ^ (attempts - 1)) * (0.5 + 0.5 * jitter))
+  release(id, f[4], 'claimed', now + delay, now)
+  local state = redis.call('HGET', K_TASK .. id, 'state')
+  emit('task.failed', agent, { task = id, workflow = f[4], error = err, attempt = attempts,
+    retry_at = now + delay })
+  return { 'ok', '0', state, now + delay, {}, attempts, max_attempts }
+end
+emit('task.failed', agent, { task = id, workflow = f[4], error = err, attempt = attempts })
+local cancelled = kill(id, f[4], 'claimed', err, now, agent)
+return { 'ok', '0', 'dead', '', cancelled, attempts, max_attempts }

@@ -1,0 +1,41 @@
+-- heartbeat: register or refresh an agent and extend every lease it holds, in one step.
+-- KEYS: the namespace layout (include/keys.lua)
+-- ARGV: events_max, retention_ms, agent, status, capabilities (comma list), capabilities given
+--       ('1'|'0': '0' keeps the registered ones), note, ttl_ms
+-- returns: {'ok', joined ('1'|'0'), {task_id, expires_at_ms, ...}, live_agents, capabilities csv,
+--           joined_at_ms, now_ms}
+--@include keys.lua
+--@include common.lua
+
+local agent, status, caps, caps_given, note, ttl_ms = ARGV[3], ARGV[4], ARGV[5], ARGV[6] == '1', ARGV[7],
+  tonumber(ARGV[8])
+local now = now_ms()
+local joined = not redis.call('ZSCORE', K_AGENTS, agent)
+
+redis.call('HSET', K_AGENT .. agent, 'id', agent, 'status', status, 'note', note, 'ttl_ms', ttl_ms,
+  'last_seen', now)
+if caps_given then redis.call('HSET', K_AGENT .. agent, 'caps', caps) end
+if joined then redis.call('HSET', K_AGENT .. agent, 'joined_at', now) end
+redis.call('PERSIST', K_AGENT .. agent)
+redis.call('ZADD', K_AGENTS, now + ttl_ms, agent)
+redis.call('ZREM', K_AGENTS_GONE, agent)
+local info = redis.call('HMGET', K_AGENT .. agent, 'caps', 'joined_at')
+if joined then
+  emit('agent.joined', agent, { agent = agent, status = status, capabilities = split(info[1]) })
+end
+
+local extended = {}
+for _, id in ipairs(redis.call('SMEMBERS', K_HELD .. agent)) do
+  local f = redis.call('HMGET', K_TASK .. id, 'state', 'owner', 'lease_ms')
+  if f[1] == 'claimed' and f[2] == agent then
+    local expires = now + tonumber(f[3])
+    redis.call('HSET', K_TASK .. id, 'lease_exp', expires)
+    redis.call('ZADD', K_LEASES, expires, id)
+    extended[#extended + 1] = id
+    extended[#extended + 1] = expires
+  else
+    redis.call('SREM', K_HELD .. agent, id)
+  end
+end
+local live = redis.call('ZCOUNT', K_AGENTS, now, '+inf')
+return { 'ok', joined and '1' or '0', extended, live, info[1] or '', info[2], now }

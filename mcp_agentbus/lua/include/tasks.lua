@@ -1,0 +1,114 @@
+-- Task state changes shared by the task scripts (needs keys.lua and common.lua).
+
+local PRIORITY_RANK = { urgent = 0, high = 1, normal = 2, low = 3 }
+local PRIORITY_SPAN = 4294967296 -- 2^32 FIFO sequence numbers per priority
+
+-- Every state change goes through here so workflow counters stay exact.
+local function set_state(id, wf, old, new, now)
+  redis.call('HSET', K_TASK .. id, 'state', new, 'updated', now)
+  if wf and wf ~= '' then
+    if old and old ~= '' then redis.call('HINCRBY', K_WF .. wf, 'n:' .. old, -1) end
+    redis.call('HINCRBY', K_WF .. wf, 'n:' .. new, 1)
+  end
+end
+
+local function make_ready(id, now)
+  local f = redis.call('HMGET', K_TASK .. id, 'cap', 'prio', 'wf', 'state')
+  local seq = redis.call('HINCRBY', K_COUNTERS, 'seq', 1)
+  redis.call('ZADD', K_READY .. f[1], PRIORITY_RANK[f[2]] * PRIORITY_SPAN + seq, id)
+  redis.call('HINCRBY', K_COUNTERS, 'ready:' .. f[1], 1)
+  redis.call('HDEL', K_TASK .. id, 'due')
+  set_state(id, f[3], f[4], 'ready', now)
+  wake('task:' .. f[1])
+end
+
+local function make_delayed(id, wf, old, due, now)
+  redis.call('HSET', K_TASK .. id, 'due', due)
+  redis.call('ZADD', K_DELAYED, due, id)
+  set_state(id, wf, old, 'delayed', now)
+end
+
+-- A task that became eligible (created, unblocked, retried) waits out its due time, if any.
+local function release(id, wf, old, due, now)
+  if due > now then make_delayed(id, wf, old, due, now) else make_ready(id, now) end
+end
+
+local function promote_due(now, limit)
+  local ids = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', K_DELAYED, id)
+    if redis.call('HGET', K_TASK .. id, 'state') == 'delayed' then make_ready(id, now) end
+  end
+  return #ids
+end
+
+local function drop_lease(id, owner)
+  redis.call('HDEL', K_TASK .. id, 'token', 'owner', 'lease_exp')
+  redis.call('ZREM', K_LEASES, id)
+  if owner and owner ~= '' then redis.call('SREM', K_HELD .. owner, id) end
+end
+
+local PROGRESS_FIELDS = { 'total', 'n:blocked', 'n:ready', 'n:delayed', 'n:claimed', 'n:done', 'n:dead',
+  'n:cancelled', 'status' }
+
+local function progress(wf)
+  if not wf or wf == '' then return {} end
+  return redis.call('HMGET', K_WF .. wf, unpack(PROGRESS_FIELDS))
+end
+
+-- After a task reached a terminal state: finish its workflow when nothing is left to run, and
+-- let finished records expire after the retention.
+local function settle(id, wf, now)
+  if not wf or wf == '' then
+    redis.call('PEXPIRE', K_TASK .. id, RETENTION_MS)
+    return
+  end
+  local p = redis.call('HMGET', K_WF .. wf, 'total', 'n:done', 'n:dead', 'n:cancelled', 'status', 'tasks')
+  local total, done = tonumber(p[1]), tonumber(p[2] or 0)
+  local dead, cancelled = tonumber(p[3] or 0), tonumber(p[4] or 0)
+  if p[5] ~= 'running' or done + dead + cancelled < total then return end
+  local status = (done == total) and 'done' or 'failed'
+  redis.call('HSET', K_WF .. wf, 'status', status, 'finished', now)
+  emit('workflow.finished', '', { workflow = wf, status = status, done = done, dead = dead,
+    cancelled = cancelled })
+  redis.call('PEXPIRE', K_WF .. wf, RETENTION_MS)
+  for _, tid in ipairs(split(p[6])) do redis.call('PEXPIRE', K_TASK .. tid, RETENTION_MS) end
+end
+
+local function unblock_dependents(id, now)
+  local unblocked = {}
+  for _, dep in ipairs(split(redis.call('HGET', K_TASK .. id, 'dependents'))) do
+    local d = redis.call('HMGET', K_TASK .. dep, 'state', 'wf', 'due')
+    if d[1] == 'blocked' and redis.call('HINCRBY', K_TASK .. dep, 'pending', -1) <= 0 then
+      release(dep, d[2], 'blocked', tonumber(d[3] or 0), now)
+      unblocked[#unblocked + 1] = dep
+    end
+  end
+  return unblocked
+end
+
+-- Terminal failure: the task is dead and everything downstream of it is cancelled with the reason.
+local function kill(id, wf, old, err, now, agent)
+  redis.call('HSET', K_TASK .. id, 'error', err)
+  set_state(id, wf, old, 'dead', now)
+  redis.call('ZADD', K_DEAD, now, id)
+  emit('task.dead', agent, { task = id, workflow = wf, error = err })
+  local reason = 'dependency ' .. id .. ' is dead: ' .. err
+  local cancelled, queue, i = {}, { id }, 1
+  while i <= #queue do
+    for _, dep in ipairs(split(redis.call('HGET', K_TASK .. queue[i], 'dependents'))) do
+      local d = redis.call('HMGET', K_TASK .. dep, 'state', 'wf')
+      if d[1] == 'blocked' then
+        redis.call('HSET', K_TASK .. dep, 'error', reason)
+        set_state(dep, d[2], 'blocked', 'cancelled', now)
+        emit('task.cancelled', agent, { task = dep, workflow = d[2], reason = reason })
+        cancelled[#cancelled + 1] = dep
+        queue[#queue + 1] = dep
+        settle(dep, d[2], now)
+      end
+    end
+    i = i + 1
+  end
+  settle(id, wf, now)
+  return cancelled
+end

@@ -1,0 +1,57 @@
+-- reap: the periodic sweep. Only the server process holding the reaper key runs it, so one sweep
+-- runs at a time across all processes. Takes back expired leases (the old holder's token stops
+-- working), promotes due delayed tasks, marks silent agents gone, and drops expired index entries.
+-- KEYS: the namespace layout (include/keys.lua)
+-- ARGV: events_max, retention_ms, reaper_id, guard_ms, batch
+-- returns: {'busy'} | {'ok', reclaimed, promoted, gone, more ('1' when a batch was full)}
+--@include keys.lua
+--@include common.lua
+--@include tasks.lua
+
+local me, guard_ms, batch = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local holder = redis.call('GET', K_REAPER)
+if holder and holder ~= me then return { 'busy' } end
+redis.call('SET', K_REAPER, me, 'PX', guard_ms)
+local now = now_ms()
+
+local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, batch)
+local reclaimed = 0
+for _, id in ipairs(expired) do
+  local f = redis.call('HMGET', K_TASK .. id, 'state', 'owner', 'lease_exp', 'attempts', 'max_attempts', 'wf')
+  if f[1] ~= 'claimed' then
+    redis.call('ZREM', K_LEASES, id)
+  elseif tonumber(f[3]) <= now then
+    reclaimed = reclaimed + 1
+    local attempts, max_attempts = tonumber(f[4]), tonumber(f[5])
+    local err = 'lease expired on attempt ' .. attempts .. ' (' .. f[2] .. ' stopped without completing)'
+    drop_lease(id, f[2])
+    emit('task.reclaimed', f[2], { task = id, workflow = f[6], attempt = attempts })
+    if attempts >= max_attempts then
+      kill(id, f[6], 'claimed', err, now, '')
+    else
+      redis.call('HSET', K_TASK .. id, 'error', err)
+      make_ready(id, now)
+    end
+  end
+end
+
+local promoted = promote_due(now, batch)
+
+local silent = redis.call('ZRANGEBYSCORE', K_AGENTS, '-inf', now, 'LIMIT', 0, batch)
+for _, agent in ipairs(silent) do
+  redis.call('ZREM', K_AGENTS, agent)
+  redis.call('ZADD', K_AGENTS_GONE, now, agent)
+  redis.call('HSET', K_AGENT .. agent, 'status', 'gone')
+  redis.call('PEXPIRE', K_AGENT .. agent, RETENTION_MS)
+  emit('agent.gone', agent, { agent = agent })
+end
+
+local horizon = now - RETENTION_MS
+redis.call('ZREMRANGEBYSCORE', K_DEAD, '-inf', horizon)
+redis.call('ZREMRANGEBYSCORE', K_AGENTS_GONE, '-inf', horizon)
+for _, wf in ipairs(redis.call('ZRANGEBYSCORE', K_WORKFLOWS, '-inf', horizon, 'LIMIT', 0, batch)) do
+  if redis.call('EXISTS', K_WF .. wf) == 0 then redis.call('ZREM', K_WORKFLOWS, wf) end
+end
+
+local more = (#expired == batch or promoted == batch or #silent == batch) and '1' or '0'
+return { 'ok', reclaimed, promoted, #silent, more }

@@ -1,0 +1,165 @@
+"""Result shapes: what the core API returns and what each MCP tool's output schema publishes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Priority = Literal["low", "normal", "high", "urgent"]
+TaskState = Literal["blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled"]
+WorkflowStatus = Literal["running", "done", "failed"]
+
+
+def iso(ms: int | str | None) -> str | None:
+    """Redis milliseconds as an ISO 8601 UTC timestamp (what agents read)."""
+    if ms in (None, "", "0", 0):
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Result(BaseModel):
+    notices: list[str] = Field(default_factory=list, description="Things you should know now.")
+
+
+class Lease(BaseModel):
+    lease_token: str = Field(description="Pass this to complete_task or fail_task.")
+    fence: int = Field(description="Grows with every claim of this task; task_id+fence is a safe idempotency key.")
+    expires_at: str = Field(description="When the lease lapses unless you heartbeat (UTC).")
+
+
+class ClaimedTask(BaseModel):
+    id: str
+    key: str | None = Field(None, description="The task's key within its workflow.")
+    workflow_id: str | None = None
+    title: str
+    description: str
+    capability: str
+    priority: Priority
+    payload: Any = None
+    attempt: int = Field(description="1 on the first claim; counts reclaimed and failed attempts.")
+    max_attempts: int
+    inputs: dict[str, Any] = Field(description="Results of the tasks this one depends on, by task key (or id).")
+
+
+class ClaimResult(Result):
+    task: ClaimedTask | None = Field(description="The claimed task, or null when nothing was ready.")
+    lease: Lease | None = None
+    reason: str | None = Field(None, description="Why no task was claimed.")
+    capabilities: list[str] = Field(default_factory=list, description="The capabilities that were searched.")
+    ready_elsewhere: dict[str, int] = Field(
+        default_factory=dict, description="Ready tasks of other capabilities, by capability."
+    )
+    delayed: int = Field(0, description="Tasks waiting for a delay or a retry backoff.")
+    next_due_at: str | None = Field(None, description="When the next delayed task becomes ready.")
+
+
+class CreateTaskResult(Result):
+    task_id: str
+    state: TaskState
+    duplicate: bool = Field(False, description="True when an earlier call with this idempotency_key made it.")
+
+
+class CreateWorkflowResult(Result):
+    workflow_id: str
+    task_ids: dict[str, str] = Field(description="Task id by task key.")
+    ready: list[str] = Field(description="Keys of the tasks that are ready now.")
+    duplicate: bool = False
+
+
+class Progress(BaseModel):
+    total: int = 0
+    blocked: int = 0
+    ready: int = 0
+    delayed: int = 0
+    claimed: int = 0
+    done: int = 0
+    dead: int = 0
+    cancelled: int = 0
+
+
+class CompleteResult(Result):
+    task_id: str
+    state: Literal["done"] = "done"
+    already_completed: bool = Field(False, description="True when this lease had already completed the task.")
+    unblocked: list[str] = Field(description="Tasks that became ready (or delayed) because of this one.")
+    workflow_id: str | None = None
+    workflow_status: WorkflowStatus | None = None
+    progress: Progress | None = None
+
+
+class FailResult(Result):
+    task_id: str
+    state: Literal["ready", "delayed", "dead"]
+    retry_at: str | None = Field(None, description="When the next attempt becomes claimable.")
+    attempts: int
+    max_attempts: int
+    cancelled: list[str] = Field(default_factory=list, description="Dependents cancelled because this task is dead.")
+    already_failed: bool = False
+
+
+class TaskView(BaseModel):
+    id: str
+    key: str | None = None
+    title: str
+    state: TaskState
+    capability: str
+    priority: Priority
+    assignee: str | None = Field(None, description="The agent holding the lease, or that completed it.")
+    attempts: int
+    max_attempts: int
+    depends_on: list[str]
+    result: Any = None
+    summary: str | None = None
+    error: str | None = None
+    lease_expires_at: str | None = None
+    due_at: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class WorkflowSummary(BaseModel):
+    workflow_id: str
+    title: str
+    status: WorkflowStatus
+    progress: Progress
+    created_at: str | None = None
+    finished_at: str | None = None
+
+
+class WorkflowView(WorkflowSummary):
+    tasks: list[TaskView]
+
+
+class GetWorkflowResult(Result):
+    workflow: WorkflowView | None = Field(None, description="The workflow asked for.")
+    workflows: list[WorkflowSummary] | None = Field(None, description="Recent workflows, when no id was given.")
+
+
+class AgentView(BaseModel):
+    agent: str
+    status: str
+    alive: bool
+    capabilities: list[str]
+    note: str = ""
+    last_seen: str | None = None
+    expires_at: str | None = Field(None, description="When the agent counts as gone without another heartbeat.")
+    joined_at: str | None = None
+    tasks: list[str] = Field(default_factory=list, description="Tasks whose lease the agent holds.")
+
+
+class ExtendedLease(BaseModel):
+    task_id: str
+    expires_at: str
+
+
+class HeartbeatResult(Result):
+    agent: AgentView
+    joined: bool = Field(description="True when the agent was not alive before this heartbeat.")
+    leases_extended: list[ExtendedLease]
+    live_agents: int
+
+
+class ListAgentsResult(Result):
+    agents: list[AgentView]

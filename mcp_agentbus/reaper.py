@@ -1,0 +1,59 @@
+"""The reaper: a periodic sweep that takes back expired leases, promotes due tasks and notices
+agents that went silent. Every server process runs the loop; a Redis key lets one sweep at a time."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+
+import anyio
+
+from mcp_agentbus.errors import AgentBusError
+from mcp_agentbus.store import Store
+
+logger = logging.getLogger(__name__)
+
+BATCH = 100  # bounds the work of one script call, so Redis is never blocked for long
+
+
+@dataclass
+class Sweep:
+    reclaimed: int = 0
+    promoted: int = 0
+    gone: int = 0
+
+
+class Reaper:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.id = uuid.uuid4().hex
+        interval = store.settings.reaper_interval_seconds
+        # Another process takes over within a few intervals after the current reaper stops.
+        self._guard_ms = math.ceil(max(3 * interval, 2.0) * 1000)
+
+    async def sweep(self) -> Sweep | None:
+        """One full sweep; None when another process holds the reaper role."""
+        total = Sweep()
+        while True:
+            reply = await self._store.run("reap", self.id, self._guard_ms, BATCH)
+            if reply[0] == "busy":
+                return None
+            _, reclaimed, promoted, gone, more = reply
+            total.reclaimed += reclaimed
+            total.promoted += promoted
+            total.gone += gone
+            if more != "1":
+                return total
+
+    async def run(self) -> None:
+        """Sweep every interval until cancelled; a failing sweep is logged and tried again."""
+        while True:
+            try:
+                swept = await self.sweep()
+                if swept and (swept.reclaimed or swept.gone):
+                    logger.info("reaper: %s", swept)
+            except AgentBusError as exc:
+                logger.warning("reaper sweep failed: %s", exc)
+            await anyio.sleep(self._store.settings.reaper_interval_seconds)

@@ -1,0 +1,46 @@
+"""The Lua scripts, shipped as package data (``lua/*.lua``) and registered once per client.
+
+A script may pull shared code in with a ``--@include name.lua`` line (from ``lua/include``); it is
+expanded here, so Redis sees one self-contained script. redis-py's `Script` handles EVALSHA with the
+NOSCRIPT fallback.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.commands.core import AsyncScript
+
+from mcp_agentbus.connection import Redis
+
+_INCLUDE = "--@include "
+
+SCRIPT_NAMES = ("create_task", "create_workflow", "claim_task", "complete_task", "fail_task", "heartbeat", "reap")
+
+
+@cache
+def source(name: str) -> str:
+    """The full text of script `name`, includes expanded."""
+    lua = resources.files("mcp_agentbus") / "lua"
+    lines = []
+    for line in (lua / f"{name}.lua").read_text().splitlines():
+        if line.startswith(_INCLUDE):
+            lines.append((lua / "include" / line.removeprefix(_INCLUDE).strip()).read_text())
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+class Scripts:
+    """The registered scripts of one Redis client, called by name."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script(source(name))  # type: ignore[misc]
+            for name in SCRIPT_NAMES
+        }
+
+    async def __call__(self, name: str, keys: tuple[str, ...], args: list[Any]) -> Any:
+        return await self._scripts[name](keys=keys, args=args)

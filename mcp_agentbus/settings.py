@@ -1,0 +1,41 @@
+"""One typed settings object, filled from ``AGENTBUS_*`` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mcp_agentbus.keys import NAMESPACE_PATTERN
+from mcp_agentbus.limits import AGENT_PATTERN
+
+
+class Settings(BaseSettings):
+    """Configuration of an agentbus server process (CLI flags override the environment)."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTBUS_", extra="ignore", frozen=True)
+
+    redis_url: str = Field(
+        "memory://",
+        description="redis://, rediss://, unix:// or memory:// (an embedded store inside this one process).",
+    )
+    namespace: str = Field("default", pattern=NAMESPACE_PATTERN, description="The swarm/project; keys live under it.")
+    agent: str | None = Field(None, pattern=AGENT_PATTERN, description="Agent id used when a call names none.")
+    tools: str = Field("all", description="Tool profile: all, worker, coordinator, or a comma list of tool names.")
+    lease_seconds: int = Field(300, ge=1, le=86_400, description="Default task lease.")
+    max_wait_seconds: float = Field(25.0, ge=0, le=3_600, description="Cap on any wait_seconds.")
+    event_retention: int = Field(10_000, ge=100, description="Events kept in the log (approximate).")
+    retention_seconds: int = Field(86_400, ge=1, description="How long finished tasks, workflows and keys stay.")
+    retry_backoff_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles per attempt.")
+    retry_backoff_max_seconds: float = Field(300.0, ge=0, description="Longest retry delay.")
+    reaper_interval_seconds: float = Field(1.0, gt=0, le=60, description="How often expired leases are swept.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        schemes = ("redis://", "rediss://", "unix://", "memory://")
+        if not url.startswith(schemes):
+            raise ValueError(f"redis_url must start with one of {', '.join(schemes)}")
+        return url

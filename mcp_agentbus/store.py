@@ -1,0 +1,53 @@
+"""One namespace on one Redis: runs the scripts and turns their refusals into errors."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp_agentbus.connection import Redis, backend
+from mcp_agentbus.errors import AgentBusError, InvalidArgument, LeaseLost, NotFound, WrongState
+from mcp_agentbus.keys import Keys
+from mcp_agentbus.scripts import Scripts
+from mcp_agentbus.settings import Settings
+
+_REFUSALS: dict[str, type[AgentBusError]] = {
+    "not_found": NotFound,
+    "wrong_state": WrongState,
+    "lease_lost": LeaseLost,
+    "invalid_argument": InvalidArgument,
+}
+
+
+@dataclass
+class Store:
+    redis: Redis
+    settings: Settings
+    keys: Keys = field(init=False)
+    scripts: Scripts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = Keys(self.settings.namespace)
+        self.scripts = Scripts(self.redis)
+        self._common = [self.settings.event_retention, self.settings.retention_seconds * 1000]
+
+    async def run(self, script: str, *args: Any) -> list[Any]:
+        """Run `script` with the namespace's key layout; a refusal raises its error."""
+        with backend(self.settings.redis_url):
+            reply: list[Any] = await self.scripts(script, self.keys.script_keys, [*self._common, *args])
+        refusal = _REFUSALS.get(reply[0])
+        if refusal is not None:
+            raise refusal(reply[1])
+        return reply
+
+    def backend(self) -> Any:
+        """Context manager for direct reads: a lost connection becomes `BackendUnavailable`."""
+        return backend(self.settings.redis_url)
+
+
+def require(value: str, pattern: re.Pattern[str], what: str) -> str:
+    """Refuse an identifier that does not match its format, before it is used in a key."""
+    if not pattern.match(value):
+        raise InvalidArgument(f"{what} {value!r} is not valid (expected {pattern.pattern})")
+    return value

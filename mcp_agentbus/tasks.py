@@ -1,0 +1,237 @@
+"""Tasks: create, claim (with a server-side wait), complete and fail — each one Lua script."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+
+from mcp_agentbus.errors import InvalidArgument
+from mcp_agentbus.limits import (
+    AGENT_PATTERN,
+    CAPABILITY_PATTERN,
+    MAX_DEPENDENCIES,
+    TASK_ID_PATTERN,
+    WORKFLOW_ID_PATTERN,
+    encode_json,
+)
+from mcp_agentbus.models import (
+    ClaimedTask,
+    ClaimResult,
+    CompleteResult,
+    CreateTaskResult,
+    FailResult,
+    Lease,
+    Priority,
+    Progress,
+    iso,
+)
+from mcp_agentbus.store import Store, require
+from mcp_agentbus.wakeups import Wakeups
+
+AGENT_RE = re.compile(AGENT_PATTERN)
+CAPABILITY_RE = re.compile(CAPABILITY_PATTERN)
+TASK_ID_RE = re.compile(TASK_ID_PATTERN)
+WORKFLOW_ID_RE = re.compile(WORKFLOW_ID_PATTERN)
+
+ProgressCallback = Callable[[float, float, str], Awaitable[None]]
+PROGRESS_EVERY = 1.0  # seconds between progress notifications while waiting
+
+
+def idempotency_scope(tool: str, agent: str, key: str | None) -> str:
+    """Idempotency keys are per tool and per agent, so generic keys ("1") of two agents never meet."""
+    return f"{tool}:{agent}:{key}" if key else ""
+
+
+def parse_progress(fields: Sequence[Any]) -> tuple[str | None, Progress | None]:
+    """(status, counts) from the PROGRESS_FIELDS a script returns for a workflow."""
+    if not fields or fields[0] is None:
+        return None, None
+    total, blocked, ready, delayed, claimed, done, dead, cancelled, status = fields
+    counts = [int(n or 0) for n in (total, blocked, ready, delayed, claimed, done, dead, cancelled)]
+    names = ("total", "blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled")
+    return status, Progress(**dict(zip(names, counts, strict=True)))
+
+
+class Tasks:
+    def __init__(self, store: Store, wakeups: Wakeups) -> None:
+        self._store = store
+        self._wakeups = wakeups
+        self._settings = store.settings
+
+    async def create(
+        self,
+        agent: str,
+        *,
+        title: str,
+        description: str = "",
+        capability: str = "any",
+        priority: Priority = "normal",
+        payload: Any = None,
+        depends_on: Sequence[str] = (),
+        workflow_id: str | None = None,
+        max_attempts: int = 3,
+        delay_seconds: float = 0,
+        idempotency_key: str | None = None,
+    ) -> CreateTaskResult:
+        require(agent, AGENT_RE, "agent id")
+        require(capability, CAPABILITY_RE, "capability")
+        deps = list(dict.fromkeys(depends_on))
+        if len(deps) > MAX_DEPENDENCIES:
+            raise InvalidArgument(f"depends_on lists {len(deps)} tasks; the limit is {MAX_DEPENDENCIES}")
+        for dep in deps:
+            require(dep, TASK_ID_RE, "task id in depends_on")
+        if workflow_id is not None:
+            require(workflow_id, WORKFLOW_ID_RE, "workflow_id")
+        if max_attempts < 1:
+            raise InvalidArgument("max_attempts must be at least 1")
+        if delay_seconds < 0:
+            raise InvalidArgument("delay_seconds must not be negative")
+        reply = await self._store.run(
+            "create_task",
+            agent,
+            idempotency_scope("create_task", agent, idempotency_key),
+            title,
+            description,
+            capability,
+            priority,
+            encode_json(payload, "payload"),
+            ",".join(deps),
+            workflow_id or "",
+            max_attempts,
+            math.ceil(delay_seconds * 1000),
+        )
+        return CreateTaskResult(**json.loads(reply[1]), duplicate=reply[0] == "duplicate")
+
+    async def claim(
+        self,
+        agent: str,
+        *,
+        capabilities: Sequence[str] | None = None,
+        lease_seconds: float | None = None,
+        task_id: str | None = None,
+        wait_seconds: float = 0,
+        on_progress: ProgressCallback | None = None,
+    ) -> ClaimResult:
+        """Lease the best ready task. With `wait_seconds`, wait on the server for one to appear."""
+        require(agent, AGENT_RE, "agent id")
+        caps = list(dict.fromkeys(capabilities or ()))
+        for cap in caps:
+            require(cap, CAPABILITY_RE, "capability")
+        if task_id is not None:
+            require(task_id, TASK_ID_RE, "task_id")
+        lease_ms = math.ceil((lease_seconds or self._settings.lease_seconds) * 1000)
+        if lease_ms <= 0:
+            raise InvalidArgument("lease_seconds must be positive")
+        if wait_seconds < 0:
+            raise InvalidArgument("wait_seconds must not be negative")
+        notices = []
+        cap = self._settings.max_wait_seconds
+        if wait_seconds > cap:
+            notices.append(f"wait_seconds={wait_seconds:g} is above this server's cap; waited at most {cap:g} s.")
+            wait_seconds = cap
+
+        args = (agent, lease_ms, task_id or "", ",".join(caps))
+        deadline = anyio.current_time() + wait_seconds
+        started = anyio.current_time()
+        topics: list[str] | None = [f"task:{c}" for c in caps] if caps else None
+        while True:
+            with self._wakeups.expect(topics) as woken:
+                reply = await self._store.run("claim_task", args[0], args[1], secrets.token_urlsafe(12), *args[2:])
+                result = self._claim_result(reply, notices)
+                remaining = deadline - anyio.current_time()
+                if result.task is not None or remaining <= 0 or task_id is not None:
+                    return result
+                topics = [f"task:{c}" for c in result.capabilities]
+                if reply[3] != "":  # a delayed task falls due: come back for it then
+                    remaining = min(remaining, max(0.0, (int(reply[3]) - int(reply[5])) / 1000))
+                retry_at = anyio.current_time() + remaining
+                while not woken.is_set() and (left := retry_at - anyio.current_time()) > 0:
+                    with anyio.move_on_after(min(left, PROGRESS_EVERY)):
+                        await woken.wait()
+                    if on_progress is not None and not woken.is_set():
+                        waited = anyio.current_time() - started
+                        await on_progress(waited, wait_seconds, f"waiting for a task: {waited:.0f} s of {wait_seconds:g} s")
+
+    def _claim_result(self, reply: list[Any], notices: list[str]) -> ClaimResult:
+        if reply[0] == "empty":
+            _, caps, delayed, next_due, elsewhere, _now = reply
+            others = {elsewhere[i]: int(elsewhere[i + 1]) for i in range(0, len(elsewhere), 2)}
+            return ClaimResult(
+                task=None,
+                reason="no ready task for your capabilities",
+                capabilities=caps,
+                ready_elsewhere=others,
+                delayed=int(delayed),
+                next_due_at=iso(next_due),
+                notices=notices,
+            )
+        (_, id_, key, wf, title, desc, payload, cap, prio, attempt, max_attempts, fence, token, expires, inputs) = reply
+        return ClaimResult(
+            task=ClaimedTask(
+                id=id_,
+                key=key or None,
+                workflow_id=wf or None,
+                title=title,
+                description=desc,
+                capability=cap,
+                priority=prio,
+                payload=json.loads(payload),
+                attempt=int(attempt),
+                max_attempts=int(max_attempts),
+                inputs={inputs[i]: json.loads(inputs[i + 1]) for i in range(0, len(inputs), 2)},
+            ),
+            lease=Lease(lease_token=token, fence=int(fence), expires_at=iso(expires) or ""),
+            capabilities=[cap],
+            notices=notices,
+        )
+
+    async def complete(
+        self, agent: str, task_id: str, lease_token: str, *, result: Any = None, summary: str = ""
+    ) -> CompleteResult:
+        require(agent, AGENT_RE, "agent id")
+        require(task_id, TASK_ID_RE, "task_id")
+        reply = await self._store.run(
+            "complete_task", agent, task_id, lease_token, encode_json(result, "result"), summary
+        )
+        _, already, unblocked, wf, progress = reply
+        status, counts = parse_progress(progress)
+        return CompleteResult(
+            task_id=task_id,
+            already_completed=already == "1",
+            unblocked=unblocked,
+            workflow_id=wf or None,
+            workflow_status=status,  # type: ignore[arg-type]
+            progress=counts,
+        )
+
+    async def fail(self, agent: str, task_id: str, lease_token: str, *, error: str, retry: bool = True) -> FailResult:
+        require(agent, AGENT_RE, "agent id")
+        require(task_id, TASK_ID_RE, "task_id")
+        reply = await self._store.run(
+            "fail_task",
+            agent,
+            task_id,
+            lease_token,
+            error,
+            "1" if retry else "0",
+            random.random(),
+            math.ceil(self._settings.retry_backoff_seconds * 1000),
+            math.ceil(self._settings.retry_backoff_max_seconds * 1000),
+        )
+        _, already, state, due, cancelled, attempts, max_attempts = reply
+        return FailResult(
+            task_id=task_id,
+            state=state,
+            retry_at=iso(due) if state != "dead" else None,
+            attempts=int(attempts),
+            max_attempts=int(max_attempts),
+            cancelled=cancelled,
+            already_failed=already == "1",
+        )

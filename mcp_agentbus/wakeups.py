@@ -1,0 +1,70 @@
+"""Server-side waiting without polling: one pub/sub subscription per bus fans wake-ups out to waiters.
+
+Scripts ``PUBLISH`` a hint (``task:<capability>``) when something a waiter may want appears. Hints
+are never the source of truth: a woken waiter re-runs its script, and when the subscription is
+(re)established every waiter is woken, since hints may have been missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskStatus
+
+from mcp_agentbus.connection import Redis
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    topics: Collection[str] | None
+    event: anyio.Event
+
+
+class Wakeups:
+    def __init__(self, redis: Redis, channel: str) -> None:
+        self._redis = redis
+        self._channel = channel
+        self._waiters: set[_Waiter] = set()
+
+    @contextmanager
+    def expect(self, topics: Collection[str] | None = None) -> Iterator[anyio.Event]:
+        """An event set when one of `topics` (any, if None) is published. Enter it *before* checking
+        state, so a hint published between the check and the wait is not missed."""
+        waiter = _Waiter(topics, anyio.Event())
+        self._waiters.add(waiter)
+        try:
+            yield waiter.event
+        finally:
+            self._waiters.discard(waiter)
+
+    def _dispatch(self, topic: str | None) -> None:
+        for waiter in self._waiters:
+            if topic is None or waiter.topics is None or topic in waiter.topics:
+                waiter.event.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Listen until cancelled, resubscribing after a lost connection."""
+        started = False
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    self._dispatch(None)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._dispatch(message["data"])
+            except Exception as exc:  # any failure of the listener must not end waiting for good
+                logger.warning("wake-up subscription lost (%s); retrying in 1 s", exc)
+                if not started:
+                    started = True
+                    task_status.started()
+                await anyio.sleep(1)

@@ -1,0 +1,217 @@
+"""Workflows: a DAG of tasks created atomically, and views of its progress."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mcp_agentbus.errors import InvalidArgument, NotFound, PayloadTooLarge
+from mcp_agentbus.limits import (
+    CAPABILITY_PATTERN,
+    MAX_DEPENDENCIES,
+    MAX_DESCRIPTION,
+    MAX_TITLE,
+    MAX_WORKFLOW_JSON_BYTES,
+    MAX_WORKFLOW_TASKS,
+    TASK_KEY_PATTERN,
+    TaskKey,
+    encode_json,
+)
+from mcp_agentbus.models import (
+    CreateWorkflowResult,
+    GetWorkflowResult,
+    Priority,
+    Progress,
+    TaskView,
+    WorkflowSummary,
+    WorkflowView,
+    iso,
+)
+from mcp_agentbus.store import Store, require
+from mcp_agentbus.tasks import AGENT_RE, WORKFLOW_ID_RE, idempotency_scope
+
+_TASK_KEY_RE = re.compile(TASK_KEY_PATTERN)
+_PROGRESS_STATES = ("blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled")
+
+
+class WorkflowTask(BaseModel):
+    """One task of a workflow, as create_workflow takes it."""
+
+    key: TaskKey = Field(description="Unique within the workflow; dependents and `inputs` refer to it.")
+    title: str = Field(min_length=1, max_length=MAX_TITLE)
+    description: str = Field("", max_length=MAX_DESCRIPTION, description="What to do, for the agent that claims it.")
+    capability: str = Field("any", pattern=CAPABILITY_PATTERN, description="Which kind of agent may claim it.")
+    priority: Priority = "normal"
+    payload: Any = Field(None, description="Any JSON the worker needs.")
+    depends_on: list[TaskKey] = Field(
+        default_factory=list, max_length=MAX_DEPENDENCIES, description="Keys of tasks that must be done first."
+    )
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts before the task is dead.")
+
+
+def order_tasks(tasks: Sequence[WorkflowTask]) -> list[list[int]]:
+    """Each task's dependencies as 1-based positions, refusing duplicates, unknown keys and cycles."""
+    if not tasks:
+        raise InvalidArgument("a workflow needs at least one task")
+    if len(tasks) > MAX_WORKFLOW_TASKS:
+        raise InvalidArgument(f"a workflow may have at most {MAX_WORKFLOW_TASKS} tasks, not {len(tasks)}")
+    position: dict[str, int] = {}
+    for i, task in enumerate(tasks, start=1):
+        if task.key in position:
+            raise InvalidArgument(f"task key {task.key!r} is used twice")
+        position[task.key] = i
+    deps: list[list[int]] = []
+    for task in tasks:
+        for dep in task.depends_on:
+            if dep not in position:
+                raise InvalidArgument(f"task {task.key!r} depends on unknown key {dep!r}")
+            if dep == task.key:
+                raise InvalidArgument(f"task {task.key!r} depends on itself")
+        deps.append([position[d] for d in dict.fromkeys(task.depends_on)])
+    cycle = _find_cycle(tasks, deps)
+    if cycle:
+        raise InvalidArgument("dependencies form a cycle: " + " -> ".join(cycle))
+    return deps
+
+
+def _find_cycle(tasks: Sequence[WorkflowTask], deps: list[list[int]]) -> list[str]:
+    """Keys along one dependency cycle, or [] when the graph is a DAG (iterative DFS)."""
+    state = [0] * len(tasks)  # 0 unseen, 1 on the current path, 2 finished
+    for root in range(len(tasks)):
+        if state[root]:
+            continue
+        path, stack = [root], [iter(deps[root])]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+                continue
+            node = nxt - 1
+            if state[node] == 1:
+                loop = path[path.index(node) :] + [node]
+                return [tasks[i].key for i in loop]
+            if state[node] == 0:
+                state[node] = 1
+                path.append(node)
+                stack.append(iter(deps[node]))
+    return []
+
+
+class Workflows:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def create(
+        self,
+        agent: str,
+        *,
+        title: str,
+        tasks: Sequence[WorkflowTask | Mapping[str, Any]],
+        idempotency_key: str | None = None,
+    ) -> CreateWorkflowResult:
+        require(agent, AGENT_RE, "agent id")
+        specs = [t if isinstance(t, WorkflowTask) else WorkflowTask.model_validate(t) for t in tasks]
+        deps = order_tasks(specs)
+        payloads = [encode_json(t.payload, f"payload of task {t.key!r}") for t in specs]
+        total = sum(len(p) for p in payloads)
+        if total > MAX_WORKFLOW_JSON_BYTES:
+            raise PayloadTooLarge(
+                f"the payloads of this workflow add up to {total:,} bytes; the limit is {MAX_WORKFLOW_JSON_BYTES:,}"
+            )
+        spec = [
+            {
+                "key": t.key,
+                "title": t.title,
+                "desc": t.description,
+                "cap": t.capability,
+                "prio": t.priority,
+                "max_attempts": t.max_attempts,
+                "deps": d,
+            }
+            for t, d in zip(specs, deps, strict=True)
+        ]
+        reply = await self._store.run(
+            "create_workflow",
+            agent,
+            idempotency_scope("create_workflow", agent, idempotency_key),
+            title,
+            json.dumps(spec),
+            *payloads,
+        )
+        first = json.loads(reply[1])
+        return CreateWorkflowResult(
+            workflow_id=first["workflow_id"],
+            task_ids=first["task_ids"],
+            ready=list(first["ready"] or []),  # Lua's cjson writes an empty list as {}
+            duplicate=reply[0] == "duplicate",
+        )
+
+    async def get(self, workflow_id: str | None = None, *, limit: int = 20) -> GetWorkflowResult:
+        """One workflow with every task, or (without an id) the most recent workflows."""
+        keys = self._store.keys
+        if workflow_id is None:
+            with self._store.backend():
+                ids = await self._store.redis.zrevrange(keys.workflows, 0, limit - 1)
+                async with self._store.redis.pipeline(transaction=False) as pipe:
+                    for wf in ids:
+                        pipe.hgetall(keys.workflow(wf))
+                    records = await pipe.execute()
+            return GetWorkflowResult(workflows=[_summary(r) for r in records if r])
+
+        require(workflow_id, WORKFLOW_ID_RE, "workflow_id")
+        with self._store.backend():
+            record = await self._store.redis.hgetall(keys.workflow(workflow_id))
+            if not record:
+                raise NotFound(f"workflow {workflow_id} does not exist (or finished longer ago than the retention)")
+            async with self._store.redis.pipeline(transaction=False) as pipe:
+                for task_id in record.get("tasks", "").split(","):
+                    pipe.hgetall(keys.task(task_id))
+                tasks = await pipe.execute()
+        key_of = {t["id"]: t.get("key") or t["id"] for t in tasks if t}
+        summary = _summary(record)
+        return GetWorkflowResult(
+            workflow=WorkflowView(**summary.model_dump(), tasks=[task_view(t, key_of) for t in tasks if t])
+        )
+
+
+def _summary(record: dict[str, str]) -> WorkflowSummary:
+    counts = {state: int(record.get(f"n:{state}", 0)) for state in _PROGRESS_STATES}
+    return WorkflowSummary(
+        workflow_id=record["id"],
+        title=record.get("title", ""),
+        status=record["status"],  # type: ignore[arg-type]
+        progress=Progress(total=int(record.get("total", 0)), **counts),
+        created_at=iso(record.get("created")),
+        finished_at=iso(record.get("finished")),
+    )
+
+
+def task_view(t: dict[str, str], key_of: Mapping[str, str]) -> TaskView:
+    """A task record as agents see it; `key_of` names dependencies by key where known."""
+    deps = [d for d in t.get("deps", "").split(",") if d]
+    state = t["state"]
+    return TaskView(
+        id=t["id"],
+        key=t.get("key") or None,
+        title=t.get("title", ""),
+        state=state,  # type: ignore[arg-type]
+        capability=t.get("cap", "any"),
+        priority=t.get("prio", "normal"),  # type: ignore[arg-type]
+        assignee=t.get("owner") or t.get("completed_by") or None,
+        attempts=int(t.get("attempts", 0)),
+        max_attempts=int(t.get("max_attempts", 1)),
+        depends_on=[key_of.get(d, d) for d in deps],
+        result=json.loads(t["result"]) if "result" in t else None,
+        summary=t.get("summary") or None,
+        error=t.get("error") or None,
+        lease_expires_at=iso(t.get("lease_exp")),
+        due_at=iso(t.get("due")),
+        created_at=iso(t.get("created")),
+        updated_at=iso(t.get("updated")),
+    )
