@@ -35,7 +35,9 @@ class AgentBusError(Exception):
 
 class InvalidArgument(AgentBusError):
     code = "invalid_argument"
-    default_hint = "Fix the argument named in the message and call again; the tool's input schema lists the bounds."
+    default_hint = (
+        "Fix the argument named in the message and call again; the tool's input schema lists the bounds."
+    )
 
 
 class PayloadTooLarge(InvalidArgument):

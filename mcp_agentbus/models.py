@@ -16,7 +16,9 @@ def iso(ms: int | str | None) -> str | None:
     """Redis milliseconds as an ISO 8601 UTC timestamp (what agents read)."""
     if ms in (None, "", "0", 0):
         return None
-    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 class Result(BaseModel):
@@ -25,7 +27,9 @@ class Result(BaseModel):
 
 class Lease(BaseModel):
     lease_token: str = Field(description="Pass this to complete_task or fail_task.")
-    fence: int = Field(description="Grows with every claim of this task; task_id+fence is a safe idempotency key.")
+    fence: int = Field(
+        description="Grows with every claim of this task; task_id+fence is a safe idempotency key."
+    )
     expires_at: str = Field(description="When the lease lapses unless you heartbeat (UTC).")
 
 
@@ -40,7 +44,9 @@ class ClaimedTask(BaseModel):
     payload: Any = None
     attempt: int = Field(description="1 on the first claim; counts reclaimed and failed attempts.")
     max_attempts: int
-    inputs: dict[str, Any] = Field(description="Results of the tasks this one depends on, by task key (or id).")
+    inputs: dict[str, Any] = Field(
+        description="Results of the tasks this one depends on, by task key (or id)."
+    )
 
 
 class ClaimResult(Result):
@@ -95,7 +101,9 @@ class FailResult(Result):
     retry_at: str | None = Field(None, description="When the next attempt becomes claimable.")
     attempts: int
     max_attempts: int
-    cancelled: list[str] = Field(default_factory=list, description="Dependents cancelled because this task is dead.")
+    cancelled: list[str] = Field(
+        default_factory=list, description="Dependents cancelled because this task is dead."
+    )
     already_failed: bool = False
 
 
@@ -134,7 +142,9 @@ class WorkflowView(WorkflowSummary):
 
 class GetWorkflowResult(Result):
     workflow: WorkflowView | None = Field(None, description="The workflow asked for.")
-    workflows: list[WorkflowSummary] | None = Field(None, description="Recent workflows, when no id was given.")
+    workflows: list[WorkflowSummary] | None = Field(
+        None, description="Recent workflows, when no id was given."
+    )
 
 
 class AgentView(BaseModel):
@@ -144,7 +154,9 @@ class AgentView(BaseModel):
     capabilities: list[str]
     note: str = ""
     last_seen: str | None = None
-    expires_at: str | None = Field(None, description="When the agent counts as gone without another heartbeat.")
+    expires_at: str | None = Field(
+        None, description="When the agent counts as gone without another heartbeat."
+    )
     joined_at: str | None = None
     tasks: list[str] = Field(default_factory=list, description="Tasks whose lease the agent holds.")
 

@@ -57,11 +57,16 @@ class Presence:
             tasks=extended[::2],
         )
         leases = [
-            ExtendedLease(task_id=extended[i], expires_at=iso(extended[i + 1]) or "") for i in range(0, len(extended), 2)
+            ExtendedLease(task_id=extended[i], expires_at=iso(extended[i + 1]) or "")
+            for i in range(0, len(extended), 2)
         ]
-        return HeartbeatResult(agent=view, joined=joined == "1", leases_extended=leases, live_agents=int(live))
+        return HeartbeatResult(
+            agent=view, joined=joined == "1", leases_extended=leases, live_agents=int(live)
+        )
 
-    async def list_agents(self, *, capability: str | None = None, include_gone: bool = False) -> ListAgentsResult:
+    async def list_agents(
+        self, *, capability: str | None = None, include_gone: bool = False
+    ) -> ListAgentsResult:
         if capability is not None:
             require(capability, CAPABILITY_RE, "capability")
         keys, redis = self._store.keys, self._store.redis

@@ -17,7 +17,15 @@ from mcp_agentbus.connection import Redis
 
 _INCLUDE = "--@include "
 
-SCRIPT_NAMES = ("create_task", "create_workflow", "claim_task", "complete_task", "fail_task", "heartbeat", "reap")
+SCRIPT_NAMES = (
+    "create_task",
+    "create_workflow",
+    "claim_task",
+    "complete_task",
+    "fail_task",
+    "heartbeat",
+    "reap",
+)
 
 
 @cache
@@ -38,8 +46,7 @@ class Scripts:
 
     def __init__(self, redis: Redis) -> None:
         self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(source(name))  # type: ignore[misc]
-            for name in SCRIPT_NAMES
+            name: redis.register_script(source(name)) for name in SCRIPT_NAMES
         }
 
     async def __call__(self, name: str, keys: tuple[str, ...], args: list[Any]) -> Any:

@@ -20,16 +20,26 @@ class Settings(BaseSettings):
         "memory://",
         description="redis://, rediss://, unix:// or memory:// (an embedded store inside this one process).",
     )
-    namespace: str = Field("default", pattern=NAMESPACE_PATTERN, description="The swarm/project; keys live under it.")
-    agent: str | None = Field(None, pattern=AGENT_PATTERN, description="Agent id used when a call names none.")
-    tools: str = Field("all", description="Tool profile: all, worker, coordinator, or a comma list of tool names.")
+    namespace: str = Field(
+        "default", pattern=NAMESPACE_PATTERN, description="The swarm/project; keys live under it."
+    )
+    agent: str | None = Field(
+        None, pattern=AGENT_PATTERN, description="Agent id used when a call names none."
+    )
+    tools: str = Field(
+        "all", description="Tool profile: all, worker, coordinator, or a comma list of tool names."
+    )
     lease_seconds: int = Field(300, ge=1, le=86_400, description="Default task lease.")
     max_wait_seconds: float = Field(25.0, ge=0, le=3_600, description="Cap on any wait_seconds.")
     event_retention: int = Field(10_000, ge=100, description="Events kept in the log (approximate).")
-    retention_seconds: int = Field(86_400, ge=1, description="How long finished tasks, workflows and keys stay.")
+    retention_seconds: int = Field(
+        86_400, ge=1, description="How long finished tasks, workflows and keys stay."
+    )
     retry_backoff_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles per attempt.")
     retry_backoff_max_seconds: float = Field(300.0, ge=0, description="Longest retry delay.")
-    reaper_interval_seconds: float = Field(1.0, gt=0, le=60, description="How often expired leases are swept.")
+    reaper_interval_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often expired leases are swept."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     @field_validator("redis_url")

@@ -132,10 +132,12 @@ class Tasks:
         if wait_seconds < 0:
             raise InvalidArgument("wait_seconds must not be negative")
         notices = []
-        cap = self._settings.max_wait_seconds
-        if wait_seconds > cap:
-            notices.append(f"wait_seconds={wait_seconds:g} is above this server's cap; waited at most {cap:g} s.")
-            wait_seconds = cap
+        max_wait = self._settings.max_wait_seconds
+        if wait_seconds > max_wait:
+            notices.append(
+                f"wait_seconds={wait_seconds:g} is above this server's cap; waited at most {max_wait:g} s."
+            )
+            wait_seconds = max_wait
 
         args = (agent, lease_ms, task_id or "", ",".join(caps))
         deadline = anyio.current_time() + wait_seconds
@@ -143,7 +145,9 @@ class Tasks:
         topics: list[str] | None = [f"task:{c}" for c in caps] if caps else None
         while True:
             with self._wakeups.expect(topics) as woken:
-                reply = await self._store.run("claim_task", args[0], args[1], secrets.token_urlsafe(12), *args[2:])
+                reply = await self._store.run(
+                    "claim_task", args[0], args[1], secrets.token_urlsafe(12), *args[2:]
+                )
                 result = self._claim_result(reply, notices)
                 remaining = deadline - anyio.current_time()
                 if result.task is not None or remaining <= 0 or task_id is not None:
@@ -157,7 +161,9 @@ class Tasks:
                         await woken.wait()
                     if on_progress is not None and not woken.is_set():
                         waited = anyio.current_time() - started
-                        await on_progress(waited, wait_seconds, f"waiting for a task: {waited:.0f} s of {wait_seconds:g} s")
+                        await on_progress(
+                            waited, wait_seconds, f"waiting for a task: {waited:.0f} s of {wait_seconds:g} s"
+                        )
 
     def _claim_result(self, reply: list[Any], notices: list[str]) -> ClaimResult:
         if reply[0] == "empty":
@@ -172,7 +178,23 @@ class Tasks:
                 next_due_at=iso(next_due),
                 notices=notices,
             )
-        (_, id_, key, wf, title, desc, payload, cap, prio, attempt, max_attempts, fence, token, expires, inputs) = reply
+        (
+            _,
+            id_,
+            key,
+            wf,
+            title,
+            desc,
+            payload,
+            cap,
+            prio,
+            attempt,
+            max_attempts,
+            fence,
+            token,
+            expires,
+            inputs,
+        ) = reply
         return ClaimResult(
             task=ClaimedTask(
                 id=id_,
@@ -207,11 +229,13 @@ class Tasks:
             already_completed=already == "1",
             unblocked=unblocked,
             workflow_id=wf or None,
-            workflow_status=status,  # type: ignore[arg-type]
+            workflow_status=status,
             progress=counts,
         )
 
-    async def fail(self, agent: str, task_id: str, lease_token: str, *, error: str, retry: bool = True) -> FailResult:
+    async def fail(
+        self, agent: str, task_id: str, lease_token: str, *, error: str, retry: bool = True
+    ) -> FailResult:
         require(agent, AGENT_RE, "agent id")
         require(task_id, TASK_ID_RE, "task_id")
         reply = await self._store.run(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, Field
 
@@ -43,12 +43,18 @@ class WorkflowTask(BaseModel):
 
     key: TaskKey = Field(description="Unique within the workflow; dependents and `inputs` refer to it.")
     title: str = Field(min_length=1, max_length=MAX_TITLE)
-    description: str = Field("", max_length=MAX_DESCRIPTION, description="What to do, for the agent that claims it.")
-    capability: str = Field("any", pattern=CAPABILITY_PATTERN, description="Which kind of agent may claim it.")
+    description: str = Field(
+        "", max_length=MAX_DESCRIPTION, description="What to do, for the agent that claims it."
+    )
+    capability: str = Field(
+        "any", pattern=CAPABILITY_PATTERN, description="Which kind of agent may claim it."
+    )
     priority: Priority = "normal"
     payload: Any = Field(None, description="Any JSON the worker needs.")
     depends_on: list[TaskKey] = Field(
-        default_factory=list, max_length=MAX_DEPENDENCIES, description="Keys of tasks that must be done first."
+        default_factory=list,
+        max_length=MAX_DEPENDENCIES,
+        description="Keys of tasks that must be done first.",
     )
     max_attempts: int = Field(3, ge=1, le=100, description="Attempts before the task is dead.")
 
@@ -94,7 +100,7 @@ def _find_cycle(tasks: Sequence[WorkflowTask], deps: list[list[int]]) -> list[st
                 continue
             node = nxt - 1
             if state[node] == 1:
-                loop = path[path.index(node) :] + [node]
+                loop = [*path[path.index(node) :], node]
                 return [tasks[i].key for i in loop]
             if state[node] == 0:
                 state[node] = 1
@@ -122,7 +128,7 @@ class Workflows:
         total = sum(len(p) for p in payloads)
         if total > MAX_WORKFLOW_JSON_BYTES:
             raise PayloadTooLarge(
-                f"the payloads of this workflow add up to {total:,} bytes; the limit is {MAX_WORKFLOW_JSON_BYTES:,}"
+                f"this workflow's payloads add up to {total:,} bytes; the limit is {MAX_WORKFLOW_JSON_BYTES:,}"
             )
         spec = [
             {
@@ -157,7 +163,7 @@ class Workflows:
         keys = self._store.keys
         if workflow_id is None:
             with self._store.backend():
-                ids = await self._store.redis.zrevrange(keys.workflows, 0, limit - 1)
+                ids = cast(list[str], await self._store.redis.zrevrange(keys.workflows, 0, limit - 1))
                 async with self._store.redis.pipeline(transaction=False) as pipe:
                     for wf in ids:
                         pipe.hgetall(keys.workflow(wf))
@@ -166,9 +172,9 @@ class Workflows:
 
         require(workflow_id, WORKFLOW_ID_RE, "workflow_id")
         with self._store.backend():
-            record = await self._store.redis.hgetall(keys.workflow(workflow_id))
+            record = cast(dict[str, str], await self._store.redis.hgetall(keys.workflow(workflow_id)))
             if not record:
-                raise NotFound(f"workflow {workflow_id} does not exist (or finished longer ago than the retention)")
+                raise NotFound(f"workflow {workflow_id} does not exist (or finished before the retention)")
             async with self._store.redis.pipeline(transaction=False) as pipe:
                 for task_id in record.get("tasks", "").split(","):
                     pipe.hgetall(keys.task(task_id))
@@ -185,7 +191,7 @@ def _summary(record: dict[str, str]) -> WorkflowSummary:
     return WorkflowSummary(
         workflow_id=record["id"],
         title=record.get("title", ""),
-        status=record["status"],  # type: ignore[arg-type]
+        status=record["status"],
         progress=Progress(total=int(record.get("total", 0)), **counts),
         created_at=iso(record.get("created")),
         finished_at=iso(record.get("finished")),
@@ -200,9 +206,9 @@ def task_view(t: dict[str, str], key_of: Mapping[str, str]) -> TaskView:
         id=t["id"],
         key=t.get("key") or None,
         title=t.get("title", ""),
-        state=state,  # type: ignore[arg-type]
+        state=state,
         capability=t.get("cap", "any"),
-        priority=t.get("prio", "normal"),  # type: ignore[arg-type]
+        priority=t.get("prio", "normal"),
         assignee=t.get("owner") or t.get("completed_by") or None,
         attempts=int(t.get("attempts", 0)),
         max_attempts=int(t.get("max_attempts", 1)),

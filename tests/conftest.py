@@ -42,14 +42,29 @@ def real_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | N
     binary = shutil.which("redis-server")
     if binary is None:
         if IN_CI:
-            pytest.fail("redis-server is not installed; CI must test against a real Redis (.ci/run installs it)")
+            pytest.fail(
+                "redis-server is not installed; CI must test against a real Redis (.ci/run installs it)"
+            )
         yield None
         return
     workdir: Path = tmp_path_factory.mktemp("redis")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--maxmemory-policy", "noeviction"],
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--maxmemory-policy",
+            "noeviction",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

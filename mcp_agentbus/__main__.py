@@ -1,0 +1,3 @@
+from mcp_agentbus.cli import main
+
+main()

@@ -1,0 +1,336 @@
+"""The MCP tools: typed, bounded arguments in; one core call; a structured result plus a readable line out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+
+from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.errors import UnknownAgent
+from mcp_agentbus.limits import (
+    MAX_CAPABILITIES,
+    MAX_DEPENDENCIES,
+    MAX_DESCRIPTION,
+    MAX_ERROR,
+    MAX_NOTE,
+    MAX_STATUS,
+    MAX_SUMMARY,
+    MAX_TITLE,
+    MAX_WORKFLOW_TASKS,
+    AgentId,
+    Capability,
+    IdempotencyKey,
+    TaskId,
+    WorkflowId,
+)
+from mcp_agentbus.models import (
+    ClaimResult,
+    CompleteResult,
+    CreateTaskResult,
+    CreateWorkflowResult,
+    FailResult,
+    GetWorkflowResult,
+    HeartbeatResult,
+    ListAgentsResult,
+    Priority,
+    Result,
+)
+from mcp_agentbus.settings import Settings
+from mcp_agentbus.workflows import WorkflowTask
+
+
+@dataclass
+class App:
+    """What the server's lifespan holds for the tools."""
+
+    bus: AgentBus
+    settings: Settings
+
+    def agent(self, agent: str | None) -> str:
+        """The acting agent: the argument, else the server's configured identity."""
+        acting = agent or self.settings.agent
+        if acting is None:
+            raise UnknownAgent("this call names no agent and the server has no default agent")
+        return acting
+
+
+Ctx = Context[App, Any]
+
+AgentArg = Annotated[
+    AgentId | None, Field(description="Your agent id. Defaults to the server's AGENTBUS_AGENT.")
+]
+IdempotencyArg = Annotated[
+    IdempotencyKey | None,
+    Field(
+        description="A retried call with the same key returns the first call's result and changes nothing."
+    ),
+]
+LeaseToken = Annotated[
+    str, Field(min_length=1, max_length=64, description="The lease_token from claim_task.")
+]
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+IDEMPOTENT = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+ADDITIVE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+
+
+def ok(result: Result, line: str) -> CallToolResult:
+    """A result as structured content, and as text: a readable line, notices, then the same JSON."""
+    data = result.model_dump(mode="json")
+    text = "\n".join([line, *(f"Notice: {n}" for n in result.notices), json.dumps(data, ensure_ascii=False)])
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+def app_of(ctx: Ctx) -> App:
+    app: App = ctx.request_context.lifespan_context
+    return app
+
+
+async def heartbeat(
+    ctx: Ctx,
+    status: Annotated[
+        str, Field(min_length=1, max_length=MAX_STATUS, description="e.g. idle, busy.")
+    ] = "idle",
+    capabilities: Annotated[
+        list[Capability] | None,
+        Field(
+            max_length=MAX_CAPABILITIES,
+            description="Kinds of task you can do; omit to keep the registered ones.",
+        ),
+    ] = None,
+    note: Annotated[str, Field(max_length=MAX_NOTE, description="What you are doing, for others.")] = "",
+    ttl_seconds: Annotated[
+        int, Field(ge=1, le=86_400, description="Count as gone after this long silent.")
+    ] = 60,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, HeartbeatResult]:
+    """Say you are alive: registers you (status, capabilities) and extends every lease you hold.
+    Call it more often than your shortest lease or ttl_seconds."""
+    app = app_of(ctx)
+    r = await app.bus.presence.heartbeat(
+        app.agent(agent), status=status, capabilities=capabilities, note=note, ttl_seconds=ttl_seconds
+    )
+    verb = "joined" if r.joined else "is alive"
+    return ok(
+        r,
+        f"{r.agent.agent} {verb} ({status}); {len(r.leases_extended)} lease(s) extended; "
+        f"{r.live_agents} agent(s) alive.",
+    )
+
+
+async def list_agents(
+    ctx: Ctx,
+    capability: Annotated[Capability | None, Field(description="Only agents with this capability.")] = None,
+    include_gone: Annotated[bool, Field(description="Also list agents whose heartbeat lapsed.")] = False,
+) -> Annotated[CallToolResult, ListAgentsResult]:
+    """Who is on the bus: status, capabilities, last seen, and the tasks each one holds."""
+    r = await app_of(ctx).bus.presence.list_agents(capability=capability, include_gone=include_gone)
+    alive = sum(a.alive for a in r.agents)
+    return ok(r, f"{alive} agent(s) alive" + (f", {len(r.agents) - alive} gone." if include_gone else "."))
+
+
+async def create_task(
+    ctx: Ctx,
+    title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE, description="Short name of the work.")],
+    description: Annotated[
+        str, Field(max_length=MAX_DESCRIPTION, description="What to do, for the worker.")
+    ] = "",
+    capability: Annotated[Capability, Field(description="Which kind of agent may claim it.")] = "any",
+    priority: Annotated[
+        Priority, Field(description="urgent > high > normal > low; FIFO within one.")
+    ] = "normal",
+    payload: Annotated[Any, Field(description="Any JSON the worker needs (≤ 64 KiB).")] = None,
+    depends_on: Annotated[
+        list[TaskId], Field(max_length=MAX_DEPENDENCIES, description="Task ids that must be done first.")
+    ] = [],  # noqa: B006 - pydantic copies defaults
+    workflow_id: Annotated[
+        WorkflowId | None, Field(description="Add the task to this running workflow.")
+    ] = None,
+    max_attempts: Annotated[int, Field(ge=1, le=100, description="Attempts before the task is dead.")] = 3,
+    delay_seconds: Annotated[
+        float, Field(ge=0, le=2_592_000, description="Not claimable before this delay.")
+    ] = 0,
+    idempotency_key: IdempotencyArg = None,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, CreateTaskResult]:
+    """Queue one task for a worker. For several related tasks use create_workflow."""
+    app = app_of(ctx)
+    r = await app.bus.tasks.create(
+        app.agent(agent),
+        title=title,
+        description=description,
+        capability=capability,
+        priority=priority,
+        payload=payload,
+        depends_on=depends_on,
+        workflow_id=workflow_id,
+        max_attempts=max_attempts,
+        delay_seconds=delay_seconds,
+        idempotency_key=idempotency_key,
+    )
+    return ok(
+        r, f"Task {r.task_id} is {r.state}" + (" (created earlier with this key)." if r.duplicate else ".")
+    )
+
+
+async def create_workflow(
+    ctx: Ctx,
+    title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE, description="Name of the whole job.")],
+    tasks: Annotated[
+        list[WorkflowTask],
+        Field(
+            min_length=1, max_length=MAX_WORKFLOW_TASKS, description="The steps; depends_on names other keys."
+        ),
+    ],
+    idempotency_key: IdempotencyArg = None,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, CreateWorkflowResult]:
+    """Create a DAG of tasks at once. Tasks without depends_on are ready now; each other task becomes
+    ready when all it depends on are done, and its claim carries their results as `inputs`."""
+    app = app_of(ctx)
+    r = await app.bus.workflows.create(
+        app.agent(agent), title=title, tasks=tasks, idempotency_key=idempotency_key
+    )
+    return ok(r, f"Workflow {r.workflow_id}: {len(r.task_ids)} task(s), ready now: {', '.join(r.ready)}.")
+
+
+async def claim_task(
+    ctx: Ctx,
+    capabilities: Annotated[
+        list[Capability] | None,
+        Field(max_length=MAX_CAPABILITIES, description="Default: your registered capabilities plus 'any'."),
+    ] = None,
+    wait_seconds: Annotated[
+        float,
+        Field(ge=0, description="Wait on the server up to this long for a task (capped by the server)."),
+    ] = 0,
+    lease_seconds: Annotated[
+        int | None, Field(ge=1, le=86_400, description="Lease length; heartbeat to extend. Default 300.")
+    ] = None,
+    task_id: Annotated[TaskId | None, Field(description="Claim this specific ready task.")] = None,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, ClaimResult]:
+    """Take the next ready task (highest priority, oldest first) and a lease on it. Finish with
+    complete_task or fail_task using the lease_token. Returns task null, with the reason, if none."""
+    app = app_of(ctx)
+
+    async def progress(done: float, total: float, message: str) -> None:
+        await ctx.report_progress(done, total, message)
+
+    r = await app.bus.tasks.claim(
+        app.agent(agent),
+        capabilities=capabilities,
+        lease_seconds=lease_seconds,
+        task_id=task_id,
+        wait_seconds=wait_seconds,
+        on_progress=progress,
+    )
+    if r.task is None:
+        return ok(r, f"No task claimed: {r.reason}.")
+    return ok(
+        r,
+        f"Claimed {r.task.id} '{r.task.title}' (attempt {r.task.attempt}/{r.task.max_attempts}); "
+        f"lease until {r.lease.expires_at if r.lease else '?'}.",
+    )
+
+
+async def complete_task(
+    ctx: Ctx,
+    task_id: Annotated[TaskId, Field(description="The task you claimed.")],
+    lease_token: LeaseToken,
+    result: Annotated[
+        Any, Field(description="Any JSON result (≤ 64 KiB); dependents get it as inputs.")
+    ] = None,
+    summary: Annotated[str, Field(max_length=MAX_SUMMARY, description="One line on what you did.")] = "",
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, CompleteResult]:
+    """Mark your claimed task done with its result. Safe to repeat with the same lease_token."""
+    app = app_of(ctx)
+    r = await app.bus.tasks.complete(app.agent(agent), task_id, lease_token, result=result, summary=summary)
+    line = f"Task {task_id} is done" + (" (already recorded)" if r.already_completed else "")
+    if r.unblocked:
+        line += f"; now ready: {', '.join(r.unblocked)}"
+    if r.progress is not None:
+        line += f"; workflow {r.workflow_id} {r.workflow_status}, {r.progress.done}/{r.progress.total} done"
+    return ok(r, line + ".")
+
+
+async def fail_task(
+    ctx: Ctx,
+    task_id: Annotated[TaskId, Field(description="The task you claimed.")],
+    lease_token: LeaseToken,
+    error: Annotated[str, Field(min_length=1, max_length=MAX_ERROR, description="What went wrong.")],
+    retry: Annotated[bool, Field(description="false: give up now (the task is dead), no retry.")] = True,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, FailResult]:
+    """Report that your claimed task failed. It is retried with backoff until max_attempts, then dead
+    (its dependents are cancelled). Safe to repeat with the same lease_token."""
+    app = app_of(ctx)
+    r = await app.bus.tasks.fail(app.agent(agent), task_id, lease_token, error=error, retry=retry)
+    if r.state == "dead":
+        line = f"Task {task_id} is dead after {r.attempts} attempt(s)"
+        if r.cancelled:
+            line += f"; cancelled dependents: {', '.join(r.cancelled)}"
+    else:
+        line = (
+            f"Task {task_id} will be retried (attempt {r.attempts}/{r.max_attempts} failed) at {r.retry_at}"
+        )
+    return ok(r, line + ".")
+
+
+async def get_workflow(
+    ctx: Ctx,
+    workflow_id: Annotated[WorkflowId | None, Field(description="Omit to list recent workflows.")] = None,
+) -> Annotated[CallToolResult, GetWorkflowResult]:
+    """A workflow's status and progress with every task (state, assignee, attempts, dependencies,
+    result or error); without an id, recent workflows with progress."""
+    r = await app_of(ctx).bus.workflows.get(workflow_id)
+    if r.workflow is not None:
+        w = r.workflow
+        return ok(
+            r,
+            f"Workflow {w.workflow_id} '{w.title}' is {w.status}: {w.progress.done}/{w.progress.total} done.",
+        )
+    return ok(r, f"{len(r.workflows or [])} recent workflow(s).")
+
+
+TOOLS: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {
+    "heartbeat": (heartbeat, IDEMPOTENT),
+    "list_agents": (list_agents, READ_ONLY),
+    "create_task": (create_task, ADDITIVE),
+    "create_workflow": (create_workflow, ADDITIVE),
+    "claim_task": (claim_task, ADDITIVE),
+    "complete_task": (complete_task, IDEMPOTENT),
+    "fail_task": (fail_task, IDEMPOTENT),
+    "get_workflow": (get_workflow, READ_ONLY),
+}
+
+PROFILES: dict[str, tuple[str, ...]] = {
+    "all": tuple(TOOLS),
+    "worker": ("heartbeat", "claim_task", "complete_task", "fail_task", "get_workflow"),
+    "coordinator": ("heartbeat", "list_agents", "create_task", "create_workflow", "get_workflow"),
+}
+
+
+def select_tools(profile: str) -> list[str]:
+    """Tool names for a profile name or a comma list of tool names."""
+    if profile in PROFILES:
+        return list(PROFILES[profile])
+    names = [n.strip() for n in profile.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TOOLS]
+    if unknown or not names:
+        raise ValueError(
+            f"AGENTBUS_TOOLS={profile!r}: unknown tool(s) {', '.join(unknown) or '(none given)'}; "
+            f"use {', '.join(PROFILES)} or a comma list of: {', '.join(TOOLS)}"
+        )
+    return names
