@@ -17,25 +17,17 @@ from mcp_agentbus.connection import Redis
 
 _INCLUDE = "--@include "
 
-SCRIPT_NAMES = (
-    "create_task",
-    "create_workflow",
-    "claim_task",
-    "complete_task",
-    "fail_task",
-    "heartbeat",
-    "reap",
-)
+_LUA = resources.files("mcp_agentbus") / "lua"
+SCRIPT_NAMES = tuple(sorted(p.name.removesuffix(".lua") for p in _LUA.iterdir() if p.name.endswith(".lua")))
 
 
 @cache
 def source(name: str) -> str:
     """The full text of script `name`, includes expanded."""
-    lua = resources.files("mcp_agentbus") / "lua"
     lines = []
-    for line in (lua / f"{name}.lua").read_text().splitlines():
+    for line in (_LUA / f"{name}.lua").read_text().splitlines():
         if line.startswith(_INCLUDE):
-            lines.append((lua / "include" / line.removeprefix(_INCLUDE).strip()).read_text())
+            lines.append((_LUA / "include" / line.removeprefix(_INCLUDE).strip()).read_text())
         else:
             lines.append(line)
     return "\n".join(lines)

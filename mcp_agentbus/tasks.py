@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.limits import (
@@ -139,15 +140,12 @@ class Tasks:
             )
             wait_seconds = max_wait
 
-        args = (agent, lease_ms, task_id or "", ",".join(caps))
         deadline = anyio.current_time() + wait_seconds
         started = anyio.current_time()
         topics: list[str] | None = [f"task:{c}" for c in caps] if caps else None
         while True:
             with self._wakeups.expect(topics) as woken:
-                reply = await self._store.run(
-                    "claim_task", args[0], args[1], secrets.token_urlsafe(12), *args[2:]
-                )
+                reply = await self._claim_once(agent, lease_ms, task_id or "", ",".join(caps))
                 result = self._claim_result(reply, notices)
                 remaining = deadline - anyio.current_time()
                 if result.task is not None or remaining <= 0 or task_id is not None:
@@ -164,6 +162,21 @@ class Tasks:
                         await on_progress(
                             waited, wait_seconds, f"waiting for a task: {waited:.0f} s of {wait_seconds:g} s"
                         )
+
+    async def _claim_once(self, agent: str, lease_ms: int, task_id: str, caps: str) -> list[Any]:
+        """One claim attempt that is never half-done: if the caller is cancelled (a client that
+        disconnected or timed out) while the script runs, a task it got is handed straight back."""
+        token = secrets.token_urlsafe(12)
+        with anyio.CancelScope(shield=True):
+            reply = await self._store.run("claim_task", agent, lease_ms, token, task_id, caps)
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            if reply[0] == "ok":
+                with anyio.CancelScope(shield=True):
+                    await self._store.run("release_task", agent, reply[1], token)
+            raise
+        return reply
 
     def _claim_result(self, reply: list[Any], notices: list[str]) -> ClaimResult:
         if reply[0] == "empty":

@@ -128,7 +128,7 @@ class Workflows:
         total = sum(len(p) for p in payloads)
         if total > MAX_WORKFLOW_JSON_BYTES:
             raise PayloadTooLarge(
-                f"this workflow's payloads add up to {total:,} bytes; the limit is {MAX_WORKFLOW_JSON_BYTES:,}"
+                f"this workflow's payloads total {total:,} bytes; the limit is {MAX_WORKFLOW_JSON_BYTES:,}"
             )
         spec = [
             {
@@ -153,7 +153,7 @@ class Workflows:
         first = json.loads(reply[1])
         return CreateWorkflowResult(
             workflow_id=first["workflow_id"],
-            task_ids=first["task_ids"],
+            task_ids=dict(sorted(first["task_ids"].items(), key=lambda kv: int(kv[1][2:]))),  # creation order
             ready=list(first["ready"] or []),  # Lua's cjson writes an empty list as {}
             duplicate=reply[0] == "duplicate",
         )

@@ -1,0 +1,18 @@
+-- release_task: hand a just-claimed task back untouched (its claimer went away before seeing it).
+-- The attempt is not counted; the fence still grows, so the released lease can never be used.
+-- KEYS: the namespace layout (include/keys.lua)
+-- ARGV: events_max, retention_ms, agent, task_id, lease_token
+-- returns: {'ok', released ('1'|'0')}
+--@include keys.lua
+--@include common.lua
+--@include tasks.lua
+
+local agent, id, token = ARGV[3], ARGV[4], ARGV[5]
+local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner')
+if f[1] ~= 'claimed' or f[2] ~= token then return { 'ok', '0' } end
+local now = now_ms()
+drop_lease(id, f[3])
+redis.call('HINCRBY', K_TASK .. id, 'attempts', -1)
+make_ready(id, now)
+emit('task.released', agent, { task = id })
+return { 'ok', '1' }

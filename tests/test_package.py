@@ -1,0 +1,52 @@
+"""The package's public surface and its shipped Lua scripts."""
+
+from __future__ import annotations
+
+import re
+
+import mcp_agentbus
+from mcp_agentbus.keys import Keys
+from mcp_agentbus.scripts import SCRIPT_NAMES, source
+
+
+def test_public_names_are_exported() -> None:
+    for name in mcp_agentbus.__all__:
+        assert hasattr(mcp_agentbus, name), name
+    public = {n for n in dir(mcp_agentbus) if not n.startswith("_")}
+    assert {"AgentBus", "Settings", "build_server"} <= public
+
+
+def test_every_script_has_a_contract_header_and_resolved_includes() -> None:
+    for name in SCRIPT_NAMES:
+        text = source(name)
+        header = text.split("\n", 6)
+        assert header[0].startswith(f"-- {name}:"), name
+        assert "-- KEYS:" in text and "-- ARGV:" in text and "-- returns:" in text, name
+        assert "--@include" not in text, name
+
+
+def test_scripts_build_no_key_of_their_own() -> None:
+    """Keys come only from the KEYS layout (families + id); no script spells a key prefix."""
+    for name in SCRIPT_NAMES:
+        assert not re.search(r"['\"]ab:", source(name)), name
+
+
+def test_every_key_of_a_namespace_shares_one_hash_tag() -> None:
+    keys = Keys("proj-1")
+    for key in [
+        *keys.script_keys,
+        keys.task("t-1"),
+        keys.ready("py"),
+        keys.agent("a"),
+        keys.workflow("wf-1"),
+    ]:
+        assert key.startswith("ab:{proj-1}:"), key
+
+
+def test_namespace_is_validated() -> None:
+    for bad in ["", "a b", "{x}", "a:b", "x" * 65]:
+        try:
+            Keys(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"namespace {bad!r} was accepted")
