@@ -17,7 +17,9 @@ At the MCP edge each becomes a tool error whose structured content is
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
 
 
 class AgentBusError(Exception):
@@ -38,6 +40,22 @@ class InvalidArgument(AgentBusError):
     default_hint = (
         "Fix the argument named in the message and call again; the tool's input schema lists the bounds."
     )
+
+
+def explain_validation(exc: ValidationError) -> str:
+    """One readable problem per field, e.g. ``lease_seconds: Input should be ≤ 86400 (got 100000)``."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in err["loc"]) or "arguments"
+        got = err.get("input")
+        shown = "" if err["type"] == "missing" or isinstance(got, dict | list) else f" (got {_short(got)})"
+        problems.append(f"{where}: {err['msg']}{shown}")
+    return "; ".join(problems)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class PayloadTooLarge(InvalidArgument):

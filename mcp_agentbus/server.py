@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from mcp_agentbus import __version__
 from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.errors import AgentBusError, InternalError, InvalidArgument, NotFound
+from mcp_agentbus.errors import AgentBusError, InternalError, InvalidArgument, NotFound, explain_validation
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.tools import TOOLS, App, select_tools
 
@@ -81,27 +81,11 @@ def _explain(tool: str, exc: ToolError) -> AgentBusError:
     if isinstance(cause, AgentBusError):
         return cause
     if isinstance(cause, ValidationError):
-        return invalid_arguments(tool, cause)
+        return InvalidArgument(f"invalid arguments for {tool}: {explain_validation(cause)}")
     if isinstance(exc, UnexpectedToolError):
         logger.error("tool %s failed unexpectedly", tool, exc_info=cause or exc)
         return InternalError(f"{tool} failed unexpectedly ({type(cause or exc).__name__})")
     return InvalidArgument(str(exc))
-
-
-def invalid_arguments(tool: str, exc: ValidationError) -> InvalidArgument:
-    """One readable problem per field, e.g. ``lease_seconds: Input should be ≤ 86400 (got 100000)``."""
-    problems = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(part) for part in err["loc"]) or "arguments"
-        got = err.get("input")
-        shown = "" if err["type"] == "missing" or isinstance(got, dict | list) else f" (got {_short(got)})"
-        problems.append(f"{where}: {err['msg']}{shown}")
-    return InvalidArgument(f"invalid arguments for {tool}: " + "; ".join(problems))
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def error_result(error: AgentBusError) -> CallToolResult:

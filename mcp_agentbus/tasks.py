@@ -8,7 +8,7 @@ import random
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import anyio.lowlevel
@@ -17,6 +17,7 @@ from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.limits import (
     AGENT_PATTERN,
     CAPABILITY_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
     MAX_DEPENDENCIES,
     TASK_ID_PATTERN,
     WORKFLOW_ID_PATTERN,
@@ -40,6 +41,8 @@ AGENT_RE = re.compile(AGENT_PATTERN)
 CAPABILITY_RE = re.compile(CAPABILITY_PATTERN)
 TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 WORKFLOW_ID_RE = re.compile(WORKFLOW_ID_PATTERN)
+IDEMPOTENCY_KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
+PRIORITIES = get_args(Priority)
 
 ProgressCallback = Callable[[float, float, str], Awaitable[None]]
 PROGRESS_EVERY = 1.0  # seconds between progress notifications while waiting
@@ -83,6 +86,10 @@ class Tasks:
     ) -> CreateTaskResult:
         require(agent, AGENT_RE, "agent id")
         require(capability, CAPABILITY_RE, "capability")
+        if priority not in PRIORITIES:
+            raise InvalidArgument(f"priority {priority!r} is not one of {', '.join(PRIORITIES)}")
+        if idempotency_key is not None:
+            require(idempotency_key, IDEMPOTENCY_KEY_RE, "idempotency_key")
         deps = list(dict.fromkeys(depends_on))
         if len(deps) > MAX_DEPENDENCIES:
             raise InvalidArgument(f"depends_on lists {len(deps)} tasks; the limit is {MAX_DEPENDENCIES}")
@@ -127,7 +134,9 @@ class Tasks:
             require(cap, CAPABILITY_RE, "capability")
         if task_id is not None:
             require(task_id, TASK_ID_RE, "task_id")
-        lease_ms = math.ceil((lease_seconds or self._settings.lease_seconds) * 1000)
+        if lease_seconds is None:
+            lease_seconds = self._settings.lease_seconds
+        lease_ms = math.ceil(lease_seconds * 1000)
         if lease_ms <= 0:
             raise InvalidArgument("lease_seconds must be positive")
         if wait_seconds < 0:

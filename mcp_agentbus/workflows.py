@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from mcp_agentbus.errors import InvalidArgument, NotFound, PayloadTooLarge
+from mcp_agentbus.errors import InvalidArgument, NotFound, PayloadTooLarge, explain_validation
 from mcp_agentbus.limits import (
     CAPABILITY_PATTERN,
     MAX_DEPENDENCIES,
@@ -32,7 +32,7 @@ from mcp_agentbus.models import (
     iso,
 )
 from mcp_agentbus.store import Store, require
-from mcp_agentbus.tasks import AGENT_RE, WORKFLOW_ID_RE, idempotency_scope
+from mcp_agentbus.tasks import AGENT_RE, IDEMPOTENCY_KEY_RE, WORKFLOW_ID_RE, idempotency_scope
 
 _TASK_KEY_RE = re.compile(TASK_KEY_PATTERN)
 _PROGRESS_STATES = ("blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled")
@@ -122,7 +122,12 @@ class Workflows:
         idempotency_key: str | None = None,
     ) -> CreateWorkflowResult:
         require(agent, AGENT_RE, "agent id")
-        specs = [t if isinstance(t, WorkflowTask) else WorkflowTask.model_validate(t) for t in tasks]
+        if idempotency_key is not None:
+            require(idempotency_key, IDEMPOTENCY_KEY_RE, "idempotency_key")
+        try:
+            specs = [t if isinstance(t, WorkflowTask) else WorkflowTask.model_validate(t) for t in tasks]
+        except ValidationError as exc:
+            raise InvalidArgument(f"invalid workflow task: {explain_validation(exc)}") from exc
         deps = order_tasks(specs)
         payloads = [encode_json(t.payload, f"payload of task {t.key!r}") for t in specs]
         total = sum(len(p) for p in payloads)
@@ -161,6 +166,8 @@ class Workflows:
     async def get(self, workflow_id: str | None = None, *, limit: int = 20) -> GetWorkflowResult:
         """One workflow with every task, or (without an id) the most recent workflows."""
         keys = self._store.keys
+        if limit < 1:
+            raise InvalidArgument("limit must be at least 1")
         if workflow_id is None:
             with self._store.backend():
                 ids = cast(list[str], await self._store.redis.zrevrange(keys.workflows, 0, limit - 1))

@@ -8,8 +8,6 @@ from typing import Any
 
 import anyio
 import pytest
-from pydantic import ValidationError
-from redis.exceptions import ResponseError
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument, LeaseLost, NotFound, PayloadTooLarge, WrongState
@@ -31,9 +29,11 @@ async def view_of(bus: AgentBus, workflow_id: str, task_id: str) -> TaskView:
 async def wait_for_state(bus: AgentBus, workflow_id: str, task_id: str, state: str) -> TaskView:
     """Poll get_workflow (bounded) until the task is in `state`."""
     with anyio.fail_after(5):
-        while (view := await view_of(bus, workflow_id, task_id)).state != state:
+        while True:
+            view = await view_of(bus, workflow_id, task_id)
+            if view.state == state:
+                return view
             await anyio.sleep(0.02)
-    return view
 
 
 async def single_task_workflow(bus: AgentBus, **task: Any) -> tuple[str, str]:
@@ -81,7 +81,8 @@ async def test_sixteen_clients_racing_for_1000_tasks_claim_each_exactly_once(set
     assert len(claimed) == total
     assert len(set(claimed)) == total, "a task was claimed twice"
     assert set(claimed) == created
-    assert len(completions) == total and all(completions)
+    assert len(completions) == total
+    assert all(completions)
     assert leftover.task is None
     assert leftover.ready_elsewhere == {}
     assert leftover.delayed == 0
@@ -117,16 +118,19 @@ async def test_claim_defaults_to_the_agents_registered_capabilities_plus_any(bus
     second = await bus.tasks.claim("py-worker")
     third = await bus.tasks.claim("py-worker")
 
-    assert first.task is not None and first.task.id == python.task_id
+    assert first.task is not None
+    assert first.task.id == python.task_id
     assert first.task.capability == "python"
-    assert second.task is not None and second.task.id == anyone.task_id
+    assert second.task is not None
+    assert second.task.id == anyone.task_id
     assert third.task is None
     assert set(third.capabilities) == {"python", "any"}
     assert third.ready_elsewhere == {"rust": 1}
     # An agent with no registered capabilities only sees 'any' tasks by default.
     assert (await bus.tasks.claim("newcomer")).task is None
     explicit = await bus.tasks.claim("py-worker", capabilities=["rust"])
-    assert explicit.task is not None and explicit.task.id == rust.task_id
+    assert explicit.task is not None
+    assert explicit.task.id == rust.task_id
 
 
 async def test_explicit_capabilities_replace_the_default_ones(bus: AgentBus) -> None:
@@ -134,7 +138,8 @@ async def test_explicit_capabilities_replace_the_default_ones(bus: AgentBus) -> 
     docs = await bus.tasks.create("planner", title="docs job", capability="docs")
 
     claim = await bus.tasks.claim(AGENT, capabilities=["docs"])
-    assert claim.task is not None and claim.task.id == docs.task_id
+    assert claim.task is not None
+    assert claim.task.id == docs.task_id
     empty = await bus.tasks.claim(AGENT, capabilities=["docs"])
     assert empty.task is None
     assert empty.capabilities == ["docs"]
@@ -146,12 +151,15 @@ async def test_claim_by_task_id_takes_that_specific_ready_task(bus: AgentBus) ->
     wanted = await bus.tasks.create("planner", title="second", capability="special", priority="low")
 
     claim = await bus.tasks.claim(AGENT, task_id=wanted.task_id)
-    assert claim.task is not None and claim.task.id == wanted.task_id
+    assert claim.task is not None
+    assert claim.task.id == wanted.task_id
     assert claim.task.title == "second"
-    assert claim.lease is not None and claim.lease.fence == 1
+    assert claim.lease is not None
+    assert claim.lease.fence == 1
     # The other task is still there for the next claimer.
     other = await bus.tasks.claim(AGENT)
-    assert other.task is not None and other.task.title == "first"
+    assert other.task is not None
+    assert other.task.title == "first"
 
 
 async def test_claiming_a_task_that_is_not_ready_is_wrong_state(bus: AgentBus) -> None:
@@ -178,7 +186,8 @@ async def test_claiming_an_unknown_task_is_not_found(bus: AgentBus) -> None:
 
 async def test_claim_on_an_empty_queue_says_why_with_depths_elsewhere_and_next_due(bus: AgentBus) -> None:
     empty = await bus.tasks.claim(AGENT)
-    assert empty.task is None and empty.lease is None
+    assert empty.task is None
+    assert empty.lease is None
     assert empty.reason
     assert empty.ready_elsewhere == {}
     assert empty.delayed == 0
@@ -326,7 +335,8 @@ async def test_a_dependent_task_stays_blocked_until_its_dependency_is_done(bus: 
     assert second.state == "blocked"
 
     claim = await bus.tasks.claim(AGENT)
-    assert claim.task is not None and claim.task.id == first.task_id
+    assert claim.task is not None
+    assert claim.task.id == first.task_id
     assert claim.lease is not None
     assert (await bus.tasks.claim("other")).task is None  # second is still blocked
     with pytest.raises(WrongState):
@@ -337,7 +347,8 @@ async def test_a_dependent_task_stays_blocked_until_its_dependency_is_done(bus: 
     assert done.workflow_id is None
 
     follow = await bus.tasks.claim("other")
-    assert follow.task is not None and follow.task.id == second.task_id
+    assert follow.task is not None
+    assert follow.task.id == second.task_id
     assert follow.task.inputs == {first.task_id: {"n": 1}}  # keyed by id when the task has no key
 
 
@@ -350,7 +361,8 @@ async def test_depending_on_a_done_task_is_ready_at_once(bus: AgentBus) -> None:
     second = await bus.tasks.create("planner", title="second", depends_on=[first.task_id])
     assert second.state == "ready"
     follow = await bus.tasks.claim(AGENT)
-    assert follow.task is not None and follow.task.inputs == {first.task_id: "out"}
+    assert follow.task is not None
+    assert follow.task.inputs == {first.task_id: "out"}
 
 
 async def test_create_task_in_an_unknown_workflow_is_not_found(bus: AgentBus) -> None:
@@ -381,7 +393,8 @@ async def test_create_task_with_the_same_idempotency_key_returns_the_same_task_o
     assert again.duplicate
 
     claim = await bus.tasks.claim(AGENT)
-    assert claim.task is not None and claim.task.id == first.task_id
+    assert claim.task is not None
+    assert claim.task.id == first.task_id
     assert (await bus.tasks.claim(AGENT)).task is None  # only one task exists
 
 
@@ -421,7 +434,8 @@ async def test_completing_with_a_wrong_token_is_lease_lost_and_records_nothing(b
         await bus.tasks.fail(AGENT, task_id, "not-the-token", error="forged")
     view = await view_of(bus, wf, task_id)
     assert view.state == "claimed"
-    assert view.result is None and view.error is None
+    assert view.result is None
+    assert view.error is None
 
 
 async def test_completing_or_failing_an_unknown_task_is_not_found(bus: AgentBus) -> None:
@@ -445,7 +459,9 @@ async def test_failing_twice_with_the_same_token_is_idempotent(bus: AgentBus) ->
     assert (await view_of(bus, wf, task_id)).attempts == 1
 
     retry = await bus.tasks.claim(AGENT, wait_seconds=3)
-    assert retry.lease is not None and retry.task is not None and retry.task.attempt == 2
+    assert retry.lease is not None
+    assert retry.task is not None
+    assert retry.task.attempt == 2
     dead = await bus.tasks.fail(AGENT, task_id, retry.lease.lease_token, error="fatal", retry=False)
     dead_again = await bus.tasks.fail(AGENT, task_id, retry.lease.lease_token, error="fatal", retry=False)
     assert dead.state == dead_again.state == "dead"
@@ -455,18 +471,13 @@ async def test_failing_twice_with_the_same_token_is_idempotent(bus: AgentBus) ->
     assert view.error == "fatal"
 
 
-@pytest.mark.xfail(
-    reason="bug: fail_task.lua answers a repeated fail with the task's *current* state, and once the task "
-    "was re-claimed that is 'claimed', which FailResult refuses (pydantic ValidationError)",
-    raises=ValidationError,
-    strict=True,
-)
 async def test_repeating_a_fail_after_the_task_was_claimed_again_still_reports_already_failed(
     bus: AgentBus,
 ) -> None:
     await bus.tasks.create("planner", title="flaky")
     claim = await bus.tasks.claim(AGENT)
-    assert claim.task is not None and claim.lease is not None
+    assert claim.task is not None
+    assert claim.lease is not None
     await bus.tasks.fail(AGENT, claim.task.id, claim.lease.lease_token, error="flaky")
     retry = await bus.tasks.claim("other", wait_seconds=3)
     assert retry.task is not None
@@ -495,12 +506,14 @@ async def test_a_task_failed_max_attempts_times_goes_delayed_ready_then_dead_and
 
     for attempt in (1, 2):
         claim = await bus.tasks.claim(AGENT, task_id=flaky)
-        assert claim.task is not None and claim.lease is not None
+        assert claim.task is not None
+        assert claim.lease is not None
         assert claim.task.attempt == attempt
         failed = await bus.tasks.fail(AGENT, flaky, claim.lease.lease_token, error=f"boom {attempt}")
         assert failed.state == "delayed"
         assert failed.retry_at is not None
-        assert failed.attempts == attempt and failed.max_attempts == 3
+        assert failed.attempts == attempt
+        assert failed.max_attempts == 3
         assert failed.cancelled == []
         view = await view_of(bus, wf, flaky)
         assert view.state in ("delayed", "ready")  # the backoff is 25-100 ms
@@ -509,8 +522,10 @@ async def test_a_task_failed_max_attempts_times_goes_delayed_ready_then_dead_and
         assert ready.attempts == attempt
 
     last = await bus.tasks.claim(AGENT, wait_seconds=3)
-    assert last.task is not None and last.lease is not None
-    assert last.task.id == flaky and last.task.attempt == 3
+    assert last.task is not None
+    assert last.lease is not None
+    assert last.task.id == flaky
+    assert last.task.attempt == 3
     dead = await bus.tasks.fail(AGENT, flaky, last.lease.lease_token, error="boom 3")
     assert dead.state == "dead"
     assert dead.retry_at is None
@@ -520,13 +535,15 @@ async def test_a_task_failed_max_attempts_times_goes_delayed_ready_then_dead_and
     got = await bus.workflows.get(wf)
     assert got.workflow is not None
     assert got.workflow.status == "failed"
-    assert got.workflow.progress.dead == 1 and got.workflow.progress.cancelled == 2
+    assert got.workflow.progress.dead == 1
+    assert got.workflow.progress.cancelled == 2
     states = {t.key: t for t in got.workflow.tasks}
     assert states["flaky"].state == "dead"
     assert states["flaky"].error == "boom 3"
     for key in ("after", "last"):
         assert states[key].state == "cancelled"
-        assert states[key].error is not None and flaky in states[key].error
+        assert states[key].error is not None
+        assert flaky in states[key].error
     assert (await bus.tasks.claim(AGENT)).task is None
 
 
@@ -542,7 +559,8 @@ async def test_fail_without_retry_is_dead_at_once(bus: AgentBus) -> None:
     assert failed.retry_at is None
     assert failed.attempts == 1
     view = await view_of(bus, wf, task_id)
-    assert view.state == "dead" and view.error == "cannot be done"
+    assert view.state == "dead"
+    assert view.error == "cannot be done"
     assert (await bus.workflows.get(wf)).workflow.status == "failed"  # type: ignore[union-attr]
     assert (await bus.tasks.claim(AGENT)).task is None
 
@@ -592,7 +610,9 @@ async def test_bad_identifiers_and_arguments_are_refused_before_anything_is_writ
     with pytest.raises(InvalidArgument, match=named):
         await call(bus)
     empty = await bus.tasks.claim(AGENT)
-    assert empty.task is None and empty.delayed == 0 and empty.ready_elsewhere == {}
+    assert empty.task is None
+    assert empty.delayed == 0
+    assert empty.ready_elsewhere == {}
 
 
 async def test_a_payload_over_64_kib_is_payload_too_large(bus: AgentBus) -> None:
@@ -603,7 +623,8 @@ async def test_a_payload_over_64_kib_is_payload_too_large(bus: AgentBus) -> None
     at_limit = "x" * (65_536 - 2)  # two quotes make it exactly 64 KiB of JSON
     await bus.tasks.create(AGENT, title="big", payload=at_limit)
     claim = await bus.tasks.claim(AGENT)
-    assert claim.task is not None and claim.lease is not None
+    assert claim.task is not None
+    assert claim.lease is not None
     assert claim.task.payload == at_limit
 
     with pytest.raises(PayloadTooLarge, match="result"):
@@ -612,35 +633,17 @@ async def test_a_payload_over_64_kib_is_payload_too_large(bus: AgentBus) -> None
     assert not done.already_completed  # the refused result did not complete the task
 
 
-@pytest.mark.xfail(
-    reason="bug: Tasks.create does not check priority; an unknown one crashes create_task.lua half-way "
-    "(redis ResponseError, task hash and counters already written)",
-    raises=ResponseError,
-    strict=True,
-)
 async def test_an_unknown_priority_is_invalid_argument(bus: AgentBus) -> None:
     with pytest.raises(InvalidArgument, match="priority"):
         await bus.tasks.create(AGENT, title="t", priority="critical")  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    reason="bug: Tasks.claim treats lease_seconds=0 as 'not given' (`lease_seconds or default`) and "
-    "silently leases for the default 300 s instead of refusing it",
-    raises=pytest.fail.Exception,
-    strict=True,
-)
 async def test_a_zero_lease_is_invalid_argument(bus: AgentBus) -> None:
     await bus.tasks.create(AGENT, title="t")
     with pytest.raises(InvalidArgument, match="lease_seconds"):
         await bus.tasks.claim(AGENT, lease_seconds=0)
 
 
-@pytest.mark.xfail(
-    reason="bug: idempotency_key is never checked against IDEMPOTENCY_KEY_PATTERN before it becomes part "
-    "of a Redis key (limits.py defines the pattern; Tasks.create/Workflows.create do not use it)",
-    raises=pytest.fail.Exception,
-    strict=True,
-)
 async def test_an_idempotency_key_with_spaces_is_invalid_argument(bus: AgentBus) -> None:
     with pytest.raises(InvalidArgument, match="idempotency"):
         await bus.tasks.create(AGENT, title="t", idempotency_key="has spaces\nand a newline")

@@ -21,7 +21,8 @@ DIAMOND: list[dict[str, Any]] = [
 
 
 def leased(claim: ClaimResult) -> Lease:
-    assert claim.task is not None and claim.lease is not None
+    assert claim.task is not None
+    assert claim.lease is not None
     return claim.lease
 
 
@@ -35,8 +36,10 @@ async def test_a_three_level_dag_passes_results_down_and_finishes_done(bus: Agen
     assert not created.duplicate
 
     a = await bus.tasks.claim("researcher")
-    assert a.task is not None and a.task.id == ids["a"]
-    assert a.task.key == "a" and a.task.workflow_id == created.workflow_id
+    assert a.task is not None
+    assert a.task.id == ids["a"]
+    assert a.task.key == "a"
+    assert a.task.workflow_id == created.workflow_id
     assert a.task.payload == {"topic": "auth"}
     assert a.task.inputs == {}
     done_a = await bus.tasks.complete(
@@ -55,8 +58,10 @@ async def test_a_three_level_dag_passes_results_down_and_finishes_done(bus: Agen
 
     b = await bus.tasks.claim("coder", capabilities=["code"])
     c = await bus.tasks.claim("tester")
-    assert b.task is not None and b.task.id == ids["b"]
-    assert c.task is not None and c.task.id == ids["c"]
+    assert b.task is not None
+    assert b.task.id == ids["b"]
+    assert c.task is not None
+    assert c.task.id == ids["c"]
     assert b.task.inputs == {"a": {"notes": "use JWT"}}
     assert c.task.inputs == {"a": {"notes": "use JWT"}}
 
@@ -64,9 +69,11 @@ async def test_a_three_level_dag_passes_results_down_and_finishes_done(bus: Agen
     mid = await bus.workflows.get(created.workflow_id)
     assert mid.workflow is not None
     by_key = {t.key: t for t in mid.workflow.tasks}
-    assert by_key["b"].state == "claimed" and by_key["b"].assignee == "coder"
+    assert by_key["b"].state == "claimed"
+    assert by_key["b"].assignee == "coder"
     assert by_key["b"].lease_expires_at is not None
-    assert by_key["d"].state == "blocked" and by_key["d"].assignee is None
+    assert by_key["d"].state == "blocked"
+    assert by_key["d"].assignee is None
     assert mid.workflow.progress.claimed == 2
 
     done_b = await bus.tasks.complete("coder", ids["b"], leased(b).lease_token, result="diff-b")
@@ -75,12 +82,14 @@ async def test_a_three_level_dag_passes_results_down_and_finishes_done(bus: Agen
     assert done_c.unblocked == [ids["d"]]
 
     d = await bus.tasks.claim("reviewer")
-    assert d.task is not None and d.task.id == ids["d"]
+    assert d.task is not None
+    assert d.task.id == ids["d"]
     assert d.task.inputs == {"b": "diff-b", "c": ["test_1", "test_2"]}
     done_d = await bus.tasks.complete("reviewer", ids["d"], leased(d).lease_token, result={"approved": True})
     assert done_d.workflow_status == "done"
     assert done_d.progress is not None
-    assert done_d.progress.done == 4 and done_d.progress.total == 4
+    assert done_d.progress.done == 4
+    assert done_d.progress.total == 4
 
     got = await bus.workflows.get(created.workflow_id)
     wf = got.workflow
@@ -115,7 +124,8 @@ async def test_a_three_level_dag_passes_results_down_and_finishes_done(bus: Agen
         "c": ["test_1", "test_2"],
         "d": {"approved": True},
     }
-    assert tasks["b"].capability == "code" and tasks["c"].priority == "high"
+    assert tasks["b"].capability == "code"
+    assert tasks["c"].priority == "high"
     assert all(t.lease_expires_at is None for t in wf.tasks)
 
 
@@ -218,7 +228,8 @@ async def test_create_workflow_with_the_same_idempotency_key_returns_the_same_wo
     assert listed.workflows is not None
     assert [w.workflow_id for w in listed.workflows] == [first.workflow_id]
     claim = await bus.tasks.claim("worker")
-    assert claim.task is not None and claim.task.id == first.task_ids["a"]
+    assert claim.task is not None
+    assert claim.task.id == first.task_ids["a"]
     assert (await bus.tasks.claim("worker")).task is None  # only one "a" was ever made ready
 
 
@@ -246,7 +257,8 @@ async def test_a_dead_task_fails_the_workflow_and_cancels_everything_downstream(
     for task in wf.tasks[1:]:
         assert task.state == "cancelled"
         assert task.error is not None
-        assert created.task_ids["a"] in task.error and "no data" in task.error
+        assert created.task_ids["a"] in task.error
+        assert "no data" in task.error
     assert (await bus.tasks.claim("worker", capabilities=["any", "code"])).task is None
 
 

@@ -12,11 +12,12 @@
 local agent, id, token, err, retry = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
 local jitter, base_ms, cap_ms = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner', 'wf', 'attempts', 'max_attempts',
-  'failed_token', 'due')
+  'failed_token', 'failed_outcome')
 if not f[1] then return { 'not_found', 'task ' .. id .. ' does not exist' } end
 local attempts, max_attempts = tonumber(f[5]), tonumber(f[6])
-if f[7] == token and f[2] ~= token then
-  return { 'ok', '1', f[1], f[8] or '', {}, attempts, max_attempts }
+if f[7] == token and f[2] ~= token then -- a repeat: report what the first call did
+  local outcome = cjson.decode(f[8])
+  return { 'ok', '1', outcome[1], outcome[2], {}, outcome[3], max_attempts }
 end
 if f[1] ~= 'claimed' or f[2] ~= token then
   return { 'lease_lost', 'your lease on task ' .. id .. ' is no longer valid (the task is now ' .. f[1] .. ')' }
@@ -31,8 +32,10 @@ if retry and attempts < max_attempts then
   local state = redis.call('HGET', K_TASK .. id, 'state')
   emit('task.failed', agent, { task = id, workflow = f[4], error = err, attempt = attempts,
     retry_at = now + delay })
+  redis.call('HSET', K_TASK .. id, 'failed_outcome', cjson.encode({ state, now + delay, attempts }))
   return { 'ok', '0', state, now + delay, {}, attempts, max_attempts }
 end
 emit('task.failed', agent, { task = id, workflow = f[4], error = err, attempt = attempts })
+redis.call('HSET', K_TASK .. id, 'failed_outcome', cjson.encode({ 'dead', '', attempts }))
 local cancelled = kill(id, f[4], 'claimed', err, now, agent)
 return { 'ok', '0', 'dead', '', cancelled, attempts, max_attempts }
