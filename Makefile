@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install check lint typecheck test format
+.PHONY: install check lint typecheck test format bench bench-quick
 
 install: $(VENV)/.installed
 
@@ -27,3 +27,9 @@ test: install
 format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+bench: install
+	$(PY) bench/bench.py
+
+bench-quick: install
+	$(PY) bench/bench.py --quick

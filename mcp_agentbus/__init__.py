@@ -1,6 +1,8 @@
 """mcp-agentbus: an MCP server that turns one Redis into a coordination bus for LLM agents."""
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import (
@@ -15,8 +17,23 @@ from mcp_agentbus.errors import (
     UnknownAgent,
     WrongState,
 )
-from mcp_agentbus.server import build_server
 from mcp_agentbus.settings import Settings
+
+if TYPE_CHECKING:
+    from mcp_agentbus.server import build_server
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The MCP stack loads only when a server is built, so commands that do not serve and users of
+    # the core API do not pay for it.
+    if name == "build_server":
+        from mcp_agentbus.server import build_server
+
+        return build_server
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AgentBus",

@@ -167,7 +167,7 @@ class Tasks:
                     with anyio.move_on_after(min(left, PROGRESS_EVERY)):
                         await woken.wait()
                     if on_progress is not None and not woken.is_set():
-                        waited = anyio.current_time() - started
+                        waited = min(anyio.current_time() - started, wait_seconds)
                         await on_progress(
                             waited, wait_seconds, f"waiting for a task: {waited:.0f} s of {wait_seconds:g} s"
                         )
@@ -217,8 +217,9 @@ class Tasks:
             expires,
             inputs,
         ) = reply
-        return ClaimResult(
-            task=ClaimedTask(
+        # The script's reply has a fixed, trusted shape: skip re-validation on the hot path.
+        return ClaimResult.model_construct(
+            task=ClaimedTask.model_construct(
                 id=id_,
                 key=key or None,
                 workflow_id=wf or None,
@@ -231,8 +232,12 @@ class Tasks:
                 max_attempts=int(max_attempts),
                 inputs={inputs[i]: json.loads(inputs[i + 1]) for i in range(0, len(inputs), 2)},
             ),
-            lease=Lease(lease_token=token, fence=int(fence), expires_at=iso(expires) or ""),
+            lease=Lease.model_construct(lease_token=token, fence=int(fence), expires_at=iso(expires) or ""),
+            reason=None,
             capabilities=[cap],
+            ready_elsewhere={},
+            delayed=0,
+            next_due_at=None,
             notices=notices,
         )
 
@@ -241,9 +246,8 @@ class Tasks:
     ) -> CompleteResult:
         require(agent, AGENT_RE, "agent id")
         require(task_id, TASK_ID_RE, "task_id")
-        reply = await self._store.run(
-            "complete_task", agent, task_id, lease_token, encode_json(result, "result"), summary
-        )
+        encoded = "null" if result is None else encode_json(result, "result")
+        reply = await self._store.run("complete_task", agent, task_id, lease_token, encoded, summary)
         _, already, unblocked, wf, progress = reply
         status, counts = parse_progress(progress)
         return CompleteResult(

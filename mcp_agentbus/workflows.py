@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_agentbus.errors import InvalidArgument, NotFound, PayloadTooLarge, explain_validation
 from mcp_agentbus.limits import (
@@ -40,6 +40,8 @@ _PROGRESS_STATES = ("blocked", "ready", "delayed", "claimed", "done", "dead", "c
 
 class WorkflowTask(BaseModel):
     """One task of a workflow, as create_workflow takes it."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt field must not vanish silently
 
     key: TaskKey = Field(description="Unique within the workflow; dependents and `inputs` refer to it.")
     title: str = Field(min_length=1, max_length=MAX_TITLE)

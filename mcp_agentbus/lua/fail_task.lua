@@ -4,7 +4,7 @@
 -- ARGV: events_max, retention_ms, agent, task_id, lease_token, error, retry ('1'|'0'),
 --       jitter (0..1, from the caller), backoff_base_ms, backoff_cap_ms
 -- returns: {'ok', already ('1'|'0'), state, due_ms | '', {cancelled id, ...}, attempts, max_attempts}
---        | {'not_found' | 'lease_lost', message}
+--        | {'not_found' | 'wrong_state' | 'lease_lost', message}
 --@include keys.lua
 --@include common.lua
 --@include tasks.lua
@@ -12,12 +12,15 @@
 local agent, id, token, err, retry = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
 local jitter, base_ms, cap_ms = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner', 'wf', 'attempts', 'max_attempts',
-  'failed_token', 'failed_outcome')
+  'failed_token', 'failed_outcome', 'fence')
 if not f[1] then return { 'not_found', 'task ' .. id .. ' does not exist' } end
 local attempts, max_attempts = tonumber(f[5]), tonumber(f[6])
 if f[7] == token and f[2] ~= token then -- a repeat: report what the first call did
   local outcome = cjson.decode(f[8])
   return { 'ok', '1', outcome[1], outcome[2], {}, outcome[3], max_attempts }
+end
+if f[1] ~= 'claimed' and f[9] == '0' then
+  return { 'wrong_state', 'task ' .. id .. ' has never been claimed (it is ' .. f[1] .. '); claim it first' }
 end
 if f[1] ~= 'claimed' or f[2] ~= token then
   return { 'lease_lost', 'your lease on task ' .. id .. ' is no longer valid (the task is now ' .. f[1] .. ')' }
