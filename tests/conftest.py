@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from helpers import free_port, fresh_settings
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.settings import Settings
@@ -27,13 +27,6 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -98,16 +91,7 @@ def redis_url(request: pytest.FixtureRequest, real_redis_url: str | None) -> str
 
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
-    """Settings for a fresh namespace, with short backoffs and a fast reaper so tests stay quick."""
-    return Settings(
-        redis_url=redis_url,
-        namespace=f"test-{uuid.uuid4().hex[:12]}",
-        agent="tester",
-        retry_backoff_seconds=0.05,
-        retry_backoff_max_seconds=0.2,
-        reaper_interval_seconds=0.1,
-        max_wait_seconds=5,
-    )
+    return fresh_settings(redis_url)
 
 
 @pytest.fixture

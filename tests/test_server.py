@@ -7,7 +7,6 @@ handshake, as Claude Code does) and, through the `settings` fixture, on both bac
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import free_port, fresh_settings
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from mcp import Client
@@ -145,27 +145,6 @@ async def connect(settings: Settings, mode: str) -> AsyncIterator[Bus]:
         listed = await client.list_tools()
         schemas = {t.name: t.output_schema for t in listed.tools if t.output_schema is not None}
         yield Bus(client, schemas)
-
-
-def settings_for(url: str, **overrides: Any) -> Settings:
-    """What the `settings` fixture gives, for servers that outlive one test."""
-    return Settings(
-        redis_url=url,
-        namespace=f"test-{uuid.uuid4().hex[:12]}",
-        agent="tester",
-        retry_backoff_seconds=0.05,
-        retry_backoff_max_seconds=0.2,
-        reaper_interval_seconds=0.1,
-        max_wait_seconds=5,
-        **overrides,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- tools/list ------------------------------------------------------------------------------------
@@ -875,7 +854,7 @@ async def shared_bus(request: pytest.FixtureRequest, real_redis_url: str | None)
         pytest.skip("redis-server not installed")
     else:
         url = real_redis_url
-    async with connect(settings_for(url), mode) as bus:
+    async with connect(fresh_settings(url), mode) as bus:
         yield bus
 
 
@@ -1041,7 +1020,7 @@ async def test_wait_progress_never_exceeds_its_total(mode: str) -> None:
         updates.append((progress, total, message))
 
     with anyio.fail_after(TIMEOUT):
-        async with connect(settings_for(f"memory://{uuid.uuid4().hex}"), mode) as bus:
+        async with connect(fresh_settings(f"memory://{uuid.uuid4().hex}"), mode) as bus:
             await bus.ok("claim_task", {"wait_seconds": 1.2}, progress_callback=on_progress)
     assert updates
     for progress, total, message in updates:

@@ -8,32 +8,16 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import view_of, wait_for_state
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument, LeaseLost, NotFound, PayloadTooLarge, WrongState
-from mcp_agentbus.models import ClaimResult, TaskView
+from mcp_agentbus.models import ClaimResult
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
 AGENT = "worker-1"
-
-
-async def view_of(bus: AgentBus, workflow_id: str, task_id: str) -> TaskView:
-    """The task as get_workflow shows it."""
-    got = await bus.workflows.get(workflow_id)
-    assert got.workflow is not None
-    return next(t for t in got.workflow.tasks if t.id == task_id)
-
-
-async def wait_for_state(bus: AgentBus, workflow_id: str, task_id: str, state: str) -> TaskView:
-    """Poll get_workflow (bounded) until the task is in `state`."""
-    with anyio.fail_after(5):
-        while True:
-            view = await view_of(bus, workflow_id, task_id)
-            if view.state == state:
-                return view
-            await anyio.sleep(0.02)
 
 
 async def single_task_workflow(bus: AgentBus, **task: Any) -> tuple[str, str]:

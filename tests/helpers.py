@@ -1,0 +1,50 @@
+"""Helpers shared by the test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from typing import Any
+
+import anyio
+
+from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.models import TaskView
+from mcp_agentbus.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def fresh_settings(redis_url: str, **overrides: Any) -> Settings:
+    """Settings for a fresh namespace, with short backoffs and a fast reaper so tests stay quick."""
+    defaults: dict[str, Any] = {
+        "namespace": f"test-{uuid.uuid4().hex[:12]}",
+        "agent": "tester",
+        "retry_backoff_seconds": 0.05,
+        "retry_backoff_max_seconds": 0.2,
+        "reaper_interval_seconds": 0.1,
+        "max_wait_seconds": 5,
+    }
+    return Settings(redis_url=redis_url, **(defaults | overrides))
+
+
+async def view_of(bus: AgentBus, workflow_id: str, task_id: str) -> TaskView:
+    """The task as get_workflow shows it."""
+    got = await bus.workflows.get(workflow_id)
+    assert got.workflow is not None
+    return next(t for t in got.workflow.tasks if t.id == task_id)
+
+
+async def wait_for_state(bus: AgentBus, workflow_id: str, task_id: str, state: str) -> TaskView:
+    """Poll get_workflow (bounded) until the task is in `state`."""
+    with anyio.fail_after(5):
+        while True:
+            view = await view_of(bus, workflow_id, task_id)
+            if view.state == state:
+                return view
+            await anyio.sleep(0.02)
