@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 import anyio
 
 from mcp_agentbus.connection import Redis, backend, connect
+from mcp_agentbus.events import Events
+from mcp_agentbus.locks import Locks
 from mcp_agentbus.presence import Presence
 from mcp_agentbus.reaper import Reaper
 from mcp_agentbus.settings import Settings
@@ -18,7 +20,7 @@ from mcp_agentbus.workflows import Workflows
 
 
 class AgentBus:
-    """Tasks, workflows and presence of one namespace.
+    """Tasks, workflows, presence, locks and events of one namespace.
 
     Use `AgentBus.open(settings)`, which also runs the wake-up listener and the reaper::
 
@@ -35,6 +37,8 @@ class AgentBus:
         self.tasks = Tasks(self.store, self.wakeups)
         self.workflows = Workflows(self.store)
         self.presence = Presence(self.store)
+        self.locks = Locks(self.store, self.wakeups)
+        self.events = Events(self.store, self.wakeups)
         self.reaper = Reaper(self.store)
 
     @classmethod

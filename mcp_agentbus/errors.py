@@ -7,6 +7,7 @@
      ├── NotFound               not_found
      ├── WrongState             wrong_state
      ├── LeaseLost              lease_lost
+     ├── NotLockOwner           not_lock_owner
      ├── Forbidden              forbidden
      ├── BackendUnavailable     backend_unavailable
      └── InternalError          internal
@@ -83,6 +84,14 @@ class LeaseLost(AgentBusError):
     default_hint = (
         "Your lease expired and the task was taken back, so your result was not recorded. "
         "Stop work on it; heartbeat more often than the lease lasts, or claim with a longer lease_seconds."
+    )
+
+
+class NotLockOwner(AgentBusError):
+    code = "not_lock_owner"
+    default_hint = (
+        "Only the lock_token that acquire_lock gave you releases the lock. If your lock expired, "
+        "someone else may hold it now: re-read what you wrote, then acquire again."
     )
 
 

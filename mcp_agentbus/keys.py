@@ -23,6 +23,13 @@ never invents a key of its own; the index of each entry is mirrored in ``lua/inc
 | ``ab:{ns}:counters``       | HASH   | id and FIFO sequence counters                            |
 | ``ab:{ns}:reaper``         | STRING | which server process runs the reaper (expires)           |
 | ``ab:{ns}:wake``           | channel| pub/sub wake-up hints (never the source of truth)        |
+| ``ab:{ns}:lock:<resource>``| HASH   | a held lock: owner, token, fencing token, expiry         |
+| ``ab:{ns}:agent_locks:<a>``| SET    | resources the agent holds locks on                       |
+| ``ab:{ns}:lock_queue:<res>``| ZSET  | agents waiting for a resource, in arrival order          |
+| ``ab:{ns}:lock_waits:<res>``| HASH  | when each queued agent stops waiting (ms)                |
+| ``ab:{ns}:locks``          | ZSET   | held resources, score = lock expiry (ms)                 |
+| ``ab:{ns}:lock_names``     | ZSET   | held resources, all score 0 (lexicographic range index)  |
+| ``ab:{ns}:lock_fences``    | HASH   | last fencing token per resource (never decreases)        |
 """
 
 from __future__ import annotations
@@ -33,9 +40,33 @@ from dataclasses import dataclass, field
 NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _NAMESPACE_RE = re.compile(NAMESPACE_PATTERN)
 
-# Order matters: it is the KEYS layout every script sees (lua/include/keys.lua).
-_FAMILIES = ("task", "ready", "wf", "agent", "held", "idem")
-_STATIC = ("events", "leases", "delayed", "dead", "workflows", "agents", "agents:gone", "counters", "reaper")
+# The KEYS layout every script sees, in order (mirrored by lua/include/keys.lua). A name ending in
+# ":" is a family: the script appends an id to it.
+LAYOUT = (
+    "task:",
+    "ready:",
+    "wf:",
+    "agent:",
+    "held:",
+    "idem:",
+    "events",
+    "leases",
+    "delayed",
+    "dead",
+    "workflows",
+    "agents",
+    "agents:gone",
+    "counters",
+    "reaper",
+    "wake",
+    "lock:",
+    "agent_locks:",
+    "lock_queue:",
+    "lock_waits:",
+    "locks",
+    "lock_names",
+    "lock_fences",
+)
 
 
 @dataclass(frozen=True)
@@ -51,9 +82,7 @@ class Keys:
             raise ValueError(f"invalid namespace {self.namespace!r}: use letters, digits, '.', '_', '-'")
         prefix = f"ab:{{{self.namespace}}}:"
         object.__setattr__(self, "prefix", prefix)
-        layout = [f"{prefix}{name}:" for name in _FAMILIES] + [f"{prefix}{name}" for name in _STATIC]
-        layout.append(self.wake)
-        object.__setattr__(self, "script_keys", tuple(layout))
+        object.__setattr__(self, "script_keys", tuple(prefix + name for name in LAYOUT))
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -75,18 +104,6 @@ class Keys:
         return f"{self.prefix}events"
 
     @property
-    def leases(self) -> str:
-        return f"{self.prefix}leases"
-
-    @property
-    def delayed(self) -> str:
-        return f"{self.prefix}delayed"
-
-    @property
-    def dead(self) -> str:
-        return f"{self.prefix}dead"
-
-    @property
     def workflows(self) -> str:
         return f"{self.prefix}workflows"
 
@@ -101,3 +118,13 @@ class Keys:
     @property
     def wake(self) -> str:
         return f"{self.prefix}wake"
+
+    def agent_locks(self, agent_id: str) -> str:
+        return f"{self.prefix}agent_locks:{agent_id}"
+
+    def lock(self, resource: str) -> str:
+        return f"{self.prefix}lock:{resource}"
+
+    @property
+    def locks(self) -> str:
+        return f"{self.prefix}locks"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 from pydantic import StringConstraints
 
-from mcp_agentbus.errors import PayloadTooLarge
+from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge
 
 AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 CAPABILITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -15,6 +16,12 @@ TASK_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 TASK_ID_PATTERN = r"^t-[0-9]{1,15}$"
 WORKFLOW_ID_PATTERN = r"^wf-[0-9]{1,15}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,128}$"
+TOPIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
+EVENT_PATTERN_PATTERN = r"^[A-Za-z0-9_.:*?\[\]-]{1,100}$"  # shell-style: task.*, build.?
+CURSOR_PATTERN = r"^(0|[0-9]{1,20}-[0-9]{1,20})$"
+RESOURCE_PATTERN = (
+    r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,512}$"  # any printable name; '/' makes it hierarchical
+)
 
 AgentId = Annotated[str, StringConstraints(pattern=AGENT_PATTERN)]
 Capability = Annotated[str, StringConstraints(pattern=CAPABILITY_PATTERN)]
@@ -22,6 +29,10 @@ TaskKey = Annotated[str, StringConstraints(pattern=TASK_KEY_PATTERN)]
 TaskId = Annotated[str, StringConstraints(pattern=TASK_ID_PATTERN)]
 WorkflowId = Annotated[str, StringConstraints(pattern=WORKFLOW_ID_PATTERN)]
 IdempotencyKey = Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTERN)]
+Resource = Annotated[str, StringConstraints(pattern=RESOURCE_PATTERN)]
+Topic = Annotated[str, StringConstraints(pattern=TOPIC_PATTERN)]
+TopicPattern = Annotated[str, StringConstraints(pattern=EVENT_PATTERN_PATTERN)]
+Cursor = Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)]
 
 MAX_TITLE = 200
 MAX_DESCRIPTION = 16_384
@@ -43,3 +54,11 @@ def encode_json(value: Any, field: str, limit: int = MAX_JSON_BYTES) -> str:
     if size > limit:
         raise PayloadTooLarge(f"{field} is {size:,} bytes of JSON; the limit is {limit:,} bytes")
     return text
+
+
+def seconds(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """A duration from a caller: finite, and positive (or zero where `allow_zero`)."""
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise InvalidArgument(f"{name} must be a finite number of seconds, {bound} (got {value!r})")
+    return value

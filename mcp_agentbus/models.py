@@ -159,6 +159,7 @@ class AgentView(BaseModel):
     )
     joined_at: str | None = None
     tasks: list[str] = Field(default_factory=list, description="Tasks whose lease the agent holds.")
+    locks: list[str] = Field(default_factory=list, description="Resources the agent holds locks on.")
 
 
 class ExtendedLease(BaseModel):
@@ -166,12 +167,56 @@ class ExtendedLease(BaseModel):
     expires_at: str
 
 
+class ExtendedLock(BaseModel):
+    resource: str
+    expires_at: str
+
+
 class HeartbeatResult(Result):
     agent: AgentView
     joined: bool = Field(description="True when the agent was not alive before this heartbeat.")
     leases_extended: list[ExtendedLease]
+    locks_extended: list[ExtendedLock]
     live_agents: int
 
 
 class ListAgentsResult(Result):
     agents: list[AgentView]
+
+
+class LockResult(Result):
+    acquired: bool
+    resource: str
+    lock_token: str | None = Field(None, description="Pass it to release_lock.")
+    fencing_token: int | None = Field(
+        None, description="Grows with every grant of this resource; check it where you write."
+    )
+    expires_at: str | None = Field(None, description="When your lock lapses, or (refused) the holder's.")
+    extended: bool = Field(False, description="You already held it; its expiry was pushed back.")
+    holder: str | None = Field(None, description="Who holds the conflicting lock (or waits first).")
+    conflicting_resource: str | None = None
+    waiters: int = Field(0, description="Agents queued for this resource.")
+
+
+class ReleaseResult(Result):
+    released: bool
+    resource: str
+    reason: str | None = None
+
+
+class PublishResult(Result):
+    event_id: str = Field(description="The event's id in the log (also a cursor).")
+    duplicate: bool = False
+
+
+class EventView(BaseModel):
+    id: str
+    topic: str
+    agent: str | None = None
+    data: Any = None
+    at: str
+
+
+class ReadEventsResult(Result):
+    events: list[EventView]
+    cursor: str = Field(description="Pass as `after` next time to continue where this read stopped.")

@@ -6,8 +6,8 @@ import math
 import re
 from collections.abc import Sequence
 
-from mcp_agentbus.errors import InvalidArgument
-from mcp_agentbus.models import AgentView, ExtendedLease, HeartbeatResult, ListAgentsResult, iso
+from mcp_agentbus.limits import seconds
+from mcp_agentbus.models import AgentView, ExtendedLease, ExtendedLock, HeartbeatResult, ListAgentsResult, iso
 from mcp_agentbus.store import Store, require
 from mcp_agentbus.tasks import AGENT_RE, CAPABILITY_RE
 
@@ -32,9 +32,7 @@ class Presence:
         require(agent, AGENT_RE, "agent id")
         for cap in capabilities or ():
             require(cap, CAPABILITY_RE, "capability")
-        if ttl_seconds <= 0:
-            raise InvalidArgument("ttl_seconds must be positive")
-        ttl_ms = math.ceil(ttl_seconds * 1000)
+        ttl_ms = math.ceil(seconds(ttl_seconds, "ttl_seconds") * 1000)
         reply = await self._store.run(
             "heartbeat",
             agent,
@@ -44,7 +42,7 @@ class Presence:
             note,
             ttl_ms,
         )
-        _, joined, extended, live, caps, joined_at, now = reply
+        _, joined, extended, live, caps, joined_at, now, locks = reply
         view = AgentView(
             agent=agent,
             status=status,
@@ -55,13 +53,22 @@ class Presence:
             expires_at=iso(int(now) + ttl_ms),
             joined_at=iso(joined_at),
             tasks=extended[::2],
+            locks=locks[::2],
         )
         leases = [
             ExtendedLease(task_id=extended[i], expires_at=iso(extended[i + 1]) or "")
             for i in range(0, len(extended), 2)
         ]
+        locks_extended = [
+            ExtendedLock(resource=locks[i], expires_at=iso(locks[i + 1]) or "")
+            for i in range(0, len(locks), 2)
+        ]
         return HeartbeatResult(
-            agent=view, joined=joined == "1", leases_extended=leases, live_agents=int(live)
+            agent=view,
+            joined=joined == "1",
+            leases_extended=leases,
+            locks_extended=locks_extended,
+            live_agents=int(live),
         )
 
     async def list_agents(
@@ -86,9 +93,10 @@ class Presence:
                 for agent in ids:
                     pipe.hgetall(keys.agent(agent))
                     pipe.smembers(keys.held(agent))
+                    pipe.smembers(keys.agent_locks(agent))
                 records = await pipe.execute()
         agents = []
-        for agent, record, held in zip(ids, records[::2], records[1::2], strict=True):
+        for agent, record, held, locks in zip(ids, records[::3], records[1::3], records[2::3], strict=True):
             caps = _CAPS_RE.findall(record.get("caps", ""))
             if capability is not None and capability not in caps:
                 continue
@@ -104,6 +112,7 @@ class Presence:
                     expires_at=iso(expiry.get(agent)),
                     joined_at=iso(record.get("joined_at")),
                     tasks=sorted(held, key=lambda t: int(t[2:])),
+                    locks=sorted(locks),
                 )
             )
         return ListAgentsResult(agents=agents)

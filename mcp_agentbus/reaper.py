@@ -1,4 +1,4 @@
-"""The reaper: a periodic sweep that takes back expired leases, promotes due tasks and notices
+"""The reaper: a periodic sweep that takes back expired leases and locks, promotes due tasks and notices
 agents that went silent. Every server process runs the loop; a Redis key lets one sweep at a time."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ BATCH = 100  # bounds the work of one script call, so Redis is never blocked for
 @dataclass
 class Sweep:
     reclaimed: int = 0
+    locks_expired: int = 0
     promoted: int = 0
     gone: int = 0
 
@@ -40,8 +41,9 @@ class Reaper:
             reply = await self._store.run("reap", self.id, self._guard_ms, BATCH)
             if reply[0] == "busy":
                 return None
-            _, reclaimed, promoted, gone, more = reply
+            _, reclaimed, promoted, gone, more, locks_expired = reply
             total.reclaimed += reclaimed
+            total.locks_expired += locks_expired
             total.promoted += promoted
             total.gone += gone
             if more != "1":
@@ -52,7 +54,7 @@ class Reaper:
         while True:
             try:
                 swept = await self.sweep()
-                if swept and (swept.reclaimed or swept.gone):
+                if swept and (swept.reclaimed or swept.locks_expired or swept.gone):
                     logger.info("reaper: %s", swept)
             except AgentBusError as exc:
                 logger.warning("reaper sweep failed: %s", exc)

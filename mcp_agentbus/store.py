@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcp_agentbus.connection import Redis, backend
-from mcp_agentbus.errors import AgentBusError, InvalidArgument, LeaseLost, NotFound, WrongState
+from mcp_agentbus.errors import AgentBusError, InvalidArgument, LeaseLost, NotFound, NotLockOwner, WrongState
 from mcp_agentbus.keys import Keys
 from mcp_agentbus.scripts import Scripts
 from mcp_agentbus.settings import Settings
@@ -17,6 +17,7 @@ _REFUSALS: dict[str, type[AgentBusError]] = {
     "wrong_state": WrongState,
     "lease_lost": LeaseLost,
     "invalid_argument": InvalidArgument,
+    "not_lock_owner": NotLockOwner,
 }
 
 

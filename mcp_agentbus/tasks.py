@@ -22,6 +22,7 @@ from mcp_agentbus.limits import (
     TASK_ID_PATTERN,
     WORKFLOW_ID_PATTERN,
     encode_json,
+    seconds,
 )
 from mcp_agentbus.models import (
     ClaimedTask,
@@ -46,6 +47,16 @@ PRIORITIES = get_args(Priority)
 
 ProgressCallback = Callable[[float, float, str], Awaitable[None]]
 PROGRESS_EVERY = 1.0  # seconds between progress notifications while waiting
+
+
+def cap_wait(wait_seconds: float, max_wait: float) -> tuple[float, list[str]]:
+    """The wait to honour, and a notice when the caller asked for more than the server's cap."""
+    seconds(wait_seconds, "wait_seconds", allow_zero=True)
+    if wait_seconds > max_wait:
+        return max_wait, [
+            f"wait_seconds={wait_seconds:g} is above this server's cap; waited at most {max_wait:g} s."
+        ]
+    return wait_seconds, []
 
 
 def idempotency_scope(tool: str, agent: str, key: str | None) -> str:
@@ -99,8 +110,7 @@ class Tasks:
             require(workflow_id, WORKFLOW_ID_RE, "workflow_id")
         if max_attempts < 1:
             raise InvalidArgument("max_attempts must be at least 1")
-        if delay_seconds < 0:
-            raise InvalidArgument("delay_seconds must not be negative")
+        seconds(delay_seconds, "delay_seconds", allow_zero=True)
         reply = await self._store.run(
             "create_task",
             agent,
@@ -136,18 +146,8 @@ class Tasks:
             require(task_id, TASK_ID_RE, "task_id")
         if lease_seconds is None:
             lease_seconds = self._settings.lease_seconds
-        lease_ms = math.ceil(lease_seconds * 1000)
-        if lease_ms <= 0:
-            raise InvalidArgument("lease_seconds must be positive")
-        if wait_seconds < 0:
-            raise InvalidArgument("wait_seconds must not be negative")
-        notices = []
-        max_wait = self._settings.max_wait_seconds
-        if wait_seconds > max_wait:
-            notices.append(
-                f"wait_seconds={wait_seconds:g} is above this server's cap; waited at most {max_wait:g} s."
-            )
-            wait_seconds = max_wait
+        lease_ms = math.ceil(seconds(lease_seconds, "lease_seconds") * 1000)
+        wait_seconds, notices = cap_wait(wait_seconds, self._settings.max_wait_seconds)
 
         deadline = anyio.current_time() + wait_seconds
         started = anyio.current_time()

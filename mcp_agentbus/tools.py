@@ -13,6 +13,7 @@ from pydantic import Field
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import UnknownAgent
+from mcp_agentbus.events import MAX_LIMIT
 from mcp_agentbus.limits import (
     MAX_CAPABILITIES,
     MAX_DEPENDENCIES,
@@ -25,8 +26,12 @@ from mcp_agentbus.limits import (
     MAX_WORKFLOW_TASKS,
     AgentId,
     Capability,
+    Cursor,
     IdempotencyKey,
+    Resource,
     TaskId,
+    Topic,
+    TopicPattern,
     WorkflowId,
 )
 from mcp_agentbus.models import (
@@ -38,7 +43,11 @@ from mcp_agentbus.models import (
     GetWorkflowResult,
     HeartbeatResult,
     ListAgentsResult,
+    LockResult,
     Priority,
+    PublishResult,
+    ReadEventsResult,
+    ReleaseResult,
     Result,
 )
 from mcp_agentbus.settings import Settings
@@ -114,8 +123,8 @@ async def heartbeat(
     ] = 60,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, HeartbeatResult]:
-    """Say you are alive: registers you (status, capabilities) and extends every lease you hold.
-    Call it more often than your shortest lease or ttl_seconds."""
+    """Say you are alive: registers you (status, capabilities) and extends every lease and lock you
+    hold. Call it more often than your shortest lease, lock or ttl_seconds."""
     app = app_of(ctx)
     r = await app.bus.presence.heartbeat(
         app.agent(agent), status=status, capabilities=capabilities, note=note, ttl_seconds=ttl_seconds
@@ -123,7 +132,8 @@ async def heartbeat(
     verb = "joined" if r.joined else "is alive"
     return ok(
         r,
-        f"{r.agent.agent} {verb} ({status}); {len(r.leases_extended)} lease(s) extended; "
+        f"{r.agent.agent} {verb} ({status}); {len(r.leases_extended)} lease(s) and "
+        f"{len(r.locks_extended)} lock(s) extended; "
         f"{r.live_agents} agent(s) alive.",
     )
 
@@ -304,6 +314,99 @@ async def get_workflow(
     return ok(r, f"{len(r.workflows or [])} recent workflow(s).")
 
 
+ResourceArg = Annotated[
+    Resource, Field(description="What to lock, usually a path; 'src/auth/' also covers everything below it.")
+]
+
+
+async def acquire_lock(
+    ctx: Ctx,
+    resource: ResourceArg,
+    ttl_seconds: Annotated[
+        int, Field(ge=1, le=86_400, description="Lock lifetime; heartbeat extends it.")
+    ] = 60,
+    wait_seconds: Annotated[
+        float, Field(ge=0, description="Wait on the server up to this long for it to be free (capped).")
+    ] = 0,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, LockResult]:
+    """Lock a resource (a file, a directory ending in '/', any name) before you change it. Never
+    granted twice: a lock overlapping one that is held is refused, naming the holder. Pass the
+    fencing_token along with what you write; release_lock when done."""
+    app = app_of(ctx)
+
+    async def progress(done: float, total: float, message: str) -> None:
+        await ctx.report_progress(done, total, message)
+
+    r = await app.bus.locks.acquire(
+        app.agent(agent), resource, ttl_seconds=ttl_seconds, wait_seconds=wait_seconds, on_progress=progress
+    )
+    if r.acquired:
+        verb = "Extended" if r.extended else "Locked"
+        return ok(r, f"{verb} {resource} (fencing token {r.fencing_token}) until {r.expires_at}.")
+    if r.conflicting_resource is None:
+        return ok(r, f"Not locked: {r.holder} is waiting for {resource} first.")
+    return ok(r, f"Not locked: {r.holder} holds {r.conflicting_resource} until {r.expires_at}.")
+
+
+async def release_lock(
+    ctx: Ctx,
+    resource: ResourceArg,
+    lock_token: Annotated[
+        str, Field(min_length=1, max_length=64, description="The lock_token from acquire_lock.")
+    ],
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, ReleaseResult]:
+    """Release a lock you hold (only its lock_token can)."""
+    app = app_of(ctx)
+    r = await app.bus.locks.release(app.agent(agent), resource, lock_token)
+    return ok(r, f"Released {resource}." if r.released else f"Nothing released: {r.reason}.")
+
+
+async def publish_event(
+    ctx: Ctx,
+    topic: Annotated[
+        Topic, Field(description="e.g. build.failed; task.*, workflow.*, lock.*, agent.* are the bus's.")
+    ],
+    data: Annotated[Any, Field(description="Any JSON (≤ 64 KiB).")] = None,
+    idempotency_key: IdempotencyArg = None,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, PublishResult]:
+    """Announce something to every agent that reads the event log."""
+    app = app_of(ctx)
+    r = await app.bus.events.publish(app.agent(agent), topic, data, idempotency_key=idempotency_key)
+    return ok(
+        r, f"Published {topic} as {r.event_id}" + (" (earlier, with this key)." if r.duplicate else ".")
+    )
+
+
+async def read_events(
+    ctx: Ctx,
+    topics: Annotated[
+        list[TopicPattern] | None,
+        Field(max_length=20, description="Patterns like task.* or build.failed; all if omitted."),
+    ] = None,
+    after: Annotated[
+        Cursor | None,
+        Field(description="The cursor from your last read; '0' = from the beginning; omit = from now."),
+    ] = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Most events to return.")] = 50,
+    wait_seconds: Annotated[
+        float, Field(ge=0, description="Wait on the server up to this long for an event.")
+    ] = 0,
+) -> Annotated[CallToolResult, ReadEventsResult]:
+    """Read the event log (task, workflow, lock and agent changes, and published events), oldest first.
+    Pass the returned cursor as `after` next time to get only newer events."""
+
+    async def progress(done: float, total: float, message: str) -> None:
+        await ctx.report_progress(done, total, message)
+
+    r = await app_of(ctx).bus.events.read(
+        topics=topics, after=after, limit=limit, wait_seconds=wait_seconds, on_progress=progress
+    )
+    return ok(r, f"{len(r.events)} event(s); next cursor {r.cursor}.")
+
+
 TOOLS: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {
     "heartbeat": (heartbeat, IDEMPOTENT),
     "list_agents": (list_agents, READ_ONLY),
@@ -313,12 +416,34 @@ TOOLS: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {
     "complete_task": (complete_task, IDEMPOTENT),
     "fail_task": (fail_task, IDEMPOTENT),
     "get_workflow": (get_workflow, READ_ONLY),
+    "acquire_lock": (acquire_lock, ADDITIVE),
+    "release_lock": (release_lock, IDEMPOTENT),
+    "publish_event": (publish_event, ADDITIVE),
+    "read_events": (read_events, READ_ONLY),
 }
 
 PROFILES: dict[str, tuple[str, ...]] = {
     "all": tuple(TOOLS),
-    "worker": ("heartbeat", "claim_task", "complete_task", "fail_task", "get_workflow"),
-    "coordinator": ("heartbeat", "list_agents", "create_task", "create_workflow", "get_workflow"),
+    "worker": (
+        "heartbeat",
+        "claim_task",
+        "complete_task",
+        "fail_task",
+        "get_workflow",
+        "acquire_lock",
+        "release_lock",
+        "publish_event",
+        "read_events",
+    ),
+    "coordinator": (
+        "heartbeat",
+        "list_agents",
+        "create_task",
+        "create_workflow",
+        "get_workflow",
+        "publish_event",
+        "read_events",
+    ),
 }
 
 

@@ -35,9 +35,23 @@ ALL_TOOLS = {
     "complete_task",
     "fail_task",
     "get_workflow",
+    "acquire_lock",
+    "release_lock",
+    "publish_event",
+    "read_events",
 }
-WORKER_TOOLS = {"heartbeat", "claim_task", "complete_task", "fail_task", "get_workflow"}
-READ_ONLY_TOOLS = {"list_agents", "get_workflow"}
+WORKER_TOOLS = {
+    "heartbeat",
+    "claim_task",
+    "complete_task",
+    "fail_task",
+    "get_workflow",
+    "acquire_lock",
+    "release_lock",
+    "publish_event",
+    "read_events",
+}
+READ_ONLY_TOOLS = {"list_agents", "get_workflow", "read_events"}
 ERROR_CODES = {
     "invalid_argument",
     "payload_too_large",
@@ -150,7 +164,7 @@ async def connect(settings: Settings, mode: str) -> AsyncIterator[Bus]:
 # --- tools/list ------------------------------------------------------------------------------------
 
 
-async def test_lists_exactly_the_eight_tools_fully_described(settings: Settings, mode: str) -> None:
+async def test_lists_exactly_the_bus_tools_fully_described(settings: Settings, mode: str) -> None:
     with anyio.fail_after(TIMEOUT):
         async with Client(build_server(settings), mode=mode) as client:
             expected_era = "2025-11-25" if mode == "legacy" else "2026-07-28"
@@ -176,10 +190,12 @@ async def test_lists_exactly_the_eight_tools_fully_described(settings: Settings,
     assert by_name["complete_task"].annotations.idempotent_hint is True
     assert by_name["fail_task"].annotations.idempotent_hint is True
     assert by_name["create_task"].annotations.idempotent_hint is False
+    assert by_name["acquire_lock"].annotations.idempotent_hint is False
+    assert by_name["release_lock"].annotations.idempotent_hint is True
     assert set(by_name["complete_task"].input_schema["required"]) == {"task_id", "lease_token"}
     assert set(by_name["create_workflow"].input_schema["required"]) == {"title", "tasks"}
     # every acting tool takes the optional `agent`
-    for name in ALL_TOOLS - READ_ONLY_TOOLS:
+    for name in ALL_TOOLS - READ_ONLY_TOOLS:  # every acting tool
         assert "agent" in by_name[name].input_schema["properties"], name
         assert "agent" not in by_name[name].input_schema.get("required", []), name
 

@@ -25,6 +25,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult, TextContent
 
+from mcp_agentbus.tools import TOOLS
+
 SERVE = [sys.executable, "-m", "mcp_agentbus", "serve"]
 TIMEOUT = 30  # bound on one test; a server process starts in about a second
 
@@ -285,7 +287,7 @@ def test_stdout_carries_only_json_rpc(redis_url: str, tmp_path: Path) -> None:
             assert init["result"]["serverInfo"]["name"] == "agentbus"
             send({"method": "notifications/initialized"})
             send({"id": 2, "method": "tools/list"})
-            assert len(response(2)["result"]["tools"]) == 8
+            assert {t["name"] for t in response(2)["result"]["tools"]} == set(TOOLS)
             calls: list[tuple[str, dict[str, Any]]] = [
                 ("heartbeat", {"capabilities": ["x"]}),
                 ("create_task", {"title": "print me", "payload": {"text": "hello\nworld"}}),

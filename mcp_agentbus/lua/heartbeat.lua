@@ -1,9 +1,9 @@
--- heartbeat: register or refresh an agent and extend every lease it holds, in one step.
+-- heartbeat: register or refresh an agent and extend every lease and lock it holds, in one step.
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: events_max, retention_ms, agent, status, capabilities (comma list), capabilities given
 --       ('1'|'0': '0' keeps the registered ones), note, ttl_ms
 -- returns: {'ok', joined ('1'|'0'), {task_id, expires_at_ms, ...}, live_agents, capabilities csv,
---           joined_at_ms, now_ms}
+--           joined_at_ms, now_ms, {resource, expires_at_ms, ...}}
 --@include keys.lua
 --@include common.lua
 
@@ -37,5 +37,18 @@ for _, id in ipairs(redis.call('SMEMBERS', K_HELD .. agent)) do
     redis.call('SREM', K_HELD .. agent, id)
   end
 end
+local locks = {}
+for _, res in ipairs(redis.call('SMEMBERS', K_AGENT_LOCKS .. agent)) do
+  local l = redis.call('HMGET', K_LOCK .. res, 'owner', 'ttl_ms')
+  if l[1] == agent then
+    local expires = now + tonumber(l[2])
+    redis.call('HSET', K_LOCK .. res, 'expires', expires)
+    redis.call('ZADD', K_LOCKS, expires, res)
+    locks[#locks + 1] = res
+    locks[#locks + 1] = expires
+  else
+    redis.call('SREM', K_AGENT_LOCKS .. agent, res)
+  end
+end
 local live = redis.call('ZCOUNT', K_AGENTS, now, '+inf')
-return { 'ok', joined and '1' or '0', extended, live, info[1] or '', info[2], now }
+return { 'ok', joined and '1' or '0', extended, live, info[1] or '', info[2], now, locks }

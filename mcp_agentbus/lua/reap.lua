@@ -1,12 +1,13 @@
 -- reap: the periodic sweep. Only the server process holding the reaper key runs it, so one sweep
 -- runs at a time across all processes. Takes back expired leases (the old holder's token stops
--- working), promotes due delayed tasks, marks silent agents gone, and drops expired index entries.
+-- working) and expired locks, promotes due delayed tasks, marks silent agents gone, and drops expired index entries.
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: events_max, retention_ms, reaper_id, guard_ms, batch
--- returns: {'busy'} | {'ok', reclaimed, promoted, gone, more ('1' when a batch was full)}
+-- returns: {'busy'} | {'ok', reclaimed, promoted, gone, more ('1' when a batch was full), locks_expired}
 --@include keys.lua
 --@include common.lua
 --@include tasks.lua
+--@include locks.lua
 
 local me, guard_ms, batch = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local holder = redis.call('GET', K_REAPER)
@@ -35,6 +36,9 @@ for _, id in ipairs(expired) do
   end
 end
 
+local stale = redis.call('ZRANGEBYSCORE', K_LOCKS, '-inf', now, 'LIMIT', 0, batch)
+for _, res in ipairs(stale) do live_lock(res, now) end -- drops the expired ones
+
 local promoted = promote_due(now, batch)
 
 local silent = redis.call('ZRANGEBYSCORE', K_AGENTS, '-inf', now, 'LIMIT', 0, batch)
@@ -53,5 +57,5 @@ for _, wf in ipairs(redis.call('ZRANGEBYSCORE', K_WORKFLOWS, '-inf', horizon, 'L
   if redis.call('EXISTS', K_WF .. wf) == 0 then redis.call('ZREM', K_WORKFLOWS, wf) end
 end
 
-local more = (#expired == batch or promoted == batch or #silent == batch) and '1' or '0'
-return { 'ok', reclaimed, promoted, #silent, more }
+local more = (#expired == batch or #stale == batch or promoted == batch or #silent == batch) and '1' or '0'
+return { 'ok', reclaimed, promoted, #silent, more, #stale }

@@ -5,18 +5,22 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function emit(topic, agent, data)
-  return redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX, '*',
-    'topic', topic, 'agent', agent or '', 'data', cjson.encode(data))
-end
-
--- Wake-ups are hints for waiting claimers in any server process; Redis state stays the truth.
+-- Wake-ups are hints for waiters in any server process; Redis state stays the truth.
 local woken = {}
 local function wake(what)
   if not woken[what] then
     woken[what] = true
     redis.call('PUBLISH', K_WAKE, what)
   end
+end
+
+-- Every state change appends its event here, in the same script; `data` is a table or JSON text.
+local function emit(topic, agent, data)
+  if type(data) == 'table' then data = cjson.encode(data) end
+  local id = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX, '*', 'topic', topic, 'agent', agent or '',
+    'data', data)
+  wake('event:' .. topic)
+  return id
 end
 
 local function split(csv)

@@ -1,9 +1,11 @@
--- The KEYS layout every script receives, built by keys.py (Keys.script_keys). Families end in ':'
--- and take an id; the rest are whole keys. All share the namespace hash tag.
+-- The KEYS layout every script receives, built by keys.py (LAYOUT). Families end in ':' and take
+-- an id; the rest are whole keys. All share the namespace hash tag.
 local K_TASK, K_READY, K_WF, K_AGENT, K_HELD, K_IDEM = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_EVENTS, K_LEASES, K_DELAYED, K_DEAD = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local K_WORKFLOWS, K_AGENTS, K_AGENTS_GONE, K_COUNTERS, K_REAPER = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
 local K_WAKE = KEYS[16]
+local K_LOCK, K_AGENT_LOCKS, K_LOCK_QUEUE, K_LOCK_WAITS = KEYS[17], KEYS[18], KEYS[19], KEYS[20]
+local K_LOCKS, K_LOCK_NAMES, K_LOCK_FENCES = KEYS[21], KEYS[22], KEYS[23]
 -- Settings every script gets first: event log length and retention of finished records.
 local EVENTS_MAX = tonumber(ARGV[1])
 local RETENTION_MS = tonumber(ARGV[2])

@@ -1,0 +1,127 @@
+"""Locks: exclusive, expiring, fenced, hierarchical for path-like names, with fair server-side waits."""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from mcp_agentbus.limits import RESOURCE_PATTERN, seconds
+from mcp_agentbus.models import LockResult, ReleaseResult, iso
+from mcp_agentbus.store import Store, require
+from mcp_agentbus.tasks import AGENT_RE, PROGRESS_EVERY, ProgressCallback, cap_wait
+from mcp_agentbus.wakeups import Wakeups
+
+RESOURCE_RE = re.compile(RESOURCE_PATTERN)
+QUEUE_SLACK = 2.0  # seconds a waiter keeps its place beyond its wait, to cover a retry in flight
+
+
+class Locks:
+    def __init__(self, store: Store, wakeups: Wakeups) -> None:
+        self._store = store
+        self._wakeups = wakeups
+
+    async def acquire(
+        self,
+        agent: str,
+        resource: str,
+        *,
+        ttl_seconds: float = 60,
+        wait_seconds: float = 0,
+        on_progress: ProgressCallback | None = None,
+    ) -> LockResult:
+        """Take the lock, or (with `wait_seconds`) wait on the server until it is released or expires.
+        Re-acquiring a lock you hold extends it and keeps its tokens."""
+        require(agent, AGENT_RE, "agent id")
+        require(resource, RESOURCE_RE, "resource")
+        seconds(ttl_seconds, "ttl_seconds")
+        wait_seconds, notices = cap_wait(wait_seconds, self._store.settings.max_wait_seconds)
+        ttl_ms = math.ceil(ttl_seconds * 1000)
+        token = secrets.token_urlsafe(12)
+        started = anyio.current_time()
+        deadline = started + wait_seconds
+        queued = False
+        try:
+            while True:
+                with self._wakeups.expect(("lock",)) as woken:
+                    remaining = deadline - anyio.current_time()
+                    reply = await self._try(agent, resource, ttl_ms, token, remaining)
+                    if reply[0] == "ok" or remaining <= 0:
+                        return self._result(resource, reply, notices)
+                    queued = True
+                    retry_at = anyio.current_time() + remaining
+                    if reply[0] == "held":  # come back at the holder's expiry even if no hint arrives
+                        retry_at = min(
+                            retry_at, anyio.current_time() + (int(reply[3]) - int(reply[5])) / 1000
+                        )
+                    while not woken.is_set() and (left := retry_at - anyio.current_time()) > 0:
+                        with anyio.move_on_after(min(left, PROGRESS_EVERY)):
+                            await woken.wait()
+                        if on_progress is not None and not woken.is_set():
+                            waited = min(anyio.current_time() - started, wait_seconds)
+                            await on_progress(waited, wait_seconds, f"waiting for {resource}: {waited:.0f} s")
+        finally:
+            if queued:
+                with anyio.CancelScope(shield=True):
+                    await self._store.run("leave_lock_queue", agent, resource)
+
+    async def _try(self, agent: str, resource: str, ttl_ms: int, token: str, remaining: float) -> list[Any]:
+        """One attempt, never half-done: a grant that races the caller's cancellation is released."""
+        queue_ms = math.ceil((max(remaining, 0) + QUEUE_SLACK) * 1000)
+        with anyio.CancelScope(shield=True):
+            reply = await self._store.run(
+                "acquire_lock", agent, resource, ttl_ms, token, "1" if remaining > 0 else "0", queue_ms
+            )
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                if reply[0] == "ok" and reply[4] == "0":
+                    await self._store.run("release_lock", agent, resource, token)
+                elif reply[0] != "ok" and remaining > 0:  # the script queued us: leave the queue
+                    await self._store.run("leave_lock_queue", agent, resource)
+            raise
+        return reply
+
+    @staticmethod
+    def _result(resource: str, reply: list[Any], notices: list[str]) -> LockResult:
+        if reply[0] == "ok":
+            _, token, fence, expires, extended = reply
+            return LockResult(
+                acquired=True,
+                resource=resource,
+                lock_token=token,
+                fencing_token=int(fence),
+                expires_at=iso(expires),
+                extended=extended == "1",
+                notices=notices,
+            )
+        if reply[0] == "held":
+            _, conflict, holder, expires, waiters, _now = reply
+            return LockResult(
+                acquired=False,
+                resource=resource,
+                expires_at=iso(expires),
+                holder=holder,
+                conflicting_resource=conflict,
+                waiters=int(waiters),
+                notices=notices,
+            )
+        _, first, waiters, _now = reply
+        return LockResult(
+            acquired=False,
+            resource=resource,
+            holder=first,
+            waiters=int(waiters),
+            notices=[*notices, f"{resource} is free, but {first} has been waiting for it longer."],
+        )
+
+    async def release(self, agent: str, resource: str, lock_token: str) -> ReleaseResult:
+        require(agent, AGENT_RE, "agent id")
+        require(resource, RESOURCE_RE, "resource")
+        _, released, reason = await self._store.run("release_lock", agent, resource, lock_token)
+        return ReleaseResult(released=released == "1", resource=resource, reason=reason or None)

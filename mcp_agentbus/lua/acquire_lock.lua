@@ -1,0 +1,56 @@
+-- acquire_lock: an exclusive, expiring lock on a resource, refused while anything overlapping is
+-- held. Agents queued for the resource go first, so a waiter is not starved by newcomers.
+-- KEYS: the namespace layout (include/keys.lua)
+-- ARGV: events_max, retention_ms, agent, resource, ttl_ms, lock_token (used if granted),
+--       queue ('1': keep a place in the queue when refused), queue_ms (how long to keep it)
+-- returns: {'ok', lock_token, fencing_token, expires_at_ms, extended ('1'|'0')}
+--        | {'held', conflicting_resource, holder, expires_at_ms, waiters, now_ms}
+--        | {'queued', first_waiter, waiters, now_ms}
+--@include keys.lua
+--@include common.lua
+--@include locks.lua
+
+local agent, res, ttl_ms, token = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local queue_me, queue_ms = ARGV[7] == '1', tonumber(ARGV[8])
+local now = now_ms()
+local queue, waits = K_LOCK_QUEUE .. res, K_LOCK_WAITS .. res
+
+for _, waiter in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
+  if tonumber(redis.call('HGET', waits, waiter) or 0) <= now then
+    redis.call('ZREM', queue, waiter)
+    redis.call('HDEL', waits, waiter)
+  end
+end
+
+local conflict, held = overlapping(res, now)
+if conflict == res and held[1] == agent then -- the holder again: extend, same token and fence
+  local expires = now + ttl_ms
+  redis.call('HSET', K_LOCK .. res, 'expires', expires, 'ttl_ms', ttl_ms)
+  redis.call('ZADD', K_LOCKS, expires, res)
+  return { 'ok', held[2], held[3], expires, '1' }
+end
+
+local first = redis.call('ZRANGE', queue, 0, 0)[1]
+if conflict or (first and first ~= agent) then
+  if queue_me then
+    if not redis.call('ZSCORE', queue, agent) then
+      redis.call('ZADD', queue, redis.call('HINCRBY', K_COUNTERS, 'seq', 1), agent)
+    end
+    redis.call('HSET', waits, agent, now + queue_ms)
+  end
+  local waiters = redis.call('ZCARD', queue)
+  if conflict then return { 'held', conflict, held[1], held[4], waiters, now } end
+  return { 'queued', first, waiters, now }
+end
+
+redis.call('ZREM', queue, agent)
+redis.call('HDEL', waits, agent)
+local fence = redis.call('HINCRBY', K_LOCK_FENCES, res, 1)
+local expires = now + ttl_ms
+redis.call('HSET', K_LOCK .. res, 'owner', agent, 'token', token, 'fence', fence, 'expires', expires,
+  'ttl_ms', ttl_ms, 'acquired', now)
+redis.call('ZADD', K_LOCKS, expires, res)
+redis.call('ZADD', K_LOCK_NAMES, 0, res)
+redis.call('SADD', K_AGENT_LOCKS .. agent, res)
+emit('lock.acquired', agent, { resource = res, fence = fence })
+return { 'ok', token, fence, expires, '0' }

@@ -1,0 +1,57 @@
+-- Lock helpers shared by the lock scripts, heartbeat and the reaper (needs keys.lua and common.lua).
+
+local function drop_lock(res, owner, topic)
+  redis.call('DEL', K_LOCK .. res)
+  redis.call('ZREM', K_LOCKS, res)
+  redis.call('ZREM', K_LOCK_NAMES, res)
+  redis.call('SREM', K_AGENT_LOCKS .. owner, res)
+  emit(topic, owner, { resource = res })
+  wake('lock')
+end
+
+-- The live lock on exactly `res` ({owner, token, fence, expires}), or nil. An expired one is taken
+-- back on the way, so expiry never depends on the reaper having run.
+local function live_lock(res, now)
+  local l = redis.call('HMGET', K_LOCK .. res, 'owner', 'token', 'fence', 'expires')
+  if not l[1] then -- not held; also heals an index entry left without its lock
+    redis.call('ZREM', K_LOCK_NAMES, res)
+    redis.call('ZREM', K_LOCKS, res)
+    return nil
+  end
+  if tonumber(l[4]) <= now then
+    drop_lock(res, l[1], 'lock.expired')
+    return nil
+  end
+  return l
+end
+
+-- A held lock overlapping `res`: the same path (with or without a trailing '/'), a directory above
+-- it, or anything below it. 'src/auth/' overlaps 'src/auth/login.py'; 'src/auth.py' does not.
+local function overlapping(res, now)
+  local path = res
+  if string.sub(path, -1) == '/' then path = string.sub(path, 1, -2) end -- '/' itself becomes ''
+  local names, i = { path, path .. '/' }, 1
+  while true do
+    i = string.find(path, '/', i, true)
+    if not i then break end
+    names[#names + 1] = string.sub(path, 1, i) -- the directory form: 'src/', or '/' for the root
+    if i > 1 then names[#names + 1] = string.sub(path, 1, i - 1) end -- and its plain name: 'src'
+    i = i + 1
+  end
+  for _, name in ipairs(names) do
+    if name ~= '' then
+      local l = live_lock(name, now)
+      if l then return name, l end
+    end
+  end
+  -- Below it: a range of the name index. Expired locks found on the way are dropped from the index,
+  -- so each further page makes progress.
+  while true do
+    local below = redis.call('ZRANGEBYLEX', K_LOCK_NAMES, '[' .. path .. '/', '[' .. path .. '/\255', 'LIMIT', 0, 50)
+    for _, name in ipairs(below) do
+      local l = live_lock(name, now)
+      if l then return name, l end
+    end
+    if #below < 50 then return nil, nil end
+  end
+end

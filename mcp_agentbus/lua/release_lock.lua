@@ -1,0 +1,18 @@
+-- release_lock: give a lock up; only its token can.
+-- KEYS: the namespace layout (include/keys.lua)
+-- ARGV: events_max, retention_ms, agent, resource, lock_token
+-- returns: {'ok', released ('1'|'0'), reason} | {'not_lock_owner', message}
+--@include keys.lua
+--@include common.lua
+--@include locks.lua
+
+local agent, res, token = ARGV[3], ARGV[4], ARGV[5]
+local l = redis.call('HMGET', K_LOCK .. res, 'owner', 'token')
+if not l[1] then
+  return { 'ok', '0', 'no lock is held on ' .. res .. ' (it was released, or it expired)' }
+end
+if l[2] ~= token then
+  return { 'not_lock_owner', res .. ' is held by ' .. l[1] .. ' under another lock_token' }
+end
+drop_lock(res, l[1], 'lock.released')
+return { 'ok', '1', '' }
