@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 from helpers import fresh_settings
-from test_server import Bus, connect, text_of
+from test_server import Bus, connect, fill, text_of
 
 from mcp_agentbus.settings import Settings
 
@@ -386,14 +386,6 @@ BAD_INPUT = [
         id="release-wrong-token-other-agent",
     ),
 ]
-
-
-def fill(value: Any, world: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        return world.get(value, value)
-    if isinstance(value, dict):
-        return {k: fill(v, world) for k, v in value.items()}
-    return value
 
 
 @pytest.mark.parametrize(("tool", "args", "code", "fragments"), BAD_INPUT)
