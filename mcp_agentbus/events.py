@@ -9,20 +9,12 @@ import re
 from collections.abc import Sequence
 from typing import Any, cast
 
-import anyio
-
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.limits import CURSOR_PATTERN, EVENT_PATTERN_PATTERN, TOPIC_PATTERN, encode_json
 from mcp_agentbus.models import EventView, PublishResult, ReadEventsResult, iso
 from mcp_agentbus.store import Store, require
-from mcp_agentbus.tasks import (
-    AGENT_RE,
-    IDEMPOTENCY_KEY_RE,
-    PROGRESS_EVERY,
-    ProgressCallback,
-    cap_wait,
-    idempotency_scope,
-)
+from mcp_agentbus.tasks import AGENT_RE, IDEMPOTENCY_KEY_RE, idempotency_scope
+from mcp_agentbus.waiting import ProgressCallback, Wait
 from mcp_agentbus.wakeups import Wakeups
 
 TOPIC_RE = re.compile(TOPIC_PATTERN)
@@ -74,24 +66,17 @@ class Events:
             require(after, CURSOR_RE, "cursor")
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_LIMIT}")
-        wait_seconds, notices = cap_wait(wait_seconds, self._store.settings.max_wait_seconds)
+        wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, "events", on_progress)
+        notices = wait.notices
         cursor = after if after is not None else await self._newest()
         if after is not None and after != "0":
             notices += await self._trimmed_notice(after)
-        started = anyio.current_time()
-        deadline = started + wait_seconds
         while True:
             with self._wakeups.expect() as woken:
                 events, cursor = await self._scan(patterns, cursor, limit)
-                remaining = deadline - anyio.current_time()
-                if events or remaining <= 0:
+                if events or wait.remaining() <= 0:
                     return ReadEventsResult(events=events, cursor=cursor, notices=notices)
-                while not woken.is_set() and (left := deadline - anyio.current_time()) > 0:
-                    with anyio.move_on_after(min(left, PROGRESS_EVERY)):
-                        await woken.wait()
-                    if on_progress is not None and not woken.is_set():
-                        waited = min(anyio.current_time() - started, wait_seconds)
-                        await on_progress(waited, wait_seconds, f"waiting for events: {waited:.0f} s")
+                await wait.sleep(woken)
 
     async def _scan(self, patterns: list[str], cursor: str, limit: int) -> tuple[list[EventView], str]:
         """Up to `limit` matching events after `cursor`, scanning a bounded number of entries."""

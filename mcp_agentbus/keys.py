@@ -87,9 +87,6 @@ class Keys:
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
 
-    def ready(self, capability: str) -> str:
-        return f"{self.prefix}ready:{capability}"
-
     def workflow(self, workflow_id: str) -> str:
         return f"{self.prefix}wf:{workflow_id}"
 
@@ -121,10 +118,3 @@ class Keys:
 
     def agent_locks(self, agent_id: str) -> str:
         return f"{self.prefix}agent_locks:{agent_id}"
-
-    def lock(self, resource: str) -> str:
-        return f"{self.prefix}lock:{resource}"
-
-    @property
-    def locks(self) -> str:
-        return f"{self.prefix}locks"

@@ -13,7 +13,8 @@ import anyio.lowlevel
 from mcp_agentbus.limits import RESOURCE_PATTERN, seconds
 from mcp_agentbus.models import LockResult, ReleaseResult, iso
 from mcp_agentbus.store import Store, require
-from mcp_agentbus.tasks import AGENT_RE, PROGRESS_EVERY, ProgressCallback, cap_wait
+from mcp_agentbus.tasks import AGENT_RE
+from mcp_agentbus.waiting import ProgressCallback, Wait
 from mcp_agentbus.wakeups import Wakeups
 
 RESOURCE_RE = re.compile(RESOURCE_PATTERN)
@@ -39,31 +40,21 @@ class Locks:
         require(agent, AGENT_RE, "agent id")
         require(resource, RESOURCE_RE, "resource")
         seconds(ttl_seconds, "ttl_seconds")
-        wait_seconds, notices = cap_wait(wait_seconds, self._store.settings.max_wait_seconds)
+        wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, resource, on_progress)
         ttl_ms = math.ceil(ttl_seconds * 1000)
         token = secrets.token_urlsafe(12)
-        started = anyio.current_time()
-        deadline = started + wait_seconds
         queued = False
         try:
             while True:
                 with self._wakeups.expect(("lock",)) as woken:
-                    remaining = deadline - anyio.current_time()
+                    remaining = wait.remaining()
                     reply = await self._try(agent, resource, ttl_ms, token, remaining)
                     if reply[0] == "ok" or remaining <= 0:
-                        return self._result(resource, reply, notices)
+                        return self._result(resource, reply, wait.notices)
                     queued = True
-                    retry_at = anyio.current_time() + remaining
-                    if reply[0] == "held":  # come back at the holder's expiry even if no hint arrives
-                        retry_at = min(
-                            retry_at, anyio.current_time() + (int(reply[3]) - int(reply[5])) / 1000
-                        )
-                    while not woken.is_set() and (left := retry_at - anyio.current_time()) > 0:
-                        with anyio.move_on_after(min(left, PROGRESS_EVERY)):
-                            await woken.wait()
-                        if on_progress is not None and not woken.is_set():
-                            waited = min(anyio.current_time() - started, wait_seconds)
-                            await on_progress(waited, wait_seconds, f"waiting for {resource}: {waited:.0f} s")
+                    # Come back at the holder's expiry even if no hint arrives.
+                    expires_in = (int(reply[3]) - int(reply[5])) / 1000 if reply[0] == "held" else math.inf
+                    await wait.sleep(woken, at_most=max(0.0, expires_in))
         finally:
             if queued:
                 with anyio.CancelScope(shield=True):

@@ -7,7 +7,7 @@ import math
 import random
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, get_args
 
 import anyio
@@ -36,6 +36,7 @@ from mcp_agentbus.models import (
     iso,
 )
 from mcp_agentbus.store import Store, require
+from mcp_agentbus.waiting import ProgressCallback, Wait
 from mcp_agentbus.wakeups import Wakeups
 
 AGENT_RE = re.compile(AGENT_PATTERN)
@@ -44,19 +45,6 @@ TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 WORKFLOW_ID_RE = re.compile(WORKFLOW_ID_PATTERN)
 IDEMPOTENCY_KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
 PRIORITIES = get_args(Priority)
-
-ProgressCallback = Callable[[float, float, str], Awaitable[None]]
-PROGRESS_EVERY = 1.0  # seconds between progress notifications while waiting
-
-
-def cap_wait(wait_seconds: float, max_wait: float) -> tuple[float, list[str]]:
-    """The wait to honour, and a notice when the caller asked for more than the server's cap."""
-    seconds(wait_seconds, "wait_seconds", allow_zero=True)
-    if wait_seconds > max_wait:
-        return max_wait, [
-            f"wait_seconds={wait_seconds:g} is above this server's cap; waited at most {max_wait:g} s."
-        ]
-    return wait_seconds, []
 
 
 def idempotency_scope(tool: str, agent: str, key: str | None) -> str:
@@ -147,30 +135,18 @@ class Tasks:
         if lease_seconds is None:
             lease_seconds = self._settings.lease_seconds
         lease_ms = math.ceil(seconds(lease_seconds, "lease_seconds") * 1000)
-        wait_seconds, notices = cap_wait(wait_seconds, self._settings.max_wait_seconds)
-
-        deadline = anyio.current_time() + wait_seconds
-        started = anyio.current_time()
+        wait = Wait(wait_seconds, self._settings.max_wait_seconds, "a task", on_progress)
         topics: list[str] | None = [f"task:{c}" for c in caps] if caps else None
         while True:
             with self._wakeups.expect(topics) as woken:
                 reply = await self._claim_once(agent, lease_ms, task_id or "", ",".join(caps))
-                result = self._claim_result(reply, notices)
-                remaining = deadline - anyio.current_time()
-                if result.task is not None or remaining <= 0 or task_id is not None:
+                result = self._claim_result(reply, wait.notices)
+                if result.task is not None or wait.remaining() <= 0 or task_id is not None:
                     return result
                 topics = [f"task:{c}" for c in result.capabilities]
-                if reply[3] != "":  # a delayed task falls due: come back for it then
-                    remaining = min(remaining, max(0.0, (int(reply[3]) - int(reply[5])) / 1000))
-                retry_at = anyio.current_time() + remaining
-                while not woken.is_set() and (left := retry_at - anyio.current_time()) > 0:
-                    with anyio.move_on_after(min(left, PROGRESS_EVERY)):
-                        await woken.wait()
-                    if on_progress is not None and not woken.is_set():
-                        waited = min(anyio.current_time() - started, wait_seconds)
-                        await on_progress(
-                            waited, wait_seconds, f"waiting for a task: {waited:.0f} s of {wait_seconds:g} s"
-                        )
+                # A delayed task that falls due is a reason to look again, hint or not.
+                due_in = (int(reply[3]) - int(reply[5])) / 1000 if reply[3] != "" else math.inf
+                await wait.sleep(woken, at_most=max(0.0, due_in))
 
     async def _claim_once(self, agent: str, lease_ms: int, task_id: str, caps: str) -> list[Any]:
         """One claim attempt that is never half-done: if the caller is cancelled (a client that

@@ -233,17 +233,13 @@ async def claim_task(
     """Take the next ready task (highest priority, oldest first) and a lease on it. Finish with
     complete_task or fail_task using the lease_token. Returns task null, with the reason, if none."""
     app = app_of(ctx)
-
-    async def progress(done: float, total: float, message: str) -> None:
-        await ctx.report_progress(done, total, message)
-
     r = await app.bus.tasks.claim(
         app.agent(agent),
         capabilities=capabilities,
         lease_seconds=lease_seconds,
         task_id=task_id,
         wait_seconds=wait_seconds,
-        on_progress=progress,
+        on_progress=ctx.report_progress,
     )
     if r.task is None:
         return ok(r, f"No task claimed: {r.reason}.")
@@ -334,12 +330,12 @@ async def acquire_lock(
     granted twice: a lock overlapping one that is held is refused, naming the holder. Pass the
     fencing_token along with what you write; release_lock when done."""
     app = app_of(ctx)
-
-    async def progress(done: float, total: float, message: str) -> None:
-        await ctx.report_progress(done, total, message)
-
     r = await app.bus.locks.acquire(
-        app.agent(agent), resource, ttl_seconds=ttl_seconds, wait_seconds=wait_seconds, on_progress=progress
+        app.agent(agent),
+        resource,
+        ttl_seconds=ttl_seconds,
+        wait_seconds=wait_seconds,
+        on_progress=ctx.report_progress,
     )
     if r.acquired:
         verb = "Extended" if r.extended else "Locked"
@@ -398,11 +394,8 @@ async def read_events(
     """Read the event log (task, workflow, lock and agent changes, and published events), oldest first.
     Pass the returned cursor as `after` next time to get only newer events."""
 
-    async def progress(done: float, total: float, message: str) -> None:
-        await ctx.report_progress(done, total, message)
-
     r = await app_of(ctx).bus.events.read(
-        topics=topics, after=after, limit=limit, wait_seconds=wait_seconds, on_progress=progress
+        topics=topics, after=after, limit=limit, wait_seconds=wait_seconds, on_progress=ctx.report_progress
     )
     return ok(r, f"{len(r.events)} event(s); next cursor {r.cursor}.")
 

@@ -35,7 +35,6 @@ def test_every_key_of_a_namespace_shares_one_hash_tag() -> None:
     for key in [
         *keys.script_keys,
         keys.task("t-1"),
-        keys.ready("py"),
         keys.agent("a"),
         keys.workflow("wf-1"),
     ]:
