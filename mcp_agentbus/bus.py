@@ -9,6 +9,7 @@ import anyio
 
 from mcp_agentbus.connection import Redis, backend, connect
 from mcp_agentbus.events import Events
+from mcp_agentbus.inbox import Inbox
 from mcp_agentbus.locks import Locks
 from mcp_agentbus.presence import Presence
 from mcp_agentbus.reaper import Reaper
@@ -20,7 +21,7 @@ from mcp_agentbus.workflows import Workflows
 
 
 class AgentBus:
-    """Tasks, workflows, presence, locks and events of one namespace.
+    """Tasks, workflows, presence, inboxes, locks and events of one namespace.
 
     Use `AgentBus.open(settings)`, which also runs the wake-up listener and the reaper::
 
@@ -37,6 +38,7 @@ class AgentBus:
         self.tasks = Tasks(self.store, self.wakeups)
         self.workflows = Workflows(self.store)
         self.presence = Presence(self.store)
+        self.inbox = Inbox(self.store, self.wakeups)
         self.locks = Locks(self.store, self.wakeups)
         self.events = Events(self.store, self.wakeups)
         self.reaper = Reaper(self.store)

@@ -8,6 +8,7 @@
      ├── WrongState             wrong_state
      ├── LeaseLost              lease_lost
      ├── NotLockOwner           not_lock_owner
+ ├── InboxFull              inbox_full
      ├── Forbidden              forbidden
      ├── BackendUnavailable     backend_unavailable
      └── InternalError          internal
@@ -92,6 +93,14 @@ class NotLockOwner(AgentBusError):
     default_hint = (
         "Only the lock_token that acquire_lock gave you releases the lock. If your lock expired, "
         "someone else may hold it now: re-read what you wrote, then acquire again."
+    )
+
+
+class InboxFull(AgentBusError):
+    code = "inbox_full"
+    default_hint = (
+        "The recipient has not read its messages for a long time; nothing was sent. Check it is alive "
+        "with list_agents, or reach it another way (a task, an event)."
     )
 
 

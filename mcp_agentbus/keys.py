@@ -30,6 +30,10 @@ never invents a key of its own; the index of each entry is mirrored in ``lua/inc
 | ``ab:{ns}:locks``          | ZSET   | held resources, score = lock expiry (ms)                 |
 | ``ab:{ns}:lock_names``     | ZSET   | held resources, all score 0 (lexicographic range index)  |
 | ``ab:{ns}:lock_fences``    | HASH   | last fencing token per resource (never decreases)        |
+| ``ab:{ns}:inbox:<agent>``  | STREAM | the agent's messages, read and unread (bounded)          |
+| ``ab:{ns}:unread:<agent>`` | ZSET   | entry ids of unread messages, score = message sequence   |
+| ``ab:{ns}:msg:<id>``       | HASH   | a sent message's thread and sender, for replies (expires)|
+| ``ab:{ns}:lost:<agent>``   | LIST   | leases taken back from the agent, until it is told        |
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ LAYOUT = (
     "locks",
     "lock_names",
     "lock_fences",
+    "inbox:",
+    "unread:",
+    "msg:",
+    "lost:",
 )
 
 

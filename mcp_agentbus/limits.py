@@ -18,6 +18,9 @@ WORKFLOW_ID_PATTERN = r"^wf-[0-9]{1,15}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,128}$"
 TOPIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 EVENT_PATTERN_PATTERN = r"^[A-Za-z0-9_.:*?\[\]-]{1,100}$"  # shell-style: task.*, build.?
+MESSAGE_ID_PATTERN = r"^m-[0-9]{1,15}$"
+THREAD_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+RECIPIENT_PATTERN = r"^(\*|role:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$"
 CURSOR_PATTERN = r"^(0|[0-9]{1,20}-[0-9]{1,20})$"
 RESOURCE_PATTERN = (
     r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,512}$"  # any printable name; '/' makes it hierarchical
@@ -33,6 +36,9 @@ Resource = Annotated[str, StringConstraints(pattern=RESOURCE_PATTERN)]
 Topic = Annotated[str, StringConstraints(pattern=TOPIC_PATTERN)]
 TopicPattern = Annotated[str, StringConstraints(pattern=EVENT_PATTERN_PATTERN)]
 Cursor = Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)]
+MessageId = Annotated[str, StringConstraints(pattern=MESSAGE_ID_PATTERN)]
+ThreadId = Annotated[str, StringConstraints(pattern=THREAD_ID_PATTERN)]
+Recipient = Annotated[str, StringConstraints(pattern=RECIPIENT_PATTERN)]
 
 MAX_TITLE = 200
 MAX_DESCRIPTION = 16_384
@@ -40,6 +46,8 @@ MAX_SUMMARY = 2_000
 MAX_ERROR = 8_192
 MAX_NOTE = 500
 MAX_STATUS = 64
+MAX_SUBJECT = 200
+MAX_BODY = 16_384
 MAX_JSON_BYTES = 65_536  # one payload or result
 MAX_WORKFLOW_JSON_BYTES = 1_048_576  # all payloads of one workflow together
 MAX_WORKFLOW_TASKS = 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Priority = Literal["low", "normal", "high", "urgent"]
 TaskState = Literal["blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled"]
@@ -178,6 +178,7 @@ class HeartbeatResult(Result):
     leases_extended: list[ExtendedLease]
     locks_extended: list[ExtendedLock]
     live_agents: int
+    unread_messages: int = Field(description="Messages waiting in your inbox (read_inbox).")
 
 
 class ListAgentsResult(Result):
@@ -220,3 +221,32 @@ class EventView(BaseModel):
 class ReadEventsResult(Result):
     events: list[EventView]
     cursor: str = Field(description="Pass as `after` next time to continue where this read stopped.")
+
+
+class SendResult(Result):
+    message_id: str
+    thread_id: str = Field(description="Pass it (or reply_to) to keep a conversation together.")
+    recipients: list[str] = Field(description="The agents whose inbox got the message.")
+    undelivered: list[str] = Field(
+        default_factory=list, description="Agents whose inbox is full of unread messages: not sent to them."
+    )
+    duplicate: bool = Field(False, description="True when an earlier call with this idempotency_key sent it.")
+
+
+class MessageView(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    id: str
+    sender: str = Field(alias="from")
+    to: str = Field(description="As addressed: an agent id, role:<capability> or *.")
+    subject: str = ""
+    body: str
+    data: Any = None
+    thread_id: str
+    reply_to: str | None = None
+    sent_at: str
+
+
+class ReadInboxResult(Result):
+    messages: list[MessageView] = Field(description="Oldest first.")
+    unread_remaining: int = Field(description="Unread messages still waiting after this read.")

@@ -42,7 +42,7 @@ class Presence:
             note,
             ttl_ms,
         )
-        _, joined, extended, live, caps, joined_at, now, locks = reply
+        _, joined, extended, live, caps, joined_at, now, locks, unread = reply
         view = AgentView(
             agent=agent,
             status=status,
@@ -69,6 +69,7 @@ class Presence:
             leases_extended=leases,
             locks_extended=locks_extended,
             live_agents=int(live),
+            unread_messages=int(unread),
         )
 
     async def list_agents(

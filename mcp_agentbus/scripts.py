@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from mcp_agentbus.connection import Redis
 
@@ -37,9 +38,27 @@ class Scripts:
     """The registered scripts of one Redis client, called by name."""
 
     def __init__(self, redis: Redis) -> None:
+        self._redis = redis
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(source(name)) for name in SCRIPT_NAMES
         }
 
     async def __call__(self, name: str, keys: tuple[str, ...], args: list[Any]) -> Any:
         return await self._scripts[name](keys=keys, args=args)
+
+    async def pipelined(self, keys: tuple[str, ...], *calls: tuple[str, list[Any]]) -> list[Any]:
+        """Run several scripts in order in one round trip; raises the first error among the replies.
+        A script Redis does not know yet is loaded and run again, with every call after it."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name, args in calls:
+                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        first_missing = next((i for i, r in enumerate(replies) if isinstance(r, NoScriptError)), None)
+        if first_missing is not None:
+            for i in range(first_missing, len(calls)):
+                name, args = calls[i]
+                replies[i] = await self(name, keys, args)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -14,10 +14,11 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, InputRequiredResult, TextContent
 from pydantic import ValidationError
 
-from mcp_agentbus import __version__
+from mcp_agentbus import __version__, notices
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import AgentBusError, InternalError, InvalidArgument, NotFound, explain_validation
 from mcp_agentbus.settings import Settings
+from mcp_agentbus.tasks import AGENT_RE
 from mcp_agentbus.tools import TOOLS, App, select_tools
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class AgentBusServer(MCPServer[App]):
             lifespan=lifespan,
             log_level=settings.log_level,
         )
+        self._settings = settings
         self._arguments: dict[str, frozenset[str]] = {}
         for name in select_tools(settings.tools):
             fn, annotations = TOOLS[name]
@@ -71,9 +73,17 @@ class AgentBusServer(MCPServer[App]):
                 )
             )
         try:
-            return await super().call_tool(name, arguments, context)
+            with self._watching(name, arguments):
+                return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             return error_result(_explain(name, exc))
+
+    def _watching(self, tool: str, arguments: dict[str, Any]) -> AbstractContextManager[Any]:
+        """Collect the acting agent's notices along with a tool call that acts."""
+        agent = arguments.get("agent") or self._settings.agent
+        if "agent" not in self._arguments[tool] or not isinstance(agent, str) or not AGENT_RE.match(agent):
+            return nullcontext()
+        return notices.watching(agent, unread=tool != "read_inbox")
 
 
 def _explain(tool: str, exc: ToolError) -> AgentBusError:

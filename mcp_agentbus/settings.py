@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(300, ge=1, le=86_400, description="Default task lease.")
     max_wait_seconds: float = Field(25.0, ge=0, le=3_600, description="Cap on any wait_seconds.")
     event_retention: int = Field(10_000, ge=100, description="Events kept in the log (approximate).")
+    inbox_max: int = Field(
+        1_000, ge=10, le=100_000, description="Messages kept per inbox; this many unread refuse new ones."
+    )
     retention_seconds: int = Field(
         86_400, ge=1, description="How long finished tasks, workflows and keys stay."
     )

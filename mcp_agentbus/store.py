@@ -6,8 +6,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp_agentbus import notices
 from mcp_agentbus.connection import Redis, backend
-from mcp_agentbus.errors import AgentBusError, InvalidArgument, LeaseLost, NotFound, NotLockOwner, WrongState
+from mcp_agentbus.errors import (
+    AgentBusError,
+    InboxFull,
+    InvalidArgument,
+    LeaseLost,
+    NotFound,
+    NotLockOwner,
+    WrongState,
+)
 from mcp_agentbus.keys import Keys
 from mcp_agentbus.scripts import Scripts
 from mcp_agentbus.settings import Settings
@@ -18,6 +27,7 @@ _REFUSALS: dict[str, type[AgentBusError]] = {
     "lease_lost": LeaseLost,
     "invalid_argument": InvalidArgument,
     "not_lock_owner": NotLockOwner,
+    "inbox_full": InboxFull,
 }
 
 
@@ -34,12 +44,20 @@ class Store:
         self._common = [self.settings.event_retention, self.settings.retention_seconds * 1000]
 
     async def run(self, script: str, *args: Any) -> list[Any]:
-        """Run `script` with the namespace's key layout; a refusal raises its error."""
+        """Run `script` with the namespace's key layout; a refusal {code, message[, hint]} raises."""
+        watch = notices.current()
         with backend(self.settings.redis_url):
-            reply: list[Any] = await self.scripts(script, self.keys.script_keys, [*self._common, *args])
+            if watch is None:
+                reply: list[Any] = await self.scripts(script, self.keys.script_keys, [*self._common, *args])
+            else:
+                reply, watch.reply = await self.scripts.pipelined(
+                    self.keys.script_keys,
+                    (script, [*self._common, *args]),
+                    ("notices", [*self._common, watch.agent]),
+                )
         refusal = _REFUSALS.get(reply[0])
         if refusal is not None:
-            raise refusal(reply[1])
+            raise refusal(reply[1], hint=reply[2] if len(reply) > 2 else None)
         return reply
 
     def backend(self) -> Any:

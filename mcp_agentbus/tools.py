@@ -11,16 +11,20 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
+from mcp_agentbus import notices
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import UnknownAgent
 from mcp_agentbus.events import MAX_LIMIT
+from mcp_agentbus.inbox import MAX_READ
 from mcp_agentbus.limits import (
+    MAX_BODY,
     MAX_CAPABILITIES,
     MAX_DEPENDENCIES,
     MAX_DESCRIPTION,
     MAX_ERROR,
     MAX_NOTE,
     MAX_STATUS,
+    MAX_SUBJECT,
     MAX_SUMMARY,
     MAX_TITLE,
     MAX_WORKFLOW_TASKS,
@@ -28,8 +32,11 @@ from mcp_agentbus.limits import (
     Capability,
     Cursor,
     IdempotencyKey,
+    MessageId,
+    Recipient,
     Resource,
     TaskId,
+    ThreadId,
     Topic,
     TopicPattern,
     WorkflowId,
@@ -47,8 +54,10 @@ from mcp_agentbus.models import (
     Priority,
     PublishResult,
     ReadEventsResult,
+    ReadInboxResult,
     ReleaseResult,
     Result,
+    SendResult,
 )
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.workflows import WorkflowTask
@@ -95,6 +104,7 @@ ADDITIVE = ToolAnnotations(
 
 def ok(result: Result, line: str) -> CallToolResult:
     """A result as structured content, and as text: a readable line, notices, then the same JSON."""
+    result.notices += notices.lines(notices.current())
     data = result.model_dump(mode="json")
     text = "\n".join([line, *(f"Notice: {n}" for n in result.notices), json.dumps(data, ensure_ascii=False)])
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
@@ -134,7 +144,7 @@ async def heartbeat(
         r,
         f"{r.agent.agent} {verb} ({status}); {len(r.leases_extended)} lease(s) and "
         f"{len(r.locks_extended)} lock(s) extended; "
-        f"{r.live_agents} agent(s) alive.",
+        f"{r.live_agents} agent(s) alive; {r.unread_messages} unread message(s).",
     )
 
 
@@ -310,6 +320,63 @@ async def get_workflow(
     return ok(r, f"{len(r.workflows or [])} recent workflow(s).")
 
 
+async def send_message(
+    ctx: Ctx,
+    to: Annotated[
+        Recipient,
+        Field(description="An agent id, role:<capability> (live agents with it), or * (all live agents)."),
+    ],
+    body: Annotated[str, Field(min_length=1, max_length=MAX_BODY, description="The message.")],
+    subject: Annotated[str, Field(max_length=MAX_SUBJECT, description="One line, shown in notices.")] = "",
+    thread_id: Annotated[
+        ThreadId | None, Field(description="Continue this conversation; default: reply_to's, else a new one.")
+    ] = None,
+    reply_to: Annotated[MessageId | None, Field(description="The message id you answer.")] = None,
+    data: Annotated[Any, Field(description="Any JSON (≤ 64 KiB).")] = None,
+    idempotency_key: IdempotencyArg = None,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, SendResult]:
+    """Send a message into other agents' inboxes. It waits there, durably, until they read_inbox."""
+    app = app_of(ctx)
+    r = await app.bus.inbox.send(
+        app.agent(agent),
+        to,
+        body,
+        subject=subject,
+        thread_id=thread_id,
+        reply_to=reply_to,
+        data=data,
+        idempotency_key=idempotency_key,
+    )
+    line = f"Sent {r.message_id} to {', '.join(r.recipients)} (thread {r.thread_id})"
+    return ok(r, line + (" earlier, with this key." if r.duplicate else "."))
+
+
+async def read_inbox(
+    ctx: Ctx,
+    limit: Annotated[int, Field(ge=1, le=MAX_READ, description="Most messages to return.")] = 20,
+    wait_seconds: Annotated[
+        float, Field(ge=0, description="Wait on the server up to this long for a message (capped).")
+    ] = 0,
+    peek: Annotated[bool, Field(description="Look without marking the messages read.")] = False,
+    thread_id: Annotated[ThreadId | None, Field(description="Only messages of this thread.")] = None,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, ReadInboxResult]:
+    """Your unread messages, oldest first; they are marked read (each is returned once) unless peek."""
+    app = app_of(ctx)
+    r = await app.bus.inbox.read(
+        app.agent(agent),
+        limit=limit,
+        peek=peek,
+        thread_id=thread_id,
+        wait_seconds=wait_seconds,
+        on_progress=ctx.report_progress,
+    )
+    lines = [f"{len(r.messages)} message(s), {r.unread_remaining} more unread."]
+    lines += [f"{m.id} from {m.sender}: {m.subject or m.body[:80]}" for m in r.messages]
+    return ok(r, "\n".join(lines))
+
+
 ResourceArg = Annotated[
     Resource, Field(description="What to lock, usually a path; 'src/auth/' also covers everything below it.")
 ]
@@ -409,6 +476,8 @@ TOOLS: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {
     "complete_task": (complete_task, IDEMPOTENT),
     "fail_task": (fail_task, IDEMPOTENT),
     "get_workflow": (get_workflow, READ_ONLY),
+    "send_message": (send_message, ADDITIVE),
+    "read_inbox": (read_inbox, ADDITIVE),
     "acquire_lock": (acquire_lock, ADDITIVE),
     "release_lock": (release_lock, IDEMPOTENT),
     "publish_event": (publish_event, ADDITIVE),
@@ -423,6 +492,8 @@ PROFILES: dict[str, tuple[str, ...]] = {
         "complete_task",
         "fail_task",
         "get_workflow",
+        "send_message",
+        "read_inbox",
         "acquire_lock",
         "release_lock",
         "publish_event",
@@ -434,6 +505,8 @@ PROFILES: dict[str, tuple[str, ...]] = {
         "create_task",
         "create_workflow",
         "get_workflow",
+        "send_message",
+        "read_inbox",
         "publish_event",
         "read_events",
     ),

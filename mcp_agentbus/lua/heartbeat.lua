@@ -3,7 +3,7 @@
 -- ARGV: events_max, retention_ms, agent, status, capabilities (comma list), capabilities given
 --       ('1'|'0': '0' keeps the registered ones), note, ttl_ms
 -- returns: {'ok', joined ('1'|'0'), {task_id, expires_at_ms, ...}, live_agents, capabilities csv,
---           joined_at_ms, now_ms, {resource, expires_at_ms, ...}}
+--           joined_at_ms, now_ms, {resource, expires_at_ms, ...}, unread messages}
 --@include keys.lua
 --@include common.lua
 
@@ -11,6 +11,7 @@ local agent, status, caps, caps_given, note, ttl_ms = ARGV[3], ARGV[4], ARGV[5],
   tonumber(ARGV[8])
 local now = now_ms()
 local joined = not redis.call('ZSCORE', K_AGENTS, agent)
+local was = redis.call('HGET', K_AGENT .. agent, 'status')
 
 redis.call('HSET', K_AGENT .. agent, 'id', agent, 'status', status, 'note', note, 'ttl_ms', ttl_ms,
   'last_seen', now)
@@ -22,6 +23,8 @@ redis.call('ZREM', K_AGENTS_GONE, agent)
 local info = redis.call('HMGET', K_AGENT .. agent, 'caps', 'joined_at')
 if joined then
   emit('agent.joined', agent, { agent = agent, status = status, capabilities = split(info[1]) })
+elseif was ~= status then
+  emit('agent.status', agent, { agent = agent, status = status, was = was })
 end
 
 local extended = {}
@@ -51,4 +54,5 @@ for _, res in ipairs(redis.call('SMEMBERS', K_AGENT_LOCKS .. agent)) do
   end
 end
 local live = redis.call('ZCOUNT', K_AGENTS, now, '+inf')
-return { 'ok', joined and '1' or '0', extended, live, info[1] or '', info[2], now, locks }
+local unread = redis.call('ZCARD', K_UNREAD .. agent)
+return { 'ok', joined and '1' or '0', extended, live, info[1] or '', info[2], now, locks, unread }

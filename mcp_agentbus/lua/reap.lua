@@ -26,6 +26,7 @@ for _, id in ipairs(expired) do
     local attempts, max_attempts = tonumber(f[4]), tonumber(f[5])
     local err = 'lease expired on attempt ' .. attempts .. ' (' .. f[2] .. ' stopped without completing)'
     drop_lease(id, f[2])
+    tell_lost(f[2], 'task ' .. id)
     emit('task.reclaimed', f[2], { task = id, workflow = f[6], attempt = attempts })
     if attempts >= max_attempts then
       kill(id, f[6], 'claimed', err, now, '')

@@ -15,12 +15,25 @@ local function wake(what)
 end
 
 -- Every state change appends its event here, in the same script; `data` is a table or JSON text.
+-- The wake-ups name the topic, and the workflow it concerns, for waiters and resource subscribers.
 local function emit(topic, agent, data)
-  if type(data) == 'table' then data = cjson.encode(data) end
+  local workflow
+  if type(data) == 'table' then
+    workflow = data.workflow
+    data = cjson.encode(data)
+  end
   local id = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX, '*', 'topic', topic, 'agent', agent or '',
     'data', data)
   wake('event:' .. topic)
+  if type(workflow) == 'string' and workflow ~= '' then wake('workflow:' .. workflow) end
   return id
+end
+
+-- Tell `agent` (in the notices of its next tool call) that something it held was taken back.
+local function tell_lost(agent, what)
+  redis.call('RPUSH', K_LOST .. agent, what)
+  redis.call('LTRIM', K_LOST .. agent, -50, -1)
+  redis.call('PEXPIRE', K_LOST .. agent, RETENTION_MS)
 end
 
 local function split(csv)

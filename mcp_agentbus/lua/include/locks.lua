@@ -20,6 +20,7 @@ local function live_lock(res, now)
   end
   if tonumber(l[4]) <= now then
     drop_lock(res, l[1], 'lock.expired')
+    tell_lost(l[1], 'lock ' .. res)
     return nil
   end
   return l

@@ -1,0 +1,35 @@
+-- read_inbox: the agent's unread messages, oldest first, optionally of one thread; unless peeking,
+-- they are marked read in the same step (so a message is read once, whichever process serves it).
+-- KEYS: the namespace layout (include/keys.lua)
+-- ARGV: events_max, retention_ms, agent, limit, peek ('1'|'0'), thread_id ('' = any)
+-- returns: {'ok', {{entry_id, id, from, to, subject, body, data, thread, reply_to}, ...}, unread_remaining}
+--@include keys.lua
+--@include common.lua
+--@include inbox.lua
+
+local agent, limit, peek, thread = ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1', ARGV[6]
+local inbox, unread = K_INBOX .. agent, K_UNREAD .. agent
+
+local found, ids, start = {}, {}, 0
+while #found < limit do
+  local page = redis.call('ZRANGE', unread, start, start + 99)
+  for _, entry_id in ipairs(page) do
+    local entry = redis.call('XRANGE', inbox, entry_id, entry_id)[1]
+    if entry then
+      local f = fields_of(entry)
+      if thread == '' or f.thread == thread then
+        found[#found + 1] = { entry_id, f.id, f.from, f.to, f.subject, f.body, f.data, f.thread, f.reply_to }
+        ids[#ids + 1] = f.id
+        if #found == limit then break end
+      end
+    end
+  end
+  if #page < 100 then break end
+  start = start + 100
+end
+
+if not peek and #found > 0 then
+  for _, m in ipairs(found) do redis.call('ZREM', unread, m[1]) end
+  emit('message.read', agent, { agent = agent, messages = ids })
+end
+return { 'ok', found, redis.call('ZCARD', unread) }
