@@ -82,8 +82,8 @@ class Plan:
 FULL = Plan(
     warmup=Budget(300, 5),
     redis=Budget(20_000, 20),
-    memory=Budget(5_000, 15),
-    stdio=Budget(4_000, 25),
+    memory=Budget(5_000, 10),
+    stdio=Budget(3_000, 15),
     rounds=5,
 )
 QUICK = Plan(
@@ -104,6 +104,7 @@ class Workload:
 
     name: str
     steps: list[Step]
+    step_names: tuple[str, ...] = ("claim", "complete")
 
 
 Samples = list[list[float]]  # seconds, one list per step
@@ -137,7 +138,7 @@ async def interleave(workloads: list[Workload], plan: Plan, budget: Budget) -> d
 
 
 def pair_total(samples: Samples) -> list[float]:
-    return [claim + complete for claim, complete in zip(*samples, strict=True)]
+    return [first + second for first, second in zip(*samples, strict=True)]
 
 
 # --- rows -------------------------------------------------------------------------------------------
@@ -206,13 +207,14 @@ def pair_rows(
     pair_floor: tuple[Row, int],
     call_goal: Goal | None = None,
     pair_goal: Goal | None = None,
+    steps: tuple[str, ...] = ("claim", "complete"),
 ) -> list[Row]:
-    """Rows for claim, complete and the pair of a claim+complete workload."""
-    claim, complete = samples
+    """Rows for each step of a two-step workload (claim, complete) and for the pair."""
+    first, second = samples
     return [
-        make_row(section, f"{name} claim", claim, call_floors[0], goal=call_goal),
-        make_row(section, f"{name} complete", complete, call_floors[1], goal=call_goal),
-        make_row(section, f"{name} claim+complete", pair_total(samples), *pair_floor, goal=pair_goal),
+        make_row(section, f"{name} {steps[0]}", first, call_floors[0], goal=call_goal),
+        make_row(section, f"{name} {steps[1]}", second, call_floors[1], goal=call_goal),
+        make_row(section, f"{name} {'+'.join(steps)}", pair_total(samples), *pair_floor, goal=pair_goal),
     ]
 
 
@@ -389,6 +391,34 @@ def tool_workload(client: Client) -> Workload:
     return Workload("tools", [claim, complete])
 
 
+def message_workload(client: Client) -> Workload:
+    """send_message to oneself, then read_inbox."""
+
+    async def send(_: None) -> str:
+        data = await call(client, "send_message", {"to": AGENT, "body": "ping", "subject": "bench"})
+        return str(data["message_id"])
+
+    async def read(message_id: str) -> None:
+        data = await call(client, "read_inbox", {"limit": 1})
+        if [m["id"] for m in data["messages"]] != [message_id]:
+            raise RuntimeError(f"read_inbox returned {data['messages']}, expected {message_id}")
+
+    return Workload("messages", [send, read], ("send", "read"))
+
+
+def lock_workload(client: Client) -> Workload:
+    async def acquire(_: None) -> str:
+        data = await call(client, "acquire_lock", {"resource": "bench/file.py"})
+        if not data["acquired"]:
+            raise RuntimeError(f"acquire_lock refused: {data}")
+        return str(data["lock_token"])
+
+    async def release(token: str) -> None:
+        await call(client, "release_lock", {"resource": "bench/file.py", "lock_token": token})
+
+    return Workload("locks", [acquire, release], ("acquire", "release"))
+
+
 # --- sections ---------------------------------------------------------------------------------------
 
 
@@ -433,20 +463,23 @@ async def redis_section(run: Run) -> list[Row]:
 
 
 async def mcp_section(run: Run, section: str, noop: Client, tools: Client, budget: Budget) -> list[Row]:
-    """The no-op tool and claim_task + complete_task, interleaved, on one transport."""
-    samples = await interleave([noop_workload(noop), tool_workload(tools)], run.plan, budget)
+    """The no-op tool and the agentbus tools in pairs (claim+complete, send+read, acquire+release),
+    interleaved, on one transport."""
+    pairs = [tool_workload(tools), message_workload(tools), lock_workload(tools)]
+    samples = await interleave([noop_workload(noop), *pairs], run.plan, budget)
     floor = make_row(section, "no-op tool", samples["noop"][0])
-    return [
-        floor,
-        *pair_rows(
+    rows = [floor]
+    for workload in pairs:
+        rows += pair_rows(
             section,
             "agentbus",
-            samples["tools"],
+            samples[workload.name],
             (floor, floor),
             (floor, 2),
             call_goal=Goal(max_delta_ms=TOOL_GOAL_MS),
-        ),
-    ]
+            steps=workload.step_names,
+        )
+    return rows
 
 
 async def memory_section(run: Run) -> list[Row]:

@@ -78,6 +78,24 @@ class Events:
                     return ReadEventsResult(events=events, cursor=cursor, notices=notices)
                 await wait.sleep(woken)
 
+    async def recent(self, pattern: str, limit: int = 50) -> ReadEventsResult:
+        """The newest events (up to `limit`, oldest first) whose topic matches `pattern`; the cursor
+        continues from the newest event in the log."""
+        require(pattern, EVENT_PATTERN_RE, "topic pattern")
+        budget, found = limit * SCAN_FACTOR, []
+        with self._store.backend():
+            entries = cast(
+                list[tuple[str, dict[str, str]]],
+                await self._store.redis.xrevrange(self._store.keys.events, "+", "-", count=budget),
+            )
+        for event_id, fields in entries:
+            if fnmatch.fnmatchcase(fields["topic"], pattern):
+                found.append(event_view(event_id, fields))
+                if len(found) == limit:
+                    break
+        cursor = entries[0][0] if entries else "0"
+        return ReadEventsResult(events=found[::-1], cursor=cursor)
+
     async def _scan(self, patterns: list[str], cursor: str, limit: int) -> tuple[list[EventView], str]:
         """Up to `limit` matching events after `cursor`, scanning a bounded number of entries."""
         found: list[EventView] = []

@@ -126,3 +126,13 @@ class Keys:
 
     def agent_locks(self, agent_id: str) -> str:
         return f"{self.prefix}agent_locks:{agent_id}"
+
+    def lock(self, resource: str) -> str:
+        return f"{self.prefix}lock:{resource}"
+
+    def lock_queue(self, resource: str) -> str:
+        return f"{self.prefix}lock_queue:{resource}"
+
+    @property
+    def locks(self) -> str:
+        return f"{self.prefix}locks"

@@ -11,13 +11,14 @@ import anyio
 import anyio.lowlevel
 
 from mcp_agentbus.limits import RESOURCE_PATTERN, seconds
-from mcp_agentbus.models import LockResult, ReleaseResult, iso
+from mcp_agentbus.models import HeldLock, LockResult, LocksView, ReleaseResult, iso
 from mcp_agentbus.store import Store, require
 from mcp_agentbus.tasks import AGENT_RE
 from mcp_agentbus.waiting import ProgressCallback, Wait
 from mcp_agentbus.wakeups import Wakeups
 
 RESOURCE_RE = re.compile(RESOURCE_PATTERN)
+MAX_LISTED_LOCKS = 1000
 QUEUE_SLACK = 2.0  # seconds a waiter keeps its place beyond its wait, to cover a retry in flight
 
 
@@ -110,6 +111,37 @@ class Locks:
             waiters=int(waiters),
             notices=[*notices, f"{resource} is free, but {first} has been waiting for it longer."],
         )
+
+    async def held(self, limit: int = MAX_LISTED_LOCKS) -> LocksView:
+        """The locks held now, soonest to expire first."""
+        keys, redis = self._store.keys, self._store.redis
+        with self._store.backend():
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.zrange(keys.locks, 0, limit - 1, withscores=True)
+                (seconds_, micros), held = await pipe.execute()
+            now_ms = seconds_ * 1000 + micros // 1000
+            live = [res for res, expires in held if expires > now_ms]
+            async with redis.pipeline(transaction=False) as pipe:
+                for res in live:
+                    pipe.hmget(keys.lock(res), "owner", "fence", "acquired", "expires")
+                    pipe.zcard(keys.lock_queue(res))
+                replies = await pipe.execute()
+        locks = [
+            HeldLock(
+                resource=res,
+                holder=owner,
+                fencing_token=int(fence),
+                acquired_at=iso(acquired),
+                expires_at=iso(expires),
+                waiters=waiters,
+            )
+            for res, (owner, fence, acquired, expires), waiters in zip(
+                live, replies[::2], replies[1::2], strict=True
+            )
+            if owner is not None  # released between the two reads
+        ]
+        return LocksView(locks=locks)
 
     async def release(self, agent: str, resource: str, lock_token: str) -> ReleaseResult:
         require(agent, AGENT_RE, "agent id")

@@ -199,6 +199,19 @@ class LockResult(Result):
     waiters: int = Field(0, description="Agents queued for this resource.")
 
 
+class HeldLock(BaseModel):
+    resource: str
+    holder: str
+    fencing_token: int
+    acquired_at: str | None = None
+    expires_at: str | None = None
+    waiters: int = Field(0, description="Agents queued for it.")
+
+
+class LocksView(BaseModel):
+    locks: list[HeldLock] = Field(description="Held locks, soonest to expire first.")
+
+
 class ReleaseResult(Result):
     released: bool
     resource: str

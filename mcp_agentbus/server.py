@@ -5,18 +5,45 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
+import anyio
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp.types import CallToolResult, InputRequiredResult, TextContent
-from pydantic import ValidationError
+from mcp.server.mcpserver.prompts import Prompt
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    CallToolResult,
+    EmptyResult,
+    InputRequiredResult,
+    SubscribeRequestParams,
+    TextContent,
+    UnsubscribeRequestParams,
+)
+from mcp.types import Resource as MCPResource
+from mcp.types import ResourceTemplate as MCPResourceTemplate
+from pydantic import AnyUrl, ValidationError
 
-from mcp_agentbus import __version__, notices
+from mcp_agentbus import __version__, notices, prompts, resources
 from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.errors import AgentBusError, InternalError, InvalidArgument, NotFound, explain_validation
+from mcp_agentbus.errors import (
+    AgentBusError,
+    BackendUnavailable,
+    InternalError,
+    InvalidArgument,
+    NotFound,
+    explain_validation,
+)
+from mcp_agentbus.push import Push
+from mcp_agentbus.resources import VIEWS
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.tasks import AGENT_RE
 from mcp_agentbus.tools import TOOLS, App, select_tools
@@ -26,18 +53,26 @@ logger = logging.getLogger(__name__)
 INSTRUCTIONS = """\
 agentbus coordinates agents through a shared Redis. Workers: heartbeat, then loop claim_task
 (with wait_seconds) -> do the work -> complete_task or fail_task with the lease_token; heartbeat more
-often than your lease lasts. Coordinators: create_workflow to split a goal into dependent tasks,
-get_workflow to follow it. Pass your own `agent` id when several agents share one server."""
+often than your lease lasts; acquire_lock before editing a shared file. Coordinators: create_workflow
+to split a goal into dependent tasks, get_workflow to follow it. Everyone: send_message/read_inbox to
+talk, read_events to follow what happens, and read the `notices` in every result. Pass your own
+`agent` id when several agents share one server. Prompts `worker` and `coordinator` teach the loop."""
 
 
 class AgentBusServer(MCPServer[App]):
     """`MCPServer` whose tool failures are always ``{"error": {"code", "message", "hint"}}``."""
 
     def __init__(self, settings: Settings) -> None:
+        listeners = InMemorySubscriptionBus()  # serves subscriptions/listen (2026-07-28) in this process
+
         @asynccontextmanager
         async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
-            async with AgentBus.open(settings) as bus:
-                yield App(bus=bus, settings=settings)
+            async with AgentBus.open(settings) as bus, anyio.create_task_group() as tg:
+                push = Push(listeners)
+                bus.wakeups.listen(push.hint)
+                await tg.start(push.run)
+                yield App(bus=bus, settings=settings, push=push)
+                tg.cancel_scope.cancel()
 
         super().__init__(
             "agentbus",
@@ -45,7 +80,15 @@ class AgentBusServer(MCPServer[App]):
             instructions=INSTRUCTIONS,
             lifespan=lifespan,
             log_level=settings.log_level,
+            subscriptions=listeners,
         )
+        # Legacy clients subscribe with resources/subscribe, which MCPServer leaves to us.
+        self._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, _subscribe)
+        self._lowlevel_server.add_request_handler(
+            "resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe
+        )
+        self.add_prompt(Prompt.from_function(prompts.coordinator, name="coordinator"))
+        self.add_prompt(Prompt.from_function(prompts.worker, name="worker"))
         self._settings = settings
         self._arguments: dict[str, frozenset[str]] = {}
         for name in select_tools(settings.tools):
@@ -84,6 +127,64 @@ class AgentBusServer(MCPServer[App]):
         if "agent" not in self._arguments[tool] or not isinstance(agent, str) or not AGENT_RE.match(agent):
             return nullcontext()
         return notices.watching(agent, unread=tool != "read_inbox")
+
+    async def list_resources(self) -> list[MCPResource]:
+        return [
+            MCPResource(uri=v.uri, name=v.name, description=v.description, mime_type="application/json")
+            for v in VIEWS
+            if "{" not in v.uri
+        ]
+
+    async def list_resource_templates(self) -> list[MCPResourceTemplate]:
+        return [
+            MCPResourceTemplate(
+                uri_template=v.uri, name=v.name, description=v.description, mime_type="application/json"
+            )
+            for v in VIEWS
+            if "{" in v.uri
+        ]
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[App, Any] | None = None
+    ) -> Iterable[ReadResourceContents]:
+        if context is None:
+            raise MCPError(code=INTERNAL_ERROR, message="resources are read through a client session")
+        app: App = context.request_context.lifespan_context
+        try:
+            text = await resources.read(app.bus, str(uri))
+        except AgentBusError as exc:
+            raise resource_error(str(uri), exc) from exc
+        return [ReadResourceContents(content=text, mime_type="application/json")]
+
+
+async def _subscribe(ctx: ServerRequestContext[App], params: SubscribeRequestParams) -> EmptyResult:
+    uri = str(params.uri)
+    try:
+        resources.parse(uri)
+    except AgentBusError as exc:
+        raise resource_error(uri, exc) from exc
+    ctx.lifespan_context.push.subscribe(uri, _connection(ctx))
+    return EmptyResult()
+
+
+async def _unsubscribe(ctx: ServerRequestContext[App], params: UnsubscribeRequestParams) -> EmptyResult:
+    ctx.lifespan_context.push.unsubscribe(str(params.uri), _connection(ctx))
+    return EmptyResult()
+
+
+def _connection(ctx: ServerRequestContext[App]) -> Connection:
+    # The SDK (2.3) builds a ServerSession per request and gives low-level handlers no public way to
+    # the client's Connection, which outlives the request and is what an update must be sent on.
+    connection: Connection = ctx.session._connection
+    return connection
+
+
+def resource_error(uri: str, error: AgentBusError) -> MCPError:
+    """A refused resource request as a JSON-RPC error carrying the same code, message and hint."""
+    code = INTERNAL_ERROR if isinstance(error, BackendUnavailable | InternalError) else INVALID_PARAMS
+    return MCPError(
+        code=code, message=f"{error.message}. {error.hint}", data={"uri": uri, "error": error.to_dict()}
+    )
 
 
 def _explain(tool: str, exc: ToolError) -> AgentBusError:

@@ -59,6 +59,7 @@ from mcp_agentbus.models import (
     Result,
     SendResult,
 )
+from mcp_agentbus.push import Push
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.workflows import WorkflowTask
 
@@ -69,6 +70,7 @@ class App:
 
     bus: AgentBus
     settings: Settings
+    push: Push
 
     def agent(self, agent: str | None) -> str:
         """The acting agent: the argument, else the server's configured identity."""

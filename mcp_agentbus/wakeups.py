@@ -8,7 +8,7 @@ are never the source of truth: a woken waiter re-runs its script, and when the s
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -31,6 +31,11 @@ class Wakeups:
         self._redis = redis
         self._channel = channel
         self._waiters: set[_Waiter] = set()
+        self._listeners: list[Callable[[str], None]] = []
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        """Also hand every hint to `listener` (synchronous; it must not raise)."""
+        self._listeners.append(listener)
 
     @contextmanager
     def expect(self, topics: Collection[str] | None = None) -> Iterator[anyio.Event]:
@@ -62,6 +67,8 @@ class Wakeups:
                     async for message in pubsub.listen():
                         if message["type"] == "message":
                             self._dispatch(message["data"])
+                            for listener in self._listeners:
+                                listener(message["data"])
             except Exception as exc:  # any failure of the listener must not end waiting for good
                 logger.warning("wake-up subscription lost (%s); retrying in 1 s", exc)
                 if not started:

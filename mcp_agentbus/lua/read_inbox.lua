@@ -31,5 +31,6 @@ end
 if not peek and #found > 0 then
   for _, m in ipairs(found) do redis.call('ZREM', unread, m[1]) end
   emit('message.read', agent, { agent = agent, messages = ids })
+  wake('inbox:' .. agent)
 end
 return { 'ok', found, redis.call('ZCARD', unread) }

@@ -1,0 +1,317 @@
+"""Notices: what a watched call tells its agent along with its result — unread messages, leases and
+locks about to expire, and those taken back (each told once) — at no extra round trip."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import anyio
+import pytest
+
+from mcp_agentbus import notices
+from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.scripts import source
+from mcp_agentbus.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+WAIT_BOUND = 5  # bound on any one wait in these tests; each ends far sooner
+
+
+async def redis_ms(bus: AgentBus) -> float:
+    """The Redis server clock, in milliseconds."""
+    seconds, micros = await bus.redis.time()
+    return seconds * 1000 + micros / 1000
+
+
+async def until_redis_time(bus: AgentBus, ms: float) -> None:
+    """Poll (bounded) until the Redis clock has passed `ms`."""
+    with anyio.fail_after(WAIT_BOUND):
+        while True:
+            if await redis_ms(bus) > ms:
+                return
+            await anyio.sleep(0.02)
+
+
+def ms_of(iso_text: str | None) -> int:
+    assert iso_text is not None
+    return round(datetime.fromisoformat(iso_text).timestamp() * 1000)
+
+
+async def watched(bus: AgentBus, agent: str = "a", *, unread: bool = True) -> list[str]:
+    """The notices `agent` gets with a harmless call of its own (publishing an event)."""
+    with notices.watching(agent, unread=unread) as watch:
+        await bus.events.publish(agent, "probe.call")
+    assert watch.reply is not None, "a watched call collects the notices reply"
+    return notices.lines(watch)
+
+
+async def claim_one(bus: AgentBus, agent: str, lease_seconds: float) -> tuple[str, int]:
+    """Create and claim a task; its id and lease expiry (Redis ms)."""
+    created = await bus.tasks.create("planner", title=f"lease {lease_seconds}")
+    claim = await bus.tasks.claim(agent, task_id=created.task_id, lease_seconds=lease_seconds)
+    assert claim.task is not None and claim.lease is not None
+    return claim.task.id, ms_of(claim.lease.expires_at)
+
+
+# --- unread messages ---------------------------------------------------------------------------------
+
+
+async def test_unread_messages_are_noticed_with_the_newest_sender_and_subject(bus: AgentBus) -> None:
+    assert await watched(bus) == [], "nothing to tell yet"
+    await bus.inbox.send("bob", "a", "first body", subject="first")
+    await bus.inbox.send("carol", "a", "second body", subject="build broke")
+    assert await watched(bus) == [
+        "2 unread message(s) in your inbox, newest from carol: 'build broke' (read_inbox)."
+    ]
+
+
+async def test_without_a_subject_the_notice_quotes_the_start_of_the_body(bus: AgentBus) -> None:
+    await bus.inbox.send("bob", "a", "short\n  and   spaced")
+    assert await watched(bus) == [
+        "1 unread message(s) in your inbox, newest from bob: 'short and spaced' (read_inbox)."
+    ]
+
+    long_body = "word " * 40
+    await bus.inbox.send("carol", "a", long_body)
+    (line,) = await watched(bus)
+    quoted = line.split("newest from carol: ", 1)[1].removesuffix(" (read_inbox).")
+    assert quoted.startswith("'word word") and quoted.endswith("…'")
+    assert len(quoted.strip("'")) == 80, "quoted up to 80 characters"
+
+
+async def test_the_unread_notice_follows_the_inbox(bus: AgentBus) -> None:
+    for n in range(3):
+        await bus.inbox.send("bob", "a", f"n{n}", subject=f"s{n}")
+    assert (await watched(bus))[0].startswith("3 unread")
+    await bus.inbox.read("a", limit=2)
+    assert (await watched(bus))[0].startswith("1 unread")
+    await bus.inbox.read("a")
+    assert await watched(bus) == []
+    assert await watched(bus, "bob") == [], "notices are the watched agent's own"
+
+
+async def test_notices_run_after_the_calls_own_script(bus: AgentBus) -> None:
+    await bus.inbox.send("bob", "a", "hello")
+    with notices.watching("a") as watch:
+        got = await bus.inbox.read("a")
+    assert [m.body for m in got.messages] == ["hello"]
+    assert notices.lines(watch) == [], "the read already emptied the inbox the notices looked at"
+
+    with notices.watching("a") as watch:
+        await bus.inbox.send("bob", "a", "in the same call", subject="now")
+    assert notices.lines(watch) == ["1 unread message(s) in your inbox, newest from bob: 'now' (read_inbox)."]
+
+
+async def test_unread_false_leaves_the_unread_notice_out(bus: AgentBus) -> None:
+    await bus.inbox.send("bob", "a", "hi", subject="hello")
+    assert await watched(bus, unread=False) == []
+    assert len(await watched(bus)) == 1, "the message is still unread"
+
+
+async def test_a_heartbeat_counts_unread_messages(bus: AgentBus) -> None:
+    assert (await bus.presence.heartbeat("a")).unread_messages == 0
+    for n in range(3):
+        await bus.inbox.send("bob", "a", f"n{n}")
+    await bus.inbox.send("bob", "other", "not for a")
+    assert (await bus.presence.heartbeat("a")).unread_messages == 3
+    await bus.inbox.read("a", peek=True)
+    assert (await bus.presence.heartbeat("a")).unread_messages == 3, "a peek leaves them unread"
+    await bus.inbox.read("a", limit=2)
+    assert (await bus.presence.heartbeat("a")).unread_messages == 1
+
+
+# --- leases and locks about to expire ---------------------------------------------------------------
+
+
+async def test_a_lease_about_to_expire_is_noticed_and_a_long_one_is_not(settings: Settings) -> None:
+    # no reaper: the short lease must still be held when the notice is asked for
+    async with AgentBus.open(settings, reaper=False) as bus:
+        long_id, _ = await claim_one(bus, "a", lease_seconds=300)
+        short_id, short_expiry = await claim_one(bus, "a", lease_seconds=2)
+        assert await watched(bus) == [], "a fresh lease has more than half its time left"
+
+        await until_redis_time(bus, short_expiry - 900)  # less than half of the 2 s left
+        lines = await watched(bus)
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(f"Your lease on task {short_id} expires in ")
+        assert "heartbeat to keep it" in lines[0]
+        assert long_id not in lines[0]
+        assert await watched(bus, "b") == [], "the notice is for the holder only"
+
+
+async def test_a_heartbeat_renews_the_lease_so_it_is_no_longer_noticed(settings: Settings) -> None:
+    async with AgentBus.open(settings, reaper=False) as bus:
+        _, expiry = await claim_one(bus, "a", lease_seconds=2)
+        await until_redis_time(bus, expiry - 900)
+        assert len(await watched(bus)) == 1
+        with notices.watching("a") as watch:
+            beat = await bus.presence.heartbeat("a")
+        assert len(beat.leases_extended) == 1
+        assert notices.lines(watch) == [], "the heartbeat extended the lease before the notices looked"
+
+
+async def test_a_lock_about_to_expire_is_noticed_and_a_long_one_is_not(settings: Settings) -> None:
+    async with AgentBus.open(settings, reaper=False) as bus:
+        long = await bus.locks.acquire("a", "docs/", ttl_seconds=300)
+        short = await bus.locks.acquire("a", "src/app.py", ttl_seconds=2)
+        assert long.acquired and short.acquired
+        assert await watched(bus) == []
+
+        await until_redis_time(bus, ms_of(short.expires_at) - 900)
+        lines = await watched(bus)
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("Your lock on src/app.py expires in ")
+        assert await watched(bus, "b") == []
+
+
+# --- taken back, told once ---------------------------------------------------------------------------
+
+
+async def test_a_lease_taken_back_by_the_reaper_is_told_once(bus: AgentBus) -> None:
+    task_id, expiry = await claim_one(bus, "a", lease_seconds=1)
+    await until_redis_time(bus, expiry + 500)
+    await bus.reaper.sweep()  # the background reaper may have been first; either way it is taken back
+
+    lines = await watched(bus)
+    assert len(lines) == 1, lines
+    assert f"lease on task {task_id} expired" in lines[0] and "taken back" in lines[0]
+    assert await watched(bus) == [], "told once"
+
+    again = await bus.tasks.claim("b", task_id=task_id)
+    assert again.task is not None and again.task.attempt == 2
+
+
+async def test_an_expired_lock_is_told_once(bus: AgentBus) -> None:
+    lock = await bus.locks.acquire("a", "db/users", ttl_seconds=1)
+    assert lock.acquired
+    await until_redis_time(bus, ms_of(lock.expires_at) + 500)
+    await bus.reaper.sweep()
+
+    lines = await watched(bus)
+    assert lines == ["Your lock on db/users expired and was taken back: re-acquire it before writing more."]
+    assert await watched(bus) == []
+    assert (await bus.locks.acquire("b", "db/users")).acquired
+
+
+async def test_a_lock_taken_over_after_expiry_tells_the_old_holder(settings: Settings) -> None:
+    # no reaper: the expired lock is taken back by the next acquire that meets it
+    async with AgentBus.open(settings, reaper=False) as bus:
+        lock = await bus.locks.acquire("a", "cache", ttl_seconds=0.2)
+        await until_redis_time(bus, ms_of(lock.expires_at) + 50)
+        assert (await bus.locks.acquire("b", "cache")).acquired
+        (line,) = await watched(bus)
+        assert "lock on cache expired" in line
+        assert await watched(bus) == []
+        assert await watched(bus, "b") == []
+
+
+async def test_what_was_taken_back_waits_for_a_watched_call(bus: AgentBus) -> None:
+    task_id, expiry = await claim_one(bus, "a", lease_seconds=1)
+    lock = await bus.locks.acquire("a", "shared/", ttl_seconds=1)
+    await until_redis_time(bus, max(expiry, ms_of(lock.expires_at)) + 500)
+    await bus.reaper.sweep()
+
+    # calls that are not watched run as before and consume nothing
+    await bus.events.publish("a", "unwatched")
+    await bus.presence.heartbeat("a")
+    await bus.inbox.send("bob", "a", "hi", subject="ping")
+
+    lines = await watched(bus)
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("1 unread message(s)")
+    assert any(f"task {task_id} expired" in line for line in lines[1:])
+    assert any("lock on shared/ expired" in line for line in lines[1:])
+    assert len(await watched(bus)) == 1, "only the unread message is still news"
+
+
+# --- watching --------------------------------------------------------------------------------------
+
+
+async def test_without_watching_the_store_runs_no_notices(
+    bus: AgentBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_pipeline(*args: Any) -> list[Any]:
+        raise AssertionError("an unwatched call must not pipeline the notices script")
+
+    monkeypatch.setattr(bus.store.scripts, "pipelined", no_pipeline)
+    assert notices.current() is None
+    sent = await bus.inbox.send("bob", "a", "hi")
+    got = await bus.inbox.read("a")
+    assert [m.id for m in got.messages] == [sent.message_id]
+    assert got.notices == []
+    assert notices.lines(None) == []
+    assert notices.lines(notices.Watch("a")) == [], "a watch that saw no call has nothing to say"
+
+
+async def test_a_watch_ends_with_its_block_and_nested_watches_are_separate(bus: AgentBus) -> None:
+    await bus.inbox.send("bob", "a", "for a", subject="to-a")
+    await bus.inbox.send("bob", "c", "for c", subject="to-c")
+    with notices.watching("a") as outer:
+        assert notices.current() is outer
+        with notices.watching("c") as inner:
+            assert notices.current() is inner
+            await bus.events.publish("c", "probe.call")
+        assert notices.current() is outer
+        assert outer.reply is None, "the inner call was watched for c only"
+        await bus.events.publish("a", "probe.call")
+    assert notices.current() is None
+    assert notices.lines(inner) == [
+        "1 unread message(s) in your inbox, newest from bob: 'to-c' (read_inbox)."
+    ]
+    assert notices.lines(outer) == [
+        "1 unread message(s) in your inbox, newest from bob: 'to-a' (read_inbox)."
+    ]
+
+
+async def test_concurrent_watched_calls_get_their_own_notices(bus: AgentBus) -> None:
+    for agent in ("a", "b", "c"):
+        await bus.inbox.send("sender", agent, "x", subject=f"for {agent}")
+    got: dict[str, list[str]] = {}
+
+    async def call(agent: str) -> None:
+        got[agent] = await watched(bus, agent)
+
+    with anyio.fail_after(WAIT_BOUND):
+        async with anyio.create_task_group() as tg:
+            for agent in ("a", "b", "c"):
+                tg.start_soon(call, agent)
+    for agent in ("a", "b", "c"):
+        assert got[agent] == [
+            f"1 unread message(s) in your inbox, newest from sender: 'for {agent}' (read_inbox)."
+        ]
+
+
+# --- scripts Redis has forgotten --------------------------------------------------------------------
+
+
+def real_redis_only(bus: AgentBus) -> None:
+    if bus.settings.redis_url.startswith("memory://"):
+        pytest.skip("SCRIPT FLUSH is a real-Redis matter")
+
+
+async def test_a_watched_call_reloads_every_script_after_script_flush(bus: AgentBus) -> None:
+    real_redis_only(bus)
+    await bus.inbox.send("bob", "a", "hi", subject="still here")
+    await bus.redis.script_flush()
+    sha = bus.store.scripts._scripts["publish_event"].sha
+    assert (await bus.redis.script_exists(sha)) == [False]
+
+    lines = await watched(bus)
+    assert lines == ["1 unread message(s) in your inbox, newest from bob: 'still here' (read_inbox)."]
+    assert (await bus.redis.script_exists(sha)) == [True]
+    probes = await bus.events.read(after="0", topics=["probe.*"])
+    assert len(probes.events) == 1, "the call's own script ran once"
+
+
+async def test_only_the_missing_notices_script_is_rerun(bus: AgentBus) -> None:
+    real_redis_only(bus)
+    await bus.inbox.send("bob", "a", "hi", subject="still here")
+    await bus.redis.script_flush()
+    await bus.redis.script_load(source("publish_event"))  # the call's script is known; notices is not
+
+    lines = await watched(bus)
+    assert lines == ["1 unread message(s) in your inbox, newest from bob: 'still here' (read_inbox)."]
+    probes = await bus.events.read(after="0", topics=["probe.*"])
+    assert len(probes.events) == 1, "the call's own script, which had run, was not run again"
