@@ -281,8 +281,8 @@ async def redis_client(url: str) -> AsyncIterator[Redis]:
 
 
 def common_argv(settings: Settings) -> list[Any]:
-    """The ARGV every script gets first, as `Store.run` passes it."""
-    return [settings.event_retention, settings.retention_seconds * 1000]
+    """The ARGV every script gets first, as `Store.run` passes it (no notices wanted)."""
+    return [settings.event_retention, settings.retention_seconds * 1000, ""]
 
 
 async def create_tasks(redis: Redis, settings: Settings, count: int) -> None:

@@ -1,8 +1,8 @@
 """Notices: what an agent should know now, attached to the results of its tool calls — unread
 messages, its leases and locks about to expire, and those taken back from it.
 
-They cost no extra round trip: while a tool call is being *watched* for an agent, the store runs the
-``notices`` script in the same pipeline as the call's own script, right after it.
+They cost no extra round trip: while a tool call is being *watched* for an agent, every script it
+runs appends that agent's notices to its reply (``lua/include/notices.lua``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def lines(watch: Watch | None) -> list[str]:
     """The notices of a watched call, as sentences for the agent."""
     if watch is None or watch.reply is None:
         return []
-    _, unread, newest, expiring, lost = watch.reply
+    unread, newest, expiring, lost = watch.reply
     out = []
     if watch.unread and int(unread):
         line = f"{unread} unread message(s) in your inbox"

@@ -44,17 +44,16 @@ class Store:
         self._common = [self.settings.event_retention, self.settings.retention_seconds * 1000]
 
     async def run(self, script: str, *args: Any) -> list[Any]:
-        """Run `script` with the namespace's key layout; a refusal {code, message[, hint]} raises."""
+        """Run `script` with the namespace's key layout; a refusal {code, message[, hint]} raises.
+        Inside `notices.watching(agent)`, the reply also brings that agent's notices."""
         watch = notices.current()
+        notices_for = "" if watch is None else watch.agent
         with backend(self.settings.redis_url):
-            if watch is None:
-                reply: list[Any] = await self.scripts(script, self.keys.script_keys, [*self._common, *args])
-            else:
-                reply, watch.reply = await self.scripts.pipelined(
-                    self.keys.script_keys,
-                    (script, [*self._common, *args]),
-                    ("notices", [*self._common, watch.agent]),
-                )
+            reply: list[Any] = await self.scripts(
+                script, self.keys.script_keys, [*self._common, notices_for, *args]
+            )
+        if watch is not None:
+            watch.reply = reply.pop()
         refusal = _REFUSALS.get(reply[0])
         if refusal is not None:
             raise refusal(reply[1], hint=reply[2] if len(reply) > 2 else None)

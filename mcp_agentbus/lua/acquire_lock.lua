@@ -1,7 +1,7 @@
 -- acquire_lock: an exclusive, expiring lock on a resource, refused while anything overlapping is
 -- held. Agents queued for the resource go first, so a waiter is not starved by newcomers.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, resource, ttl_ms, lock_token (used if granted),
+-- ARGV: events_max, retention_ms, notices_for, agent, resource, ttl_ms, lock_token (used if granted),
 --       queue ('1': keep a place in the queue when refused), queue_ms (how long to keep it)
 -- returns: {'ok', lock_token, fencing_token, expires_at_ms, extended ('1'|'0')}
 --        | {'held', conflicting_resource, holder, expires_at_ms, waiters, now_ms}
@@ -10,8 +10,8 @@
 --@include common.lua
 --@include locks.lua
 
-local agent, res, ttl_ms, token = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
-local queue_me, queue_ms = ARGV[7] == '1', tonumber(ARGV[8])
+local agent, res, ttl_ms, token = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local queue_me, queue_ms = ARGV[8] == '1', tonumber(ARGV[9])
 local now = now_ms()
 local queue, waits = K_LOCK_QUEUE .. res, K_LOCK_WAITS .. res
 

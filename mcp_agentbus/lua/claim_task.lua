@@ -1,7 +1,7 @@
 -- claim_task: lease the best ready task (priority, then FIFO) among the agent's capabilities,
 -- or one named task.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, lease_ms, lease_token, task_id ('' = best),
+-- ARGV: events_max, retention_ms, notices_for, agent, lease_ms, lease_token, task_id ('' = best),
 --       capabilities (comma list; '' = the agent's registered ones plus 'any')
 -- returns: {'ok', id, key, workflow, title, description, payload, capability, priority, attempt,
 --           max_attempts, fence, lease_token, expires_at_ms, {dep_key, dep_result, ...}}
@@ -11,7 +11,7 @@
 --@include common.lua
 --@include tasks.lua
 
-local agent, lease_ms, token, wanted, caps_csv = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
+local agent, lease_ms, token, wanted, caps_csv = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local now = now_ms()
 promote_due(now, 100)
 

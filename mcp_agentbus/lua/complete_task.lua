@@ -1,13 +1,13 @@
 -- complete_task: record the result of a leased task and unblock its dependents.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, task_id, lease_token, result (JSON text), summary
+-- ARGV: events_max, retention_ms, notices_for, agent, task_id, lease_token, result (JSON text), summary
 -- returns: {'ok', already ('1'|'0'), {unblocked id, ...}, workflow_id, {progress fields}}
 --        | {'not_found' | 'wrong_state' | 'lease_lost', message}
 --@include keys.lua
 --@include common.lua
 --@include tasks.lua
 
-local agent, id, token, result, summary = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local agent, id, token, result, summary = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner', 'wf', 'done_token', 'fence')
 if not f[1] then return { 'not_found', 'task ' .. id .. ' does not exist' } end
 if f[1] == 'done' and f[5] == token then return { 'ok', '1', {}, f[4], progress(f[4]) } end

@@ -1,6 +1,6 @@
 -- create_task: add one task, blocked on its dependencies, delayed, or ready.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, idempotency scope ('' = none), title, description,
+-- ARGV: events_max, retention_ms, notices_for, agent, idempotency scope ('' = none), title, description,
 --       capability, priority, payload (JSON text), depends_on (comma ids), workflow_id ('' = none),
 --       max_attempts, delay_ms
 -- returns: {'ok', result_json} | {'duplicate', first_result_json}
@@ -9,8 +9,8 @@
 --@include common.lua
 --@include tasks.lua
 
-local agent, idem, title, desc, cap, prio, payload, deps_csv, wf = unpack(ARGV, 3, 11)
-local max_attempts, delay_ms = tonumber(ARGV[12]), tonumber(ARGV[13])
+local agent, idem, title, desc, cap, prio, payload, deps_csv, wf = unpack(ARGV, 4, 12)
+local max_attempts, delay_ms = tonumber(ARGV[13]), tonumber(ARGV[14])
 
 if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)

@@ -1,6 +1,6 @@
 -- create_workflow: a DAG of tasks created at once; tasks without dependencies start ready.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, idempotency scope ('' = none), title,
+-- ARGV: events_max, retention_ms, notices_for, agent, idempotency scope ('' = none), title,
 --       spec (JSON list of {key, title, desc, cap, prio, max_attempts, deps: [1-based positions]},
 --       already checked: keys unique, positions valid, no cycle), then one payload (JSON text) per task
 -- returns: {'ok', result_json} | {'duplicate', first_result_json}
@@ -8,8 +8,8 @@
 --@include common.lua
 --@include tasks.lua
 
-local agent, idem, title = ARGV[3], ARGV[4], ARGV[5]
-local spec = cjson.decode(ARGV[6])
+local agent, idem, title = ARGV[4], ARGV[5], ARGV[6]
+local spec = cjson.decode(ARGV[7])
 
 if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)
@@ -38,7 +38,7 @@ for i, t in ipairs(spec) do
   for _, d in ipairs(t.deps) do deps[#deps + 1] = ids[d] end
   task_ids[t.key] = id
   redis.call('HSET', K_TASK .. id, 'id', id, 'key', t.key, 'wf', wf, 'title', t.title, 'desc', t.desc,
-    'cap', t.cap, 'prio', t.prio, 'payload', ARGV[6 + i], 'deps', table.concat(deps, ','),
+    'cap', t.cap, 'prio', t.prio, 'payload', ARGV[7 + i], 'deps', table.concat(deps, ','),
     'dependents', table.concat(dependents[i], ','), 'pending', #deps, 'attempts', 0,
     'max_attempts', t.max_attempts, 'fence', 0, 'created', now, 'creator', agent)
   if #deps == 0 then

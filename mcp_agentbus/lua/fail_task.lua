@@ -1,7 +1,7 @@
 -- fail_task: end a leased attempt with an error; retry with exponential backoff and jitter until
 -- max_attempts, then the task is dead and its dependents are cancelled.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, task_id, lease_token, error, retry ('1'|'0'),
+-- ARGV: events_max, retention_ms, notices_for, agent, task_id, lease_token, error, retry ('1'|'0'),
 --       jitter (0..1, from the caller), backoff_base_ms, backoff_cap_ms
 -- returns: {'ok', already ('1'|'0'), state, due_ms | '', {cancelled id, ...}, attempts, max_attempts}
 --        | {'not_found' | 'wrong_state' | 'lease_lost', message}
@@ -9,8 +9,8 @@
 --@include common.lua
 --@include tasks.lua
 
-local agent, id, token, err, retry = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
-local jitter, base_ms, cap_ms = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local agent, id, token, err, retry = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1'
+local jitter, base_ms, cap_ms = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner', 'wf', 'attempts', 'max_attempts',
   'failed_token', 'failed_outcome', 'fence')
 if not f[1] then return { 'not_found', 'task ' .. id .. ' does not exist' } end

@@ -1,14 +1,14 @@
 -- heartbeat: register or refresh an agent and extend every lease and lock it holds, in one step.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, status, capabilities (comma list), capabilities given
+-- ARGV: events_max, retention_ms, notices_for, agent, status, capabilities (comma list), capabilities given
 --       ('1'|'0': '0' keeps the registered ones), note, ttl_ms
 -- returns: {'ok', joined ('1'|'0'), {task_id, expires_at_ms, ...}, live_agents, capabilities csv,
 --           joined_at_ms, now_ms, {resource, expires_at_ms, ...}, unread messages}
 --@include keys.lua
 --@include common.lua
 
-local agent, status, caps, caps_given, note, ttl_ms = ARGV[3], ARGV[4], ARGV[5], ARGV[6] == '1', ARGV[7],
-  tonumber(ARGV[8])
+local agent, status, caps, caps_given, note, ttl_ms = ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8],
+  tonumber(ARGV[9])
 local now = now_ms()
 local joined = not redis.call('ZSCORE', K_AGENTS, agent)
 local was = redis.call('HGET', K_AGENT .. agent, 'status')

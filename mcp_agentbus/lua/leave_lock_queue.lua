@@ -1,11 +1,11 @@
 -- leave_lock_queue: a waiter gives up its place (it timed out or went away), so the next can go.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, resource
+-- ARGV: events_max, retention_ms, notices_for, agent, resource
 -- returns: {'ok'}
 --@include keys.lua
 --@include common.lua
 
-local agent, res = ARGV[3], ARGV[4]
+local agent, res = ARGV[4], ARGV[5]
 if redis.call('ZREM', K_LOCK_QUEUE .. res, agent) == 1 then wake('lock') end
 redis.call('HDEL', K_LOCK_WAITS .. res, agent)
 return { 'ok' }

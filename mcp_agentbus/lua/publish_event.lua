@@ -1,11 +1,11 @@
 -- publish_event: append a user event to the namespace's event log.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, idempotency scope ('' = none), topic, data (JSON text)
+-- ARGV: events_max, retention_ms, notices_for, agent, idempotency scope ('' = none), topic, data (JSON text)
 -- returns: {'ok', event_id} | {'duplicate', first_event_id}
 --@include keys.lua
 --@include common.lua
 
-local agent, idem, topic, data = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local agent, idem, topic, data = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)
   if first then return { 'duplicate', first } end

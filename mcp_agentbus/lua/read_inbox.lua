@@ -1,13 +1,13 @@
 -- read_inbox: the agent's unread messages, oldest first, optionally of one thread; unless peeking,
 -- they are marked read in the same step (so a message is read once, whichever process serves it).
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, limit, peek ('1'|'0'), thread_id ('' = any)
+-- ARGV: events_max, retention_ms, notices_for, agent, limit, peek ('1'|'0'), thread_id ('' = any)
 -- returns: {'ok', {{entry_id, id, from, to, subject, body, data, thread, reply_to}, ...}, unread_remaining}
 --@include keys.lua
 --@include common.lua
 --@include inbox.lua
 
-local agent, limit, peek, thread = ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1', ARGV[6]
+local agent, limit, peek, thread = ARGV[4], tonumber(ARGV[5]), ARGV[6] == '1', ARGV[7]
 local inbox, unread = K_INBOX .. agent, K_UNREAD .. agent
 
 local found, ids, start = {}, {}, 0

@@ -2,14 +2,14 @@
 -- runs at a time across all processes. Takes back expired leases (the old holder's token stops
 -- working) and expired locks, promotes due delayed tasks, marks silent agents gone, and drops expired index entries.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, reaper_id, guard_ms, batch
+-- ARGV: events_max, retention_ms, notices_for, reaper_id, guard_ms, batch
 -- returns: {'busy'} | {'ok', reclaimed, promoted, gone, more ('1' when a batch was full), locks_expired}
 --@include keys.lua
 --@include common.lua
 --@include tasks.lua
 --@include locks.lua
 
-local me, guard_ms, batch = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local me, guard_ms, batch = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local holder = redis.call('GET', K_REAPER)
 if holder and holder ~= me then return { 'busy' } end
 redis.call('SET', K_REAPER, me, 'PX', guard_ms)

@@ -1,12 +1,12 @@
 -- release_lock: give a lock up; only its token can.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, resource, lock_token
+-- ARGV: events_max, retention_ms, notices_for, agent, resource, lock_token
 -- returns: {'ok', released ('1'|'0'), reason} | {'not_lock_owner', message}
 --@include keys.lua
 --@include common.lua
 --@include locks.lua
 
-local agent, res, token = ARGV[3], ARGV[4], ARGV[5]
+local agent, res, token = ARGV[4], ARGV[5], ARGV[6]
 local l = redis.call('HMGET', K_LOCK .. res, 'owner', 'token')
 if not l[1] then
   return { 'ok', '0', 'no lock is held on ' .. res .. ' (it was released, or it expired)' }

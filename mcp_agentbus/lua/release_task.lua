@@ -1,13 +1,13 @@
 -- release_task: hand a just-claimed task back untouched (its claimer went away before seeing it).
 -- The attempt is not counted; the fence still grows, so the released lease can never be used.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, task_id, lease_token
+-- ARGV: events_max, retention_ms, notices_for, agent, task_id, lease_token
 -- returns: {'ok', released ('1'|'0')}
 --@include keys.lua
 --@include common.lua
 --@include tasks.lua
 
-local agent, id, token = ARGV[3], ARGV[4], ARGV[5]
+local agent, id, token = ARGV[4], ARGV[5], ARGV[6]
 local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner')
 if f[1] ~= 'claimed' or f[2] ~= token then return { 'ok', '0' } end
 local now = now_ms()

@@ -2,7 +2,7 @@
 -- with a capability ('role:<capability>'), or every live agent ('*'); the sender is left out of the
 -- last two. An inbox whose unread messages reached the limit refuses it (never drops an unread one).
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, sender, idempotency scope ('' = none), to, subject, body,
+-- ARGV: events_max, retention_ms, notices_for, sender, idempotency scope ('' = none), to, subject, body,
 --       data (JSON text), thread_id ('' = new thread or reply_to's), reply_to ('' = none), inbox_max
 -- returns: {'ok'|'duplicate', JSON {id, thread, recipients, full, absent}}
 --        | {'not_found', message, hint} | {'inbox_full', message}
@@ -10,8 +10,8 @@
 --@include common.lua
 --@include inbox.lua
 
-local sender, idem, to, subject, body, data = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local thread, reply_to, inbox_max = ARGV[9], ARGV[10], tonumber(ARGV[11])
+local sender, idem, to, subject, body, data = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local thread, reply_to, inbox_max = ARGV[10], ARGV[11], tonumber(ARGV[12])
 if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)
   if first then return { 'duplicate', first } end

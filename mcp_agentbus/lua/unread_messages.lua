@@ -1,13 +1,13 @@
 -- unread_messages: mark messages unread again, for a read whose caller was cut off before it got them.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, agent, entry_id, sequence, entry_id, sequence, ...
+-- ARGV: events_max, retention_ms, notices_for, agent, entry_id, sequence, entry_id, sequence, ...
 -- returns: {'ok', restored}
 --@include keys.lua
 --@include common.lua
 
-local agent = ARGV[3]
+local agent = ARGV[4]
 local ids = {}
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   if redis.call('XRANGE', K_INBOX .. agent, ARGV[i], ARGV[i])[1] then
     redis.call('ZADD', K_UNREAD .. agent, tonumber(ARGV[i + 1]), ARGV[i])
     ids[#ids + 1] = 'm-' .. ARGV[i + 1]

@@ -7,6 +7,8 @@ local K_WAKE = KEYS[16]
 local K_LOCK, K_AGENT_LOCKS, K_LOCK_QUEUE, K_LOCK_WAITS = KEYS[17], KEYS[18], KEYS[19], KEYS[20]
 local K_LOCKS, K_LOCK_NAMES, K_LOCK_FENCES = KEYS[21], KEYS[22], KEYS[23]
 local K_INBOX, K_UNREAD, K_MSG, K_LOST = KEYS[24], KEYS[25], KEYS[26], KEYS[27]
--- Settings every script gets first: event log length and retention of finished records.
+-- What every script gets first: event log length, retention of finished records, and the agent whose
+-- notices to add to the reply ('' = none; see notices.lua).
 local EVENTS_MAX = tonumber(ARGV[1])
 local RETENTION_MS = tonumber(ARGV[2])
+local NOTICES_FOR = ARGV[3]
