@@ -18,7 +18,13 @@ from typing import Any
 class Watch:
     agent: str
     unread: bool = True  # read_inbox reports unread messages itself
-    reply: list[Any] | None = field(default=None)
+    state: list[Any] | None = None  # [unread, newest, expiring] as of the last script the call ran
+    lost: list[str] = field(default_factory=list)  # taken back, told once: gathered over every script
+
+    def add(self, notices: list[Any]) -> None:
+        """The notices a script appended to its reply."""
+        *self.state, lost = notices
+        self.lost += lost
 
 
 _current: ContextVar[Watch | None] = ContextVar("agentbus_notices", default=None)
@@ -26,7 +32,7 @@ _current: ContextVar[Watch | None] = ContextVar("agentbus_notices", default=None
 
 @contextmanager
 def watching(agent: str, *, unread: bool = True) -> Iterator[Watch]:
-    """Collect `agent`'s notices along with every script the enclosed call runs (the last one wins)."""
+    """Collect `agent`'s notices along with every script the enclosed call runs."""
     watch = Watch(agent, unread)
     token = _current.set(watch)
     try:
@@ -41,9 +47,9 @@ def current() -> Watch | None:
 
 def lines(watch: Watch | None) -> list[str]:
     """The notices of a watched call, as sentences for the agent."""
-    if watch is None or watch.reply is None:
+    if watch is None or watch.state is None:
         return []
-    unread, newest, expiring, lost = watch.reply
+    unread, newest, expiring = watch.state
     out = []
     if watch.unread and int(unread):
         line = f"{unread} unread message(s) in your inbox"
@@ -55,7 +61,7 @@ def lines(watch: Watch | None) -> list[str]:
         kind, name, ms_left = expiring[i : i + 3]
         held = f"lease on task {name}" if kind == "task" else f"lock on {name}"
         out.append(f"Your {held} expires in {int(ms_left) / 1000:.0f} s: heartbeat to keep it.")
-    for what in lost:
+    for what in watch.lost:
         kind, _, name = what.partition(" ")
         if kind == "task":
             out.append(

@@ -41,9 +41,7 @@ def source(name: str) -> str:
             header.append(line)
     includes += [name for name in _NOTICES_NEED if name not in includes]
     shared = [(_LUA / "include" / include).read_text() for include in includes]
-    return "\n".join(
-        [*header, *shared, "local function main()", *body, "end", "return with_notices(main())"]
-    )
+    return "\n".join([*header, *shared, "local function main()", *body, "end", "return with_notices(main())"])
 
 
 class Scripts:

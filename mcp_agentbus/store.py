@@ -21,6 +21,7 @@ from mcp_agentbus.keys import Keys
 from mcp_agentbus.scripts import Scripts
 from mcp_agentbus.settings import Settings
 
+# How scripts refuse a call; mirrored by REFUSED in lua/include/notices.lua.
 _REFUSALS: dict[str, type[AgentBusError]] = {
     "not_found": NotFound,
     "wrong_state": WrongState,
@@ -53,7 +54,7 @@ class Store:
                 script, self.keys.script_keys, [*self._common, notices_for, *args]
             )
         if watch is not None:
-            watch.reply = reply.pop()
+            watch.add(reply.pop())
         refusal = _REFUSALS.get(reply[0])
         if refusal is not None:
             raise refusal(reply[1], hint=reply[2] if len(reply) > 2 else None)

@@ -15,7 +15,7 @@ from helpers import fresh_settings
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import InboxFull, InvalidArgument, NotFound, PayloadTooLarge
 from mcp_agentbus.limits import MAX_BODY, MAX_JSON_BYTES
-from mcp_agentbus.models import EventView
+from mcp_agentbus.models import EventView, SendResult
 
 pytestmark = pytest.mark.anyio
 
@@ -282,6 +282,22 @@ async def test_a_repeated_idempotency_key_returns_the_first_message_and_delivers
     # the key is the sender's: another sender with the same key sends its own message
     theirs = await bus.inbox.send("carol", "bob", "mine", idempotency_key="k-1")
     assert theirs.message_id != first.message_id and not theirs.duplicate
+
+
+async def test_concurrent_sends_with_one_idempotency_key_deliver_once(bus: AgentBus) -> None:
+    results: list[SendResult] = []
+
+    async def send(via: AgentBus) -> None:
+        results.append(await via.inbox.send("alice", "bob", "once", idempotency_key="race"))
+
+    async with AgentBus.open(bus.settings, reaper=False) as other:
+        with anyio.fail_after(WAIT_BOUND):
+            async with anyio.create_task_group() as tg:
+                for i in range(6):
+                    tg.start_soon(send, (bus, other)[i % 2])
+    assert len({r.message_id for r in results}) == 1
+    assert sorted(r.duplicate for r in results) == [False] + [True] * 5
+    assert len((await bus.inbox.read("bob")).messages) == 1
 
 
 # --- durability and exactly-once ---------------------------------------------------------------------

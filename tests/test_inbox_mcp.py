@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +47,42 @@ async def inbox_bus(request: pytest.FixtureRequest, real_redis_url: str | None) 
         url = real_redis_url
     async with connect(fresh_settings(url), mode) as bus:
         yield bus
+
+
+@dataclass
+class Lapsed:
+    """What time left behind on the shared server, prepared once for the tests that need it."""
+
+    leases: dict[str, tuple[str, str]]  # use -> (agent, task) whose lease the reaper took back, untold
+    gone: str  # an agent whose heartbeat lapsed
+    capability: str  # a capability only that agent had
+
+
+LAPSED_USES = ("told", "read-times-out", "claim-times-out", "refused")
+
+
+@pytest.fixture(scope="module")
+async def lapsed(inbox_bus: Bus) -> Lapsed:
+    """Leases of 1 s taken back by the reaper (it runs every 0.1 s here) and a heartbeat of 1 s lapsed,
+    all at once, so the tests that need them share one wait."""
+    bus = inbox_bus
+    capability, gone = fresh("only-gone"), fresh("gone")
+    with anyio.fail_after(TIMEOUT):
+        await bus.ok("heartbeat", {"agent": gone, "capabilities": [capability], "ttl_seconds": 1})
+        tasks = [{"key": use, "title": use, "capability": capability} for use in LAPSED_USES]
+        created = await bus.ok("create_workflow", {"title": "short leases", "tasks": tasks})
+        leases = {}
+        for use in LAPSED_USES:
+            agent, task_id = fresh(use), created["task_ids"][use]
+            await bus.ok("claim_task", {"agent": agent, "task_id": task_id, "lease_seconds": 1})
+            leases[use] = (agent, task_id)
+        while True:  # calls that name no agent, so nothing is told yet
+            view = await bus.ok("get_workflow", {"workflow_id": created["workflow_id"]})
+            alive = await bus.ok("list_agents", {"capability": capability})
+            if not alive["agents"] and all(t["state"] != "claimed" for t in view["workflow"]["tasks"]):
+                break
+            await anyio.sleep(0.05)
+    return Lapsed(leases, gone, capability)
 
 
 def fresh(name: str) -> str:
@@ -291,6 +328,29 @@ async def test_the_largest_message_is_accepted_whole(inbox_bus: Bus) -> None:
     assert got["body"] == body and got["subject"] == subject and got["data"] == data
 
 
+async def test_data_of_every_json_type_round_trips(inbox_bus: Bus) -> None:
+    bus = inbox_bus
+    a, b = fresh("a"), fresh("b")
+    values: list[Any] = [
+        None,
+        0,
+        False,
+        "",
+        [],
+        {},
+        "text",
+        -1.5,
+        [1, "two", None],
+        {"nested": {"x": [True]}},
+    ]
+    with anyio.fail_after(TIMEOUT):
+        for value in values:
+            await send(bus, a, b, "with data", data=value)
+        await send(bus, a, b, "without data")
+        got = await read(bus, b)
+    assert [m["data"] for m in got["messages"]] == [*values, None]
+
+
 # --- waiting ---------------------------------------------------------------------------------------
 
 
@@ -342,6 +402,56 @@ async def test_a_waiting_read_wakes_for_a_message_from_another_client(settings: 
         assert text and "waiting for a message" in text
 
 
+async def test_two_waiting_readers_of_one_inbox_never_get_the_same_message(
+    settings: Settings, mode: str
+) -> None:
+    """The same agent waiting through two servers (say, a restarted session and its ghost)."""
+    long_waits = settings.model_copy(update={"max_wait_seconds": 30})
+    got: list[dict[str, Any]] = []
+    with anyio.fail_after(TIMEOUT):
+        async with connect(long_waits, mode) as one, connect(long_waits, mode) as two:
+
+            async def wait_in(bus: Bus) -> None:
+                got.append(await read(bus, "a", wait_seconds=10))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_in, one)
+                tg.start_soon(wait_in, two)
+                await anyio.sleep(0.3)
+                first = await send(one, "b", "a", "first")
+                await anyio.sleep(0.3)
+                second = await send(two, "b", "a", "second")
+            assert (await read(one, "a"))["messages"] == []
+    ids = sorted(m["id"] for result in got for m in result["messages"])
+    assert ids == sorted([first["message_id"], second["message_id"]])
+    assert all(len(result["messages"]) == 1 for result in got), got
+
+
+async def test_a_waiting_read_of_one_thread_lets_other_threads_pass(inbox_bus: Bus) -> None:
+    bus = inbox_bus
+    a, b = fresh("a"), fresh("b")
+    got: dict[str, Any] = {}
+    done = anyio.Event()
+    with anyio.fail_after(TIMEOUT):
+
+        async def wait_for_thread() -> None:
+            got["result"] = await read(bus, a, thread_id="release", wait_seconds=4)
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_for_thread)
+            await anyio.sleep(0.2)
+            other = await send(bus, b, a, "unrelated", thread_id="chatter")
+            await anyio.sleep(0.3)
+            assert not done.is_set(), "a message of another thread ended the wait"
+            wanted = await send(bus, b, a, "ship it", thread_id="release")
+            with anyio.fail_after(3):
+                await done.wait()
+        assert [m["id"] for m in got["result"]["messages"]] == [wanted["message_id"]]
+        assert got["result"]["unread_remaining"] == 1
+        assert [m["id"] for m in (await read(bus, a))["messages"]] == [other["message_id"]]
+
+
 async def test_a_waiting_read_sends_progress_until_it_times_out(mode: str) -> None:
     """(Server-side waiting and the era's progress plumbing, the same on both backends: embedded only.)"""
     updates: Progress = []
@@ -352,15 +462,15 @@ async def test_a_waiting_read_sends_progress_until_it_times_out(mode: str) -> No
     with anyio.fail_after(TIMEOUT):
         async with connect(fresh_settings(f"memory://{uuid.uuid4().hex}"), mode) as bus:
             started = anyio.current_time()
-            result = await bus.ok("read_inbox", {"wait_seconds": 2}, progress_callback=on_progress)
+            result = await bus.ok("read_inbox", {"wait_seconds": 1.5}, progress_callback=on_progress)
             waited = anyio.current_time() - started
     assert result == {"notices": [], "messages": [], "unread_remaining": 0}
-    assert waited >= 1.9, "an empty inbox waits the whole wait_seconds"
-    assert updates, "no progress notification arrived during a 2 s wait"
+    assert waited >= 1.4, "an empty inbox waits the whole wait_seconds"
+    assert updates, "no progress notification arrived during a 1.5 s wait"
     progresses = [p for p, _, _ in updates]
     assert progresses == sorted(progresses) and len(set(progresses)) == len(progresses)
     for progress, total, message in updates:
-        assert total == 2 and progress <= total
+        assert total == 1.5 and progress <= total
         assert message and "waiting for a message" in message
 
 
@@ -430,42 +540,90 @@ async def test_the_default_agent_is_noticed_too(settings: Settings, mode: str) -
             assert (await bus.ok("heartbeat"))["notices"] == []
 
 
-async def test_a_lease_taken_back_is_noticed_once_and_an_expiring_lock_while_it_expires(
-    inbox_bus: Bus,
-) -> None:
-    bus = inbox_bus
-    worker, cap, resource = fresh("worker"), fresh("cap"), fresh("res") + "/notes.md"
-    with anyio.fail_after(TIMEOUT):
-        created = await bus.ok(
-            "create_workflow",
-            {"title": "short lease", "tasks": [{"key": "k", "title": "K", "capability": cap}]},
-        )
-        task_id = created["task_ids"]["k"]
-        claim = await bus.ok("claim_task", {"agent": worker, "task_id": task_id, "lease_seconds": 1})
-        assert claim["task"]["id"] == task_id
-        lock = await bus.ok("acquire_lock", {"agent": worker, "resource": resource, "ttl_seconds": 3})
-        assert lock["acquired"] is True
-        while True:  # a call without an agent, so nothing is told early; the reaper runs every 0.1 s
-            view = await bus.ok("get_workflow", {"workflow_id": created["workflow_id"]})
-            if view["workflow"]["tasks"][0]["state"] != "claimed":
-                break
-            await anyio.sleep(0.05)
-        expires = datetime.fromisoformat(lock["expires_at"].replace("Z", "+00:00"))
-        await anyio.sleep(max(0.0, (expires - timedelta(seconds=1.3) - datetime.now(UTC)).total_seconds()))
+LEASE_TAKEN_BACK = (
+    "Your lease on task {} expired and the task was taken back: stop work on it "
+    "(complete_task would get lease_lost)."
+)
 
-        told = await read(bus, worker)
-        assert (
-            f"Your lease on task {task_id} expired and the task was taken back: stop work on it "
-            "(complete_task would get lease_lost)."
-        ) in told["notices"]
-        assert [n for n in told["notices"] if n.startswith(f"Your lock on {resource} expires in ")], told
-        again = await bus.ok("send_message", {"agent": worker, "to": fresh("peer"), "body": "x"})
-        assert not [n for n in again["notices"] if "lease" in n], "a lease taken back is told once"
-        assert [n for n in again["notices"] if n.startswith(f"Your lock on {resource} expires in ")], again
+
+def lease_notices(notices: list[str]) -> list[str]:
+    return [n for n in notices if n.startswith("Your lease on task ")]
+
+
+async def test_a_lease_taken_back_is_noticed_once(inbox_bus: Bus, lapsed: Lapsed) -> None:
+    worker, task_id = lapsed.leases["told"]
+    with anyio.fail_after(TIMEOUT):
+        told = await read(inbox_bus, worker)
+        assert told["notices"] == [LEASE_TAKEN_BACK.format(task_id)]
+        again = await inbox_bus.ok("send_message", {"agent": worker, "to": fresh("peer"), "body": "x"})
+        assert lease_notices(again["notices"]) == [], "a lease taken back is told once"
+
+
+@pytest.mark.parametrize("how", ["read-times-out", "claim-times-out"])
+async def test_a_lease_taken_back_is_told_by_a_waiting_call(inbox_bus: Bus, lapsed: Lapsed, how: str) -> None:
+    worker, task_id = lapsed.leases[how]
+    with anyio.fail_after(TIMEOUT):
+        if how == "read-times-out":
+            result = await read(inbox_bus, worker, wait_seconds=0.3)
+        else:
+            result = await inbox_bus.ok(
+                "claim_task", {"agent": worker, "capabilities": [fresh("none")], "wait_seconds": 0.3}
+            )
+        told = lease_notices(result["notices"])
+    assert told == [LEASE_TAKEN_BACK.format(task_id)], "told by the waiting call itself"
+
+
+async def test_a_lease_taken_back_is_told_after_a_refused_call(inbox_bus: Bus, lapsed: Lapsed) -> None:
+    worker, task_id = lapsed.leases["refused"]
+    with anyio.fail_after(TIMEOUT):
+        await inbox_bus.err(
+            "send_message",
+            {"agent": worker, "to": fresh("peer"), "body": "x", "reply_to": "m-999999"},
+            "not_found",
+            "m-999999",
+        )
+        beat = await inbox_bus.ok("heartbeat", {"agent": worker})
+    assert lease_notices(beat["notices"]) == [LEASE_TAKEN_BACK.format(task_id)]
+
+
+async def test_a_lock_about_to_expire_is_noticed_on_every_call(inbox_bus: Bus) -> None:
+    bus = inbox_bus
+    worker, resource = fresh("worker"), fresh("res") + "/notes.md"
+    with anyio.fail_after(TIMEOUT):
+        lock = await bus.ok("acquire_lock", {"agent": worker, "resource": resource, "ttl_seconds": 2})
+        assert lock["acquired"] is True and lock["notices"] == []
+        # Told once less than half of it is left: sleep until 0.8 s are left (of 2 s).
+        expires = datetime.fromisoformat(lock["expires_at"].replace("Z", "+00:00"))
+        await anyio.sleep(max(0.0, (expires - timedelta(seconds=0.8) - datetime.now(UTC)).total_seconds()))
+        for tool, args in (("read_inbox", {}), ("send_message", {"to": fresh("peer"), "body": "x"})):
+            result = await bus.ok(tool, {"agent": worker, **args})
+            [notice] = [n for n in result["notices"] if n.startswith("Your lock")]
+            assert re.fullmatch(
+                rf"Your lock on {re.escape(resource)} expires in [01] s: heartbeat to keep it\.", notice
+            ), notice
         released = await bus.ok(
             "release_lock", {"agent": worker, "resource": resource, "lock_token": lock["lock_token"]}
         )
-        assert released["released"] is True
+        assert released["released"] is True and released["notices"] == []
+
+
+async def test_role_messages_skip_agents_whose_heartbeat_lapsed(inbox_bus: Bus, lapsed: Lapsed) -> None:
+    bus = inbox_bus
+    sender = fresh("sender")
+    with anyio.fail_after(TIMEOUT):
+        await bus.err(
+            "send_message",
+            {"agent": sender, "to": f"role:{lapsed.capability}", "body": "anyone?"},
+            "not_found",
+            lapsed.capability,
+        )
+        direct = await send(bus, sender, lapsed.gone, "for when you are back")
+        assert direct["recipients"] == [lapsed.gone]
+        assert direct["notices"] == [
+            f"{lapsed.gone} is not alive on the bus now; the message waits in its inbox."
+        ]
+        [waiting] = (await read(bus, lapsed.gone))["messages"]
+        assert waiting["body"] == "for when you are back"
 
 
 async def test_a_repeated_idempotency_key_sends_once(inbox_bus: Bus) -> None:

@@ -4,7 +4,6 @@ locks about to expire, and those taken back (each told once) — at no extra rou
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import anyio
 import pytest
@@ -43,7 +42,7 @@ async def watched(bus: AgentBus, agent: str = "a", *, unread: bool = True) -> li
     """The notices `agent` gets with a harmless call of its own (publishing an event)."""
     with notices.watching(agent, unread=unread) as watch:
         await bus.events.publish(agent, "probe.call")
-    assert watch.reply is not None, "a watched call collects the notices reply"
+    assert watch.state is not None, "a watched call collects the notices"
     return notices.lines(watch)
 
 
@@ -171,7 +170,7 @@ async def test_a_lock_about_to_expire_is_noticed_and_a_long_one_is_not(settings:
 
 async def test_a_lease_taken_back_by_the_reaper_is_told_once(bus: AgentBus) -> None:
     task_id, expiry = await claim_one(bus, "a", lease_seconds=1)
-    await until_redis_time(bus, expiry + 500)
+    await until_redis_time(bus, expiry + 100)
     await bus.reaper.sweep()  # the background reaper may have been first; either way it is taken back
 
     lines = await watched(bus)
@@ -186,7 +185,7 @@ async def test_a_lease_taken_back_by_the_reaper_is_told_once(bus: AgentBus) -> N
 async def test_an_expired_lock_is_told_once(bus: AgentBus) -> None:
     lock = await bus.locks.acquire("a", "db/users", ttl_seconds=1)
     assert lock.acquired
-    await until_redis_time(bus, ms_of(lock.expires_at) + 500)
+    await until_redis_time(bus, ms_of(lock.expires_at) + 100)
     await bus.reaper.sweep()
 
     lines = await watched(bus)
@@ -210,7 +209,7 @@ async def test_a_lock_taken_over_after_expiry_tells_the_old_holder(settings: Set
 async def test_what_was_taken_back_waits_for_a_watched_call(bus: AgentBus) -> None:
     task_id, expiry = await claim_one(bus, "a", lease_seconds=1)
     lock = await bus.locks.acquire("a", "shared/", ttl_seconds=1)
-    await until_redis_time(bus, max(expiry, ms_of(lock.expires_at)) + 500)
+    await until_redis_time(bus, max(expiry, ms_of(lock.expires_at)) + 100)
     await bus.reaper.sweep()
 
     # calls that are not watched run as before and consume nothing
@@ -229,18 +228,22 @@ async def test_what_was_taken_back_waits_for_a_watched_call(bus: AgentBus) -> No
 # --- watching --------------------------------------------------------------------------------------
 
 
-async def test_without_watching_the_store_runs_no_notices(
-    bus: AgentBus, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def no_pipeline(*args: Any) -> list[Any]:
-        raise AssertionError("an unwatched call must not pipeline the notices script")
-
-    monkeypatch.setattr(bus.store.scripts, "pipelined", no_pipeline)
+async def test_without_watching_the_store_runs_as_before(bus: AgentBus) -> None:
+    await bus.inbox.send("bob", "a", "hi", subject="hello")
     assert notices.current() is None
-    sent = await bus.inbox.send("bob", "a", "hi")
+    reply = await bus.store.run("read_inbox", "a", 20, "1", "")
+    assert reply[0] == "ok" and len(reply) == 3, "an unwatched reply is the script's own, nothing added"
+    assert [m[5] for m in reply[1]] == ["hi"] and int(reply[2]) == 1
+
+    with notices.watching("a") as watch:
+        watched_reply = await bus.store.run("read_inbox", "a", 20, "1", "")
+    assert watched_reply == reply, "a watched call gets the same reply; the notices go to the watch"
+    assert notices.lines(watch) == [
+        "1 unread message(s) in your inbox, newest from bob: 'hello' (read_inbox)."
+    ]
+
     got = await bus.inbox.read("a")
-    assert [m.id for m in got.messages] == [sent.message_id]
-    assert got.notices == []
+    assert got.notices == [], "the core API adds no notices of its own"
     assert notices.lines(None) == []
     assert notices.lines(notices.Watch("a")) == [], "a watch that saw no call has nothing to say"
 
@@ -254,7 +257,7 @@ async def test_a_watch_ends_with_its_block_and_nested_watches_are_separate(bus: 
             assert notices.current() is inner
             await bus.events.publish("c", "probe.call")
         assert notices.current() is outer
-        assert outer.reply is None, "the inner call was watched for c only"
+        assert outer.state is None, "the inner call was watched for c only"
         await bus.events.publish("a", "probe.call")
     assert notices.current() is None
     assert notices.lines(inner) == [
@@ -305,11 +308,11 @@ async def test_a_watched_call_reloads_every_script_after_script_flush(bus: Agent
     assert len(probes.events) == 1, "the call's own script ran once"
 
 
-async def test_only_the_missing_notices_script_is_rerun(bus: AgentBus) -> None:
+async def test_a_call_whose_own_script_was_reloaded_runs_once_with_its_notices(bus: AgentBus) -> None:
     real_redis_only(bus)
     await bus.inbox.send("bob", "a", "hi", subject="still here")
     await bus.redis.script_flush()
-    await bus.redis.script_load(source("publish_event"))  # the call's script is known; notices is not
+    await bus.redis.script_load(source("publish_event"))  # only the call's own script is known again
 
     lines = await watched(bus)
     assert lines == ["1 unread message(s) in your inbox, newest from bob: 'still here' (read_inbox)."]

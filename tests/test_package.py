@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from importlib import resources
 
 import mcp_agentbus
 from mcp_agentbus.keys import Keys
 from mcp_agentbus.scripts import SCRIPT_NAMES, source
+from mcp_agentbus.store import _REFUSALS
 
 
 def test_public_names_are_exported() -> None:
@@ -22,6 +24,13 @@ def test_every_script_has_a_contract_header_and_resolved_includes() -> None:
         assert header[0].startswith(f"-- {name}:"), name
         assert "-- KEYS:" in text and "-- ARGV:" in text and "-- returns:" in text, name
         assert "--@include" not in text, name
+
+
+def test_the_lua_knows_every_refusal_the_store_maps_to_an_error() -> None:
+    lua = (resources.files("mcp_agentbus") / "lua" / "include" / "notices.lua").read_text()
+    refused = re.search(r"local REFUSED = \{(.*?)\}", lua, re.S)
+    assert refused is not None
+    assert set(re.findall(r"(\w+) = true", refused.group(1))) == set(_REFUSALS)
 
 
 def test_scripts_build_no_key_of_their_own() -> None:

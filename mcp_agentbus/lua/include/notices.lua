@@ -1,11 +1,12 @@
 -- Notices: what an agent should know now — unread messages, its leases and locks about to expire,
--- and those taken back from it since it was last told (each told once). scripts.py ends every script
--- with `return with_notices(main())`, so a call made for an agent (ARGV[3] = notices_for) carries its
--- notices in the same reply, as one last element:
+-- and those taken back from it since it was last told (each told once, so not on a refused call,
+-- whose result shows no notices). scripts.py ends every script with `return with_notices(main())`,
+-- so a call made for an agent (ARGV[3] = notices_for) carries its notices in the same reply, as one
+-- last element:
 -- {unread, {newest_from, newest_subject_or_body} | {}, {kind, name, ms_left, ...}, {'task <id>' | 'lock <res>', ...}}
 -- (needs keys.lua, common.lua and inbox.lua)
 
-local function notices(agent)
+local function notices(agent, tell_lost)
   local now = now_ms()
   -- Warn when less than half the lease or lock, and under 30 s, is left.
   local function soon(left, length) return left < math.min(30000, length / 2) end
@@ -39,12 +40,19 @@ local function notices(agent)
     end
   end
 
-  local lost = redis.call('LRANGE', K_LOST .. agent, 0, -1)
-  if #lost > 0 then redis.call('DEL', K_LOST .. agent) end
+  local lost = {}
+  if tell_lost then
+    lost = redis.call('LRANGE', K_LOST .. agent, 0, -1)
+    if #lost > 0 then redis.call('DEL', K_LOST .. agent) end
+  end
   return { unread, newest, expiring, lost }
 end
 
+-- The statuses with which a script refuses a call (store.py turns them into errors).
+local REFUSED = { not_found = true, wrong_state = true, lease_lost = true, invalid_argument = true,
+  not_lock_owner = true, inbox_full = true }
+
 local function with_notices(reply)
-  if NOTICES_FOR ~= '' then reply[#reply + 1] = notices(NOTICES_FOR) end
+  if NOTICES_FOR ~= '' then reply[#reply + 1] = notices(NOTICES_FOR, not REFUSED[reply[1]]) end
   return reply
 end
