@@ -93,6 +93,8 @@ def changed_by(hint: str) -> set[str]:
         return {f"{PREFIX}inbox/{subject}"}
     if kind == "workflow":
         return {f"{PREFIX}workflows", f"{PREFIX}workflows/{subject}"}
+    if kind == "locks":  # a lock extended, or a waiter queued or gone
+        return {f"{PREFIX}locks"}
     if kind != "event":
         return set()
     # An event is announced under its exact topic, each dotted prefix with '.*', and '*'.

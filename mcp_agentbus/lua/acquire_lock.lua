@@ -19,6 +19,7 @@ for _, waiter in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
   if tonumber(redis.call('HGET', waits, waiter) or 0) <= now then
     redis.call('ZREM', queue, waiter)
     redis.call('HDEL', waits, waiter)
+    wake('locks')
   end
 end
 
@@ -27,6 +28,7 @@ if conflict == res and held[1] == agent then -- the holder again: extend, same t
   local expires = now + ttl_ms
   redis.call('HSET', K_LOCK .. res, 'expires', expires, 'ttl_ms', ttl_ms)
   redis.call('ZADD', K_LOCKS, expires, res)
+  wake('locks')
   return { 'ok', held[2], held[3], expires, '1' }
 end
 
@@ -35,6 +37,7 @@ if conflict or (first and first ~= agent) then
   if queue_me then
     if not redis.call('ZSCORE', queue, agent) then
       redis.call('ZADD', queue, redis.call('HINCRBY', K_COUNTERS, 'seq', 1), agent)
+      wake('locks')
     end
     redis.call('HSET', waits, agent, now + queue_ms)
   end

@@ -49,6 +49,7 @@ for _, res in ipairs(redis.call('SMEMBERS', K_AGENT_LOCKS .. agent)) do
     redis.call('ZADD', K_LOCKS, expires, res)
     locks[#locks + 1] = res
     locks[#locks + 1] = expires
+    wake('locks')
   else
     redis.call('SREM', K_AGENT_LOCKS .. agent, res)
   end

@@ -6,6 +6,9 @@
 --@include common.lua
 
 local agent, res = ARGV[4], ARGV[5]
-if redis.call('ZREM', K_LOCK_QUEUE .. res, agent) == 1 then wake('lock') end
+if redis.call('ZREM', K_LOCK_QUEUE .. res, agent) == 1 then
+  wake('lock')
+  wake('locks')
+end
 redis.call('HDEL', K_LOCK_WAITS .. res, agent)
 return { 'ok' }

@@ -8,11 +8,11 @@
 --@include tasks.lua
 
 local agent, id, token = ARGV[4], ARGV[5], ARGV[6]
-local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner')
+local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner', 'wf')
 if f[1] ~= 'claimed' or f[2] ~= token then return { 'ok', '0' } end
 local now = now_ms()
 drop_lease(id, f[3])
 redis.call('HINCRBY', K_TASK .. id, 'attempts', -1)
 make_ready(id, now)
-emit('task.released', agent, { task = id })
+emit('task.released', agent, { task = id, workflow = f[4] })
 return { 'ok', '1' }

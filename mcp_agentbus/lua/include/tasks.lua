@@ -37,7 +37,11 @@ local function promote_due(now, limit)
   local ids = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
     redis.call('ZREM', K_DELAYED, id)
-    if redis.call('HGET', K_TASK .. id, 'state') == 'delayed' then make_ready(id, now) end
+    local f = redis.call('HMGET', K_TASK .. id, 'state', 'wf')
+    if f[1] == 'delayed' then
+      make_ready(id, now)
+      emit('task.ready', '', { task = id, workflow = f[2] })
+    end
   end
   return #ids
 end
