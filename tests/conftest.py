@@ -10,13 +10,12 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from helpers import free_port, fresh_settings
+from helpers import backend_url, free_port, fresh_settings
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.settings import Settings
@@ -79,14 +78,16 @@ def real_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | N
         proc.wait(timeout=10)
 
 
+@pytest.fixture(params=["auto", "legacy"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """MCP era: `auto` negotiates 2026-07-28 against this server; `legacy` forces the initialize handshake."""
+    return str(request.param)
+
+
 @pytest.fixture(params=["memory", "redis"])
 def redis_url(request: pytest.FixtureRequest, real_redis_url: str | None) -> str:
     """Each test that uses this runs on fakeredis and on the real server."""
-    if request.param == "memory":
-        return f"memory://{uuid.uuid4().hex}"
-    if real_redis_url is None:
-        pytest.skip("redis-server not installed")
-    return real_redis_url
+    return backend_url(str(request.param), real_redis_url)
 
 
 @pytest.fixture

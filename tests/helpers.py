@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import socket
 import uuid
+from datetime import datetime
 from typing import Any
 
 import anyio
+import pytest
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.models import TaskView
@@ -18,6 +20,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# Module-scoped MCP fixtures run once per backend and era.
+BACKENDS_AND_ERAS = [("memory", "auto"), ("memory", "legacy"), ("redis", "auto"), ("redis", "legacy")]
+
+
+def backend_url(backend: str, real_redis_url: str | None) -> str:
+    """A fresh embedded store (``memory``) or the session's real redis-server (``redis``)."""
+    if backend == "memory":
+        return f"memory://{uuid.uuid4().hex}"
+    if real_redis_url is None:
+        pytest.skip("redis-server not installed")
+    return real_redis_url
 
 
 def fresh_settings(redis_url: str, **overrides: Any) -> Settings:
@@ -47,4 +62,28 @@ async def wait_for_state(bus: AgentBus, workflow_id: str, task_id: str, state: s
             view = await view_of(bus, workflow_id, task_id)
             if view.state == state:
                 return view
+            await anyio.sleep(0.02)
+
+
+WAIT_BOUND = 5  # seconds: bound on any one poll below; each ends far sooner
+
+
+def ms_of(iso_text: str | None) -> int:
+    """An ISO timestamp from a result as Redis milliseconds."""
+    assert iso_text is not None
+    return round(datetime.fromisoformat(iso_text).timestamp() * 1000)
+
+
+async def redis_ms(bus: AgentBus) -> float:
+    """The Redis server clock, in milliseconds (with microseconds)."""
+    seconds, micros = await bus.redis.time()
+    return seconds * 1000 + micros / 1000
+
+
+async def until_redis_time(bus: AgentBus, ms: float) -> None:
+    """Poll (bounded) until the Redis clock has passed `ms`."""
+    with anyio.fail_after(WAIT_BOUND):
+        while True:
+            if await redis_ms(bus) > ms:
+                return
             await anyio.sleep(0.02)

@@ -13,11 +13,6 @@ from mcp_agentbus.settings import Settings
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["auto", "legacy"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 async def test_published_events_are_read_back_by_cursor(settings: Settings, mode: str) -> None:
     async with Client(build_server(settings), mode=mode) as client:  # type: ignore[arg-type]
         start = await client.call_tool("read_events", {})

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 from contextlib import AsyncExitStack
-from datetime import datetime
 from typing import Any, cast
 
 import anyio
 import pytest
-from helpers import fresh_settings
+from helpers import WAIT_BOUND, fresh_settings, ms_of, redis_ms, until_redis_time
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import InboxFull, InvalidArgument, NotFound, PayloadTooLarge
@@ -18,27 +17,6 @@ from mcp_agentbus.limits import MAX_BODY, MAX_JSON_BYTES
 from mcp_agentbus.models import EventView, SendResult
 
 pytestmark = pytest.mark.anyio
-
-WAIT_BOUND = 5  # bound on any one wait in these tests; each ends far sooner
-
-
-async def redis_ms(bus: AgentBus) -> float:
-    """The Redis server clock, in milliseconds."""
-    seconds, micros = await bus.redis.time()
-    return seconds * 1000 + micros / 1000
-
-
-async def until_redis_time(bus: AgentBus, ms: float) -> None:
-    """Poll (bounded) until the Redis clock has passed `ms`."""
-    with anyio.fail_after(WAIT_BOUND):
-        while True:
-            if await redis_ms(bus) > ms:
-                return
-            await anyio.sleep(0.02)
-
-
-def ms_of(iso_text: str) -> int:
-    return round(datetime.fromisoformat(iso_text).timestamp() * 1000)
 
 
 def inbox_key(bus: AgentBus, agent: str) -> str:

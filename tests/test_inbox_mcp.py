@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import fresh_settings
+from helpers import BACKENDS_AND_ERAS, backend_url, fresh_settings
 from test_server import Bus, connect, fill, text_of
 
 from mcp_agentbus.settings import Settings
@@ -25,26 +25,16 @@ MESSAGE_ID = re.compile(r"^m-[0-9]+$")
 Progress = list[tuple[float, float | None, str | None]]
 
 
-@pytest.fixture(params=["auto", "legacy"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture(
     scope="module",
-    params=[("memory", "auto"), ("memory", "legacy"), ("redis", "auto"), ("redis", "legacy")],
+    params=BACKENDS_AND_ERAS,
     ids=lambda p: "-".join(p),
 )
 async def inbox_bus(request: pytest.FixtureRequest, real_redis_url: str | None) -> AsyncIterator[Bus]:
     """One server and session per backend and era for this module. Tests share its namespace, so each
     uses agent ids and capabilities of its own (and no `*` broadcast, which would reach the others')."""
     backend, mode = request.param
-    if backend == "memory":
-        url = f"memory://{uuid.uuid4().hex}"
-    elif real_redis_url is None:
-        pytest.skip("redis-server not installed")
-    else:
-        url = real_redis_url
+    url = backend_url(backend, real_redis_url)
     async with connect(fresh_settings(url), mode) as bus:
         yield bus
 

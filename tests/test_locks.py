@@ -6,11 +6,11 @@ import itertools
 import math
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import anyio
 import pytest
+from helpers import WAIT_BOUND, ms_of, redis_ms, until_redis_time
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument, NotLockOwner
@@ -18,20 +18,6 @@ from mcp_agentbus.models import LockResult
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio
-
-WAIT_BOUND = 5  # bound on any one wait in these tests; each ends far sooner
-
-
-def ms_of(iso_text: str | None) -> int:
-    """An ISO timestamp from a result as Redis milliseconds."""
-    assert iso_text is not None
-    return round(datetime.fromisoformat(iso_text).timestamp() * 1000)
-
-
-async def redis_ms(bus: AgentBus) -> float:
-    """The Redis server clock, in milliseconds (with microseconds)."""
-    seconds, micros = await bus.redis.time()
-    return seconds * 1000 + micros / 1000
 
 
 async def probe(bus: AgentBus, resource: str, agent: str = "probe") -> LockResult:
@@ -48,15 +34,6 @@ async def until_waiters(bus: AgentBus, resource: str, count: int) -> None:
             if (await probe(bus, resource)).waiters == count:
                 return
             await anyio.sleep(0.01)
-
-
-async def until_redis_time(bus: AgentBus, ms: float) -> None:
-    """Poll (bounded) until the Redis clock has passed `ms`."""
-    with anyio.fail_after(WAIT_BOUND):
-        while True:
-            if await redis_ms(bus) > ms:
-                return
-            await anyio.sleep(0.02)
 
 
 async def locks_of(bus: AgentBus, agent: str) -> list[str]:

@@ -3,10 +3,9 @@ locks about to expire, and those taken back (each told once) — at no extra rou
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import anyio
 import pytest
+from helpers import WAIT_BOUND, ms_of, until_redis_time
 
 from mcp_agentbus import notices
 from mcp_agentbus.bus import AgentBus
@@ -14,28 +13,6 @@ from mcp_agentbus.scripts import source
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio
-
-WAIT_BOUND = 5  # bound on any one wait in these tests; each ends far sooner
-
-
-async def redis_ms(bus: AgentBus) -> float:
-    """The Redis server clock, in milliseconds."""
-    seconds, micros = await bus.redis.time()
-    return seconds * 1000 + micros / 1000
-
-
-async def until_redis_time(bus: AgentBus, ms: float) -> None:
-    """Poll (bounded) until the Redis clock has passed `ms`."""
-    with anyio.fail_after(WAIT_BOUND):
-        while True:
-            if await redis_ms(bus) > ms:
-                return
-            await anyio.sleep(0.02)
-
-
-def ms_of(iso_text: str | None) -> int:
-    assert iso_text is not None
-    return round(datetime.fromisoformat(iso_text).timestamp() * 1000)
 
 
 async def watched(bus: AgentBus, agent: str = "a", *, unread: bool = True) -> list[str]:

@@ -50,11 +50,6 @@ AGENTS, WORKFLOWS, LOCKS = f"{ROOT}agents", f"{ROOT}workflows", f"{ROOT}locks"
 ONE_TASK = {"key": "a", "title": "A"}
 
 
-@pytest.fixture(params=["auto", "legacy"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 # --- helpers ---------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import free_port, fresh_settings
+from helpers import BACKENDS_AND_ERAS, backend_url, free_port, fresh_settings
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from mcp import Client
@@ -67,12 +67,6 @@ ERROR_CODES = {
 }
 
 TIMEOUT = 20  # bound on any one test's MCP traffic; every test finishes far sooner
-
-
-@pytest.fixture(params=["auto", "legacy"])
-def mode(request: pytest.FixtureRequest) -> str:
-    """`auto` negotiates 2026-07-28 against this server; `legacy` forces the initialize handshake."""
-    return str(request.param)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -861,19 +855,14 @@ async def make_world(bus: Bus) -> dict[str, str]:
 
 @pytest.fixture(
     scope="module",
-    params=[("memory", "auto"), ("memory", "legacy"), ("redis", "auto"), ("redis", "legacy")],
+    params=BACKENDS_AND_ERAS,
     ids=lambda p: "-".join(p),
 )
 async def shared_bus(request: pytest.FixtureRequest, real_redis_url: str | None) -> AsyncIterator[Bus]:
     """One server and session per backend and era for the whole bad-input matrix: fast, and it also
     shows that a server keeps answering correctly after a long run of refused calls."""
     backend, mode = request.param
-    if backend == "memory":
-        url = f"memory://{uuid.uuid4().hex}"
-    elif real_redis_url is None:
-        pytest.skip("redis-server not installed")
-    else:
-        url = real_redis_url
+    url = backend_url(backend, real_redis_url)
     async with connect(fresh_settings(url), mode) as bus:
         yield bus
 
