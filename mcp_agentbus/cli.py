@@ -59,7 +59,25 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--transport", type=click.Choice(["stdio"]), default="stdio", show_default=True)
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: address to listen on.")
+@click.option("--port", type=int, default=8765, show_default=True, help="HTTP: port to listen on.")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="HTTP: a Host header to accept besides loopback, as host:port or host:* (repeatable).",
+)
+@click.option(
+    "--stateless",
+    is_flag=True,
+    help="HTTP: no sessions for legacy clients (no pushes to them); for load balancers without stickiness.",
+)
+@click.option(
+    "--unsafe-no-auth",
+    is_flag=True,
+    help="HTTP: listen on a non-loopback address without authentication. Anyone who can reach it can act.",
+)
 @click.option("--redis-url", help="redis://, rediss://, unix:// or memory:// [env: AGENTBUS_REDIS_URL]")
 @click.option("--namespace", help="Swarm/project name; keys live under it [env: AGENTBUS_NAMESPACE]")
 @click.option("--agent", help="Agent id used when a call names none [env: AGENTBUS_AGENT]")
@@ -70,9 +88,27 @@ def main() -> None:
 @click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), help="[env: AGENTBUS_LOG_LEVEL]"
 )
-def serve(transport: str, **flags: Any) -> None:
-    """Run the MCP server (stdio: for Claude Code, Claude Desktop and agent runners)."""
+def serve(
+    transport: str,
+    host: str,
+    port: int,
+    allowed_hosts: tuple[str, ...],
+    stateless: bool,
+    unsafe_no_auth: bool,
+    **flags: Any,
+) -> None:
+    """Run the MCP server: stdio (for Claude Code, Claude Desktop and agent runners) or streamable
+    HTTP at http://HOST:PORT/mcp (for remote agents; /healthz reports Redis reachability)."""
     settings = load_settings(**flags)
+    if transport == "http":
+        from mcp_agentbus.http import is_loopback
+
+        if not is_loopback(host) and not unsafe_no_auth:
+            fail(
+                f"refusing to listen on {host} without authentication: anyone who can reach it could act "
+                "as any agent.\n  Listen on 127.0.0.1 (and put an authenticating proxy in front), or pass "
+                "--unsafe-no-auth if this network is truly private."
+            )
     logging.basicConfig(
         stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -81,7 +117,17 @@ def serve(transport: str, **flags: Any) -> None:
     from mcp_agentbus.server import build_server  # the MCP stack loads only for commands that serve
 
     try:
-        server = build_server(settings)
+        if transport == "http":
+            from mcp_agentbus.http import build_app
+            from mcp_agentbus.http import serve as serve_http
+
+            app = build_app(settings, allowed_hosts=allowed_hosts, stateless=stateless)
+        else:
+            server = build_server(settings)
     except ValueError as exc:
         fail(str(exc))
-    server.run("stdio")
+    if transport == "http":
+        click.echo(f"agentbus: serving MCP at http://{host}:{port}/mcp (health: /healthz)", err=True)
+        serve_http(app, host, port)
+    else:
+        server.run("stdio")

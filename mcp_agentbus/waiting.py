@@ -39,7 +39,7 @@ class Wait:
         while not woken.is_set() and (left := until - anyio.current_time()) > 0:
             with anyio.move_on_after(min(left, PROGRESS_EVERY)):
                 await woken.wait()
-            if self._on_progress is not None and not woken.is_set():
+            if self._on_progress is not None and not woken.is_set() and self.remaining() > 0:
                 waited = min(anyio.current_time() - self._started, self.seconds)
                 message = f"waiting for {self._what}: {waited:.0f} s of {self.seconds:g} s"
                 await self._on_progress(waited, self.seconds, message)

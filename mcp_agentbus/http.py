@@ -1,0 +1,70 @@
+"""Streamable HTTP: the MCP endpoint at ``/mcp`` (both protocol eras) and ``/healthz``.
+
+Every process keeps only connections in memory; the bus itself is in Redis, so several processes on one
+Redis behave as one bus. Legacy (``initialize``) clients get a session bound to the process that
+created it: behind a load balancer, route them sticky on ``Mcp-Session-Id`` or run ``--stateless``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+import anyio
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from mcp_agentbus import __version__
+from mcp_agentbus.connection import connect, redact
+from mcp_agentbus.server import build_server
+from mcp_agentbus.settings import Settings
+
+MCP_PATH = "/mcp"
+LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
+HEALTH_TIMEOUT = 2.0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_app(settings: Settings, *, allowed_hosts: Sequence[str] = (), stateless: bool = False) -> Starlette:
+    """The ASGI app of one server process. Requests must name a loopback host or one of
+    `allowed_hosts` (``host:port`` or ``host:*``), against DNS rebinding."""
+    server = build_server(settings)
+    health_redis = connect(settings.redis_url)
+
+    async def healthz(_: Request) -> JSONResponse:
+        """Whether this process can reach its Redis (for load balancers; never authenticated)."""
+        try:
+            with anyio.fail_after(HEALTH_TIMEOUT):
+                await health_redis.ping()
+        except Exception as exc:  # any failure means the same to a load balancer
+            reason = f"Redis at {redact(settings.redis_url)}: {exc or type(exc).__name__}"
+            return JSONResponse({"status": "unavailable", "redis": reason}, status_code=503)
+        return JSONResponse({"status": "ok", "redis": "ok", "version": __version__})
+
+    hosts = [*LOOPBACK_HOSTS, *allowed_hosts]
+    security = TransportSecuritySettings(
+        allowed_hosts=hosts,
+        allowed_origins=[f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")],
+    )
+    app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH, stateless_http=stateless, transport_security=security
+    )
+    app.add_route("/healthz", healthz, methods=["GET"])
+    return app
+
+
+def serve(app: Starlette, host: str, port: int) -> None:
+    """Run `app` until interrupted; uvicorn logs through our stderr logging."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)).run()
