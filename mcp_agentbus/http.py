@@ -51,7 +51,12 @@ def build_app(settings: Settings, *, allowed_hosts: Sequence[str] = (), stateles
             return JSONResponse({"status": "unavailable", "redis": reason}, status_code=503)
         return JSONResponse({"status": "ok", "redis": "ok", "version": __version__})
 
-    hosts = [*LOOPBACK_HOSTS, *allowed_hosts]
+    # 'host:*' also covers the bare host: a proxy on the default port passes Host without a port.
+    hosts = [
+        *LOOPBACK_HOSTS,
+        *allowed_hosts,
+        *(h.removesuffix(":*") for h in allowed_hosts if h.endswith(":*")),
+    ]
     security = TransportSecuritySettings(
         allowed_hosts=hosts,
         allowed_origins=[f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")],
