@@ -8,7 +8,7 @@
      ├── WrongState             wrong_state
      ├── LeaseLost              lease_lost
      ├── NotLockOwner           not_lock_owner
- ├── InboxFull              inbox_full
+     ├── InboxFull              inbox_full
      ├── Forbidden              forbidden
      ├── BackendUnavailable     backend_unavailable
      └── InternalError          internal

@@ -38,7 +38,7 @@ def is_loopback(host: str) -> bool:
 def build_app(settings: Settings, *, allowed_hosts: Sequence[str] = (), stateless: bool = False) -> Starlette:
     """The ASGI app of one server process. Requests must name a loopback host or one of
     `allowed_hosts` (``host:port`` or ``host:*``), against DNS rebinding."""
-    server = build_server(settings)
+    server = build_server(settings, legacy_subscriptions=not stateless)
     health_redis = connect(settings.redis_url)
 
     async def healthz(_: Request) -> JSONResponse:

@@ -33,7 +33,7 @@ never invents a key of its own; the index of each entry is mirrored in ``lua/inc
 | ``ab:{ns}:inbox:<agent>``  | STREAM | the agent's messages, read and unread (bounded)          |
 | ``ab:{ns}:unread:<agent>`` | ZSET   | entry ids of unread messages, score = message sequence   |
 | ``ab:{ns}:msg:<id>``       | HASH   | a sent message's thread and sender, for replies (expires)|
-| ``ab:{ns}:lost:<agent>``   | LIST   | leases taken back from the agent, until it is told        |
+| ``ab:{ns}:lost:<agent>``   | LIST   | leases and locks taken back from it, until it is told    |
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def source(name: str) -> str:
             body.append(line)
         else:
             header.append(line)
-    includes += [name for name in _NOTICES_NEED if name not in includes]
+    includes += [needed for needed in _NOTICES_NEED if needed not in includes]
     shared = [(_LUA / "include" / include).read_text() for include in includes]
     return "\n".join([*header, *shared, "local function main()", *body, "end", "return with_notices(main())"])
 

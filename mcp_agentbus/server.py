@@ -62,7 +62,7 @@ talk, read_events to follow what happens, and read the `notices` in every result
 class AgentBusServer(MCPServer[App]):
     """`MCPServer` whose tool failures are always ``{"error": {"code", "message", "hint"}}``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, legacy_subscriptions: bool = True) -> None:
         listeners = InMemorySubscriptionBus()  # serves subscriptions/listen (2026-07-28) in this process
 
         @asynccontextmanager
@@ -82,11 +82,15 @@ class AgentBusServer(MCPServer[App]):
             log_level=settings.log_level,
             subscriptions=listeners,
         )
-        # Legacy clients subscribe with resources/subscribe, which MCPServer leaves to us.
-        self._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, _subscribe)
-        self._lowlevel_server.add_request_handler(
-            "resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe
-        )
+        # Legacy clients subscribe with resources/subscribe, which MCPServer leaves to us. Without a
+        # session to push on (stateless HTTP) it is not offered at all, rather than accepted and never kept.
+        if legacy_subscriptions:
+            self._lowlevel_server.add_request_handler(
+                "resources/subscribe", SubscribeRequestParams, _subscribe
+            )
+            self._lowlevel_server.add_request_handler(
+                "resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe
+            )
         self.add_prompt(Prompt.from_function(prompts.coordinator, name="coordinator"))
         self.add_prompt(Prompt.from_function(prompts.worker, name="worker"))
         self._settings = settings
@@ -208,6 +212,7 @@ def error_result(error: AgentBusError) -> CallToolResult:
     )
 
 
-def build_server(settings: Settings | None = None) -> AgentBusServer:
-    """A fresh server; its lifespan opens the bus (Redis client, wake-ups, reaper) and closes it."""
-    return AgentBusServer(settings or Settings())
+def build_server(settings: Settings | None = None, *, legacy_subscriptions: bool = True) -> AgentBusServer:
+    """A fresh server; its lifespan opens the bus (Redis client, wake-ups, reaper) and closes it.
+    `legacy_subscriptions=False` when legacy clients have no session to receive updates on."""
+    return AgentBusServer(settings or Settings(), legacy_subscriptions=legacy_subscriptions)

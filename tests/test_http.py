@@ -638,6 +638,9 @@ async def test_a_stateless_server_serves_legacy_tool_calls(redis_url_real: str, 
     ) as server:
         with anyio.fail_after(TIMEOUT):
             async with connect(server, "legacy") as legacy, connect(server, "auto") as modern:
+                # No session to push updates on: subscriptions are not offered rather than never kept.
+                resources = legacy.client.server_capabilities.resources
+                assert resources is not None and not resources.subscribe
                 beat = await legacy.ok("heartbeat", {"agent": "old", "capabilities": [cap]})
                 assert beat["agent"]["agent"] == "old"
                 created = await modern.ok("create_task", {"title": "stateless", "capability": cap})
