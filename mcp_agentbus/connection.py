@@ -1,14 +1,27 @@
-"""Redis clients from a URL, and the translation of connection failures into `BackendUnavailable`."""
+"""Redis clients from a URL, and the translation of connection failures into `BackendUnavailable`.
+
+| URL | client |
+|---|---|
+| ``redis://[user:pass@]host:port/db``, ``rediss://…`` (TLS), ``unix:///path.sock`` | one server |
+| ``redis+sentinel://[user:pass@]host:port[,host:port…]/service[/db]`` | the master Sentinel names |
+| ``redis+cluster://[user:pass@]host:port[,host:port…]`` | Redis Cluster from any seed nodes |
+| ``memory://[name]`` | an embedded store inside this one process |
+
+The ``+sentinel`` and ``+cluster`` schemes also come as ``rediss+…`` for TLS. A password in a Sentinel
+URL is the master's; sentinels that need their own pass ``?sentinel_password=…``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     BusyLoadingError,
@@ -23,7 +36,18 @@ from redis.exceptions import (
 
 from mcp_agentbus.errors import BackendUnavailable
 
-Redis = aioredis.Redis
+Redis = aioredis.Redis | RedisCluster
+
+SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "memory://",
+)
 
 # memory:// stores live as long as the process; one per name so tests can stay apart.
 _memory_servers: dict[str, Any] = {}
@@ -40,16 +64,58 @@ def connect(url: str) -> Redis:
         server = _memory_servers.setdefault(name, fakeredis.FakeServer())
         client: Redis = fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
         return client
-    # A short, bounded retry rides out a blip; past it the call fails with backend_unavailable.
-    return aioredis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=10,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=30,
-    )
+    parts = urlsplit(url)
+    if parts.scheme.endswith("+cluster"):
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in _seeds(parts.netloc, 6379)],
+            username=_unquoted(parts.username),
+            password=_unquoted(parts.password),
+            ssl=parts.scheme.startswith("rediss"),
+            **_options(),
+        )
+    if parts.scheme.endswith("+sentinel"):
+        service, _, db = parts.path.strip("/").partition("/")
+        if not service:
+            raise ValueError(f"{redact(url)}: name the master after the hosts, as …/mymaster")
+        sentinel_password = parse_qs(parts.query).get("sentinel_password", [None])[0]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            _seeds(parts.netloc, 26379),
+            sentinel_kwargs={"password": sentinel_password},
+            username=_unquoted(parts.username),
+            password=_unquoted(parts.password),
+            ssl=parts.scheme.startswith("rediss"),
+            db=int(db or 0),
+            **_options(),
+        )
+        master: Redis = sentinel.master_for(service)
+        return master
+    return aioredis.from_url(url, **_options())
+
+
+def _options() -> dict[str, Any]:
+    # A short, bounded retry rides out a blip (or a failover); past it a call fails with backend_unavailable.
+    return {
+        "decode_responses": True,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "health_check_interval": 30,
+    }
+
+
+def _seeds(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (after any credentials) as pairs."""
+    hosts = netloc.rpartition("@")[2]
+    pairs = []
+    for seed in hosts.split(","):
+        host, _, port = seed.rpartition(":") if seed.rpartition(":")[2].isdigit() else (seed, "", "")
+        pairs.append((host.strip("[]") or "localhost", int(port or default_port)))
+    return pairs
+
+
+def _unquoted(part: str | None) -> str | None:
+    return None if part is None else unquote(part)
 
 
 def redact(url: str) -> str:
@@ -57,8 +123,8 @@ def redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    hosts = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{hosts}"))
 
 
 @contextmanager

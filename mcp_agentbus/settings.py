@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mcp_agentbus.connection import SCHEMES
 from mcp_agentbus.keys import NAMESPACE_PATTERN
 from mcp_agentbus.limits import AGENT_PATTERN
 
@@ -18,7 +19,8 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(
         "memory://",
-        description="redis://, rediss://, unix:// or memory:// (an embedded store inside this one process).",
+        description="redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// or memory:// "
+        "(an embedded store inside this one process).",
     )
     namespace: str = Field(
         "default", pattern=NAMESPACE_PATTERN, description="The swarm/project; keys live under it."
@@ -48,7 +50,6 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
-        schemes = ("redis://", "rediss://", "unix://", "memory://")
-        if not url.startswith(schemes):
-            raise ValueError(f"redis_url must start with one of {', '.join(schemes)}")
+        if not url.startswith(SCHEMES):
+            raise ValueError(f"redis_url must start with one of {', '.join(SCHEMES)}")
         return url

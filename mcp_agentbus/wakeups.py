@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskStatus
+from redis.asyncio.cluster import RedisCluster
 
 from mcp_agentbus.connection import Redis
 
@@ -58,6 +59,8 @@ class Wakeups:
         started = False
         while True:
             try:
+                if isinstance(self._redis, RedisCluster):
+                    await self._redis.initialize()  # a cluster pubsub needs the slot map to pick its node
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel)
                     self._dispatch(None)
