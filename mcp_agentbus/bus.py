@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
+from anyio.abc import TaskStatus
 
 from mcp_agentbus.connection import Redis, backend, connect
 from mcp_agentbus.events import Events
@@ -52,13 +54,21 @@ class AgentBus:
         try:
             bus = cls(redis, settings)
             async with anyio.create_task_group() as tg:
-                await tg.start(bus.wakeups.run)
-                if reaper:
-                    tg.start_soon(bus.reaper.run)
+                await tg.start(partial(bus.run, reaper=reaper))
                 yield bus
                 tg.cancel_scope.cancel()
         finally:
             await redis.aclose()
+
+    async def run(
+        self, *, reaper: bool = True, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The background work, until cancelled: wake-ups (started once subscribed) and the reaper."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.wakeups.run)
+            if reaper:
+                tg.start_soon(self.reaper.run)
+            task_status.started()
 
     async def ping(self) -> None:
         """Raise `BackendUnavailable` unless Redis answers."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
 import click
 from pydantic import ValidationError
 
+from mcp_agentbus.auth import TokensFile
 from mcp_agentbus.connection import connect, redact
 from mcp_agentbus.settings import Settings
 
@@ -58,6 +60,34 @@ def main() -> None:
     """mcp-agentbus: a coordination bus for LLM agents on one Redis, spoken over MCP."""
 
 
+def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile | None:
+    """The tokens an HTTP server requires: those of the tokens file when it exists. Without them it
+    listens on loopback only, unless the user insists."""
+    from mcp_agentbus.http import is_loopback
+
+    tokens = TokensFile(settings.tokens_file)
+    if unsafe_no_auth:
+        click.echo(
+            f"agentbus: WARNING: --unsafe-no-auth: no tokens are checked; anyone who can reach {host} "
+            "can act as any agent in any way.",
+            err=True,
+        )
+        return None
+    if tokens.exists():
+        try:
+            tokens.grants()
+        except ValueError as exc:
+            fail(str(exc))
+        return tokens
+    if not is_loopback(host):
+        fail(
+            f"refusing to listen on {host} without authentication: anyone who can reach it could act "
+            "as any agent.\n  Create a token first (`agentbus token create --agent 'worker-*'`), listen on "
+            "127.0.0.1, or pass --unsafe-no-auth if this network is truly private."
+        )
+    return None
+
+
 @main.command()
 @click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: address to listen on.")
@@ -76,7 +106,7 @@ def main() -> None:
 @click.option(
     "--unsafe-no-auth",
     is_flag=True,
-    help="HTTP: listen on a non-loopback address without authentication. Anyone who can reach it can act.",
+    help="HTTP: serve without tokens even on a non-loopback address. Anyone who can reach it can act.",
 )
 @click.option("--redis-url", help="redis://, rediss://, unix:// or memory:// [env: AGENTBUS_REDIS_URL]")
 @click.option("--namespace", help="Swarm/project name; keys live under it [env: AGENTBUS_NAMESPACE]")
@@ -100,15 +130,9 @@ def serve(
     """Run the MCP server: stdio (for Claude Code, Claude Desktop and agent runners) or streamable
     HTTP at http://HOST:PORT/mcp (for remote agents; /healthz reports Redis reachability)."""
     settings = load_settings(**flags)
+    tokens = None
     if transport == "http":
-        from mcp_agentbus.http import is_loopback
-
-        if not is_loopback(host) and not unsafe_no_auth:
-            fail(
-                f"refusing to listen on {host} without authentication: anyone who can reach it could act "
-                "as any agent.\n  Listen on 127.0.0.1 (and put an authenticating proxy in front), or pass "
-                "--unsafe-no-auth if this network is truly private."
-            )
+        tokens = http_auth(settings, host, unsafe_no_auth)
     logging.basicConfig(
         stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -121,13 +145,97 @@ def serve(
             from mcp_agentbus.http import build_app
             from mcp_agentbus.http import serve as serve_http
 
-            app = build_app(settings, allowed_hosts=allowed_hosts, stateless=stateless)
+            app = build_app(settings, allowed_hosts=allowed_hosts, stateless=stateless, tokens=tokens)
         else:
             server = build_server(settings)
     except ValueError as exc:
         fail(str(exc))
     if transport == "http":
-        click.echo(f"agentbus: serving MCP at http://{host}:{port}/mcp (health: /healthz)", err=True)
+        auth = "no auth" if tokens is None else f"bearer tokens from {tokens.path}"
+        click.echo(f"agentbus: serving MCP at http://{host}:{port}/mcp ({auth}; health: /healthz)", err=True)
         serve_http(app, host, port)
     else:
         server.run("stdio")
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens for the HTTP transport (stored hashed in AGENTBUS_TOKENS_FILE, default
+    ~/.config/agentbus/tokens.json). While that file exists, HTTP requires a token."""
+
+
+_tokens_file_option = click.option(
+    "--tokens-file", type=click.Path(dir_okay=False, path_type=Path), help="[env: AGENTBUS_TOKENS_FILE]"
+)
+
+
+def _tokens(tokens_file: Path | None) -> TokensFile:
+    return TokensFile(load_settings(tokens_file=tokens_file).tokens_file)
+
+
+@token.command("create")
+@click.option(
+    "--agent", required=True, help="Agent ids the token may act as: one id, or a glob such as 'worker-*'."
+)
+@click.option("--namespace", help="The namespace it works in [default: AGENTBUS_NAMESPACE or 'default'].")
+@click.option(
+    "--role",
+    default="worker",
+    show_default=True,
+    help="Tools it may call: worker, coordinator, all, or a comma list of tools.",
+)
+@click.option("--note", default="", help="What it is for (shown by `token list`).")
+@_tokens_file_option
+def token_create(agent: str, namespace: str | None, role: str, note: str, tokens_file: Path | None) -> None:
+    """Create a token: printed once on stdout; only its hash is kept."""
+    from mcp_agentbus.tools import select_tools
+
+    try:
+        select_tools(role)
+    except ValueError as exc:
+        fail(f"--role: {exc}")
+    settings = load_settings(namespace=namespace, tokens_file=tokens_file)
+    tokens = TokensFile(settings.tokens_file)
+    try:
+        secret, grant = tokens.create(namespace=settings.namespace, agent=agent, role=role, note=note)
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+    click.echo(
+        f"agentbus: created {grant.id} (namespace {grant.namespace}, agents {grant.agent!r}, role "
+        f"{grant.role}) in {tokens.path}. The token is shown only now:",
+        err=True,
+    )
+    click.echo(secret)
+
+
+@token.command("list")
+@_tokens_file_option
+def token_list(tokens_file: Path | None) -> None:
+    """The tokens there are (never the tokens themselves)."""
+    tokens = _tokens(tokens_file)
+    try:
+        grants = tokens.grants()
+    except ValueError as exc:
+        fail(str(exc))
+    if not grants:
+        click.echo(f"no tokens in {tokens.path}", err=True)
+    for g in grants:
+        click.echo(
+            f"{g.id}  namespace={g.namespace}  agent={g.agent}  role={g.role}  created={g.created_at}"
+            + (f"  note={g.note}" if g.note else "")
+        )
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@_tokens_file_option
+def token_revoke(token_id: str, tokens_file: Path | None) -> None:
+    """Remove a token by its id (from `token list`); servers refuse it from their next request."""
+    tokens = _tokens(tokens_file)
+    try:
+        gone = tokens.revoke(token_id)
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+    if gone is None:
+        fail(f"there is no token {token_id} in {tokens.path} (see `agentbus token list`)")
+    click.echo(f"agentbus: revoked {token_id}", err=True)

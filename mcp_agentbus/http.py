@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from mcp_agentbus import __version__
+from mcp_agentbus.auth import TokensFile
 from mcp_agentbus.connection import connect, redact
 from mcp_agentbus.server import build_server
 from mcp_agentbus.settings import Settings
@@ -35,10 +36,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build_app(settings: Settings, *, allowed_hosts: Sequence[str] = (), stateless: bool = False) -> Starlette:
+def build_app(
+    settings: Settings,
+    *,
+    allowed_hosts: Sequence[str] = (),
+    stateless: bool = False,
+    tokens: TokensFile | None = None,
+) -> Starlette:
     """The ASGI app of one server process. Requests must name a loopback host or one of
-    `allowed_hosts` (``host:port`` or ``host:*``), against DNS rebinding."""
-    server = build_server(settings, legacy_subscriptions=not stateless)
+    `allowed_hosts` (``host:port`` or ``host:*``), against DNS rebinding; with `tokens`, they must
+    also carry a bearer token from that file (401 otherwise) and act within its grant."""
+    server = build_server(settings, legacy_subscriptions=not stateless, tokens=tokens)
     health_redis = connect(settings.redis_url)
 
     async def healthz(_: Request) -> JSONResponse:

@@ -9,12 +9,15 @@ MCP eras are served: 2026-07-28 clients listen through ``subscriptions/listen`` 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 from mcp.server.connection import Connection
-from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
+from mcp.server.subscriptions import ResourceUpdated, ServerEvent
 
+from mcp_agentbus.auth import current_grant
 from mcp_agentbus.resources import changed_by
 
 logger = logging.getLogger(__name__)
@@ -22,9 +25,41 @@ logger = logging.getLogger(__name__)
 COALESCE_SECONDS = 0.02  # the hints of one change, or of a burst, become one notification per URI
 
 
+class Listeners:
+    """The `SubscriptionBus` of this process's ``subscriptions/listen`` streams (2026-07-28). A stream
+    sees the resource updates of the namespace it listened in: its token's, else the server's."""
+
+    def __init__(self, namespace: str) -> None:
+        self._namespace = namespace
+        self._listeners: dict[object, tuple[str, Callable[[ServerEvent], None]]] = {}
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        grant = current_grant()  # called inside the listen request
+        key = object()
+        self._listeners[key] = (self._namespace if grant is None else grant.namespace, listener)
+        return lambda: self._listeners.pop(key, None) and None
+
+    async def publish(self, event: ServerEvent) -> None:
+        """An event for every stream (the SDK's list-changed events)."""
+        await self.publish_in(None, event)
+
+    async def publish_in(self, namespace: str | None, event: ServerEvent) -> None:
+        """`event` for the streams of `namespace` (of all when None)."""
+        for listening_in, listener in list(self._listeners.values()):
+            if namespace is None or listening_in == namespace:
+                try:
+                    listener(event)
+                except Exception:  # one bad stream must not stop the others' updates
+                    logger.exception("a listen stream failed to take an update")
+        await anyio.lowlevel.checkpoint()
+
+
 class Push:
-    def __init__(self, listeners: SubscriptionBus) -> None:
+    """Resource updates of one namespace, to its subscribers in both eras."""
+
+    def __init__(self, listeners: Listeners, namespace: str) -> None:
         self._listeners = listeners
+        self._namespace = namespace
         self._legacy: dict[str, set[Connection]] = {}  # subscribers by URI, until their connection closes
         self._connections: set[Connection] = set()
         self._pending: set[str] = set()
@@ -60,7 +95,7 @@ class Push:
             self._due = anyio.Event()
             uris, self._pending = self._pending, set()
             for uri in sorted(uris):
-                await self._listeners.publish(ResourceUpdated(uri=uri))
+                await self._listeners.publish_in(self._namespace, ResourceUpdated(uri=uri))
                 for connection in list(self._legacy.get(uri, ())):
                     try:
                         await connection.send_resource_updated(uri)

@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
-import anyio
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.prompts import Prompt
-from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
@@ -30,19 +29,22 @@ from mcp.types import (
 )
 from mcp.types import Resource as MCPResource
 from mcp.types import ResourceTemplate as MCPResourceTemplate
+from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
 from mcp_agentbus import __version__, notices, prompts, resources
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.auth import TokensFile, Verifier, acting_agent, current_grant
 from mcp_agentbus.errors import (
     AgentBusError,
     BackendUnavailable,
+    Forbidden,
     InternalError,
     InvalidArgument,
     NotFound,
     explain_validation,
 )
-from mcp_agentbus.push import Push
+from mcp_agentbus.namespaces import Namespaces
+from mcp_agentbus.push import Listeners
 from mcp_agentbus.resources import VIEWS
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.tasks import AGENT_RE
@@ -62,17 +64,15 @@ talk, read_events to follow what happens, and read the `notices` in every result
 class AgentBusServer(MCPServer[App]):
     """`MCPServer` whose tool failures are always ``{"error": {"code", "message", "hint"}}``."""
 
-    def __init__(self, settings: Settings, *, legacy_subscriptions: bool = True) -> None:
-        listeners = InMemorySubscriptionBus()  # serves subscriptions/listen (2026-07-28) in this process
+    def __init__(
+        self, settings: Settings, *, legacy_subscriptions: bool = True, tokens: TokensFile | None = None
+    ) -> None:
+        listeners = Listeners(settings.namespace)  # serves subscriptions/listen (2026-07-28) in this process
 
         @asynccontextmanager
         async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
-            async with AgentBus.open(settings) as bus, anyio.create_task_group() as tg:
-                push = Push(listeners)
-                bus.wakeups.listen(push.hint)
-                await tg.start(push.run)
-                yield App(bus=bus, settings=settings, push=push)
-                tg.cancel_scope.cancel()
+            async with Namespaces.open(settings, listeners) as namespaces:
+                yield App(namespaces=namespaces, settings=settings)
 
         super().__init__(
             "agentbus",
@@ -81,6 +81,12 @@ class AgentBusServer(MCPServer[App]):
             lifespan=lifespan,
             log_level=settings.log_level,
             subscriptions=listeners,
+            # Plain bearer tokens: with no resource_server_url the SDK advertises no OAuth metadata, so
+            # the issuer is never shown to clients (but the SDK requires one).
+            token_verifier=None if tokens is None else Verifier(tokens),
+            auth=None
+            if tokens is None
+            else AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),
         )
         # Legacy clients subscribe with resources/subscribe, which MCPServer leaves to us. Without a
         # session to push on (stateless HTTP) it is not offered at all, rather than accepted and never kept.
@@ -111,6 +117,15 @@ class AgentBusServer(MCPServer[App]):
                     f"there is no tool named {name!r}", hint=f"Available tools: {', '.join(self._arguments)}."
                 )
             )
+        grant = current_grant()
+        if grant is not None and name not in self._role_tools(grant.role):
+            return error_result(
+                Forbidden(
+                    f"the role {grant.role!r} of your token may not call {name}",
+                    hint=f"It may call: {', '.join(self._role_tools(grant.role)) or 'nothing'}. "
+                    "Ask the operator for a token with a role that includes this tool.",
+                )
+            )
         unknown = sorted(set(arguments) - allowed)
         if unknown:
             return error_result(
@@ -125,12 +140,34 @@ class AgentBusServer(MCPServer[App]):
         except ToolError as exc:
             return error_result(_explain(name, exc))
 
+    def _role_tools(self, role: str) -> list[str]:
+        """The tools of this server a token's role allows (none for a role that names no known tools)."""
+        try:
+            allowed = select_tools(role)
+        except ValueError:
+            return []
+        return [name for name in self._arguments if name in allowed]
+
+    async def list_tools(self) -> list[MCPTool]:
+        tools = await super().list_tools()
+        grant = current_grant()
+        if grant is None:
+            return tools
+        allowed = self._role_tools(grant.role)
+        return [tool for tool in tools if tool.name in allowed]
+
     def _watching(self, tool: str, arguments: dict[str, Any]) -> AbstractContextManager[Any]:
         """Collect the acting agent's notices along with a tool call that acts."""
-        agent = arguments.get("agent") or self._settings.agent
-        if "agent" not in self._arguments[tool] or not isinstance(agent, str) or not AGENT_RE.match(agent):
+        if "agent" not in self._arguments[tool]:
             return nullcontext()
-        return notices.watching(agent, unread=tool != "read_inbox")
+        agent = arguments.get("agent")
+        try:
+            acting = acting_agent(agent if isinstance(agent, str) else None, self._settings.agent)
+        except AgentBusError:
+            return nullcontext()  # the tool itself reports it
+        if not AGENT_RE.match(acting):
+            return nullcontext()
+        return notices.watching(acting, unread=tool != "read_inbox")
 
     async def list_resources(self) -> list[MCPResource]:
         return [
@@ -155,6 +192,7 @@ class AgentBusServer(MCPServer[App]):
             raise MCPError(code=INTERNAL_ERROR, message="resources are read through a client session")
         app: App = context.request_context.lifespan_context
         try:
+            authorize(str(uri))
             text = await resources.read(app.bus, str(uri))
         except AgentBusError as exc:
             raise resource_error(str(uri), exc) from exc
@@ -164,16 +202,27 @@ class AgentBusServer(MCPServer[App]):
 async def _subscribe(ctx: ServerRequestContext[App], params: SubscribeRequestParams) -> EmptyResult:
     uri = str(params.uri)
     try:
-        resources.parse(uri)
+        authorize(uri)
     except AgentBusError as exc:
         raise resource_error(uri, exc) from exc
-    ctx.lifespan_context.push.subscribe(uri, _connection(ctx))
+    ctx.lifespan_context.served.push.subscribe(uri, _connection(ctx))
     return EmptyResult()
 
 
 async def _unsubscribe(ctx: ServerRequestContext[App], params: UnsubscribeRequestParams) -> EmptyResult:
-    ctx.lifespan_context.push.unsubscribe(str(params.uri), _connection(ctx))
+    ctx.lifespan_context.served.push.unsubscribe(str(params.uri), _connection(ctx))
     return EmptyResult()
+
+
+def authorize(uri: str) -> None:
+    """Refuse a URI that names no view, or an inbox the caller's token may not act as."""
+    kind, arg = resources.parse(uri)
+    grant = current_grant()
+    if kind == "inbox" and grant is not None and not grant.may_act_as(arg):
+        raise Forbidden(
+            f"your token may not read the inbox of {arg!r}",
+            hint=f"It may read the inboxes of agents matching {grant.agent!r}.",
+        )
 
 
 def _connection(ctx: ServerRequestContext[App]) -> Connection:
@@ -212,7 +261,10 @@ def error_result(error: AgentBusError) -> CallToolResult:
     )
 
 
-def build_server(settings: Settings | None = None, *, legacy_subscriptions: bool = True) -> AgentBusServer:
+def build_server(
+    settings: Settings | None = None, *, legacy_subscriptions: bool = True, tokens: TokensFile | None = None
+) -> AgentBusServer:
     """A fresh server; its lifespan opens the bus (Redis client, wake-ups, reaper) and closes it.
-    `legacy_subscriptions=False` when legacy clients have no session to receive updates on."""
-    return AgentBusServer(settings or Settings(), legacy_subscriptions=legacy_subscriptions)
+    `legacy_subscriptions=False` when legacy clients have no session to receive updates on; `tokens`
+    (HTTP only) requires a bearer token from that file on every request."""
+    return AgentBusServer(settings or Settings(), legacy_subscriptions=legacy_subscriptions, tokens=tokens)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -10,6 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from mcp_agentbus.connection import SCHEMES
 from mcp_agentbus.keys import NAMESPACE_PATTERN
 from mcp_agentbus.limits import AGENT_PATTERN
+
+
+def default_tokens_file() -> Path:
+    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config) / "agentbus" / "tokens.json"
 
 
 class Settings(BaseSettings):
@@ -44,6 +51,10 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(300.0, ge=0, description="Longest retry delay.")
     reaper_interval_seconds: float = Field(
         1.0, gt=0, le=60, description="How often expired leases are swept."
+    )
+    tokens_file: Path = Field(
+        default_factory=default_tokens_file,
+        description="HTTP bearer tokens (hashed); while this file exists, HTTP requires a token.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 

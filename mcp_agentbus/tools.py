@@ -12,8 +12,8 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from mcp_agentbus import notices
+from mcp_agentbus.auth import acting_agent, current_grant
 from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.errors import UnknownAgent
 from mcp_agentbus.events import MAX_LIMIT
 from mcp_agentbus.inbox import MAX_READ
 from mcp_agentbus.limits import (
@@ -59,25 +59,32 @@ from mcp_agentbus.models import (
     Result,
     SendResult,
 )
-from mcp_agentbus.push import Push
+from mcp_agentbus.namespaces import Namespaces, Served
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.workflows import WorkflowTask
 
 
 @dataclass
 class App:
-    """What the server's lifespan holds for the tools."""
+    """What the server's lifespan holds for the tools: the bus of the caller's namespace (its token's,
+    else the server's) and who the caller may act as."""
 
-    bus: AgentBus
+    namespaces: Namespaces
     settings: Settings
-    push: Push
+
+    @property
+    def served(self) -> Served:
+        grant = current_grant()
+        return self.namespaces.get(self.settings.namespace if grant is None else grant.namespace)
+
+    @property
+    def bus(self) -> AgentBus:
+        return self.served.bus
 
     def agent(self, agent: str | None) -> str:
-        """The acting agent: the argument, else the server's configured identity."""
-        acting = agent or self.settings.agent
-        if acting is None:
-            raise UnknownAgent("this call names no agent and the server has no default agent")
-        return acting
+        """The acting agent: the argument, else the token's or the server's identity; checked against
+        the token."""
+        return acting_agent(agent, self.settings.agent)
 
 
 Ctx = Context[App, Any]
