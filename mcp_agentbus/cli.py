@@ -111,7 +111,9 @@ def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile
 @click.option("--redis-url", help="redis://, rediss://, unix:// or memory:// [env: AGENTBUS_REDIS_URL]")
 @click.option("--namespace", help="Swarm/project name; keys live under it [env: AGENTBUS_NAMESPACE]")
 @click.option("--agent", help="Agent id used when a call names none [env: AGENTBUS_AGENT]")
-@click.option("--tools", help="all, worker, coordinator, or a comma list of tools [env: AGENTBUS_TOOLS]")
+@click.option(
+    "--tools", help="worker, coordinator, all, tool names, or a comma list of them [env: AGENTBUS_TOOLS]"
+)
 @click.option(
     "--max-wait", "max_wait_seconds", type=float, help="Cap on wait_seconds [env: AGENTBUS_MAX_WAIT_SECONDS]"
 )
@@ -182,7 +184,7 @@ def _tokens(tokens_file: Path | None) -> TokensFile:
     "--role",
     default="worker",
     show_default=True,
-    help="Tools it may call: worker, coordinator, all, or a comma list of tools.",
+    help="Tools it may call: worker, coordinator, all, tool names, or a comma list of them.",
 )
 @click.option("--note", default="", help="What it is for (shown by `token list`).")
 @_tokens_file_option

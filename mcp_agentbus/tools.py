@@ -523,14 +523,19 @@ PROFILES: dict[str, tuple[str, ...]] = {
 
 
 def select_tools(profile: str) -> list[str]:
-    """Tool names for a profile name or a comma list of tool names."""
-    if profile in PROFILES:
-        return list(PROFILES[profile])
-    names = [n.strip() for n in profile.split(",") if n.strip()]
-    unknown = [n for n in names if n not in TOOLS]
+    """Tool names for a comma list of profile names and tool names, e.g. ``worker,create_task``."""
+    names: dict[str, None] = {}
+    unknown = []
+    for item in (n.strip() for n in profile.split(",")):
+        if item in PROFILES:
+            names.update(dict.fromkeys(PROFILES[item]))
+        elif item in TOOLS:
+            names[item] = None
+        elif item:
+            unknown.append(item)
     if unknown or not names:
         raise ValueError(
-            f"AGENTBUS_TOOLS={profile!r}: unknown tool(s) {', '.join(unknown) or '(none given)'}; "
-            f"use {', '.join(PROFILES)} or a comma list of: {', '.join(TOOLS)}"
+            f"{profile!r}: unknown tool(s) {', '.join(unknown) or '(none given)'}; use profiles "
+            f"({', '.join(PROFILES)}) and tools ({', '.join(TOOLS)}), comma-separated"
         )
-    return names
+    return list(names)

@@ -139,6 +139,7 @@ def bus_env(redis_url: str, namespace: str) -> dict[str, str]:
         "AGENTBUS_AGENT": "http-default",
         "AGENTBUS_MAX_WAIT_SECONDS": "5",
         "AGENTBUS_REAPER_INTERVAL_SECONDS": "0.2",
+        "AGENTBUS_TOKENS_FILE": "/nonexistent/agentbus/tokens.json",  # no auth, whatever the user has
     }
 
 

@@ -216,6 +216,16 @@ async def test_comma_list_profile(settings: Settings, mode: str) -> None:
     assert names == {"heartbeat", "get_workflow"}
 
 
+async def test_profile_plus_tools(settings: Settings, mode: str) -> None:
+    picked = settings.model_copy(update={"tools": "worker,create_task"})
+    with anyio.fail_after(TIMEOUT):
+        async with connect(picked, mode) as bus:
+            names = {t.name for t in (await bus.client.list_tools()).tools}
+            created = await bus.ok("create_task", {"title": "a worker that may create tasks"})
+    assert names == WORKER_TOOLS | {"create_task"}
+    assert created["state"] == "ready"
+
+
 # --- a workflow end to end -------------------------------------------------------------------------
 
 
