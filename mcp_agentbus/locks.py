@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -115,12 +115,11 @@ class Locks:
     async def held(self, limit: int = MAX_LISTED_LOCKS) -> LocksView:
         """The locks held now, soonest to expire first."""
         keys, redis = self._store.keys, self._store.redis
+        now_ms = await self._store.now_ms()
         with self._store.backend():
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.time()
-                pipe.zrange(keys.locks, 0, limit - 1, withscores=True)
-                (seconds_, micros), held = await pipe.execute()
-            now_ms = seconds_ * 1000 + micros // 1000
+            held = cast(
+                list[tuple[str, float]], await redis.zrange(keys.locks, 0, limit - 1, withscores=True)
+            )
             live = [res for res, expires in held if expires > now_ms]
             async with redis.pipeline(transaction=False) as pipe:
                 for res in live:

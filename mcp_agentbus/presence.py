@@ -78,16 +78,15 @@ class Presence:
         if capability is not None:
             require(capability, CAPABILITY_RE, "capability")
         keys, redis = self._store.keys, self._store.redis
+        now_ms = await self._store.now_ms()
         with self._store.backend():
             async with redis.pipeline(transaction=False) as pipe:
-                pipe.time()
                 pipe.zrange(keys.agents, 0, MAX_LISTED_AGENTS - 1, withscores=True)
                 if include_gone:
                     pipe.zrevrange(keys.agents_gone, 0, MAX_LISTED_AGENTS - 1)
                 replies = await pipe.execute()
-            (seconds, micros), alive = replies[0], replies[1]
-            gone = replies[2] if include_gone else []
-            now_ms = seconds * 1000 + micros // 1000
+            alive = replies[0]
+            gone = replies[1] if include_gone else []
             expiry = {agent: int(score) for agent, score in alive}
             ids = [*expiry, *gone]
             async with redis.pipeline(transaction=False) as pipe:

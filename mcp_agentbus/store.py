@@ -60,6 +60,11 @@ class Store:
             raise refusal(reply[1], hint=reply[2] if len(reply) > 2 else None)
         return reply
 
+    async def now_ms(self) -> int:
+        """The Redis clock, from the namespace's own server (which, on a Cluster, is not just any node)."""
+        _, now = await self.run("clock")
+        return int(now)
+
     def backend(self) -> Any:
         """Context manager for direct reads: a lost connection becomes `BackendUnavailable`."""
         return backend(self.settings.redis_url)
