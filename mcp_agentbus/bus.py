@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
-from mcp_agentbus.connection import Redis, backend, connect
+from mcp_agentbus.connection import Redis, backend, close, connect
 from mcp_agentbus.events import Events
 from mcp_agentbus.inbox import Inbox
 from mcp_agentbus.locks import Locks
@@ -20,6 +21,22 @@ from mcp_agentbus.store import Store
 from mcp_agentbus.tasks import Tasks
 from mcp_agentbus.wakeups import Wakeups
 from mcp_agentbus.workflows import Workflows
+
+
+@asynccontextmanager
+async def background(*work: Callable[..., Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
+    """Run `work` (each started with ``TaskGroup.start``) for the duration of the block, then cancel it.
+    An exception of the block comes out as itself, not wrapped in the task group's ExceptionGroup."""
+    try:
+        async with anyio.create_task_group() as tg:
+            for run in work:
+                await tg.start(run)
+            yield
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 class AgentBus:
@@ -53,12 +70,10 @@ class AgentBus:
         redis = connect(settings.redis_url)
         try:
             bus = cls(redis, settings)
-            async with anyio.create_task_group() as tg:
-                await tg.start(partial(bus.run, reaper=reaper))
+            async with background(partial(bus.run, reaper=reaper)):
                 yield bus
-                tg.cancel_scope.cancel()
         finally:
-            await redis.aclose()
+            await close(redis)
 
     async def run(
         self, *, reaper: bool = True, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -11,9 +11,9 @@ import anyio
 import click
 from pydantic import ValidationError
 
-from mcp_agentbus.auth import TokensFile
-from mcp_agentbus.connection import connect, redact
+from mcp_agentbus.connection import close, connect, redact
 from mcp_agentbus.settings import Settings
+from mcp_agentbus.tokens import TokensFile
 
 
 def fail(message: str) -> None:
@@ -39,7 +39,7 @@ async def _ping(url: str) -> None:
         with anyio.fail_after(5):
             await client.ping()
     finally:
-        await client.aclose()
+        await close(client)
 
 
 def check_redis(settings: Settings) -> None:
@@ -195,7 +195,7 @@ def token_create(agent: str, namespace: str | None, role: str, note: str, tokens
     try:
         select_tools(role)
     except ValueError as exc:
-        fail(f"--role: {exc}")
+        fail(f"--role {exc}")
     settings = load_settings(namespace=namespace, tokens_file=tokens_file)
     tokens = TokensFile(settings.tokens_file)
     try:

@@ -13,6 +13,7 @@ URL is the master's; sentinels that need their own pass ``?sentinel_password=…
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,7 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     BusyLoadingError,
@@ -119,12 +120,22 @@ def _unquoted(part: str | None) -> str | None:
 
 
 def redact(url: str) -> str:
-    """The URL with any password hidden, for messages."""
+    """The URL with any password (in the credentials or as ``sentinel_password``) hidden, for messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    hosts = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{hosts}"))
+    if parts.password is not None:
+        hosts = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{hosts}")
+    query = re.sub(r"(sentinel_password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit(parts._replace(query=query))
+
+
+async def close(redis: Redis) -> None:
+    """Close a client from `connect`, with the connections to the sentinels that found its master."""
+    await redis.aclose()
+    pool = getattr(redis, "connection_pool", None)
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()
 
 
 @contextmanager

@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from mcp_agentbus import __version__
-from mcp_agentbus.auth import TokensFile
-from mcp_agentbus.connection import connect, redact
+from mcp_agentbus.connection import close, connect, redact
 from mcp_agentbus.server import build_server
 from mcp_agentbus.settings import Settings
+from mcp_agentbus.tokens import TokensFile
 
 MCP_PATH = "/mcp"
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
@@ -47,16 +47,19 @@ def build_app(
     `allowed_hosts` (``host:port`` or ``host:*``), against DNS rebinding; with `tokens`, they must
     also carry a bearer token from that file (401 otherwise) and act within its grant."""
     server = build_server(settings, legacy_subscriptions=not stateless, tokens=tokens)
-    health_redis = connect(settings.redis_url)
 
     async def healthz(_: Request) -> JSONResponse:
-        """Whether this process can reach its Redis (for load balancers; never authenticated)."""
+        """Whether this process can reach its Redis (for load balancers; never authenticated). A fresh
+        connection each time: it is what a new request would need, and nothing is left open."""
+        client = connect(settings.redis_url)
         try:
             with anyio.fail_after(HEALTH_TIMEOUT):
-                await health_redis.ping()
+                await client.ping()
         except Exception as exc:  # any failure means the same to a load balancer
             reason = f"Redis at {redact(settings.redis_url)}: {exc or type(exc).__name__}"
             return JSONResponse({"status": "unavailable", "redis": reason}, status_code=503)
+        finally:
+            await close(client)
         return JSONResponse({"status": "ok", "redis": "ok", "version": __version__})
 
     # 'host:*' also covers the bare host: a proxy on the default port passes Host without a port.

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.connection import Redis, connect
+from mcp_agentbus.connection import Redis, close, connect
 from mcp_agentbus.push import Listeners, Push
 from mcp_agentbus.settings import Settings
 
@@ -23,6 +23,7 @@ from mcp_agentbus.settings import Settings
 class Served:
     bus: AgentBus
     push: Push
+    subscribed: anyio.Event = field(default_factory=anyio.Event)  # to the namespace's wake-ups
 
 
 class Namespaces:
@@ -45,14 +46,21 @@ class Namespaces:
                 yield namespaces
                 tg.cancel_scope.cancel()
         finally:
-            await redis.aclose()
+            await close(redis)
 
     def get(self, namespace: str) -> Served:
+        """The namespace, opened if need be. Tool calls need not wait for its subscription: once
+        subscribed, Wakeups wakes every waiter to look again."""
         served = self._served.get(namespace)
         if served is None:
-            # Not waiting for the subscription is safe: once subscribed, Wakeups wakes every waiter.
             served = self._open(namespace)
             self._tg.start_soon(self._run, served)
+        return served
+
+    async def subscribed(self, namespace: str) -> Served:
+        """The namespace once it hears its wake-ups: a subscriber must not miss the first change."""
+        served = self.get(namespace)
+        await served.subscribed.wait()
         return served
 
     def _open(self, namespace: str) -> Served:
@@ -68,4 +76,5 @@ class Namespaces:
         async with anyio.create_task_group() as tg:
             await tg.start(served.bus.run)
             await tg.start(served.push.run)
+            served.subscribed.set()
             task_status.started()

@@ -16,6 +16,7 @@ from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.prompts import Prompt
+from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
@@ -24,6 +25,8 @@ from mcp.types import (
     EmptyResult,
     InputRequiredResult,
     SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
     TextContent,
     UnsubscribeRequestParams,
 )
@@ -33,7 +36,7 @@ from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
 from mcp_agentbus import __version__, notices, prompts, resources
-from mcp_agentbus.auth import TokensFile, Verifier, acting_agent, current_grant
+from mcp_agentbus.auth import Verifier, acting_agent, current_grant
 from mcp_agentbus.errors import (
     AgentBusError,
     BackendUnavailable,
@@ -46,8 +49,10 @@ from mcp_agentbus.errors import (
 from mcp_agentbus.namespaces import Namespaces
 from mcp_agentbus.push import Listeners
 from mcp_agentbus.resources import VIEWS
+from mcp_agentbus.schemas import compact_input, compact_output
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.tasks import AGENT_RE
+from mcp_agentbus.tokens import TokensFile
 from mcp_agentbus.tools import TOOLS, App, select_tools
 
 logger = logging.getLogger(__name__)
@@ -90,6 +95,24 @@ class AgentBusServer(MCPServer[App]):
         )
         # Legacy clients subscribe with resources/subscribe, which MCPServer leaves to us. Without a
         # session to push on (stateless HTTP) it is not offered at all, rather than accepted and never kept.
+        listen = ListenHandler(listeners)
+
+        async def _listen(
+            ctx: ServerRequestContext[App], params: SubscriptionsListenRequestParams
+        ) -> SubscriptionsListenResult:
+            """The SDK's listen stream, once its URIs are checked and its namespace hears changes."""
+            for uri in params.notifications.resource_subscriptions or ():
+                try:
+                    authorize(uri)
+                except AgentBusError as exc:
+                    raise resource_error(uri, exc) from exc
+            app = ctx.lifespan_context
+            await app.namespaces.subscribed(app.namespace)
+            return await listen(ctx, params)
+
+        self._lowlevel_server.add_request_handler(
+            "subscriptions/listen", SubscriptionsListenRequestParams, _listen
+        )
         if legacy_subscriptions:
             self._lowlevel_server.add_request_handler(
                 "resources/subscribe", SubscribeRequestParams, _subscribe
@@ -101,7 +124,12 @@ class AgentBusServer(MCPServer[App]):
         self.add_prompt(Prompt.from_function(prompts.worker, name="worker"))
         self._settings = settings
         self._arguments: dict[str, frozenset[str]] = {}
-        for name in select_tools(settings.tools):
+        self._listed: list[MCPTool] | None = None  # the compact tools/list, built once
+        try:
+            names = select_tools(settings.tools)
+        except ValueError as exc:
+            raise ValueError(f"AGENTBUS_TOOLS={exc}") from None
+        for name in names:
             fn, annotations = TOOLS[name]
             self.add_tool(fn, annotations=annotations, structured_output=True)
             params = inspect.signature(fn).parameters
@@ -149,12 +177,21 @@ class AgentBusServer(MCPServer[App]):
         return [name for name in self._arguments if name in allowed]
 
     async def list_tools(self) -> list[MCPTool]:
-        tools = await super().list_tools()
+        if self._listed is None:
+            self._listed = [
+                tool.model_copy(
+                    update={
+                        "input_schema": compact_input(tool.input_schema),
+                        "output_schema": tool.output_schema and compact_output(tool.output_schema),
+                    }
+                )
+                for tool in await super().list_tools()
+            ]
         grant = current_grant()
         if grant is None:
-            return tools
+            return self._listed
         allowed = self._role_tools(grant.role)
-        return [tool for tool in tools if tool.name in allowed]
+        return [tool for tool in self._listed if tool.name in allowed]
 
     def _watching(self, tool: str, arguments: dict[str, Any]) -> AbstractContextManager[Any]:
         """Collect the acting agent's notices along with a tool call that acts."""
@@ -205,7 +242,9 @@ async def _subscribe(ctx: ServerRequestContext[App], params: SubscribeRequestPar
         authorize(uri)
     except AgentBusError as exc:
         raise resource_error(uri, exc) from exc
-    ctx.lifespan_context.served.push.subscribe(uri, _connection(ctx))
+    app = ctx.lifespan_context
+    served = await app.namespaces.subscribed(app.namespace)
+    served.push.subscribe(uri, _connection(ctx))
     return EmptyResult()
 
 

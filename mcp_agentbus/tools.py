@@ -73,9 +73,13 @@ class App:
     settings: Settings
 
     @property
-    def served(self) -> Served:
+    def namespace(self) -> str:
         grant = current_grant()
-        return self.namespaces.get(self.settings.namespace if grant is None else grant.namespace)
+        return self.settings.namespace if grant is None else grant.namespace
+
+    @property
+    def served(self) -> Served:
+        return self.namespaces.get(self.namespace)
 
     @property
     def bus(self) -> AgentBus:

@@ -1,7 +1,9 @@
-"""Fixtures: every bus test runs twice, on the embedded store (fakeredis) and on a real redis-server.
+"""Fixtures: every bus test runs twice, on the embedded store (fakeredis) and on a real redis-server;
+modules marked `helpers.ALSO_ON_CLUSTER` run a third time on a 3-master Redis Cluster.
 
-The real server is started once per session on a free loopback port. Without a redis-server binary
-the real half is skipped locally, and fails under CI=true: CI must never pass on fakeredis alone.
+Real servers (the single one, the cluster, a sentinel with its master) are started once per session,
+on free loopback ports, the first time a test asks for them. Without the binaries the real legs are
+skipped locally, and fail under CI=true: CI must never pass on fakeredis alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import backend_url, free_port, fresh_settings
+from helpers import backend_url, free_port, free_ports, fresh_settings
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.settings import Settings
@@ -28,54 +30,185 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="session")
-def real_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
-    """URL of a redis-server started for this session, or None when there is no binary (not in CI)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if IN_CI:
-            pytest.fail(
-                "redis-server is not installed; CI must test against a real Redis (.ci/run installs it)"
-            )
-        yield None
-        return
-    workdir: Path = tmp_path_factory.mktemp("redis")
-    port = free_port()
+@pytest.fixture(autouse=True, scope="session")
+def _no_users_tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers the tests start must not pick up the user's own tokens (which would turn auth on)."""
+    path = tmp_path_factory.mktemp("tokens") / "none.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AGENTBUS_TOKENS_FILE", str(path))
+        yield
+
+
+def redis_binary(name: str) -> str | None:
+    """Path of a Redis binary; None when missing locally, a failure under CI."""
+    binary = shutil.which(name)
+    if binary is None and IN_CI:
+        pytest.fail(f"{name} is not installed; CI must test against a real Redis (.ci/run installs it)")
+    return binary
+
+
+def start_redis(binary: str, port: int, workdir: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A redis-server (or sentinel, with `--sentinel` in args) on 127.0.0.1:`port`, answering PING."""
     proc = subprocess.Popen(
-        [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--maxmemory-policy",
-            "noeviction",
-        ],
+        [binary, *args, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
+    client = redis.Redis(host="127.0.0.1", port=port)
     try:
         for _ in range(100):
+            if proc.poll() is not None:
+                break  # it exited (say, the port was taken meanwhile): whatever answers is not ours
             try:
                 client.ping()
-                break
+                return proc
             except redis.ConnectionError:
                 time.sleep(0.05)
-        else:
-            pytest.fail("redis-server did not start")
-        yield url
     finally:
         client.close()
+    stop_redis([proc])
+    pytest.fail(f"redis-server {' '.join(args)} did not start on port {port}")
+
+
+def stop_redis(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
         proc.terminate()
+    for proc in procs:
         proc.wait(timeout=10)
+
+
+DATA_ARGS = ("--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction")
+
+
+@pytest.fixture(scope="session")
+def real_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """URL of a redis-server started for this session, or None when there is no binary (not in CI)."""
+    binary = redis_binary("redis-server")
+    if binary is None:
+        yield None
+        return
+    port = free_port()
+    proc = start_redis(binary, port, tmp_path_factory.mktemp("redis"), *DATA_ARGS)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_redis([proc])
+
+
+def wait_for_cluster(ports: list[int]) -> None:
+    """Poll (bounded) until every node reports the cluster ok, all slots covered, every node known."""
+    clients = [redis.Redis(host="127.0.0.1", port=port, decode_responses=True) for port in ports]
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            infos = [str(client.execute_command("CLUSTER", "INFO")) for client in clients]
+            if all(
+                "cluster_state:ok" in info
+                and "cluster_slots_ok:16384" in info
+                and f"cluster_known_nodes:{len(ports)}" in info
+                for info in infos
+            ):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the Redis Cluster on ports {ports} did not reach cluster_state:ok: {infos}")
+    finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.fixture(scope="session")
+def cluster_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """A ``redis+cluster://`` URL of a 3-master Redis Cluster (no replicas) started for this session,
+    or None when there are no binaries (not in CI)."""
+    server, cli = redis_binary("redis-server"), redis_binary("redis-cli")
+    if server is None or cli is None:
+        yield None
+        return
+    ports = free_ports(6)  # a client port and a cluster bus port per node
+    nodes = list(zip(ports[:3], ports[3:], strict=True))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for port, bus_port in nodes:
+            workdir = tmp_path_factory.mktemp(f"cluster-{port}")
+            procs.append(
+                start_redis(
+                    server,
+                    port,
+                    workdir,
+                    *DATA_ARGS,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    str(bus_port),
+                    "--cluster-config-file",
+                    str(workdir / f"nodes-{port}.conf"),
+                    "--cluster-node-timeout",
+                    "5000",
+                )
+            )
+        addresses = [f"127.0.0.1:{port}" for port, _ in nodes]
+        created = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if created.returncode != 0:
+            pytest.fail(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
+        wait_for_cluster([port for port, _ in nodes])
+        yield "redis+cluster://" + ",".join(addresses)
+    finally:
+        stop_redis(procs)
+
+
+@pytest.fixture(scope="session")
+def sentinel_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """A ``redis+sentinel://…/mymaster`` URL: one master redis-server watched by one sentinel, started
+    for this session; None when there is no binary (not in CI)."""
+    binary = redis_binary("redis-server")
+    if binary is None:
+        yield None
+        return
+    master_port, sentinel_port = free_ports(2)
+    procs = [start_redis(binary, master_port, tmp_path_factory.mktemp("sentinel-master"), *DATA_ARGS)]
+    try:
+        workdir = tmp_path_factory.mktemp("sentinel")
+        conf = workdir / "sentinel.conf"  # the sentinel rewrites it, so it lives in a scratch dir
+        conf.write_text(
+            f"port {sentinel_port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {workdir}\n"
+            f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+            "sentinel down-after-milliseconds mymaster 2000\n"
+            "sentinel failover-timeout mymaster 10000\n"
+        )
+        procs.append(start_redis(binary, sentinel_port, workdir, str(conf), "--sentinel"))
+        wait_for_sentinel(sentinel_port, master_port)
+        yield f"redis+sentinel://127.0.0.1:{sentinel_port}/mymaster"
+    finally:
+        stop_redis(procs)
+
+
+def wait_for_sentinel(sentinel_port: int, master_port: int) -> None:
+    """Poll (bounded) until the sentinel names the master and sees it up."""
+    client = redis.Redis(host="127.0.0.1", port=sentinel_port, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 30
+        state: object = None
+        while time.monotonic() < deadline:
+            state = client.sentinel_master("mymaster")
+            if (
+                isinstance(state, dict)
+                and state.get("port") == master_port
+                and state.get("is_master")
+                and not state.get("is_sdown")
+                and not state.get("is_odown")
+            ):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the sentinel on port {sentinel_port} did not see its master up: {state}")
+    finally:
+        client.close()
 
 
 @pytest.fixture(params=["auto", "legacy"])
@@ -86,8 +219,15 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(params=["memory", "redis"])
 def redis_url(request: pytest.FixtureRequest, real_redis_url: str | None) -> str:
-    """Each test that uses this runs on fakeredis and on the real server."""
-    return backend_url(str(request.param), real_redis_url)
+    """Each test that uses this runs on fakeredis and on the real server; modules marked
+    `helpers.ALSO_ON_CLUSTER` also on the session's Redis Cluster (started only if one asks)."""
+    backend = str(request.param)
+    if backend == "cluster":
+        cluster: str | None = request.getfixturevalue("cluster_redis_url")
+        if cluster is None:
+            pytest.skip("redis-server or redis-cli not installed")
+        return cluster
+    return backend_url(backend, real_redis_url)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +23,23 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (all held open at once while they are picked)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 # Module-scoped MCP fixtures run once per backend and era.
 BACKENDS_AND_ERAS = [("memory", "auto"), ("memory", "legacy"), ("redis", "auto"), ("redis", "legacy")]
+
+
+# A module whose bus tests should also run on the session's 3-master Redis Cluster opts in with
+# `pytestmark = [pytest.mark.anyio, ALSO_ON_CLUSTER]`: it re-parametrizes the `redis_url` fixture
+# (conftest.py), so every test that uses `redis_url`, `settings` or `bus` runs on all three backends.
+ALSO_ON_CLUSTER = pytest.mark.parametrize("redis_url", ["memory", "redis", "cluster"], indirect=True)
 
 
 def backend_url(backend: str, real_redis_url: str | None) -> str:

@@ -9,14 +9,14 @@ from typing import Any, cast
 
 import anyio
 import pytest
-from helpers import WAIT_BOUND, fresh_settings, ms_of, redis_ms, until_redis_time
+from helpers import ALSO_ON_CLUSTER, WAIT_BOUND, fresh_settings, ms_of, redis_ms, until_redis_time
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import InboxFull, InvalidArgument, NotFound, PayloadTooLarge
 from mcp_agentbus.limits import MAX_BODY, MAX_JSON_BYTES
 from mcp_agentbus.models import EventView, SendResult
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, ALSO_ON_CLUSTER]
 
 
 def inbox_key(bus: AgentBus, agent: str) -> str:

@@ -10,14 +10,14 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import WAIT_BOUND, ms_of, redis_ms, until_redis_time
+from helpers import ALSO_ON_CLUSTER, WAIT_BOUND, ms_of, redis_ms, until_redis_time
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument, NotLockOwner
 from mcp_agentbus.models import LockResult
 from mcp_agentbus.settings import Settings
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, ALSO_ON_CLUSTER]
 
 
 async def probe(bus: AgentBus, resource: str, agent: str = "probe") -> LockResult:

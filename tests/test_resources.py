@@ -661,18 +661,20 @@ async def test_two_legacy_subscribers_of_one_server_are_each_told(settings: Sett
             await watchers[1].exactly()
 
 
+BAD_URIS = {
+    f"{ROOT}nope": "not_found",
+    f"{ROOT}locks/x": "not_found",
+    f"{ROOT}inbox/-bad": "invalid_argument",
+    f"{ROOT}workflows/wf-x": "invalid_argument",
+    f"{ROOT}events/": "invalid_argument",
+}
+
+
 async def test_subscribing_to_a_bad_uri_is_refused(settings: Settings) -> None:
-    bad = {
-        f"{ROOT}nope": "not_found",
-        f"{ROOT}locks/x": "not_found",
-        f"{ROOT}inbox/-bad": "invalid_argument",
-        f"{ROOT}workflows/wf-x": "invalid_argument",
-        f"{ROOT}events/": "invalid_argument",
-    }
     with anyio.fail_after(TIMEOUT):
         async with connect(settings, "legacy") as changer, watching(settings, "legacy", []) as w:
             client = watcher_client(w)
-            for uri, code in bad.items():
+            for uri, code in BAD_URIS.items():
                 with pytest.raises(MCPError) as caught:
                     await subscribe(client, uri)
                 assert caught.value.code == INVALID_PARAMS, uri
@@ -681,6 +683,23 @@ async def test_subscribing_to_a_bad_uri_is_refused(settings: Settings) -> None:
             await subscribe(client, LOCKS)  # a refusal leaves the session able to subscribe
             await changer.ok("acquire_lock", {"agent": "alice", "resource": "y"})
             await w.expect(LOCKS)
+
+
+async def test_listening_to_a_bad_uri_is_refused(settings: Settings) -> None:
+    """A 2026-07-28 listen stream is refused as a whole when one of its URIs is bad."""
+    with anyio.fail_after(TIMEOUT):
+        async with connect(settings, "auto") as bus:
+            for uri, code in BAD_URIS.items():
+                with pytest.raises(MCPError) as caught:
+                    async with bus.client.listen(resource_subscriptions=[LOCKS, uri]):
+                        pass
+                assert caught.value.code == INVALID_PARAMS, uri
+                assert caught.value.data["uri"] == uri
+                assert caught.value.data["error"]["code"] == code, caught.value.data
+            w = Watcher()
+            async with subscribed(bus.client, "auto", [LOCKS], w):  # the client can still listen
+                await bus.ok("acquire_lock", {"agent": "alice", "resource": "y"})
+                await w.expect(LOCKS)
 
 
 # --- push: gaps found (the correct behaviour, expected to fail until fixed) -------------------------
