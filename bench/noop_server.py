@@ -1,12 +1,24 @@
 """The SDK's latency floor: an MCP server with one tool that does nothing.
 
-`bench.py` drives it in-memory (`build_noop_server()`) and as a stdio subprocess
-(``python bench/noop_server.py``), next to the agentbus server on the same transport.
+`bench.py` drives it in-memory (`build_noop_server()`), as a stdio subprocess
+(``python bench/noop_server.py``) and over streamable HTTP (``python bench/noop_server.py http PORT``),
+next to the agentbus server on the same transport.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+# As `mcp_agentbus.http` builds its app: loopback Host and Origin checks, stateful sessions (legacy
+# clients get an Mcp-Session-Id), SSE responses (the SDK's default, json_response=False), /healthz.
+LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 
 
 async def noop() -> dict[str, int]:
@@ -22,5 +34,35 @@ def build_noop_server() -> MCPServer:
     return server
 
 
+async def healthz(_: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def build_noop_http_app() -> Starlette:
+    security = TransportSecuritySettings(
+        allowed_hosts=list(LOOPBACK_HOSTS),
+        allowed_origins=[f"{scheme}://{h}" for h in LOOPBACK_HOSTS for scheme in ("http", "https")],
+    )
+    app = build_noop_server().streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=False, transport_security=security
+    )
+    app.add_route("/healthz", healthz, methods=["GET"])
+    return app
+
+
+def serve_http(port: int) -> None:
+    """Serve at http://127.0.0.1:PORT/mcp with uvicorn configured as `agentbus serve --transport http`."""
+    import uvicorn
+
+    logging.basicConfig(stream=sys.stderr, level="WARNING")
+    config = uvicorn.Config(
+        build_noop_http_app(), host="127.0.0.1", port=port, log_config=None, access_log=False
+    )
+    uvicorn.Server(config).run()
+
+
 if __name__ == "__main__":
-    build_noop_server().run("stdio")
+    if sys.argv[1:2] == ["http"]:
+        serve_http(int(sys.argv[2]))
+    else:
+        build_noop_server().run("stdio")
