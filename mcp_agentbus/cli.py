@@ -160,6 +160,25 @@ def serve(
         server.run("stdio")
 
 
+@main.command()
+@click.option("--redis-url", help="The Redis to check [env: AGENTBUS_REDIS_URL]")
+@click.option("--namespace", help="[env: AGENTBUS_NAMESPACE]")
+def doctor(**flags: Any) -> None:
+    """Check the Redis agentbus would use: reachable, version, maxmemory-policy, persistence, script
+    loading and round-trip latency, each with what to do. Exits 1 if any check fails."""
+    from mcp_agentbus.doctor import diagnose
+
+    settings = load_settings(**flags)
+    checks = anyio.run(diagnose, settings)
+    marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+    for check in checks:
+        click.echo(f"{marks[check.status]}  {check.name}: {check.detail}")
+        if check.fix:
+            click.echo(f"      -> {check.fix}")
+    if any(check.status == "fail" for check in checks):
+        sys.exit(1)
+
+
 @main.group()
 def token() -> None:
     """Bearer tokens for the HTTP transport (stored hashed in AGENTBUS_TOKENS_FILE, default

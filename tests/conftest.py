@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,6 +78,26 @@ def stop_redis(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 DATA_ARGS = ("--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction")
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """`own_redis(*args)` starts a redis-server of this test's own, configured by `args`, and gives its
+    URL; every one started is stopped after the test."""
+    binary = redis_binary("redis-server")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> str:
+        if binary is None:
+            pytest.skip("redis-server not installed")
+        port = free_port()
+        workdir = tmp_path / f"redis-{port}"
+        workdir.mkdir()
+        procs.append(start_redis(binary, port, workdir, *args))
+        return f"redis://127.0.0.1:{port}/0"
+
+    yield start
+    stop_redis(procs)
 
 
 @pytest.fixture(scope="session")
