@@ -125,6 +125,7 @@ class AgentBusServer(MCPServer[App]):
         self._settings = settings
         self._arguments: dict[str, frozenset[str]] = {}
         self._listed: list[MCPTool] | None = None  # the compact tools/list, built once
+        self._roles: dict[str, list[str]] = {}  # the tools each token role may call
         try:
             names = select_tools(settings.tools)
         except ValueError as exc:
@@ -169,12 +170,16 @@ class AgentBusServer(MCPServer[App]):
             return error_result(_explain(name, exc))
 
     def _role_tools(self, role: str) -> list[str]:
-        """The tools of this server a token's role allows (none for a role that names no known tools)."""
-        try:
-            allowed = select_tools(role)
-        except ValueError:
-            return []
-        return [name for name in self._arguments if name in allowed]
+        """The tools of this server a token's role allows (none for a role that names no known tools);
+        worked out once per role, since every authenticated call asks."""
+        tools = self._roles.get(role)
+        if tools is None:
+            try:
+                allowed = select_tools(role)
+            except ValueError:
+                allowed = []
+            tools = self._roles[role] = [name for name in self._arguments if name in allowed]
+        return tools
 
     async def list_tools(self) -> list[MCPTool]:
         if self._listed is None:
