@@ -12,6 +12,7 @@ import click
 from pydantic import ValidationError
 
 from mcp_agentbus.connection import close, connect, redact
+from mcp_agentbus.local import LOCAL_SCHEME, LocalBus, LocalBusError
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.tokens import TokensFile
 
@@ -52,6 +53,22 @@ def check_redis(settings: Settings) -> None:
             "  Start a Redis server (for example `redis-server`), point AGENTBUS_REDIS_URL or --redis-url\n"
             "  at a running one, or use --redis-url memory:// for an embedded bus inside this one process."
         )
+
+
+def use_local_bus(settings: Settings) -> Settings:
+    """With ``local://``, the settings for the user's local bus (started if need be): its socket URL."""
+    if not settings.redis_url.startswith(LOCAL_SCHEME):
+        return settings
+    local = LocalBus.from_url(settings.redis_url)
+    try:
+        url, started = local.ensure()
+    except LocalBusError as exc:
+        fail(str(exc))
+    if started:
+        click.echo(
+            f"agentbus: started the local bus in {local.directory} (stop: agentbus local stop)", err=True
+        )
+    return settings.model_copy(update={"redis_url": url})
 
 
 @click.group()
@@ -108,7 +125,11 @@ def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile
     is_flag=True,
     help="HTTP: serve without tokens even on a non-loopback address. Anyone who can reach it can act.",
 )
-@click.option("--redis-url", help="redis://, rediss://, unix:// or memory:// [env: AGENTBUS_REDIS_URL]")
+@click.option(
+    "--redis-url",
+    help="redis://, rediss://, unix://, …; default local:// (your shared local bus); memory:// for one "
+    "process [env: AGENTBUS_REDIS_URL]",
+)
 @click.option("--namespace", help="Swarm/project name; keys live under it [env: AGENTBUS_NAMESPACE]")
 @click.option("--agent", help="Agent id used when a call names none [env: AGENTBUS_AGENT]")
 @click.option(
@@ -138,7 +159,14 @@ def serve(
     logging.basicConfig(
         stream=sys.stderr, level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if not settings.redis_url.startswith("memory://"):
+    if settings.redis_url.startswith("memory://"):
+        click.echo(
+            "agentbus: memory:// keeps the bus inside this process; other agentbus processes will not see "
+            "it (leave AGENTBUS_REDIS_URL unset for the shared local bus).",
+            err=True,
+        )
+    else:
+        settings = use_local_bus(settings)
         check_redis(settings)
     from mcp_agentbus.server import build_server  # the MCP stack loads only for commands that serve
 
@@ -260,3 +288,75 @@ def token_revoke(token_id: str, tokens_file: Path | None) -> None:
     if gone is None:
         fail(f"there is no token {token_id} in {tokens.path} (see `agentbus token list`)")
     click.echo(f"agentbus: revoked {token_id}", err=True)
+
+
+@main.group()
+def local() -> None:
+    """The local bus: one redis-server for all your agentbus processes, on a unix socket in
+    ~/.local/state/agentbus with AOF on. Used when no Redis is configured (AGENTBUS_REDIS_URL=local://)."""
+
+
+_local_url_option = click.option(
+    "--redis-url",
+    default=None,
+    help="local:// or local:///dir (default: the user's state directory) [env: AGENTBUS_REDIS_URL]",
+)
+
+
+def _local_bus(redis_url: str | None) -> LocalBus:
+    url = redis_url or load_settings().redis_url
+    if not url.startswith(LOCAL_SCHEME):
+        url = LOCAL_SCHEME  # AGENTBUS_REDIS_URL names another Redis; the local bus is still the user's
+    return LocalBus.from_url(url)
+
+
+@local.command("status")
+@_local_url_option
+def local_status(redis_url: str | None) -> None:
+    """Whether the local bus runs, and its socket, version, clients, memory and persistence.
+    Exits 1 when it is not running."""
+    bus = _local_bus(redis_url)
+    info = bus.info()
+    if info is None:
+        click.echo(f"not running ({bus.directory}); any `agentbus serve` without a Redis URL starts it")
+        sys.exit(1)
+    keys = sum(v.get("keys", 0) for k, v in info.items() if k.startswith("db") and isinstance(v, dict))
+    aof = "AOF" if str(info.get("aof_enabled")) == "1" else "no AOF"
+    click.echo(
+        f"running: {bus.url}\n"
+        f"  redis {info.get('redis_version')}, pid {info.get('process_id')}, "
+        f"up {info.get('uptime_in_seconds')} s\n"
+        f"  clients: {int(info.get('connected_clients', 1)) - 1} besides this one\n"
+        f"  memory: {info.get('used_memory_human')}, keys: {keys}\n"
+        f"  persistence: {aof} in {bus.directory}\n"
+        f"  log: {bus.log}"
+    )
+
+
+@local.command("start")
+@_local_url_option
+def local_start(redis_url: str | None) -> None:
+    """Start the local bus (agentbus serve also does this when it needs it)."""
+    bus = _local_bus(redis_url)
+    try:
+        url, started = bus.ensure()
+    except LocalBusError as exc:
+        fail(str(exc))
+    click.echo(f"{'started' if started else 'already running'}: {url}")
+
+
+@local.command("stop")
+@_local_url_option
+def local_stop(redis_url: str | None) -> None:
+    """Stop the local bus; its data stays on disk (AOF) for the next start. Servers still connected
+    get backend_unavailable until it runs again."""
+    bus = _local_bus(redis_url)
+    info = bus.info()
+    if info is None or not bus.stop():
+        click.echo(f"not running ({bus.directory})")
+        return
+    others = int(info.get("connected_clients", 1)) - 1
+    click.echo(
+        f"stopped the local bus in {bus.directory}"
+        + (f" ({others} clients were connected)" if others else "")
+    )

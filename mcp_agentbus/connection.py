@@ -5,6 +5,7 @@
 | ``redis://[user:pass@]host:port/db``, ``rediss://…`` (TLS), ``unix:///path.sock`` | one server |
 | ``redis+sentinel://[user:pass@]host:port[,host:port…]/service[/db]`` | the master Sentinel names |
 | ``redis+cluster://[user:pass@]host:port[,host:port…]`` | Redis Cluster from any seed nodes |
+| ``local://[/dir]`` | the user's managed local redis-server (see `mcp_agentbus.local`), started if need be |
 | ``memory://[name]`` | an embedded store inside this one process |
 
 The ``+sentinel`` and ``+cluster`` schemes also come as ``rediss+…`` for TLS. A password in a Sentinel
@@ -36,6 +37,7 @@ from redis.exceptions import (
 )
 
 from mcp_agentbus.errors import BackendUnavailable
+from mcp_agentbus.local import LOCAL_SCHEME, LocalBus
 
 Redis = aioredis.Redis | RedisCluster
 
@@ -47,6 +49,7 @@ SCHEMES = (
     "rediss+sentinel://",
     "redis+cluster://",
     "rediss+cluster://",
+    "local://",
     "memory://",
 )
 
@@ -58,6 +61,8 @@ _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadO
 
 def connect(url: str) -> Redis:
     """A client for `url`; ``memory://[name]`` is an embedded store shared within this process."""
+    if url.startswith(LOCAL_SCHEME):
+        url, _ = LocalBus.from_url(url).ensure()
     if url.startswith("memory://"):
         import fakeredis  # imported lazily: only the embedded store needs it
 
@@ -122,6 +127,8 @@ def _unquoted(part: str | None) -> str | None:
 def redact(url: str) -> str:
     """The URL with any password (in the credentials or as ``sentinel_password``) hidden, for messages."""
     parts = urlsplit(url)
+    if parts.password is None and "sentinel_password=" not in parts.query:
+        return url  # unchanged (urlunsplit would also turn unix:///path into unix:/path)
     if parts.password is not None:
         hosts = parts.netloc.rpartition("@")[2]
         parts = parts._replace(netloc=f"{parts.username or ''}:***@{hosts}")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import anyio
 
 from mcp_agentbus.connection import Redis, close, connect, redact
+from mcp_agentbus.local import LOCAL_SCHEME, LocalBus, LocalBusError
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.store import Store
 
@@ -32,6 +33,19 @@ class Check:
 
 async def diagnose(settings: Settings) -> list[Check]:
     """Every check, in order; the later ones only when Redis answers at all."""
+    checks = []
+    if settings.redis_url.startswith(LOCAL_SCHEME):
+        local = LocalBus.from_url(settings.redis_url)
+        try:
+            socket_url, started = await anyio.to_thread.run_sync(local.ensure)
+        except LocalBusError as exc:
+            problem, _, ways = str(exc).partition("\n")
+            return [Check("local bus", "fail", problem, ways.strip())]
+        how = "started it" if started else "running"
+        checks.append(
+            Check("local bus", "ok", f"{how}: {local.directory} (shared by your agentbus processes)")
+        )
+        settings = settings.model_copy(update={"redis_url": socket_url})
     url = redact(settings.redis_url)
     if settings.redis_url.startswith("memory://"):
         return [
@@ -49,14 +63,15 @@ async def diagnose(settings: Settings) -> list[Check]:
                 await redis.ping()
         except Exception as exc:  # any failure means the same here: it cannot be used
             return [
+                *checks,
                 Check(
                     "reachable",
                     "fail",
                     f"{url}: {exc or type(exc).__name__}",
                     "Start redis-server, or fix AGENTBUS_REDIS_URL (host, port, password, TLS scheme).",
-                )
+                ),
             ]
-        checks = [Check("reachable", "ok", url)]
+        checks.append(Check("reachable", "ok", url))
         info = await _info(redis)
         checks.append(_version(info))
         checks.append(await _eviction(redis))

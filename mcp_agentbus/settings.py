@@ -25,9 +25,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTBUS_", extra="ignore", frozen=True)
 
     redis_url: str = Field(
-        "memory://",
-        description="redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// or memory:// "
-        "(an embedded store inside this one process).",
+        "local://",
+        description="redis://, rediss://, unix://, redis+sentinel://, redis+cluster://, local:// (the "
+        "user's managed local redis-server, shared by all their agentbus processes) or memory:// (an "
+        "embedded store inside this one process).",
     )
     namespace: str = Field(
         "default", pattern=NAMESPACE_PATTERN, description="The swarm/project; keys live under it."

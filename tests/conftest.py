@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import redis
 from helpers import backend_url, free_port, free_ports, fresh_settings
 
 from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.local import LocalBus
 from mcp_agentbus.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -37,6 +39,18 @@ def _no_users_tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AGENTBUS_TOKENS_FILE", str(path))
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_users_local_bus() -> Iterator[None]:
+    """Nothing the tests start may join or start the user's own local bus: the state directory is a
+    short temporary one (a unix socket path must stay under ~100 bytes), and any bus there is stopped."""
+    state = Path(tempfile.mkdtemp(prefix="ab-state-", dir="/tmp"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(state))
+        yield
+    LocalBus(state / "agentbus").stop()
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def redis_binary(name: str) -> str | None:
