@@ -136,3 +136,22 @@ class Keys:
     @property
     def locks(self) -> str:
         return f"{self.prefix}locks"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}leases"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}delayed"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}dead"
+
+    @property
+    def counters(self) -> str:
+        return f"{self.prefix}counters"
+
+    def unread(self, agent_id: str) -> str:
+        return f"{self.prefix}unread:{agent_id}"
