@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,6 +213,73 @@ def doctor(**flags: Any) -> None:
         if check.fix:
             click.echo(f"      -> {check.fix}")
     if any(check.status == "fail" for check in checks):
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path(__file__).parent,
+    help="The source tree to analyse [default: agentbus's own source].",
+)
+@click.option("--workers", type=click.IntRange(2, 12), default=4, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the report, notes and worker logs go [default: a new temporary directory].",
+)
+@click.option(
+    "--pace",
+    type=click.FloatRange(0, 5),
+    default=0.25,
+    show_default=True,
+    help="Seconds each task takes to 'think', so there is something to watch.",
+)
+@click.option(
+    "--limit", type=click.IntRange(1, 500), default=60, show_default=True, help="At most this many files."
+)
+@click.option(
+    "--redis-url",
+    help="Run on this Redis instead of an embedded store, e.g. local:// to follow it from another "
+    "terminal with `agentbus watch --namespace demo-…`.",
+)
+def demo(root: Path, workers: int, out: Path | None, pace: float, limit: int, redis_url: str | None) -> None:
+    """Watch agents coordinate: a coordinator creates a workflow that analyses every Python file of a
+    directory in parallel and merges the findings into a report; worker processes speaking MCP claim
+    the tasks, lock the file they share, message the coordinator and publish events; one crashes
+    mid-task, and its lease expires and the task is retried. Needs no Redis."""
+    import tempfile
+
+    from rich.console import Console
+
+    from mcp_agentbus.demo.run import run_demo, summary
+    from mcp_agentbus.demo.worker import DemoFailed
+
+    if redis_url is not None:
+        load_settings(redis_url=redis_url)  # refuse a bad URL before anything starts
+    out = out or Path(tempfile.mkdtemp(prefix="agentbus-demo-"))
+    console = Console()
+    try:
+        outcome = anyio.run(
+            partial(
+                run_demo,
+                root.resolve(),
+                out.resolve(),
+                workers=workers,
+                pace=pace,
+                limit=limit,
+                redis_url=redis_url,
+                console=console,
+            )
+        )
+    except (DemoFailed, AgentBusError, LocalBusError, BaseExceptionGroup) as exc:
+        while isinstance(exc, BaseExceptionGroup):  # the first cause, out of the task groups
+            exc = exc.exceptions[0]
+        fail(f"the demo stopped: {exc or type(exc).__name__} (worker logs: {out / 'logs'})")
+    console.print(summary(outcome))
+    if outcome.workflow.status != "done":
         sys.exit(1)
 
 

@@ -16,6 +16,7 @@ from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.models import AgentView, EventView, HeldLock, WorkflowSummary, WorkflowView
 
 DEAD_SHOWN = 5
+TASK_ORDER = ("claimed", "dead", "delayed", "ready", "blocked", "done", "cancelled")  # the busiest first
 STATE_STYLE = {
     "done": "green",
     "claimed": "cyan",
@@ -93,9 +94,9 @@ async def take(bus: AgentBus, *, workflow_id: str | None = None, events: int = 8
     )
 
 
-def render(snap: Snapshot, *, title: str | None = None) -> RenderableType:
-    """Everything at a glance: agents, workflows (one of them task by task), queues, locks, dead
-    tasks and the latest events."""
+def render(snap: Snapshot, *, title: str | None = None, max_tasks: int | None = None) -> RenderableType:
+    """Everything at a glance: agents, workflows (one of them task by task, the busiest first when
+    there are more than `max_tasks`), queues, locks, dead tasks and the latest events."""
     alive = sum(a.alive for a in snap.agents)
     running = sum(w.status == "running" for w in snap.workflows)
     header = Text.assemble(
@@ -105,7 +106,7 @@ def render(snap: Snapshot, *, title: str | None = None) -> RenderableType:
     )
     parts: list[RenderableType] = [header, _agents(snap), _workflows(snap)]
     if snap.workflow is not None:
-        parts.append(_tasks(snap.workflow))
+        parts.append(_tasks(snap.workflow, max_tasks))
     parts.append(_queues(snap))
     if snap.locks:
         parts.append(_locks(snap))
@@ -152,17 +153,23 @@ def _workflows(snap: Snapshot) -> RenderableType:
     return table
 
 
-def _tasks(workflow: WorkflowView) -> RenderableType:
-    table = _table(f"Tasks of {workflow.workflow_id}", "task", "state", "agent", "attempt", "note")
-    for t in workflow.tasks:
+def _tasks(workflow: WorkflowView, limit: int | None) -> RenderableType:
+    table = _table(f"Tasks of {workflow.workflow_id}", "task", "title", "state", "agent", "attempt", "note")
+    tasks = workflow.tasks
+    if limit is not None and len(tasks) > limit:
+        tasks = sorted(tasks, key=lambda t: TASK_ORDER.index(t.state))[:limit]
+    for t in tasks:
         note = t.error or t.summary or ""
         table.add_row(
             t.key or t.id,
+            t.title,
             Text(t.state, style=STATE_STYLE.get(t.state, "")),
             t.assignee or "",
             f"{t.attempts}/{t.max_attempts}" if t.attempts else "",
             note[:60],
         )
+    if len(tasks) < len(workflow.tasks):
+        table.add_row(Text(f"… and {len(workflow.tasks) - len(tasks)} more", style="dim"))
     return table
 
 
@@ -192,7 +199,8 @@ def _dead(snap: Snapshot) -> RenderableType:
 
 def _events(snap: Snapshot) -> RenderableType:
     table = _table("Events", "at", "topic", "agent", "data")
-    table.columns[-1].no_wrap = True
+    for column in table.columns:  # one line per event; the data gives way
+        column.no_wrap = True
     table.columns[-1].overflow = "ellipsis"
     for e in snap.events:
         data = "" if e.data is None else json.dumps(e.data, ensure_ascii=False)

@@ -1,0 +1,274 @@
+"""The demo's bus, coordinator and view: an agentbus HTTP server in this process (on the embedded store
+unless a Redis URL is given), a coordinator that creates the workflow over MCP, worker processes that
+do it, a live view of the bus while they work, and a summary at the end."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import uvicorn
+from anyio.abc import Process
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.text import Text
+
+from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.dashboard import render, take
+from mcp_agentbus.demo.analysis import source_files
+from mcp_agentbus.demo.worker import Agent, DemoFailed
+from mcp_agentbus.http import build_app
+from mcp_agentbus.models import WorkflowView
+from mcp_agentbus.settings import Settings
+
+TIMEOUT = 75.0  # the demo takes well under a minute; past this something is wrong
+TICK = 0.25
+Events = list[tuple[str, dict[str, str]]]  # XRANGE of the event log
+SHOWN_TOPICS = (
+    "agent.",
+    "task.claimed",
+    "task.completed",
+    "task.reclaimed",
+    "message.sent",
+    "workflow.",
+    "demo.",
+)
+
+
+@dataclass
+class Outcome:
+    workflow: WorkflowView
+    seconds: float
+    out: Path
+    url: str
+    namespace: str
+    topics: Counter[str]
+    reclaimed: list[tuple[str, str]]  # (agent that lost it, task id)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def run_demo(
+    root: Path, out: Path, *, workers: int, pace: float, limit: int, redis_url: str | None, console: Console
+) -> Outcome:
+    files = source_files(root, limit)
+    if not files:
+        raise DemoFailed(f"there are no Python files under {root} to analyse; pass --dir with some")
+    settings = Settings(
+        redis_url=redis_url or f"memory://demo-{uuid.uuid4().hex}",
+        namespace=f"demo-{time.strftime('%H%M%S')}",
+        reaper_interval_seconds=TICK,
+        retry_backoff_seconds=0.2,
+        max_wait_seconds=5,
+    )
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    async with serving(settings) as url, AgentBus.open(settings, reaper=False) as bus:
+        console.print(
+            f"[bold]agentbus demo[/]: {len(files)} files of {root} · {workers} worker processes · "
+            f"MCP at {url} · namespace {settings.namespace}"
+        )
+        async with Client(streamable_http_client(url), mode="legacy") as client:
+            coordinator = Agent(client, "coordinator")
+            await coordinator("heartbeat", status="coordinating", ttl_seconds=120)
+            created = await coordinator(
+                "create_workflow",
+                title=f"Analyse {root.name}",
+                tasks=[
+                    *(
+                        {"key": f"analyse-{n}", "title": f, "capability": "analyse", "payload": {"path": f}}
+                        for n, f in enumerate(files, 1)
+                    ),
+                    {
+                        "key": "merge",
+                        "title": "Merge the findings into one report",
+                        "capability": "merge",
+                        "depends_on": [f"analyse-{n}" for n in range(1, len(files) + 1)],
+                    },
+                ],
+            )
+            workflow_id = created["workflow_id"]
+            async with spawned(url, root, out, workers, pace) as procs:
+                messages = await follow(bus, coordinator, workflow_id, procs, console)
+                await leave(procs)
+            await coordinator("heartbeat", status="done", ttl_seconds=1)
+        workflow = (await bus.workflows.get(workflow_id)).workflow
+        assert workflow is not None
+        topics, reclaimed = await tally(bus)
+    return Outcome(
+        workflow, time.monotonic() - started, out, url, settings.namespace, topics, reclaimed, messages
+    )
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    """The bus over streamable HTTP on a loopback port of this process (no tokens: loopback only)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = build_app(settings, tokens=None)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    stopped = anyio.Event()
+
+    async def run() -> None:
+        try:
+            await server.serve([sock])
+        finally:
+            stopped.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        with anyio.fail_after(15):
+            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
+                await anyio.sleep(0.02)
+        try:
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            # A graceful stop even when the demo failed: cancelling uvicorn mid-lifespan logs tracebacks.
+            server.should_exit = True
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await stopped.wait()
+    sock.close()
+
+
+@asynccontextmanager
+async def spawned(url: str, root: Path, out: Path, workers: int, pace: float) -> AsyncIterator[list[Process]]:
+    """The worker processes; the last one crashes on its first task. Whatever is left is killed."""
+    procs = []
+    try:
+        for n in range(1, workers + 1):
+            command = [
+                sys.executable, "-m", "mcp_agentbus.demo.worker",
+                "--url", url, "--agent", f"worker-{n}", "--root", str(root), "--out", str(out),
+                "--pace", str(pace),
+                *(["--crash"] if n == workers else []),
+            ]  # fmt: skip
+            with (out / "logs" / f"worker-{n}.log").open("w") as log:
+                procs.append(await anyio.open_process(command, stdout=log, stderr=subprocess.STDOUT))
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            with anyio.move_on_after(5, shield=True):
+                await proc.wait()
+
+
+async def follow(
+    bus: AgentBus, coordinator: Agent, workflow_id: str, procs: list[Process], console: Console
+) -> list[dict[str, Any]]:
+    """Show the bus until the workflow finishes (or every worker has stopped): a live view on a terminal,
+    event lines otherwise. The coordinator reads its inbox meanwhile; its messages are returned."""
+    messages: list[dict[str, Any]] = []
+    last_event = "0-0"
+    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+    try:
+        if live is not None:
+            live.start()
+        with anyio.fail_after(TIMEOUT):
+            while True:
+                inbox = await coordinator("read_inbox", limit=50)
+                messages += inbox["messages"]
+                snap = await take(bus, workflow_id=workflow_id, events=6)
+                if live is not None:
+                    live.update(
+                        Group(render(snap, title="agentbus demo", max_tasks=10), _inbox(messages)),
+                        refresh=True,
+                    )
+                else:
+                    last_event = await _print_events(bus, last_event, console)
+                if snap.workflow is not None and snap.workflow.status != "running":
+                    return messages
+                if all(proc.returncode is not None for proc in procs):
+                    raise DemoFailed("every worker stopped before the workflow finished")
+                await anyio.sleep(TICK)
+    except TimeoutError:
+        raise DemoFailed(f"the workflow did not finish within {TIMEOUT:.0f} s; see the worker logs") from None
+    finally:
+        if live is not None:
+            live.stop()
+
+
+async def leave(procs: list[Process]) -> None:
+    """Workers leave by themselves once no workflow runs; give them a moment."""
+    with anyio.move_on_after(10):
+        for proc in procs:
+            await proc.wait()
+
+
+def _inbox(messages: list[dict[str, Any]]) -> RenderableType:
+    if not messages:
+        return Text("coordinator's inbox: empty", style="dim")
+    lines = [f"  {m['from']}: {m['subject']} — {m['body']}" for m in messages[-4:]]
+    return Text("coordinator's inbox:\n" + "\n".join(lines))
+
+
+async def _print_events(bus: AgentBus, after: str, console: Console) -> str:
+    """Print the events since `after` that tell the story; the id of the last one seen."""
+    entries = cast(Events, await bus.redis.xrange(bus.store.keys.events, min=f"({after}", count=1000))
+    for event_id, fields in entries:
+        topic = fields["topic"]
+        if topic.startswith(SHOWN_TOPICS):
+            console.print(
+                f"{fields.get('agent', ''):>12}  {topic:<16} {fields.get('data', '')[:90]}", markup=False
+            )
+        after = event_id
+    return after
+
+
+async def tally(bus: AgentBus) -> tuple[Counter[str], list[tuple[str, str]]]:
+    """How many events of each topic, and each lease taken back (from whom, which task)."""
+    entries = cast(Events, await bus.redis.xrange(bus.store.keys.events))
+    topics = Counter(fields["topic"] for _, fields in entries)
+    reclaimed = [
+        (fields.get("agent", ""), json.loads(fields.get("data", "{}")).get("task", ""))
+        for _, fields in entries
+        if fields["topic"] == "task.reclaimed"
+    ]
+    return topics, reclaimed
+
+
+def summary(outcome: Outcome) -> RenderableType:
+    w = outcome.workflow
+    by_id = {t.id: t for t in w.tasks}
+    retried = [t for t in w.tasks if t.attempts > 1]
+    lines = [
+        f"[bold]{w.title}[/]: workflow {w.workflow_id} {w.status}, "
+        f"{w.progress.done}/{w.progress.total} tasks done in {outcome.seconds:.1f} s",
+    ]
+    for agent, task_id in outcome.reclaimed:
+        task = by_id.get(task_id)
+        if task is not None:
+            lines.append(
+                f"{agent} crashed holding [bold]{task.title}[/]; its lease expired, the reaper put the task "
+                f"back, and {task.assignee} finished it on attempt {task.attempts}"
+            )
+    t = outcome.topics
+    lines += [
+        f"claims {t['task.claimed']}, completions {t['task.completed']}, leases taken back "
+        f"{t['task.reclaimed']}, retried tasks {len(retried)}, lock grants {t['lock.acquired']}, messages "
+        f"{t['message.sent']}, events published {t['demo.big_file']}, events in all {t.total()}",
+        f"the coordinator's inbox: {len(outcome.messages)} messages"
+        + "".join(f"\n  {m['from']}: {m['subject']} — {m['body']}" for m in outcome.messages[:6]),
+        f"report: {outcome.out / 'report.md'} · notes (written under a lock): {outcome.out / 'notes.md'} · "
+        f"worker logs: {outcome.out / 'logs'}",
+    ]
+    report = (
+        (outcome.out / "report.md").read_text(encoding="utf-8")
+        if (outcome.out / "report.md").exists()
+        else ""
+    )
+    return Group(Text.from_markup("\n".join(lines)), Text(), Markdown(report))
