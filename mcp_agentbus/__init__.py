@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import (
     AgentBusError,
     BackendUnavailable,
@@ -20,14 +19,19 @@ from mcp_agentbus.errors import (
 from mcp_agentbus.settings import Settings
 
 if TYPE_CHECKING:
+    from mcp_agentbus.bus import AgentBus
     from mcp_agentbus.server import build_server
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
-    # The MCP stack loads only when a server is built, so commands that do not serve and users of
-    # the core API do not pay for it.
+    # The core loads on first use and the MCP stack only when a server is built, so quick commands
+    # (`agentbus hook`, `token`, `local`) and users of the core API do not pay for what they skip.
+    if name == "AgentBus":
+        from mcp_agentbus.bus import AgentBus
+
+        return AgentBus
     if name == "build_server":
         from mcp_agentbus.server import build_server
 

@@ -15,7 +15,6 @@ import anyio
 import click
 from pydantic import ValidationError
 
-from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.connection import close, connect, redact
 from mcp_agentbus.errors import AgentBusError
 from mcp_agentbus.local import LOCAL_SCHEME, LocalBus, LocalBusError
@@ -23,6 +22,7 @@ from mcp_agentbus.settings import Settings
 from mcp_agentbus.tokens import TokensFile
 
 if TYPE_CHECKING:
+    from mcp_agentbus.bus import AgentBus
     from mcp_agentbus.dashboard import Snapshot
 
 
@@ -217,6 +217,47 @@ def doctor(**flags: Any) -> None:
 
 
 @main.command()
+@click.option("--agent", help="The agent to look out for [env: AGENTBUS_AGENT].")
+@click.option("--namespace", help="[env: AGENTBUS_NAMESPACE]")
+@click.option("--redis-url", help="[env: AGENTBUS_REDIS_URL; default: your local bus]")
+@click.option(
+    "--within",
+    type=click.FloatRange(0),
+    default=60,
+    show_default=True,
+    help="Mention leases and locks that lapse within this many seconds.",
+)
+def hook(within: float, **flags: Any) -> None:
+    """A Claude Code hook (UserPromptSubmit, PostToolUse, SessionStart): tells the agent it has unread
+    messages, or a lease or lock about to lapse. Reads the hook's JSON on stdin; prints nothing when
+    nothing waits; always exits 0, so it never gets in the agent's way (problems go to stderr)."""
+    from mcp_agentbus.hook import event_of, look, output, tell
+
+    event = event_of("" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read())
+    try:
+        settings = Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        click.echo(f"agentbus hook: invalid settings: {exc.errors(include_url=False)[0]['msg']}", err=True)
+        return
+    url = settings.redis_url
+    if settings.agent is None or url.startswith("memory://"):
+        click.echo("agentbus hook: nothing to look at (pass --agent, and a shared Redis)", err=True)
+        return
+    if url.startswith(LOCAL_SCHEME):
+        url = LocalBus.from_url(url).join() or ""
+        if not url:
+            return  # the local bus is not running: nothing can be waiting
+    try:
+        waiting = anyio.run(look, url, settings.namespace, settings.agent)
+    except Exception as exc:  # whatever went wrong, the agent must carry on
+        click.echo(f"agentbus hook: could not look at the bus: {exc or type(exc).__name__}", err=True)
+        return
+    text = tell(settings.agent, waiting, within)
+    if text:
+        click.echo(output(event, text))
+
+
+@main.command()
 @click.option(
     "--dir",
     "root",
@@ -304,6 +345,8 @@ def view_settings(flags: dict[str, Any]) -> Settings:
 @asynccontextmanager
 async def looking(settings: Settings) -> AsyncIterator[AgentBus]:
     """A bus for reading only: no wake-up listener, no reaper."""
+    from mcp_agentbus.bus import AgentBus
+
     redis = connect(settings.redis_url)
     try:
         yield AgentBus(redis, settings)
