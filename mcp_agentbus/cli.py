@@ -230,10 +230,13 @@ def doctor(**flags: Any) -> None:
 def hook(within: float, **flags: Any) -> None:
     """A Claude Code hook (UserPromptSubmit, PostToolUse, SessionStart): tells the agent it has unread
     messages, or a lease or lock about to lapse. Reads the hook's JSON on stdin; prints nothing when
-    nothing waits; always exits 0, so it never gets in the agent's way (problems go to stderr)."""
-    from mcp_agentbus.hook import event_of, look, output, tell
+    nothing waits, or inside a subagent (whose agent id is its own); always exits 0, so it never gets
+    in the agent's way (problems go to stderr)."""
+    from mcp_agentbus.hook import look, output, parse_input, tell
 
-    event = event_of("" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read())
+    given = parse_input("" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read())
+    if given.in_subagent:
+        return  # a subagent acts under its own agent id, not this hook's: its news is not for it
     try:
         settings = Settings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
@@ -254,7 +257,7 @@ def hook(within: float, **flags: Any) -> None:
         return
     text = tell(settings.agent, waiting, within)
     if text:
-        click.echo(output(event, text))
+        click.echo(output(given.event, text))
 
 
 @main.command()

@@ -93,11 +93,19 @@ def output(event: str, text: str) -> str:
     return text
 
 
-def event_of(stdin: str) -> str:
-    """The event named in the hook input (Claude Code sends JSON on stdin); UserPromptSubmit if none."""
+@dataclass(frozen=True)
+class HookInput:
+    event: str
+    in_subagent: bool  # Claude Code names an agent_id only for hooks that fire inside a subagent
+
+
+def parse_input(stdin: str) -> HookInput:
+    """The hook input Claude Code sends as JSON on stdin; a prompt hook if it names no event."""
     try:
         data = json.loads(stdin) if stdin.strip() else {}
     except ValueError:
         data = {}
-    event = data.get("hook_event_name") if isinstance(data, dict) else None
-    return event if isinstance(event, str) else "UserPromptSubmit"
+    if not isinstance(data, dict):
+        data = {}
+    event = data.get("hook_event_name")
+    return HookInput(event if isinstance(event, str) else "UserPromptSubmit", bool(data.get("agent_id")))
