@@ -30,6 +30,8 @@ format: install
 
 bench: install
 	$(PY) bench/bench.py
+	$(PY) bench/startup.py
 
 bench-quick: install
 	$(PY) bench/bench.py --quick
+	$(PY) bench/startup.py --runs 2

@@ -40,7 +40,8 @@ class AgentBusError(Exception):
 class InvalidArgument(AgentBusError):
     code = "invalid_argument"
     default_hint = (
-        "Fix the argument named in the message and call again; the tool's input schema lists the bounds."
+        "Fix the argument named in the message and call again: the message names the expected format, "
+        "the tool's input schema the bounds."
     )
 
 

@@ -1,4 +1,6 @@
-"""Result shapes: what the core API returns and what each MCP tool's output schema publishes."""
+"""Result shapes: what the core API returns and each MCP tool's structured result. (``tools/list``
+publishes every result as a bare object to stay small, schemas.py; these models are the shapes, and
+their field descriptions document them for readers of the code.)"""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ from mcp_agentbus.errors import (
 from mcp_agentbus.namespaces import Namespaces
 from mcp_agentbus.push import Listeners
 from mcp_agentbus.resources import VIEWS
-from mcp_agentbus.schemas import compact_input, compact_output
+from mcp_agentbus.schemas import compact_annotations, compact_input, compact_output
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.tasks import AGENT_RE
 from mcp_agentbus.tokens import TokensFile
@@ -62,8 +62,9 @@ agentbus coordinates agents through a shared Redis. Workers: heartbeat, then loo
 (with wait_seconds) -> do the work -> complete_task or fail_task with the lease_token; heartbeat more
 often than your lease lasts; acquire_lock before editing a shared file. Coordinators: create_workflow
 to split a goal into dependent tasks, get_workflow to follow it. Everyone: send_message/read_inbox to
-talk, read_events to follow what happens, and read the `notices` in every result. Pass your own
-`agent` id when several agents share one server. Prompts `worker` and `coordinator` teach the loop."""
+talk, read_events to follow what happens, and read the `notices` in every result. `agent` is your
+agent id (default: the server's AGENTBUS_AGENT): pass your own on every call when several agents (for
+example subagents) share one server. Prompts `worker` and `coordinator` teach the loop."""
 
 
 class AgentBusServer(MCPServer[App]):
@@ -186,8 +187,10 @@ class AgentBusServer(MCPServer[App]):
             self._listed = [
                 tool.model_copy(
                     update={
+                        "description": " ".join((tool.description or "").split()),  # a docstring's wraps
                         "input_schema": compact_input(tool.input_schema),
                         "output_schema": tool.output_schema and compact_output(tool.output_schema),
+                        "annotations": compact_annotations(tool.annotations),
                     }
                 )
                 for tool in await super().list_tools()

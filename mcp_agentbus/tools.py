@@ -93,18 +93,12 @@ class App:
 
 Ctx = Context[App, Any]
 
-AgentArg = Annotated[
-    AgentId | None, Field(description="Your agent id. Defaults to the server's AGENTBUS_AGENT.")
-]
-IdempotencyArg = Annotated[
-    IdempotencyKey | None,
-    Field(
-        description="A retried call with the same key returns the first call's result and changes nothing."
-    ),
-]
-LeaseToken = Annotated[
-    str, Field(min_length=1, max_length=64, description="The lease_token from claim_task.")
-]
+# Every acting tool takes `agent`; the server's instructions say what it is, once, not each listing.
+AgentArg = AgentId | None
+IdempotencyArg = IdempotencyKey | None  # a well-known idea: its name says it
+LeaseToken = Annotated[str, Field(min_length=1, max_length=64)]  # claim_task's description names it
+
+WAIT = "Max wait (capped)"  # the call returns as soon as the awaited thing comes
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 IDEMPOTENT = ToolAnnotations(
@@ -130,24 +124,20 @@ def app_of(ctx: Ctx) -> App:
 
 async def heartbeat(
     ctx: Ctx,
-    status: Annotated[
-        str, Field(min_length=1, max_length=MAX_STATUS, description="e.g. idle, busy.")
-    ] = "idle",
+    status: Annotated[str, Field(min_length=1, max_length=MAX_STATUS)] = "idle",
     capabilities: Annotated[
         list[Capability] | None,
         Field(
             max_length=MAX_CAPABILITIES,
-            description="Kinds of task you can do; omit to keep the registered ones.",
+            description="Task kinds you do",
         ),
     ] = None,
-    note: Annotated[str, Field(max_length=MAX_NOTE, description="What you are doing, for others.")] = "",
-    ttl_seconds: Annotated[
-        int, Field(ge=1, le=86_400, description="Count as gone after this long silent.")
-    ] = 60,
+    note: Annotated[str, Field(max_length=MAX_NOTE)] = "",
+    ttl_seconds: Annotated[int, Field(ge=1, le=86_400, description="Gone after this long silent")] = 60,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, HeartbeatResult]:
-    """Say you are alive: registers you (status, capabilities) and extends every lease and lock you
-    hold. Call it more often than your shortest lease, lock or ttl_seconds."""
+    """Say you are alive; extends all your leases and locks. Call it within your shortest lease or
+    ttl."""
     app = app_of(ctx)
     r = await app.bus.presence.heartbeat(
         app.agent(agent), status=status, capabilities=capabilities, note=note, ttl_seconds=ttl_seconds
@@ -163,10 +153,10 @@ async def heartbeat(
 
 async def list_agents(
     ctx: Ctx,
-    capability: Annotated[Capability | None, Field(description="Only agents with this capability.")] = None,
-    include_gone: Annotated[bool, Field(description="Also list agents whose heartbeat lapsed.")] = False,
+    capability: Annotated[Capability | None, Field(description="Only agents with it")] = None,
+    include_gone: Annotated[bool, Field(description="Also agents whose heartbeat lapsed")] = False,
 ) -> Annotated[CallToolResult, ListAgentsResult]:
-    """Who is on the bus: status, capabilities, last seen, and the tasks each one holds."""
+    """Who is on the bus: each agent's status, capabilities, last seen, and tasks and locks held."""
     r = await app_of(ctx).bus.presence.list_agents(capability=capability, include_gone=include_gone)
     alive = sum(a.alive for a in r.agents)
     return ok(r, f"{alive} agent(s) alive" + (f", {len(r.agents) - alive} gone." if include_gone else "."))
@@ -174,29 +164,25 @@ async def list_agents(
 
 async def create_task(
     ctx: Ctx,
-    title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE, description="Short name of the work.")],
+    title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE, description="Short name of the work")],
     description: Annotated[
-        str, Field(max_length=MAX_DESCRIPTION, description="What to do, for the worker.")
+        str, Field(max_length=MAX_DESCRIPTION, description="What to do, for the worker")
     ] = "",
-    capability: Annotated[Capability, Field(description="Which kind of agent may claim it.")] = "any",
-    priority: Annotated[
-        Priority, Field(description="urgent > high > normal > low; FIFO within one.")
-    ] = "normal",
-    payload: Annotated[Any, Field(description="Any JSON the worker needs (≤ 64 KiB).")] = None,
+    capability: Annotated[Capability, Field(description="Which kind of agent may claim it")] = "any",
+    priority: Annotated[Priority, Field(description="FIFO within a priority")] = "normal",
+    payload: Annotated[Any, Field(description="Any JSON the worker needs, up to 64 KiB")] = None,
     depends_on: Annotated[
-        list[TaskId], Field(max_length=MAX_DEPENDENCIES, description="Task ids that must be done first.")
+        list[TaskId], Field(max_length=MAX_DEPENDENCIES, description="Task ids that must be done first")
     ] = [],  # noqa: B006 - pydantic copies defaults
-    workflow_id: Annotated[
-        WorkflowId | None, Field(description="Add the task to this running workflow.")
-    ] = None,
-    max_attempts: Annotated[int, Field(ge=1, le=100, description="Attempts before the task is dead.")] = 3,
+    workflow_id: Annotated[WorkflowId | None, Field(description="Add it to this running workflow")] = None,
+    max_attempts: Annotated[int, Field(ge=1, le=100, description="Attempts before it is dead")] = 3,
     delay_seconds: Annotated[
-        float, Field(ge=0, le=2_592_000, description="Not claimable before this delay.")
+        float, Field(ge=0, le=2_592_000, description="Not claimable before this delay")
     ] = 0,
     idempotency_key: IdempotencyArg = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, CreateTaskResult]:
-    """Queue one task for a worker. For several related tasks use create_workflow."""
+    """Queue one task for a worker; for several related tasks, use create_workflow."""
     app = app_of(ctx)
     r = await app.bus.tasks.create(
         app.agent(agent),
@@ -218,18 +204,16 @@ async def create_task(
 
 async def create_workflow(
     ctx: Ctx,
-    title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE, description="Name of the whole job.")],
+    title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE, description="Name of the whole job")],
     tasks: Annotated[
         list[WorkflowTask],
-        Field(
-            min_length=1, max_length=MAX_WORKFLOW_TASKS, description="The steps; depends_on names other keys."
-        ),
+        Field(min_length=1, max_length=MAX_WORKFLOW_TASKS, description="The steps; depends_on names keys"),
     ],
     idempotency_key: IdempotencyArg = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, CreateWorkflowResult]:
-    """Create a DAG of tasks at once. Tasks without depends_on are ready now; each other task becomes
-    ready when all it depends on are done, and its claim carries their results as `inputs`."""
+    """Create a DAG of tasks in one call. A task is ready once all it depends on are done, and its
+    claim carries their results as `inputs`. Returns workflow_id and task_ids by key."""
     app = app_of(ctx)
     r = await app.bus.workflows.create(
         app.agent(agent), title=title, tasks=tasks, idempotency_key=idempotency_key
@@ -241,20 +225,15 @@ async def claim_task(
     ctx: Ctx,
     capabilities: Annotated[
         list[Capability] | None,
-        Field(max_length=MAX_CAPABILITIES, description="Default: your registered capabilities plus 'any'."),
+        Field(max_length=MAX_CAPABILITIES, description="Default: yours plus any"),
     ] = None,
-    wait_seconds: Annotated[
-        float,
-        Field(ge=0, description="Wait on the server up to this long for a task (capped by the server)."),
-    ] = 0,
-    lease_seconds: Annotated[
-        int | None, Field(ge=1, le=86_400, description="Lease length; heartbeat to extend. Default 300.")
-    ] = None,
-    task_id: Annotated[TaskId | None, Field(description="Claim this specific ready task.")] = None,
+    wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
+    lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Default 300")] = None,
+    task_id: TaskId | None = None,  # a specific ready task
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ClaimResult]:
-    """Take the next ready task (highest priority, oldest first) and a lease on it. Finish with
-    complete_task or fail_task using the lease_token. Returns task null, with the reason, if none."""
+    """Take the next ready task (by priority, then age) and a lease on it; end with complete_task or
+    fail_task. task is null if none is ready."""
     app = app_of(ctx)
     r = await app.bus.tasks.claim(
         app.agent(agent),
@@ -275,15 +254,13 @@ async def claim_task(
 
 async def complete_task(
     ctx: Ctx,
-    task_id: Annotated[TaskId, Field(description="The task you claimed.")],
+    task_id: TaskId,
     lease_token: LeaseToken,
-    result: Annotated[
-        Any, Field(description="Any JSON result (≤ 64 KiB); dependents get it as inputs.")
-    ] = None,
-    summary: Annotated[str, Field(max_length=MAX_SUMMARY, description="One line on what you did.")] = "",
+    result: Annotated[Any, Field(description="JSON up to 64 KiB")] = None,  # dependents get it as inputs
+    summary: Annotated[str, Field(max_length=MAX_SUMMARY)] = "",
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, CompleteResult]:
-    """Mark your claimed task done with its result. Safe to repeat with the same lease_token."""
+    """Mark your claimed task done with its result. Safe to repeat."""
     app = app_of(ctx)
     r = await app.bus.tasks.complete(app.agent(agent), task_id, lease_token, result=result, summary=summary)
     line = f"Task {task_id} is done" + (" (already recorded)" if r.already_completed else "")
@@ -296,14 +273,13 @@ async def complete_task(
 
 async def fail_task(
     ctx: Ctx,
-    task_id: Annotated[TaskId, Field(description="The task you claimed.")],
+    task_id: TaskId,
     lease_token: LeaseToken,
-    error: Annotated[str, Field(min_length=1, max_length=MAX_ERROR, description="What went wrong.")],
-    retry: Annotated[bool, Field(description="false: give up now (the task is dead), no retry.")] = True,
+    error: Annotated[str, Field(min_length=1, max_length=MAX_ERROR)],
+    retry: Annotated[bool, Field(description="false: dead now")] = True,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, FailResult]:
-    """Report that your claimed task failed. It is retried with backoff until max_attempts, then dead
-    (its dependents are cancelled). Safe to repeat with the same lease_token."""
+    """Your claimed task failed: retried with backoff until max_attempts, then dead. Safe to repeat."""
     app = app_of(ctx)
     r = await app.bus.tasks.fail(app.agent(agent), task_id, lease_token, error=error, retry=retry)
     if r.state == "dead":
@@ -319,10 +295,9 @@ async def fail_task(
 
 async def get_workflow(
     ctx: Ctx,
-    workflow_id: Annotated[WorkflowId | None, Field(description="Omit to list recent workflows.")] = None,
+    workflow_id: WorkflowId | None = None,
 ) -> Annotated[CallToolResult, GetWorkflowResult]:
-    """A workflow's status and progress with every task (state, assignee, attempts, dependencies,
-    result or error); without an id, recent workflows with progress."""
+    """A workflow's status, progress and tasks; without workflow_id, recent workflows."""
     r = await app_of(ctx).bus.workflows.get(workflow_id)
     if r.workflow is not None:
         w = r.workflow
@@ -337,19 +312,17 @@ async def send_message(
     ctx: Ctx,
     to: Annotated[
         Recipient,
-        Field(description="An agent id, role:<capability> (live agents with it), or * (all live agents)."),
+        Field(description="Agent id, role:<capability> or * (all)"),
     ],
-    body: Annotated[str, Field(min_length=1, max_length=MAX_BODY, description="The message.")],
-    subject: Annotated[str, Field(max_length=MAX_SUBJECT, description="One line, shown in notices.")] = "",
-    thread_id: Annotated[
-        ThreadId | None, Field(description="Continue this conversation; default: reply_to's, else a new one.")
-    ] = None,
-    reply_to: Annotated[MessageId | None, Field(description="The message id you answer.")] = None,
-    data: Annotated[Any, Field(description="Any JSON (≤ 64 KiB).")] = None,
+    body: Annotated[str, Field(min_length=1, max_length=MAX_BODY)],
+    subject: Annotated[str, Field(max_length=MAX_SUBJECT)] = "",
+    thread_id: ThreadId | None = None,  # default: reply_to's thread, else a new one
+    reply_to: MessageId | None = None,
+    data: Any = None,
     idempotency_key: IdempotencyArg = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, SendResult]:
-    """Send a message into other agents' inboxes. It waits there, durably, until they read_inbox."""
+    """Send a message to agents' durable inboxes."""
     app = app_of(ctx)
     r = await app.bus.inbox.send(
         app.agent(agent),
@@ -367,15 +340,13 @@ async def send_message(
 
 async def read_inbox(
     ctx: Ctx,
-    limit: Annotated[int, Field(ge=1, le=MAX_READ, description="Most messages to return.")] = 20,
-    wait_seconds: Annotated[
-        float, Field(ge=0, description="Wait on the server up to this long for a message (capped).")
-    ] = 0,
-    peek: Annotated[bool, Field(description="Look without marking the messages read.")] = False,
-    thread_id: Annotated[ThreadId | None, Field(description="Only messages of this thread.")] = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_READ)] = 20,
+    wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
+    peek: Annotated[bool, Field(description="Don't mark them read")] = False,
+    thread_id: Annotated[ThreadId | None, Field(description="Only this thread")] = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ReadInboxResult]:
-    """Your unread messages, oldest first; they are marked read (each is returned once) unless peek."""
+    """Your unread messages, oldest first; each is returned once."""
     app = app_of(ctx)
     r = await app.bus.inbox.read(
         app.agent(agent),
@@ -390,25 +361,17 @@ async def read_inbox(
     return ok(r, "\n".join(lines))
 
 
-ResourceArg = Annotated[
-    Resource, Field(description="What to lock, usually a path; 'src/auth/' also covers everything below it.")
-]
+ResourceArg = Annotated[Resource, Field(description="Usually a path; 'dir/' covers all below it")]
 
 
 async def acquire_lock(
     ctx: Ctx,
     resource: ResourceArg,
-    ttl_seconds: Annotated[
-        int, Field(ge=1, le=86_400, description="Lock lifetime; heartbeat extends it.")
-    ] = 60,
-    wait_seconds: Annotated[
-        float, Field(ge=0, description="Wait on the server up to this long for it to be free (capped).")
-    ] = 0,
+    ttl_seconds: Annotated[int, Field(ge=1, le=86_400)] = 60,  # heartbeat extends it
+    wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, LockResult]:
-    """Lock a resource (a file, a directory ending in '/', any name) before you change it. Never
-    granted twice: a lock overlapping one that is held is refused, naming the holder. Pass the
-    fencing_token along with what you write; release_lock when done."""
+    """Lock what you will change; refused while an overlapping lock is held (naming its holder)."""
     app = app_of(ctx)
     r = await app.bus.locks.acquire(
         app.agent(agent),
@@ -427,13 +390,11 @@ async def acquire_lock(
 
 async def release_lock(
     ctx: Ctx,
-    resource: ResourceArg,
-    lock_token: Annotated[
-        str, Field(min_length=1, max_length=64, description="The lock_token from acquire_lock.")
-    ],
+    resource: Resource,
+    lock_token: Annotated[str, Field(min_length=1, max_length=64)],
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ReleaseResult]:
-    """Release a lock you hold (only its lock_token can)."""
+    """Release a lock you hold."""
     app = app_of(ctx)
     r = await app.bus.locks.release(app.agent(agent), resource, lock_token)
     return ok(r, f"Released {resource}." if r.released else f"Nothing released: {r.reason}.")
@@ -441,14 +402,12 @@ async def release_lock(
 
 async def publish_event(
     ctx: Ctx,
-    topic: Annotated[
-        Topic, Field(description="e.g. build.failed; task.*, workflow.*, lock.*, agent.* are the bus's.")
-    ],
-    data: Annotated[Any, Field(description="Any JSON (≤ 64 KiB).")] = None,
+    topic: Annotated[Topic, Field(description="e.g. build.failed")],
+    data: Any = None,
     idempotency_key: IdempotencyArg = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, PublishResult]:
-    """Announce something to every agent that reads the event log."""
+    """Announce an event to every reader of the event log."""
     app = app_of(ctx)
     r = await app.bus.events.publish(app.agent(agent), topic, data, idempotency_key=idempotency_key)
     return ok(
@@ -460,19 +419,15 @@ async def read_events(
     ctx: Ctx,
     topics: Annotated[
         list[TopicPattern] | None,
-        Field(max_length=20, description="Patterns like task.* or build.failed; all if omitted."),
+        Field(max_length=20, description="e.g. task.*; default all"),
     ] = None,
     after: Annotated[
-        Cursor | None,
-        Field(description="The cursor from your last read; '0' = from the beginning; omit = from now."),
+        Cursor | None, Field(description="Cursor from the last read; '0': start; omit: now")
     ] = None,
-    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Most events to return.")] = 50,
-    wait_seconds: Annotated[
-        float, Field(ge=0, description="Wait on the server up to this long for an event.")
-    ] = 0,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 50,
+    wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
 ) -> Annotated[CallToolResult, ReadEventsResult]:
-    """Read the event log (task, workflow, lock and agent changes, and published events), oldest first.
-    Pass the returned cursor as `after` next time to get only newer events."""
+    """The event log, oldest first; pass the returned cursor as after next time."""
 
     r = await app_of(ctx).bus.events.read(
         topics=topics, after=after, limit=limit, wait_seconds=wait_seconds, on_progress=ctx.report_progress

@@ -56,6 +56,27 @@ WORKER_TOOLS = {
     "read_events",
 }
 READ_ONLY_TOOLS = {"list_agents", "get_workflow", "read_events"}
+# Arguments whose name, type and tool say all (described in the server's instructions or README).
+UNDESCRIBED_ARGS = {
+    "agent",
+    "status",
+    "note",
+    "task_id",
+    "lease_token",
+    "summary",
+    "error",
+    "workflow_id",
+    "body",
+    "subject",
+    "thread_id",
+    "reply_to",
+    "data",
+    "idempotency_key",
+    "limit",
+    "ttl_seconds",
+    "lock_token",
+    "resource",  # described on acquire_lock, not again on release_lock
+}
 ERROR_CODES = {
     "invalid_argument",
     "payload_too_large",
@@ -175,11 +196,15 @@ async def test_lists_exactly_the_bus_tools_fully_described(settings: Settings, m
         assert tool.description and len(tool.description) > 20, tool.name
         assert tool.input_schema["type"] == "object", tool.name
         assert tool.output_schema is not None and tool.output_schema["type"] == "object", tool.name
-        assert "notices" in tool.output_schema["properties"], tool.name
         for arg, schema in tool.input_schema.get("properties", {}).items():
-            assert schema.get("description"), f"{tool.name}.{arg} has no description"
+            # the listing is lean (tests/test_tools_size.py): only self-explanatory arguments go bare
+            assert schema.get("description") or arg in UNDESCRIBED_ARGS, (
+                f"{tool.name}.{arg} has no description"
+            )
+        # hints left out of the listing mean MCP's defaults: read-only false, destructive true,
+        # idempotent false, open-world true
         assert tool.annotations is not None, tool.name
-        assert tool.annotations.read_only_hint is (tool.name in READ_ONLY_TOOLS), tool.name
+        assert bool(tool.annotations.read_only_hint) is (tool.name in READ_ONLY_TOOLS), tool.name
         assert tool.annotations.open_world_hint is False, tool.name
         if tool.name not in READ_ONLY_TOOLS:
             assert tool.annotations.destructive_hint is False, tool.name
@@ -187,8 +212,8 @@ async def test_lists_exactly_the_bus_tools_fully_described(settings: Settings, m
     by_name = {t.name: t for t in tools}
     assert by_name["complete_task"].annotations.idempotent_hint is True
     assert by_name["fail_task"].annotations.idempotent_hint is True
-    assert by_name["create_task"].annotations.idempotent_hint is False
-    assert by_name["acquire_lock"].annotations.idempotent_hint is False
+    assert not by_name["create_task"].annotations.idempotent_hint
+    assert not by_name["acquire_lock"].annotations.idempotent_hint
     assert by_name["release_lock"].annotations.idempotent_hint is True
     assert set(by_name["complete_task"].input_schema["required"]) == {"task_id", "lease_token"}
     assert set(by_name["create_workflow"].input_schema["required"]) == {"title", "tasks"}

@@ -89,7 +89,12 @@ async def run_demo(
                 title=f"Analyse {root.name}",
                 tasks=[
                     *(
-                        {"key": f"analyse-{n}", "title": f, "capability": "analyse", "payload": {"path": f}}
+                        {
+                            "key": f"analyse-{n}",
+                            "title": f,
+                            "capability": "analyse",
+                            "payload": {"path": f, "crash": n == 1},  # whoever claims it first dies
+                        }
                         for n, f in enumerate(files, 1)
                     ),
                     {
@@ -146,7 +151,7 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def spawned(url: str, root: Path, out: Path, workers: int, pace: float) -> AsyncIterator[list[Process]]:
-    """The worker processes; the last one crashes on its first task. Whatever is left is killed."""
+    """The worker processes; whatever is left at the end is killed."""
     procs = []
     try:
         for n in range(1, workers + 1):
@@ -154,7 +159,6 @@ async def spawned(url: str, root: Path, out: Path, workers: int, pace: float) ->
                 sys.executable, "-m", "mcp_agentbus.demo.worker",
                 "--url", url, "--agent", f"worker-{n}", "--root", str(root), "--out", str(out),
                 "--pace", str(pace),
-                *(["--crash"] if n == workers else []),
             ]  # fmt: skip
             with (out / "logs" / f"worker-{n}.log").open("w") as log:
                 procs.append(await anyio.open_process(command, stdout=log, stderr=subprocess.STDOUT))

@@ -4,7 +4,8 @@
 
 It heartbeats, claims tasks, analyses a file (or merges every finding into the report), appends a note to
 a shared file under a lock, publishes what it found, messages the coordinator, and completes the task. It
-leaves when no workflow is running. With ``--crash`` it dies holding its first task, lease and all.
+leaves when no workflow is running. The coordinator marks one task to crash on: whichever worker
+claims it first dies holding it, lease and all, so that another one can finish it on attempt 2.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Agent:
         return result.structured_content or {}
 
 
-async def work(url: str, agent: str, root: Path, out: Path, crash: bool, pace: float) -> None:
+async def work(url: str, agent: str, root: Path, out: Path, pace: float) -> None:
     async with Client(streamable_http_client(url), mode="legacy") as client:
         call = Agent(client, agent)
         await call(
@@ -65,7 +66,7 @@ async def work(url: str, agent: str, root: Path, out: Path, crash: bool, pace: f
                 await call("heartbeat", status="idle", ttl_seconds=PRESENCE_SECONDS)
                 continue
             await call("heartbeat", status=f"on {task['key']}", ttl_seconds=PRESENCE_SECONDS)
-            if crash:
+            if task["payload"] and task["payload"].get("crash") and task["attempt"] == 1:
                 print(
                     f"{agent}: crashing while holding {task['title']} (no complete, no release)", flush=True
                 )
@@ -144,10 +145,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--pace", type=float, default=0.0)
-    parser.add_argument("--crash", action="store_true")
     args = parser.parse_args()
     try:
-        anyio.run(work, args.url, args.agent, args.root, args.out, args.crash, args.pace)
+        anyio.run(work, args.url, args.agent, args.root, args.out, args.pace)
     except (DemoFailed, BaseExceptionGroup) as exc:
         while isinstance(exc, BaseExceptionGroup):
             exc = exc.exceptions[0]
