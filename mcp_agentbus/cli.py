@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import click
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from mcp_agentbus.connection import close, connect, redact
 from mcp_agentbus.errors import AgentBusError
-from mcp_agentbus.local import LOCAL_SCHEME, LocalBus, LocalBusError
+from mcp_agentbus.local import LOCAL_SCHEME, LocalBus, LocalBusError, looking_url
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.tokens import TokensFile
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from mcp_agentbus.dashboard import Snapshot
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     click.echo(f"agentbus: {message}", err=True)
     sys.exit(2)
 
@@ -40,7 +40,6 @@ def load_settings(**flags: Any) -> Settings:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
         )
         fail(f"invalid settings ({problems}). Check the AGENTBUS_* environment and the flags.")
-        raise  # unreachable: fail() exits
 
 
 async def _ping(url: str) -> None:
@@ -242,14 +241,12 @@ def hook(within: float, **flags: Any) -> None:
     except ValidationError as exc:
         click.echo(f"agentbus hook: invalid settings: {exc.errors(include_url=False)[0]['msg']}", err=True)
         return
-    url = settings.redis_url
-    if settings.agent is None or url.startswith("memory://"):
+    if settings.agent is None or settings.redis_url.startswith("memory://"):
         click.echo("agentbus hook: nothing to look at (pass --agent, and a shared Redis)", err=True)
         return
-    if url.startswith(LOCAL_SCHEME):
-        url = LocalBus.from_url(url).join() or ""
-        if not url:
-            return  # the local bus is not running: nothing can be waiting
+    url = looking_url(settings.redis_url)
+    if url is None:
+        return  # the local bus is not running: nothing can be waiting
     try:
         waiting = anyio.run(look, url, settings.namespace, settings.agent)
     except Exception as exc:  # whatever went wrong, the agent must carry on
@@ -332,17 +329,14 @@ def view_settings(flags: dict[str, Any]) -> Settings:
     settings = load_settings(**flags)
     if settings.redis_url.startswith("memory://"):
         fail("memory:// is a bus inside one server process; other processes cannot look into it")
-    if settings.redis_url.startswith(LOCAL_SCHEME):
-        local = LocalBus.from_url(settings.redis_url)
-        url = local.join()
-        if url is None:
-            fail(
-                f"the local bus is not running ({local.directory}): nothing has used it yet, or it was "
-                "stopped. `agentbus serve` or `agentbus local start` starts it; set AGENTBUS_REDIS_URL to "
-                "look at another Redis."
-            )
-        settings = settings.model_copy(update={"redis_url": url})
-    return settings
+    url = looking_url(settings.redis_url)
+    if url is None:
+        fail(
+            f"the local bus is not running ({LocalBus.from_url(settings.redis_url).directory}): nothing has "
+            "used it yet, or it was stopped. `agentbus serve` or `agentbus local start` starts it; set "
+            "AGENTBUS_REDIS_URL to look at another Redis."
+        )
+    return settings.model_copy(update={"redis_url": url})
 
 
 @asynccontextmanager

@@ -178,6 +178,12 @@ class LocalBus:
         )
 
 
+def looking_url(url: str) -> str | None:
+    """The URL a command that only reads should use: `url` itself, or for ``local://`` the running local
+    bus (None when it is not running: reading must not start it)."""
+    return LocalBus.from_url(url).join() if url.startswith(LOCAL_SCHEME) else url
+
+
 def no_server_message() -> str:
     return (
         "no Redis is configured and no redis-server was found to run the local bus. Ways forward:\n"
