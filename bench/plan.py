@@ -1,0 +1,94 @@
+"""How long a run measures each thing (the full and the quick plan), and what one run shares."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from harness import Budget, Figure
+from processes import AGENT
+from workloads import create_tasks
+
+from mcp_agentbus.connection import Redis
+from mcp_agentbus.settings import Settings
+
+
+@dataclass(frozen=True)
+class Plan:
+    warmup: Budget
+    redis: Budget  # PING, raw scripts, core API
+    memory: Budget  # MCP in-memory
+    stdio: Budget  # MCP over stdio, per mode
+    http: Budget  # MCP over streamable HTTP, one client, per mode
+    swarm: Budget  # claim+complete pairs of all concurrent agents together, per (agents, processes)
+    rounds: int  # interleaved rounds per comparison
+    depths: tuple[int, ...]  # tasks queued while claim latency is measured (scale)
+    depth: Budget  # claims measured at each depth
+    heartbeat_agents: int  # agents heartbeating once a second against one HTTP server process
+    heartbeat_seconds: float  # how long they keep it up, after all have joined
+    retained_tasks: int  # tasks completed before the memory they keep is measured
+    stream: int  # events published, and messages sent, in the bounded-memory stream
+
+    def tasks_needed(self, budget: Budget) -> int:
+        """Tasks one claim+complete workload can consume: its warm-up and every round."""
+        return self.warmup.ops + self.rounds * budget.share(self.rounds).ops
+
+
+# The full run must stay under 5 minutes on a 2-core VM. The time limits bind there: their sum, with
+# every warm-up at its limit, is about 4.4 minutes, plus server starts; a typical run takes about 4.
+FULL = Plan(
+    warmup=Budget(200, 2),
+    redis=Budget(20_000, 12),
+    memory=Budget(5_000, 6),
+    stdio=Budget(2_000, 8),
+    http=Budget(2_000, 8),
+    swarm=Budget(3_000, 6),
+    rounds=5,
+    depths=(10, 10_000, 1_000_000),
+    depth=Budget(2_000, 5),
+    heartbeat_agents=1_000,
+    heartbeat_seconds=20,
+    retained_tasks=100_000,
+    stream=50_000,
+)
+# --quick only checks that every path runs (CI: make bench-quick); about 30 s, 40 s on a busy VM.
+QUICK = Plan(
+    warmup=Budget(20, 1),
+    redis=Budget(500, 3),
+    memory=Budget(200, 2),
+    stdio=Budget(100, 2),
+    http=Budget(100, 1.5),
+    swarm=Budget(100, 0.5),
+    rounds=2,
+    depths=(10, 1_000, 10_000),
+    depth=Budget(100, 1),
+    heartbeat_agents=50,
+    heartbeat_seconds=2,
+    retained_tasks=2_000,
+    stream=2_000,
+)
+
+
+@dataclass
+class Run:
+    """What one benchmark run shares: the Redis, the plan, the namespaces to clean up, and what went
+    wrong without stopping the run."""
+
+    redis_url: str
+    plan: Plan
+    redis: Redis
+    redis_pid: int | None = None  # when the run started its own redis-server
+    namespaces: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # wrong results: the run exits 1
+    warnings: list[str] = field(default_factory=list)  # for example a traceback in a server log
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each section
+    figures: list[Figure] = field(default_factory=list)  # what is not a latency row: memory, lag, ...
+
+    async def namespace_with_tasks(self, label: str, budget: Budget, workloads: int = 1) -> Settings:
+        """Settings of a fresh namespace holding the tasks `workloads` claim+complete workloads can
+        consume."""
+        namespace = f"bench-{secrets.token_hex(3)}-{label}"
+        self.namespaces.append(namespace)
+        settings = Settings(redis_url=self.redis_url, namespace=namespace, agent=AGENT)
+        await create_tasks(self.redis, settings, workloads * self.plan.tasks_needed(budget))
+        return settings
