@@ -312,22 +312,29 @@ def environment(quick: bool) -> dict[str, Any]:
 # --- main -------------------------------------------------------------------------------------------
 
 
-async def benchmark(redis_url: str, redis_pid: int | None, plan: Plan) -> tuple[list[Row], Run, str]:
-    """Every section in turn; returns the rows, the run (its failures and warnings) and the Redis
-    server version."""
+Section = Callable[[Run], Awaitable[list[Row]]]
+SECTIONS: dict[str, Section] = {
+    "redis": redis_section,
+    "memory": memory_section,
+    "stdio": stdio_sections,
+    "http": http_sections,
+    "swarm": swarm_section,
+}
+
+
+async def benchmark(
+    redis_url: str, redis_pid: int | None, plan: Plan, only: list[str]
+) -> tuple[list[Row], Run, str]:
+    """The sections named in `only` (all when empty) in turn; returns the rows, the run (its failures,
+    warnings and figures) and the Redis server version."""
     async with redis_client(redis_url) as redis:
         run = Run(redis_url, plan, redis, redis_pid)
-        sections: list[tuple[str, Callable[[Run], Awaitable[list[Row]]]]] = [
-            ("redis", redis_section),
-            ("memory", memory_section),
-            ("stdio", stdio_sections),
-            ("http", http_sections),
-            ("swarm", swarm_section),
-        ]
         rows: list[Row] = []
         try:
             info = await redis.info("server")
-            for name, section in sections:
+            for name, section in SECTIONS.items():
+                if only and name not in only:
+                    continue
                 started = time.perf_counter()
                 rows += await section(run)
                 run.seconds[name] = round(time.perf_counter() - started, 1)
@@ -346,6 +353,9 @@ def parse_args() -> argparse.Namespace:
         "--json", type=Path, default=BENCH_DIR / "results" / "latest.json", help="where to write the rows"
     )
     parser.add_argument("--redis-url", help="use this Redis instead of starting a throwaway redis-server")
+    parser.add_argument(
+        "--only", action="append", choices=list(SECTIONS), default=[], help="run this section (repeatable)"
+    )
     args = parser.parse_args()
     if args.redis_url and args.redis_url.startswith("memory://"):
         parser.error("--redis-url must be a real Redis: server subprocesses cannot share a memory:// store")
@@ -364,7 +374,7 @@ def main() -> None:
     started = time.perf_counter()
     env = environment(args.quick)
     with redis_server(args.redis_url) as (url, pid):
-        rows, run, env["redis_server"] = asyncio.run(benchmark(url, pid, plan))
+        rows, run, env["redis_server"] = asyncio.run(benchmark(url, pid, plan, args.only))
     env["load_average_at_end"] = os.getloadavg()
     report = {
         "environment": env,
