@@ -29,30 +29,30 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness import Budget, Goal, Row, Workload, interleave, make_row, pair_rows, table
+from harness import Budget, Goal, Row, Workload, interleave, make_row, operation_rows, table
 from mcp import Client, StdioServerParameters
 from noop_server import build_noop_server
 from plan import FULL, QUICK, Plan, Run
 from processes import (
-    AGENT,
     BENCH_DIR,
+    START_SECONDS,
+    agentbus_env,
     agentbus_http_spec,
-    cpu_snapshot,
+    cpu_clock,
     http_servers,
     noop_http_spec,
     redis_server,
 )
 from workloads import (
-    core_workload,
+    RawScripts,
+    core_workloads,
     drop_namespace,
     http_client,
-    lock_workload,
-    message_workload,
     noop_workload,
     ping_workload,
-    raw_script_workload,
+    raw_workloads,
     redis_client,
-    tool_workload,
+    tool_workloads,
 )
 
 from mcp_agentbus.bus import AgentBus
@@ -62,50 +62,59 @@ from mcp_agentbus.settings import Settings
 
 CORE_GOAL_RATIO = 1.3  # a core op may cost at most 1.3x the raw scripts
 TOOL_GOAL_MS = 0.3  # a tool call may cost at most 0.3 ms (p50) more than the no-op tool
-SWARM_SIZES = (8, 32)  # concurrent agents, each with its own MCP client over HTTP
-SWARM_MODE = "legacy"  # their protocol era: the initialize handshake that Claude Code speaks
+CONCURRENT_MODE = "legacy"  # the protocol era of concurrent agents: the handshake Claude Code speaks
 
 
 async def redis_section(run: Run) -> list[Row]:
-    """PING, the raw scripts and the core API, interleaved."""
+    """PING, every operation by its raw scripts and through the core API, interleaved."""
     budget = run.plan.redis
     raw_settings = await run.namespace_with_tasks("raw", budget)
     core_settings = await run.namespace_with_tasks("core", budget)
     async with AgentBus.open(core_settings) as bus:
-        scripts = await raw_script_workload(run.redis, raw_settings)
-        samples = await interleave(
-            [ping_workload(run.redis), scripts, core_workload(bus)], budget, run.plan.warmup, run.plan.rounds
+        raw = raw_workloads(RawScripts(run.redis, raw_settings))
+        core = core_workloads(bus)
+        ping, *samples = await interleave(
+            [ping_workload(run.redis), *raw, *core], budget, run.plan.warmup, run.plan.rounds
         )
     section = "redis + core"
-    ping = make_row(section, "PING", samples["ping"][0])
-    raw = pair_rows(section, "EVALSHA", samples["raw"], (ping, ping), (ping, 2))
-    core = pair_rows(
-        section,
-        "AgentBus.tasks",
-        samples["core"],
-        (raw[0], raw[1]),
-        (raw[2], 1),
-        pair_goal=Goal(max_ratio=CORE_GOAL_RATIO),
-    )
-    return [ping, *raw, *core]
+    ping_row = make_row(section, "PING", ping[0])
+    rows = [ping_row]
+    for raw_op, raw_samples, core_op, core_samples in zip(
+        raw, samples[: len(raw)], core, samples[len(raw) :], strict=True
+    ):
+        steps = len(raw_op.steps)
+        floors = operation_rows(section, "raw", raw_op, raw_samples, [ping_row] * steps, (ping_row, steps))
+        rows += floors
+        rows += operation_rows(
+            section,
+            "core",
+            core_op,
+            core_samples,
+            floors[:steps],
+            (floors[-1], 1),
+            operation_goal=Goal(max_ratio=CORE_GOAL_RATIO),
+        )
+    return rows
 
 
 async def mcp_section(run: Run, section: str, noop: Client, tools: Client, budget: Budget) -> list[Row]:
-    """The no-op tool and the agentbus tools in pairs (claim+complete, send+read, acquire+release),
-    interleaved, on one transport."""
-    pairs = [tool_workload(tools), message_workload(tools), lock_workload(tools)]
-    samples = await interleave([noop_workload(noop), *pairs], budget, run.plan.warmup, run.plan.rounds)
-    floor = make_row(section, "no-op tool", samples["noop"][0])
-    rows = [floor]
-    for workload in pairs:
-        rows += pair_rows(
+    """The no-op tool and every operation by agentbus tool calls, interleaved, on one transport."""
+    operations = tool_workloads(tools)
+    floor, *samples = await interleave(
+        [noop_workload(noop), *operations], budget, run.plan.warmup, run.plan.rounds
+    )
+    noop_row = make_row(section, "no-op tool", floor[0])
+    rows = [noop_row]
+    for operation, operation_samples in zip(operations, samples, strict=True):
+        steps = len(operation.steps)
+        rows += operation_rows(
             section,
             "agentbus",
-            samples[workload.name],
-            (floor, floor),
-            (floor, 2),
-            call_goal=Goal(max_delta_ms=TOOL_GOAL_MS),
-            steps=workload.step_names,
+            operation,
+            operation_samples,
+            [noop_row] * steps,
+            (noop_row, steps),
+            step_goal=Goal(max_delta_ms=TOOL_GOAL_MS),
         )
     return rows
 
@@ -130,13 +139,8 @@ async def stdio_sections(run: Run) -> list[Row]:
 
 async def stdio_section(run: Run, mode: str) -> list[Row]:
     settings = await run.namespace_with_tasks(f"stdio-{mode}", run.plan.stdio)
-    env = {
-        "AGENTBUS_REDIS_URL": settings.redis_url,
-        "AGENTBUS_NAMESPACE": settings.namespace,
-        "AGENTBUS_AGENT": AGENT,
-    }
     noop_server = stdio_params([str(BENCH_DIR / "noop_server.py")])
-    agentbus_server = stdio_params(["-m", "mcp_agentbus", "serve"], env)
+    agentbus_server = stdio_params(["-m", "mcp_agentbus", "serve"], agentbus_env(settings))
     async with Client(noop_server, mode=mode) as noop, Client(agentbus_server, mode=mode) as tools:
         section = f"mcp stdio {mode} {tools.protocol_version}"
         return await mcp_section(run, section, noop, tools, run.plan.stdio)
@@ -161,12 +165,12 @@ async def http_sections(run: Run) -> list[Row]:
     return rows
 
 
-# --- concurrent agents over HTTP --------------------------------------------------------------------
+# --- concurrent agents ----------------------------------------------------------------------------
 
 
 @dataclass
 class Tickets:
-    """The shared bound of one swarm loop: `left` more pairs may start, until `deadline`."""
+    """The shared bound of one concurrent loop: `left` more pairs may start, until `deadline`."""
 
     left: int
     deadline: float
@@ -180,24 +184,28 @@ class Tickets:
 
 @dataclass
 class Swarm:
-    """One configuration: `agents` clients, spread over `processes` server processes."""
+    """One configuration: `agents` agents, each with its own client, spread over `processes` servers."""
 
     agents: int
     processes: int
-    members: list[Workload]
+    members: list[Workload]  # claim+complete, each as its own agent
     pairs: list[float] = field(default_factory=list)  # seconds per claim+complete, all agents
     elapsed: float = 0.0  # wall seconds of the measured rounds, each from its start to its last pair's end
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process over `elapsed`
 
     @property
     def name(self) -> str:
-        return f"{self.agents} agents, {self.processes} process{'es' if self.processes > 1 else ''}"
+        agents = f"{self.agents} agent{'s' if self.agents > 1 else ''}"
+        return f"{agents}, {self.processes} process{'es' if self.processes > 1 else ''}"
 
 
-async def run_swarm(swarm: Swarm, budget: Budget, completed: list[str], pids: dict[str, int | None]) -> None:
+CpuClock = Callable[[], dict[str, float]]  # CPU seconds so far, by process
+
+
+async def run_swarm(swarm: Swarm, budget: Budget, completed: list[str], cpu: CpuClock) -> None:
     """One round: every member loops claim -> complete until the shared tickets run out; adds the round
     to `swarm`. Completed task ids are appended to `completed`."""
-    before = cpu_snapshot(pids)
+    before = cpu()
     start = time.perf_counter()
     tickets = Tickets(budget.ops, start + budget.seconds)
 
@@ -214,69 +222,153 @@ async def run_swarm(swarm: Swarm, budget: Budget, completed: list[str], pids: di
         for workload in swarm.members:
             group.create_task(agent(workload))
     swarm.elapsed += time.perf_counter() - start
-    after = cpu_snapshot(pids)
-    for name in pids:
-        if name in before and name in after:
-            swarm.cpu[name] = swarm.cpu.get(name, 0.0) + after[name] - before[name]
+    after = cpu()
+    for name in before.keys() & after.keys():
+        swarm.cpu[name] = swarm.cpu.get(name, 0.0) + after[name] - before[name]
 
 
-async def swarm_section(run: Run) -> list[Row]:
-    """N concurrent agents (SWARM_SIZES), each with its own client and agent id, claim and complete
-    tasks from one shared queue, on one server process and split half/half over two. Two processes run
-    on the same Redis and namespace throughout; the one-process configurations use only the first.
-    The configurations run interleaved, in rounds; every completed task id must be distinct."""
+def swarms(
+    sizes: tuple[int, ...], first: list[Workload], second: list[Workload] | None = None
+) -> list[Swarm]:
+    """A configuration per size on the first server; with a second server, each size above one also
+    split half/half over both."""
+    out: list[Swarm] = []
+    for n in sizes:
+        out.append(Swarm(n, 1, first[:n]))
+        if second is not None and n > 1:
+            out.append(Swarm(n, 2, first[: n // 2] + second[: n - n // 2]))
+    return out
+
+
+async def measure_swarms(
+    run: Run, section: str, settings: Settings, configs: list[Swarm], cpu: CpuClock
+) -> list[Row]:
+    """The configurations interleaved, in rounds, after the biggest have warmed up every client and
+    server; then every completed task id must be distinct and the queue must add up."""
     plan = run.plan
-    configs = [(n, processes) for n in SWARM_SIZES for processes in (1, 2)]
-    settings = await run.namespace_with_tasks("swarm", plan.swarm, workloads=len(configs))
-    created = len(configs) * plan.tasks_needed(plan.swarm)
-    biggest = max(SWARM_SIZES)
     completed: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="agentbus-bench-swarm-") as tmp:
+    biggest = max(swarm.agents for swarm in configs)
+    for swarm in configs:
+        if swarm.agents == biggest:
+            await run_swarm(replace(swarm, pairs=[], cpu={}), plan.warmup, completed, cpu)
+    for _ in range(plan.rounds):
+        for swarm in configs:
+            await run_swarm(swarm, plan.concurrent.share(plan.rounds), completed, cpu)
+    await check_queue(run, section, settings, len(configs) * plan.tasks_needed(plan.concurrent), completed)
+    return swarm_rows(section, configs)
+
+
+def tasks_of(workloads: list[Workload]) -> Workload:
+    return next(w for w in workloads if w.name == "tasks")
+
+
+def agent_id(server: str, i: int) -> str:
+    return f"bench-{server}{i:02d}"
+
+
+async def concurrent_core(run: Run) -> list[Row]:
+    """N agents on one core API (one AgentBus: what one server process shares among its sessions)."""
+    sizes = run.plan.agents
+    configs = [(n, 1) for n in sizes]
+    settings = await run.namespace_with_tasks("conc-core", run.plan.concurrent, workloads=len(configs))
+    async with AgentBus.open(settings) as bus:
+        members = [tasks_of(core_workloads(bus, agent_id("c", i))) for i in range(max(sizes))]
+        cpu = cpu_clock({"bench": os.getpid(), "redis": run.redis_pid})
+        return await measure_swarms(run, "concurrent: core", settings, swarms(sizes, members), cpu)
+
+
+async def concurrent_memory(run: Run) -> list[Row]:
+    """N in-memory MCP clients in one process, each running the server in-process (its own lifespan,
+    so its own AgentBus), as N embedded agents would."""
+    sizes = run.plan.agents
+    settings = await run.namespace_with_tasks("conc-memory", run.plan.concurrent, workloads=len(sizes))
+    async with AsyncExitStack() as stack:
+        members = []
+        for i in range(max(sizes)):
+            client = await stack.enter_async_context(Client(build_server(settings)))
+            members.append(tasks_of(tool_workloads(client, agent_id("m", i))))
+        cpu = cpu_clock({"bench": os.getpid(), "redis": run.redis_pid})
+        section = f"concurrent: mcp in-memory auto {client.protocol_version}"
+        return await measure_swarms(run, section, settings, swarms(sizes, members), cpu)
+
+
+async def concurrent_stdio(run: Run) -> list[Row]:
+    """N stdio server processes, one client each: how N local agents (one Claude Code session each)
+    share a bus. The servers start together; each client lives in its own task, as the SDK requires."""
+    sizes = run.plan.agents
+    settings = await run.namespace_with_tasks("conc-stdio", run.plan.concurrent, workloads=len(sizes))
+    clients: list[Client] = []
+    ready, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold(params: StdioServerParameters) -> None:
+        async with Client(params, mode=CONCURRENT_MODE) as client:
+            clients.append(client)
+            if len(clients) == max(sizes):
+                ready.set()
+            await stop.wait()
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(max(sizes)):
+            group.create_task(hold(stdio_params(["-m", "mcp_agentbus", "serve"], agentbus_env(settings))))
+        try:
+            await asyncio.wait_for(ready.wait(), START_SECONDS * 3)
+            members = [tasks_of(tool_workloads(c, agent_id("s", i))) for i, c in enumerate(clients)]
+            pids = {"bench": os.getpid(), "redis": run.redis_pid}
+            cpu = cpu_clock(pids, children=f"{max(sizes)} servers")
+            section = f"concurrent: mcp stdio {CONCURRENT_MODE} {clients[0].protocol_version}"
+            return await measure_swarms(run, section, settings, swarms(sizes, members), cpu)
+        finally:
+            stop.set()
+
+
+async def concurrent_http(run: Run) -> list[Row]:
+    """N HTTP clients on one server process, and split over two (A and B) on the same Redis and
+    namespace: the bus is only in Redis, so together they are one bus."""
+    sizes = run.plan.agents
+    configs = swarms(sizes, [], [])
+    settings = await run.namespace_with_tasks("conc-http", run.plan.concurrent, workloads=len(configs))
+    with tempfile.TemporaryDirectory(prefix="agentbus-bench-http-") as tmp:
         workdir = Path(tmp)
         specs = [agentbus_http_spec(settings, name, workdir) for name in ("A", "B")]
-        async with http_servers(run.warnings, specs, workdir) as (a, b), AsyncExitStack() as clients:
-            on = {"A": a, "B": b}
+        async with http_servers(run.warnings, specs, workdir) as (a, b), AsyncExitStack() as stack:
             members: dict[str, list[Workload]] = {"A": [], "B": []}
-            for name, count in (("A", biggest), ("B", biggest // 2)):
+            for name, server, count in (("A", a, max(sizes)), ("B", b, max(sizes) // 2)):
                 for i in range(count):
-                    client = await clients.enter_async_context(http_client(on[name], SWARM_MODE))
-                    members[name].append(tool_workload(client, agent=f"bench-{name.lower()}{i:02d}"))
-            version = client.protocol_version
-            swarms = [
-                Swarm(n, p, members["A"][:n] if p == 1 else members["A"][: n // 2] + members["B"][: n // 2])
-                for n, p in configs
-            ]
-            pids = {"bench": os.getpid(), "A": a.proc.pid, "B": b.proc.pid, "redis": run.redis_pid}
-            for swarm in swarms:  # the biggest configurations warm up every client and both processes
-                if swarm.agents == biggest:
-                    await run_swarm(replace(swarm, pairs=[], cpu={}), plan.warmup, completed, pids)
-            for _ in range(plan.rounds):
-                for swarm in swarms:
-                    await run_swarm(swarm, plan.swarm.share(plan.rounds), completed, pids)
-    await check_swarm_queue(run, settings, created, completed)
-    return swarm_rows(f"mcp http {SWARM_MODE} {version} swarm", swarms)
+                    client = await stack.enter_async_context(http_client(server, CONCURRENT_MODE))
+                    members[name].append(tasks_of(tool_workloads(client, agent_id(name.lower(), i))))
+            cpu = cpu_clock({"bench": os.getpid(), "A": a.proc.pid, "B": b.proc.pid, "redis": run.redis_pid})
+            section = f"concurrent: mcp http {CONCURRENT_MODE} {client.protocol_version}"
+            configs = swarms(sizes, members["A"], members["B"])
+            return await measure_swarms(run, section, settings, configs, cpu)
 
 
-async def check_swarm_queue(run: Run, settings: Settings, created: int, completed: list[str]) -> None:
+async def concurrent_sections(run: Run) -> list[Row]:
+    rows: list[Row] = []
+    for section in (concurrent_core, concurrent_memory, concurrent_stdio, concurrent_http):
+        rows += await section(run)
+    return rows
+
+
+async def check_queue(run: Run, section: str, settings: Settings, created: int, completed: list[str]) -> None:
     """No task was completed twice, none is still leased, and the queue lost exactly the completed ones."""
     twice = sorted(task for task, count in Counter(completed).items() if count > 1)
     if twice:
-        run.failures.append(f"swarm: {len(twice)} task(s) completed more than once: {twice[:10]}")
+        run.failures.append(f"{section}: {len(twice)} task(s) completed more than once: {twice[:10]}")
     prefix = Keys(settings.namespace).prefix
     ready = await run.redis.zcard(f"{prefix}ready:any")
     leased = await run.redis.zcard(f"{prefix}leases")
     if ready != created - len(completed) or leased != 0:
         run.failures.append(
-            f"swarm: {created} tasks created, {len(completed)} completed, but {ready} still ready "
+            f"{section}: {created} tasks created, {len(completed)} completed, but {ready} still ready "
             f"(expected {created - len(completed)}) and {leased} still leased (expected 0)"
         )
 
 
-def swarm_rows(section: str, swarms: list[Swarm]) -> list[Row]:
+def swarm_rows(section: str, configs: list[Swarm]) -> list[Row]:
     """One row per configuration; a two-process row is compared with the one-process row of its size."""
     rows: list[Row] = []
     single: dict[int, Row] = {}
-    for swarm in swarms:
+    for swarm in configs:
         row = make_row(section, f"{swarm.name} claim+complete", swarm.pairs)
         rate = len(swarm.pairs) / swarm.elapsed
         row = replace(
@@ -318,7 +410,7 @@ SECTIONS: dict[str, Section] = {
     "memory": memory_section,
     "stdio": stdio_sections,
     "http": http_sections,
-    "swarm": swarm_section,
+    "concurrent": concurrent_sections,
 }
 
 

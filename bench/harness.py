@@ -33,7 +33,7 @@ class Workload:
 
     name: str
     steps: list[Step]
-    step_names: tuple[str, ...] = ("claim", "complete")
+    step_names: tuple[str, ...]
 
 
 Samples = list[list[float]]  # seconds, one list per step
@@ -53,23 +53,18 @@ async def run_steps(steps: list[Step], budget: Budget) -> Samples:
     return samples
 
 
-async def interleave(
-    workloads: list[Workload], budget: Budget, warmup: Budget, rounds: int
-) -> dict[str, Samples]:
-    """Warm each workload up, then run them in turn, `rounds` times, a share of `budget` each time."""
+async def interleave(workloads: list[Workload], budget: Budget, warmup: Budget, rounds: int) -> list[Samples]:
+    """Warm each workload up, then run them in turn, `rounds` times, a share of `budget` each time; the
+    samples of each workload, in order."""
     for workload in workloads:
         await run_steps(workload.steps, warmup)
-    results: dict[str, Samples] = {w.name: [[] for _ in w.steps] for w in workloads}
+    results: list[Samples] = [[[] for _ in w.steps] for w in workloads]
     for _ in range(rounds):
-        for workload in workloads:
+        for workload, result in zip(workloads, results, strict=True):
             new = await run_steps(workload.steps, budget.share(rounds))
-            for series, more in zip(results[workload.name], new, strict=True):
+            for series, more in zip(result, new, strict=True):
                 series.extend(more)
     return results
-
-
-def pair_total(samples: Samples) -> list[float]:
-    return [first + second for first, second in zip(*samples, strict=True)]
 
 
 # --- rows -------------------------------------------------------------------------------------------
@@ -150,23 +145,30 @@ def make_row(
     )
 
 
-def pair_rows(
+def operation_rows(
     section: str,
-    name: str,
+    label: str,
+    workload: Workload,
     samples: Samples,
-    call_floors: tuple[Row, Row],
-    pair_floor: tuple[Row, int],
-    call_goal: Goal | None = None,
-    pair_goal: Goal | None = None,
-    steps: tuple[str, ...] = ("claim", "complete"),
+    step_floors: list[Row],
+    operation_floor: tuple[Row, int],
+    step_goal: Goal | None = None,
+    operation_goal: Goal | None = None,
 ) -> list[Row]:
-    """Rows for each step of a two-step workload (claim, complete) and for the pair."""
-    first, second = samples
-    return [
-        make_row(section, f"{name} {steps[0]}", first, call_floors[0], goal=call_goal),
-        make_row(section, f"{name} {steps[1]}", second, call_floors[1], goal=call_goal),
-        make_row(section, f"{name} {'+'.join(steps)}", pair_total(samples), *pair_floor, goal=pair_goal),
+    """A row per step of `workload`, each against its floor; for a workload of several steps, one more
+    for the whole operation (the sum of its steps, one operation at a time). A one-step operation is
+    held to `operation_goal` when it has no `step_goal`."""
+    name = f"{label} {workload.name}"
+    if len(samples) == 1:
+        goal = step_goal or operation_goal
+        return [make_row(section, name, samples[0], *operation_floor, goal=goal)]
+    rows = [
+        make_row(section, f"{name} {step}", series, floor, goal=step_goal)
+        for step, series, floor in zip(workload.step_names, samples, step_floors, strict=True)
     ]
+    total = [sum(steps) for steps in zip(*samples, strict=True)]
+    whole = f"{name} {'+'.join(workload.step_names)}"
+    return [*rows, make_row(section, whole, total, *operation_floor, goal=operation_goal)]
 
 
 # --- report -----------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ class Plan:
     memory: Budget  # MCP in-memory
     stdio: Budget  # MCP over stdio, per mode
     http: Budget  # MCP over streamable HTTP, one client, per mode
-    swarm: Budget  # claim+complete pairs of all concurrent agents together, per (agents, processes)
+    concurrent: Budget  # claim+complete pairs of all concurrent agents together, per configuration
+    agents: tuple[int, ...]  # how many concurrent agents, one configuration each
     rounds: int  # interleaved rounds per comparison
     depths: tuple[int, ...]  # tasks queued while claim latency is measured (scale)
     depth: Budget  # claims measured at each depth
@@ -37,12 +38,13 @@ class Plan:
 # The full run must stay under 5 minutes on a 2-core VM. The time limits bind there: their sum, with
 # every warm-up at its limit, is about 4.4 minutes, plus server starts; a typical run takes about 4.
 FULL = Plan(
-    warmup=Budget(200, 2),
-    redis=Budget(20_000, 12),
-    memory=Budget(5_000, 6),
-    stdio=Budget(2_000, 8),
-    http=Budget(2_000, 8),
-    swarm=Budget(3_000, 6),
+    warmup=Budget(100, 1),
+    redis=Budget(5_000, 2),
+    memory=Budget(2_000, 2),
+    stdio=Budget(1_000, 2),
+    http=Budget(1_000, 2),
+    concurrent=Budget(2_000, 2),
+    agents=(1, 8, 32),
     rounds=5,
     depths=(10, 10_000, 1_000_000),
     depth=Budget(2_000, 5),
@@ -53,12 +55,13 @@ FULL = Plan(
 )
 # --quick only checks that every path runs (CI: make bench-quick); about 30 s, 40 s on a busy VM.
 QUICK = Plan(
-    warmup=Budget(20, 1),
-    redis=Budget(500, 3),
-    memory=Budget(200, 2),
-    stdio=Budget(100, 2),
-    http=Budget(100, 1.5),
-    swarm=Budget(100, 0.5),
+    warmup=Budget(10, 0.5),
+    redis=Budget(100, 0.2),
+    memory=Budget(50, 0.3),
+    stdio=Budget(30, 0.3),
+    http=Budget(30, 0.3),
+    concurrent=Budget(40, 0.3),
+    agents=(1, 2, 4),
     rounds=2,
     depths=(10, 1_000, 10_000),
     depth=Budget(100, 1),

@@ -130,14 +130,18 @@ def agentbus_http_spec(settings: Settings, name: str, workdir: Path) -> ServerSp
         serve = [sys.executable, "-m", "mcp_agentbus", "serve", "--transport", "http"]
         return [*serve, "--host", "127.0.0.1", "--port", str(port)]
 
-    env = {
+    env = {**agentbus_env(settings), "AGENTBUS_TOKENS_FILE": str(workdir / "no-tokens.json")}
+    return ServerSpec(f"agentbus HTTP server {name}", argv, env)
+
+
+def agentbus_env(settings: Settings) -> dict[str, str]:
+    """What an agentbus server process needs to serve the settings' namespace as AGENT."""
+    return {
         "AGENTBUS_REDIS_URL": settings.redis_url,
         "AGENTBUS_NAMESPACE": settings.namespace,
         "AGENTBUS_AGENT": AGENT,
         "AGENTBUS_LOG_LEVEL": "WARNING",
-        "AGENTBUS_TOKENS_FILE": str(workdir / "no-tokens.json"),
     }
-    return ServerSpec(f"agentbus HTTP server {name}", argv, env)
 
 
 def spawn(spec: ServerSpec, log: Path) -> HttpServer:
@@ -206,3 +210,29 @@ def cpu_seconds(pid: int) -> float | None:
 
 def cpu_snapshot(pids: dict[str, int | None]) -> dict[str, float]:
     return {name: t for name, pid in pids.items() if pid is not None and (t := cpu_seconds(pid)) is not None}
+
+
+def child_pids() -> list[int]:
+    """The process ids of this process's children (Linux /proc)."""
+    me, children = str(os.getpid()), []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == me:
+                children.append(int(entry.name))
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+    return children
+
+
+def cpu_clock(pids: dict[str, int | None], children: str | None = None) -> Callable[[], dict[str, float]]:
+    """A clock of CPU seconds so far by process: each named one, and under the name `children` the sum
+    of this process's other children (those alive now; for example N stdio servers)."""
+    others = [pid for pid in child_pids() if pid not in pids.values()] if children else []
+
+    def read() -> dict[str, float]:
+        seconds = cpu_snapshot(pids)
+        if children:
+            seconds[children] = sum(cpu_seconds(pid) or 0.0 for pid in others)
+        return seconds
+
+    return read

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from harness import Workload
+from harness import Step, Workload
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from processes import AGENT, HttpServer
@@ -68,50 +68,158 @@ def expect_ok(script: str, reply: list[Any]) -> None:
 
 
 # --- workloads --------------------------------------------------------------------------------------
+# Every operation comes in three implementations, measured against each other: the raw scripts (the
+# floor of the core API), the core API, and MCP tool calls. Each is a workload of one or two steps:
+# tasks (claim, complete), messages (send, read), locks (acquire, release), heartbeat, events
+# (publish, read). The step names say what each row is.
+
+OPERATIONS = ("tasks", "messages", "locks", "heartbeat", "events")
+STEPS = {
+    "tasks": ("claim", "complete"),
+    "messages": ("send", "read"),
+    "locks": ("acquire", "release"),
+    "heartbeat": ("heartbeat",),
+    "events": ("publish", "read"),
+}
+RESOURCE = "bench/file.py"
+TOPIC = "bench.ping"
+
+
+def workload(name: str, steps: list[Step]) -> Workload:
+    return Workload(name, steps, STEPS[name])
 
 
 def ping_workload(redis: Redis) -> Workload:
     async def ping(_: None) -> None:
         await redis.ping()
 
-    return Workload("ping", [ping])
+    return Workload("ping", [ping], ("PING",))
 
 
-async def raw_script_workload(redis: Redis, settings: Settings) -> Workload:
-    """claim_task + complete_task by plain EVALSHA, with the arguments `Tasks` passes."""
-    claim_sha = await redis.script_load(source("claim_task"))
-    complete_sha = await redis.script_load(source("complete_task"))
-    keys = Keys(settings.namespace).script_keys
-    common = common_argv(settings)
-    lease_ms = settings.lease_seconds * 1000
+def just_before(event_id: str) -> str:
+    """The stream id right before `event_id`: a cursor from which reading starts at that event, so that
+    events other workloads wrote in between never come first."""
+    ms, seq = (int(part) for part in event_id.split("-"))
+    return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
+
+
+class RawScripts:
+    """The bus's scripts by plain EVALSHA, with the keys and leading ARGV `Store.run` passes (no notices
+    wanted): the core API without its Python."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self._keys = Keys(settings.namespace).script_keys
+        self._common = common_argv(settings)
+        self._shas: dict[str, str] = {}
+
+    async def __call__(self, script: str, *args: Any) -> list[Any]:
+        sha = self._shas.get(script)
+        if sha is None:
+            sha = self._shas[script] = await self.redis.script_load(source(script))
+        reply: list[Any] = await self.redis.evalsha(sha, len(self._keys), *self._keys, *self._common, *args)
+        expect_ok(script, reply)
+        return reply
+
+
+def raw_workloads(raw: RawScripts) -> list[Workload]:
+    """Each operation by its scripts, with the arguments the core API passes. Reading events is not a
+    script: its floor is the one XRANGE that reads."""
+    lease_ms = raw.settings.lease_seconds * 1000
+    events_key = Keys(raw.settings.namespace).events
 
     async def claim(_: None) -> Lease:
         token = secrets.token_urlsafe(12)
-        args = (AGENT, lease_ms, token, "", "")  # task_id: "" (the best), capabilities: "" (default)
-        reply = await redis.evalsha(claim_sha, len(keys), *keys, *common, *args)
-        expect_ok("claim_task", reply)
+        reply = await raw("claim_task", AGENT, lease_ms, token, "", "")  # the best task, any capability
         return reply[1], token
 
     async def complete(lease: Lease) -> None:
-        task_id, token = lease
-        args = (AGENT, task_id, token, "null", "")  # result: JSON null, summary: ""
-        reply = await redis.evalsha(complete_sha, len(keys), *keys, *common, *args)
-        expect_ok("complete_task", reply)
+        await raw("complete_task", AGENT, *lease, "null", "")  # result null, no summary
 
-    return Workload("raw", [claim, complete])
+    async def send(_: None) -> None:
+        await raw("send_message", AGENT, "", AGENT, "bench", "ping", "null", "", "", raw.settings.inbox_max)
+
+    async def read(_: None) -> None:
+        _, found, _ = await raw("read_inbox", AGENT, 1, "0", "")
+        if len(found) != 1:
+            raise RuntimeError(f"read_inbox found {found}")
+
+    async def acquire(_: None) -> str:
+        token = secrets.token_urlsafe(12)
+        await raw("acquire_lock", AGENT, RESOURCE, 60_000, token, "0", 1_000)
+        return token
+
+    async def release(token: str) -> None:
+        await raw("release_lock", AGENT, RESOURCE, token)
+
+    async def heartbeat(_: None) -> None:
+        await raw("heartbeat", AGENT, "idle", "", "0", "", 60_000)
+
+    async def publish(_: None) -> str:
+        return str((await raw("publish_event", AGENT, "", TOPIC, "null"))[1])
+
+    async def read_event(event_id: str) -> None:
+        entries = await raw.redis.xrange(events_key, f"({just_before(event_id)}", "+", count=1)
+        if entries[0][0] != event_id:
+            raise RuntimeError(f"XRANGE returned {entries}, expected {event_id}")
+
+    return [
+        workload("tasks", [claim, complete]),
+        workload("messages", [send, read]),
+        workload("locks", [acquire, release]),
+        workload("heartbeat", [heartbeat]),
+        workload("events", [publish, read_event]),
+    ]
 
 
-def core_workload(bus: AgentBus) -> Workload:
+def core_workloads(bus: AgentBus, agent: str = AGENT) -> list[Workload]:
+    """Each operation through the core Python API, as `agent`."""
+
     async def claim(_: None) -> Lease:
-        result = await bus.tasks.claim(AGENT)
+        result = await bus.tasks.claim(agent)
         if result.task is None or result.lease is None:
             raise RuntimeError(f"claim found no task: {result.reason}")
         return result.task.id, result.lease.lease_token
 
     async def complete(lease: Lease) -> None:
-        await bus.tasks.complete(AGENT, *lease)
+        await bus.tasks.complete(agent, *lease)
 
-    return Workload("core", [claim, complete])
+    async def send(_: None) -> str:
+        return (await bus.inbox.send(agent, agent, "ping", subject="bench")).message_id
+
+    async def read(message_id: str) -> None:
+        found = (await bus.inbox.read(agent, limit=1)).messages
+        if [m.id for m in found] != [message_id]:
+            raise RuntimeError(f"read_inbox returned {found}, expected {message_id}")
+
+    async def acquire(_: None) -> str:
+        result = await bus.locks.acquire(agent, RESOURCE)
+        if result.lock_token is None:
+            raise RuntimeError(f"acquire refused: {result}")
+        return result.lock_token
+
+    async def release(token: str) -> None:
+        await bus.locks.release(agent, RESOURCE, token)
+
+    async def heartbeat(_: None) -> None:
+        await bus.presence.heartbeat(agent)
+
+    async def publish(_: None) -> str:
+        return (await bus.events.publish(agent, TOPIC)).event_id
+
+    async def read_event(event_id: str) -> None:
+        found = (await bus.events.read(topics=[TOPIC], after=just_before(event_id), limit=1)).events
+        if [e.id for e in found] != [event_id]:
+            raise RuntimeError(f"read_events returned {found}, expected {event_id}")
+
+    return [
+        workload("tasks", [claim, complete]),
+        workload("messages", [send, read]),
+        workload("locks", [acquire, release]),
+        workload("heartbeat", [heartbeat]),
+        workload("events", [publish, read_event]),
+    ]
 
 
 async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -126,11 +234,11 @@ def noop_workload(client: Client) -> Workload:
     async def noop(_: None) -> None:
         await call(client, "noop", {})
 
-    return Workload("noop", [noop])
+    return Workload("noop", [noop], ("no-op tool",))
 
 
-def tool_workload(client: Client, agent: str | None = None) -> Workload:
-    """claim_task + complete_task, as `agent` (by default the server's AGENTBUS_AGENT)."""
+def tool_workloads(client: Client, agent: str | None = None) -> list[Workload]:
+    """Each operation by MCP tool calls, as `agent` (by default the server's AGENTBUS_AGENT)."""
     who = {} if agent is None else {"agent": agent}
 
     async def claim(_: None) -> Lease:
@@ -143,35 +251,44 @@ def tool_workload(client: Client, agent: str | None = None) -> Workload:
         task_id, token = lease
         await call(client, "complete_task", {**who, "task_id": task_id, "lease_token": token})
 
-    return Workload("tools", [claim, complete])
-
-
-def message_workload(client: Client) -> Workload:
-    """send_message to oneself, then read_inbox."""
-
     async def send(_: None) -> str:
-        data = await call(client, "send_message", {"to": AGENT, "body": "ping", "subject": "bench"})
+        to = agent or AGENT
+        data = await call(client, "send_message", {**who, "to": to, "body": "ping", "subject": "bench"})
         return str(data["message_id"])
 
     async def read(message_id: str) -> None:
-        data = await call(client, "read_inbox", {"limit": 1})
+        data = await call(client, "read_inbox", {**who, "limit": 1})
         if [m["id"] for m in data["messages"]] != [message_id]:
             raise RuntimeError(f"read_inbox returned {data['messages']}, expected {message_id}")
 
-    return Workload("messages", [send, read], ("send", "read"))
-
-
-def lock_workload(client: Client) -> Workload:
     async def acquire(_: None) -> str:
-        data = await call(client, "acquire_lock", {"resource": "bench/file.py"})
+        data = await call(client, "acquire_lock", {**who, "resource": RESOURCE})
         if not data["acquired"]:
             raise RuntimeError(f"acquire_lock refused: {data}")
         return str(data["lock_token"])
 
     async def release(token: str) -> None:
-        await call(client, "release_lock", {"resource": "bench/file.py", "lock_token": token})
+        await call(client, "release_lock", {**who, "resource": RESOURCE, "lock_token": token})
 
-    return Workload("locks", [acquire, release], ("acquire", "release"))
+    async def heartbeat(_: None) -> None:
+        await call(client, "heartbeat", who)
+
+    async def publish(_: None) -> str:
+        return str((await call(client, "publish_event", {**who, "topic": TOPIC}))["event_id"])
+
+    async def read_event(event_id: str) -> None:
+        arguments = {"topics": [TOPIC], "after": just_before(event_id), "limit": 1}
+        data = await call(client, "read_events", arguments)
+        if [e["id"] for e in data["events"]] != [event_id]:
+            raise RuntimeError(f"read_events returned {data['events']}, expected {event_id}")
+
+    return [
+        workload("tasks", [claim, complete]),
+        workload("messages", [send, read]),
+        workload("locks", [acquire, release]),
+        workload("heartbeat", [heartbeat]),
+        workload("events", [publish, read_event]),
+    ]
 
 
 def http_client(server: HttpServer, mode: str) -> Client:
