@@ -69,11 +69,13 @@ class Events:
         wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, "events", on_progress)
         notices = wait.notices
         cursor = after if after is not None else await self._newest()
-        if after is not None and after != "0":
-            notices += await self._trimmed_notice(after)
+        check_trimmed = after is not None and after != "0"
         while True:
             with self._wakeups.expect() as woken:
-                events, cursor = await self._scan(patterns, cursor, limit)
+                events, cursor, oldest = await self._scan(patterns, cursor, limit, with_oldest=check_trimmed)
+                if check_trimmed:
+                    notices += _trimmed_notice(cast(str, after), oldest)
+                    check_trimmed = False
                 if events or wait.remaining() <= 0:
                     return ReadEventsResult(events=events, cursor=cursor, notices=notices)
                 await wait.sleep(woken)
@@ -96,19 +98,28 @@ class Events:
         cursor = entries[0][0] if entries else "0"
         return ReadEventsResult(events=found[::-1], cursor=cursor)
 
-    async def _scan(self, patterns: list[str], cursor: str, limit: int) -> tuple[list[EventView], str]:
-        """Up to `limit` matching events after `cursor`, scanning a bounded number of entries."""
+    async def _scan(
+        self, patterns: list[str], cursor: str, limit: int, *, with_oldest: bool = False
+    ) -> tuple[list[EventView], str, str | None]:
+        """Up to `limit` matching events after `cursor`, scanning a bounded number of entries; and, if
+        asked, the oldest event id kept, read in the same round trip as the first batch."""
         found: list[EventView] = []
+        oldest: str | None = None
         budget = limit * SCAN_FACTOR if patterns else limit
+        key = self._store.keys.events
         with self._store.backend():
             while len(found) < limit and budget > 0:
                 batch = min(budget, MAX_LIMIT)
                 start = "-" if cursor == "0" else f"({cursor}"
-                entries = cast(
-                    list[tuple[str, dict[str, str]]],
-                    await self._store.redis.xrange(self._store.keys.events, start, "+", count=batch),
-                )
-                for event_id, fields in entries:
+                if with_oldest:
+                    async with self._store.redis.pipeline(transaction=False) as pipe:
+                        pipe.xrange(key, "-", "+", count=1)
+                        pipe.xrange(key, start, "+", count=batch)
+                        first, entries = await pipe.execute()
+                    oldest, with_oldest = (first[0][0] if first else None), False
+                else:
+                    entries = await self._store.redis.xrange(key, start, "+", count=batch)
+                for event_id, fields in cast(list[tuple[str, dict[str, str]]], entries):
                     cursor = event_id
                     if not patterns or any(fnmatch.fnmatchcase(fields["topic"], p) for p in patterns):
                         found.append(event_view(event_id, fields))
@@ -117,20 +128,18 @@ class Events:
                 budget -= len(entries)
                 if len(entries) < batch:
                     break
-        return found, cursor
+        return found, cursor, oldest
 
     async def _newest(self) -> str:
         with self._store.backend():
             last = await self._store.redis.xrevrange(self._store.keys.events, "+", "-", count=1)
         return cast(str, last[0][0]) if last else "0"
 
-    async def _trimmed_notice(self, after: str) -> list[str]:
-        with self._store.backend():
-            first = await self._store.redis.xrange(self._store.keys.events, "-", "+", count=1)
-        oldest = cast(str, first[0][0]) if first else None
-        if oldest is not None and _id_key(oldest) > _id_key(after):
-            return [f"Events before {oldest} were trimmed by the retention; reading from the oldest kept."]
-        return []
+
+def _trimmed_notice(after: str, oldest: str | None) -> list[str]:
+    if oldest is not None and _id_key(oldest) > _id_key(after):
+        return [f"Events before {oldest} were trimmed by the retention; reading from the oldest kept."]
+    return []
 
 
 def _id_key(event_id: str) -> tuple[int, int]:
