@@ -7,6 +7,7 @@ import pytest
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge
+from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -122,3 +123,19 @@ async def test_bad_publish_arguments_are_refused(bus: AgentBus) -> None:
     with pytest.raises(PayloadTooLarge):
         await bus.events.publish("a", "big.data", "x" * 70_000)
     assert (await bus.events.read(after="0")).events == []
+
+
+async def test_a_cursor_older_than_the_retention_says_what_was_trimmed(settings: Settings) -> None:
+    async with AgentBus.open(settings.model_copy(update={"event_retention": 100})) as bus:
+        first = await bus.events.publish("a", "count", 0)
+        for n in range(1, 400):
+            await bus.events.publish("a", "count", n)
+        late = await bus.events.read(after=first.event_id, limit=1)
+        oldest = late.events[0]
+        assert oldest.data > 1, "the log was trimmed to about the retention"
+        assert late.notices == [
+            f"Events before {oldest.id} were trimmed by the retention; reading from the oldest kept."
+        ]
+        kept = await bus.events.read(after=oldest.id, limit=1)
+        assert [e.data for e in kept.events] == [oldest.data + 1]
+        assert kept.notices == []
