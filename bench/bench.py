@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import Budget, Goal, Row, Workload, interleave, make_row, operation_rows, table
+from heartbeats import heartbeats_section
 from mcp import Client, StdioServerParameters
 from noop_server import build_noop_server
 from plan import FULL, QUICK, Plan, Run
@@ -43,6 +44,7 @@ from processes import (
     noop_http_spec,
     redis_server,
 )
+from scale import depth_section, retention_section
 from workloads import (
     RawScripts,
     core_workloads,
@@ -411,6 +413,9 @@ SECTIONS: dict[str, Section] = {
     "stdio": stdio_sections,
     "http": http_sections,
     "concurrent": concurrent_sections,
+    "heartbeats": heartbeats_section,
+    "retention": retention_section,  # before depth: dropping a million keys resizes Redis' tables
+    "depth": depth_section,
 }
 
 

@@ -47,10 +47,10 @@ FULL = Plan(
     agents=(1, 8, 32),
     rounds=5,
     depths=(10, 10_000, 1_000_000),
-    depth=Budget(2_000, 5),
+    depth=Budget(1_000, 3),
     heartbeat_agents=1_000,
     heartbeat_seconds=20,
-    retained_tasks=100_000,
+    retained_tasks=30_000,
     stream=50_000,
 )
 # --quick only checks that every path runs (CI: make bench-quick); about 30 s, 40 s on a busy VM.
@@ -68,7 +68,7 @@ QUICK = Plan(
     heartbeat_agents=50,
     heartbeat_seconds=2,
     retained_tasks=2_000,
-    stream=2_000,
+    stream=10_000,
 )
 
 
