@@ -5,9 +5,10 @@
 local function trim_read(agent, max)
   local inbox, unread = K_INBOX .. agent, K_UNREAD .. agent
   local excess = redis.call('XLEN', inbox) - max
-  local start = '-'
+  -- Read only as many as may go (usually one); past unread ones, look further in larger steps.
+  local start, count = '-', math.min(excess, 100)
   while excess > 0 do
-    local batch = redis.call('XRANGE', inbox, start, '+', 'COUNT', 100)
+    local batch = redis.call('XRANGE', inbox, start, '+', 'COUNT', count)
     if #batch == 0 then return end
     for _, entry in ipairs(batch) do
       start = '(' .. entry[1]
@@ -17,6 +18,7 @@ local function trim_read(agent, max)
         if excess == 0 then return end
       end
     end
+    count = 100
   end
 end
 
