@@ -56,6 +56,9 @@ SCHEMES = (
 # memory:// stores live as long as the process; one per name so tests can stay apart.
 _memory_servers: dict[str, Any] = {}
 
+# Connections one process keeps to a server. Past this many commands in flight at once, a command waits
+# for a free connection (up to the socket timeout) instead of failing, as redis-py's default pool would.
+MAX_CONNECTIONS = 200
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
 
 
@@ -68,7 +71,12 @@ def connect(url: str) -> Redis:
 
         name = url.removeprefix("memory://")
         server = _memory_servers.setdefault(name, fakeredis.FakeServer())
-        client: Redis = fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+        client: Redis = fakeredis.FakeAsyncRedis(
+            server=server,
+            decode_responses=True,
+            connection_pool_class=aioredis.BlockingConnectionPool,
+            max_connections=MAX_CONNECTIONS,
+        )
         return client
     parts = urlsplit(url)
     if parts.scheme.endswith("+cluster"):
@@ -91,11 +99,16 @@ def connect(url: str) -> Redis:
             password=_unquoted(parts.password),
             ssl=parts.scheme.startswith("rediss"),
             db=int(db or 0),
+            max_connections=MAX_CONNECTIONS,
             **_options(),
         )
         master: Redis = sentinel.master_for(service)
         return master
-    return aioredis.from_url(url, **_options())
+    options = _options()
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=options["socket_timeout"], **options
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def _options() -> dict[str, Any]:

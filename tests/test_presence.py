@@ -6,6 +6,7 @@ import anyio
 import pytest
 
 from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.connection import MAX_CONNECTIONS
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.models import AgentView
 
@@ -171,3 +172,17 @@ async def test_a_heartbeat_with_bad_arguments_is_refused_and_registers_nothing(
 async def test_list_agents_with_a_bad_capability_is_invalid_argument(bus: AgentBus) -> None:
     with pytest.raises(InvalidArgument, match="capability"):
         await bus.presence.list_agents(capability="a/b")
+
+
+async def test_more_calls_in_flight_than_the_pool_has_connections_wait_for_one(bus: AgentBus) -> None:
+    agents = [f"crowd-{i}" for i in range(2 * MAX_CONNECTIONS)]
+    joined: list[bool] = []
+
+    async def beat(agent: str) -> None:
+        joined.append((await bus.presence.heartbeat(agent)).joined)
+
+    async with anyio.create_task_group() as group:
+        for agent in agents:
+            group.start_soon(beat, agent)
+    assert joined == [True] * len(agents)
+    assert {a.agent for a in (await bus.presence.list_agents()).agents} >= set(agents)
