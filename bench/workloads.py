@@ -85,8 +85,14 @@ RESOURCE = "bench/file.py"
 TOPIC = "bench.ping"
 
 
-def workload(name: str, steps: list[Step]) -> Workload:
-    return Workload(name, steps, STEPS[name])
+def operations(*steps: Step) -> list[Workload]:
+    """The five operations (OPERATIONS) from their nine steps, in that order."""
+    out, rest = [], list(steps)
+    for name in OPERATIONS:
+        count = len(STEPS[name])
+        out.append(Workload(name, rest[:count], STEPS[name]))
+        rest = rest[count:]
+    return out
 
 
 def ping_workload(redis: Redis) -> Workload:
@@ -164,13 +170,7 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
         if entries[0][0] != event_id:
             raise RuntimeError(f"XRANGE returned {entries}, expected {event_id}")
 
-    return [
-        workload("tasks", [claim, complete]),
-        workload("messages", [send, read]),
-        workload("locks", [acquire, release]),
-        workload("heartbeat", [heartbeat]),
-        workload("events", [publish, read_event]),
-    ]
+    return operations(claim, complete, send, read, acquire, release, heartbeat, publish, read_event)
 
 
 def core_workloads(bus: AgentBus, agent: str = AGENT) -> list[Workload]:
@@ -213,13 +213,7 @@ def core_workloads(bus: AgentBus, agent: str = AGENT) -> list[Workload]:
         if [e.id for e in found] != [event_id]:
             raise RuntimeError(f"read_events returned {found}, expected {event_id}")
 
-    return [
-        workload("tasks", [claim, complete]),
-        workload("messages", [send, read]),
-        workload("locks", [acquire, release]),
-        workload("heartbeat", [heartbeat]),
-        workload("events", [publish, read_event]),
-    ]
+    return operations(claim, complete, send, read, acquire, release, heartbeat, publish, read_event)
 
 
 async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -282,13 +276,7 @@ def tool_workloads(client: Client, agent: str | None = None) -> list[Workload]:
         if [e["id"] for e in data["events"]] != [event_id]:
             raise RuntimeError(f"read_events returned {data['events']}, expected {event_id}")
 
-    return [
-        workload("tasks", [claim, complete]),
-        workload("messages", [send, read]),
-        workload("locks", [acquire, release]),
-        workload("heartbeat", [heartbeat]),
-        workload("events", [publish, read_event]),
-    ]
+    return operations(claim, complete, send, read, acquire, release, heartbeat, publish, read_event)
 
 
 def http_client(server: HttpServer, mode: str) -> Client:
