@@ -15,7 +15,6 @@ import itertools
 import json
 import math
 import os
-import secrets
 import statistics
 import tempfile
 from collections import Counter
@@ -25,7 +24,7 @@ from typing import Any
 
 from harness import Figure, Row, make_row
 from plan import Run
-from processes import AGENT, HttpServer, agentbus_http_spec, cpu_snapshot, http_servers
+from processes import HttpServer, agentbus_http_spec, cpu_snapshot, http_servers
 
 from mcp_agentbus.keys import Keys
 from mcp_agentbus.settings import Settings
@@ -323,19 +322,12 @@ async def alive_agents(run: Run, settings: Settings, names: list[str]) -> set[st
     return {name for name, score in zip(names, scores, strict=True) if score is not None and score > now_ms}
 
 
-def fresh_settings(run: Run) -> Settings:
-    """A fresh namespace, dropped when the run ends; it needs no tasks."""
-    namespace = f"bench-{secrets.token_hex(3)}-heartbeats"
-    run.namespaces.append(namespace)
-    return Settings(redis_url=run.redis_url, namespace=namespace, agent=AGENT)
-
-
 async def heartbeats_section(run: Run) -> list[Row]:
     """N agents (the plan's `heartbeat_agents`) join one HTTP server process, each on its own session and
     connection, and heartbeat once a second; `heartbeat_seconds` of it are measured. After the run every
     agent that joined must still be alive on the bus."""
     count, rounds = run.plan.heartbeat_agents, max(1, round(run.plan.heartbeat_seconds))
-    settings = fresh_settings(run)
+    settings = run.namespace("heartbeats")
     names = [f"hb-{i:04d}" for i in range(count)]
     with tempfile.TemporaryDirectory(prefix="agentbus-bench-heartbeats-") as tmp:
         workdir = Path(tmp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness import Budget, Figure
 from processes import AGENT
@@ -87,11 +88,16 @@ class Run:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each section
     figures: list[Figure] = field(default_factory=list)  # what is not a latency row: memory, lag, ...
 
+    def namespace(self, label: str, **settings: Any) -> Settings:
+        """Settings (`settings` over the defaults) of a new, empty namespace, dropped when the run ends
+        if not before."""
+        namespace = f"bench-{secrets.token_hex(3)}-{label}"
+        self.namespaces.append(namespace)
+        return Settings(redis_url=self.redis_url, namespace=namespace, agent=AGENT, **settings)
+
     async def namespace_with_tasks(self, label: str, budget: Budget, workloads: int = 1) -> Settings:
         """Settings of a fresh namespace holding the tasks `workloads` claim+complete workloads can
         consume."""
-        namespace = f"bench-{secrets.token_hex(3)}-{label}"
-        self.namespaces.append(namespace)
-        settings = Settings(redis_url=self.redis_url, namespace=namespace, agent=AGENT)
+        settings = self.namespace(label)
         await create_tasks(self.redis, settings, workloads * self.plan.tasks_needed(budget))
         return settings

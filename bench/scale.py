@@ -140,13 +140,6 @@ async def complete_tasks(raw: Pipelined, count: int) -> None:
     await on_two_connections(count, work)
 
 
-def fresh_namespace(run: Run, label: str, **settings: Any) -> Settings:
-    """Settings of a new, empty namespace, dropped at the end of the run if not before."""
-    namespace = f"bench-{secrets.token_hex(3)}-{label}"
-    run.namespaces.append(namespace)
-    return Settings(redis_url=run.redis_url, namespace=namespace, agent=AGENT, **settings)
-
-
 async def server_memory(redis: Redis) -> int:
     """INFO used_memory less what the clients hold now (their buffers come and go with each batch): the
     sum of CLIENT LIST tot-mem, which is current, where INFO's mem_clients_normal lags behind."""
@@ -200,7 +193,7 @@ async def depth_section(run: Run) -> list[Row]:
     API, the depths interleaved in rounds, each compared with the shallowest. Every namespace is
     dropped when the section ends: the end-of-run cleanup scans the whole keyspace once per namespace."""
     plan = run.plan
-    queues = [fresh_namespace(run, f"depth-{depth}") for depth in plan.depths]
+    queues = [run.namespace(f"depth-{depth}") for depth in plan.depths]
     try:
         for settings, depth in zip(queues, plan.depths, strict=True):
             await fill_queue(run, settings, depth, report=depth == plan.depths[-1])
@@ -332,7 +325,7 @@ async def warm_up(run: Run) -> None:
     """Each script the streams run, once, in a namespace of its own: a fresh Redis server allocates some
     100 KB on the first calls (a stream, the Lua client's buffers), which would count as the first
     stream's."""
-    settings = fresh_namespace(run, "warm-up")
+    settings = run.namespace("warm-up")
     raw = await Pipelined.load(run.redis, settings, "publish_event", "send_message", "read_inbox")
     publish = raw.command("publish_event", AGENT, "", "bench.tick", '{"n": 1}')
     send = raw.command("send_message", AGENT, "", READER, "bench", BODY, "null", "", "", settings.inbox_max)
@@ -357,7 +350,7 @@ def inbox_settings(run: Run, label: str) -> Settings:
     and the smallest event_retention, so that the event log (measured on its own) is at its cap after
     the first hundred messages and the growth measured is the inbox's."""
     inbox_max = max(10, min(default("inbox_max"), run.plan.stream // 10))
-    return fresh_namespace(run, label, inbox_max=inbox_max, event_retention=MIN_EVENT_RETENTION)
+    return run.namespace(label, inbox_max=inbox_max, event_retention=MIN_EVENT_RETENTION)
 
 
 def messages(run: Run, settings: Settings) -> int:
@@ -371,7 +364,7 @@ async def event_stream(run: Run) -> None:
     """Events published: the log must stay at event_retention (the default, or a fifth of the plan's
     stream when that is smaller: quick)."""
     retention = max(MIN_EVENT_RETENTION, min(default("event_retention"), run.plan.stream // 5))
-    settings = fresh_namespace(run, "events", event_retention=retention)
+    settings = run.namespace("events", event_retention=retention)
     raw = await Pipelined.load(run.redis, settings, "publish_event")
     publish = raw.command("publish_event", AGENT, "", "bench.tick", '{"n": 1}')
 
@@ -468,7 +461,7 @@ async def retained_tasks(run: Run) -> None:
     """The memory completed tasks keep: under the default retention a finished task's hash stays for
     retention_seconds (a day), so it grows with every task completed in a day, apart from the event log,
     which is capped. Per 100k is per task, less the log, x 100k, plus the log."""
-    settings = fresh_namespace(run, "retained")
+    settings = run.namespace("retained")
     raw = await Pipelined.load(run.redis, settings, "create_task", "claim_task", "complete_task")
     count = run.plan.retained_tasks
     before = await server_memory(run.redis)
