@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from harness import Figure, Goal, Row, Samples, Workload, interleave, make_row
 from plan import Run
 from processes import AGENT
-from workloads import common_argv, core_workloads, drop_namespace, expect_ok
+from workloads import CREATE_ARGS, common_argv, core_workloads, drop_namespace, expect_ok
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.connection import Redis
@@ -34,7 +34,6 @@ REPLY_SECONDS = 30  # bound on the replies of one batch (some 0.1 s)
 LOAD_SECONDS = 180  # bound on one fill or stream (a million tasks take about 40 s)
 CHECKPOINTS = 10  # memory samples per stream, evenly spaced
 READ_EVERY = 50  # messages a reader gets between two reads of its inbox
-CREATE_ARGS = (AGENT, "", "bench task", "", "any", "normal", "null", "", "", 3, 0)  # as create_tasks
 MESSAGES_PER_CAP = 5  # see messages()
 MIN_EVENT_RETENTION = 100  # the smallest the settings allow
 BODY = "x" * 100  # the body of every message streamed

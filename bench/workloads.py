@@ -37,11 +37,16 @@ def common_argv(settings: Settings) -> list[Any]:
     return [settings.event_retention, settings.retention_seconds * 1000, ""]
 
 
+# create_task's ARGV after the common ones: a ready task for any capability, priority normal, no
+# workflow, 3 attempts, no delay.
+CREATE_ARGS = (AGENT, "", "bench task", "", "any", "normal", "null", "", "", 3, 0)
+
+
 async def create_tasks(redis: Redis, settings: Settings, count: int) -> None:
     """`count` ready tasks in the settings' namespace, made by the bus's own create_task script."""
     sha = await redis.script_load(source("create_task"))
     keys = Keys(settings.namespace).script_keys
-    args = [*common_argv(settings), AGENT, "", "bench task", "", "any", "normal", "null", "", "", 3, 0]
+    args = [*common_argv(settings), *CREATE_ARGS]
     for start in range(0, count, 1000):
         async with redis.pipeline(transaction=False) as pipe:
             for _ in range(min(1000, count - start)):
