@@ -445,7 +445,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="run every path briefly (CI: about 40 s)")
+    parser.add_argument("--quick", action="store_true", help="run every path briefly (CI: about 25 s)")
     parser.add_argument(
         "--json", type=Path, default=BENCH_DIR / "results" / "latest.json", help="where to write the rows"
     )

