@@ -1,8 +1,8 @@
-"""Latency of agentbus against its floors: a Redis round trip, the raw Lua scripts, and the MCP SDK's
-no-op tool on the same transport (in-memory, stdio, streamable HTTP); and the throughput of concurrent
-agents on one and on two HTTP server processes.
+"""Every agentbus operation against its floors: a Redis round trip, the raw Lua scripts, and the MCP
+SDK's no-op tool on the same transport (in-memory, stdio, streamable HTTP); concurrent agents on every
+transport; and the scale sections (claim at depth, 1,000 heartbeating agents, memory).
 
-    .venv/bin/python bench/bench.py [--quick] [--json PATH] [--redis-url URL]
+    .venv/bin/python bench/bench.py [--quick] [--only SECTION ...] [--json PATH] [--redis-url URL]
 
 Every latency figure is sequential round trips after a warm-up; every loop stops at a count or a time
 limit, whichever comes first. Workloads compared with each other run interleaved, in rounds, so that
