@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from mcp_agentbus.connection import Redis, backend, close, connect
+from mcp_agentbus.connection import Redis, close, connect
 from mcp_agentbus.events import Events
 from mcp_agentbus.inbox import Inbox
 from mcp_agentbus.locks import Locks
@@ -67,7 +67,7 @@ class AgentBus:
     async def open(cls, settings: Settings | None = None, *, reaper: bool = True) -> AsyncIterator[AgentBus]:
         """Connect, start the background work, and close everything on exit."""
         settings = settings or Settings()
-        redis = connect(settings.redis_url)
+        redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
         try:
             bus = cls(redis, settings)
             async with background(partial(bus.run, reaper=reaper)):
@@ -87,5 +87,5 @@ class AgentBus:
 
     async def ping(self) -> None:
         """Raise `BackendUnavailable` unless Redis answers."""
-        with backend(self.settings.redis_url):
+        with self.store.backend():
             await self.redis.ping()

@@ -14,6 +14,7 @@ URL is the master's; sentinels that need their own pass ``?sentinel_password=…
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,17 +28,22 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    MaxConnectionsError,
+    OutOfMemoryError,
     ReadOnlyError,
+    ResponseError,
+    TryAgainError,
 )
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
-from redis.exceptions import (
-    TimeoutError as RedisTimeoutError,
-)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mcp_agentbus.errors import BackendUnavailable
 from mcp_agentbus.local import LOCAL_SCHEME, LocalBus
+from mcp_agentbus.outages import Outage
+
+logger = logging.getLogger(__name__)
 
 Redis = aioredis.Redis | RedisCluster
 
@@ -59,11 +65,40 @@ _memory_servers: dict[str, Any] = {}
 # Connections one process keeps to a server. Past this many commands in flight at once, a command waits
 # for a free connection (up to the socket timeout) instead of failing, as redis-py's default pool would.
 MAX_CONNECTIONS = 200
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
+DEFAULT_TIMEOUT = 5.0  # seconds one command may take before the call fails (AGENTBUS_REDIS_TIMEOUT_SECONDS)
+
+# How Redis says it refuses work for a while, by the first word of its error reply: what the caller
+# is told (never the host or the raw reply, which go to the log) and what to do about it.
+_RETRY_SOON = "Nothing was changed. Retry in a few seconds."
+_REFUSING: dict[str, tuple[str, str]] = {
+    "OOM": (
+        "Redis is out of memory (maxmemory reached) and refuses every change",
+        "Nothing was changed; reads still work. Changes resume when the operator frees memory or raises "
+        "maxmemory: retry in a minute, and tell the operator if it lasts.",
+    ),
+    "BUSY": ("Redis is busy running a long script and answers nothing else", _RETRY_SOON),
+    "LOADING": ("Redis is loading its data after a restart", _RETRY_SOON),
+    "READONLY": ("Redis is a read-only replica right now (a failover may be under way)", _RETRY_SOON),
+    "MASTERDOWN": ("the Redis replica has lost its master", _RETRY_SOON),
+    "NOREPLICAS": ("Redis refuses changes: too few of its replicas are reachable", _RETRY_SOON),
+    "CLUSTERDOWN": ("the Redis Cluster is down", _RETRY_SOON),
+    "TRYAGAIN": ("the Redis Cluster is moving this namespace's keys", _RETRY_SOON),
+}
+# The refusals redis-py gives classes of their own (most specific first); the rest by the reply's first word.
+_REFUSING_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (OutOfMemoryError, "OOM"),
+    (BusyLoadingError, "LOADING"),
+    (ReadOnlyError, "READONLY"),
+    (MasterDownError, "MASTERDOWN"),
+    (ClusterDownError, "CLUSTERDOWN"),
+    (TryAgainError, "TRYAGAIN"),
+)
+_outages: dict[str, Outage] = {}  # by URL: failures of calls to that Redis, logged without repeating
 
 
-def connect(url: str) -> Redis:
-    """A client for `url`; ``memory://[name]`` is an embedded store shared within this process."""
+def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Redis:
+    """A client for `url`; ``memory://[name]`` is an embedded store shared within this process. A
+    command that gets no answer within `timeout` seconds fails (it is not sent again: it may have run)."""
     if url.startswith(LOCAL_SCHEME):
         url, _ = LocalBus.from_url(url).ensure()
     if url.startswith("memory://"):
@@ -85,7 +120,7 @@ def connect(url: str) -> Redis:
             username=_unquoted(parts.username),
             password=_unquoted(parts.password),
             ssl=parts.scheme.startswith("rediss"),
-            **_options(),
+            **_options(timeout),
         )
     if parts.scheme.endswith("+sentinel"):
         service, _, db = parts.path.strip("/").partition("/")
@@ -100,25 +135,29 @@ def connect(url: str) -> Redis:
             ssl=parts.scheme.startswith("rediss"),
             db=int(db or 0),
             max_connections=MAX_CONNECTIONS,
-            **_options(),
+            **_options(timeout),
         )
         master: Redis = sentinel.master_for(service)
         return master
-    options = _options()
+    options = _options(timeout)
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=MAX_CONNECTIONS, timeout=options["socket_timeout"], **options
     )
     return aioredis.Redis.from_pool(pool)
 
 
-def _options() -> dict[str, Any]:
-    # A short, bounded retry rides out a blip (or a failover); past it a call fails with backend_unavailable.
+def _options(timeout: float) -> dict[str, Any]:
+    # A short, bounded retry rides out a lost connection (or a failover); past it a call fails with
+    # backend_unavailable. A timeout is not retried: the command may have run, and each try would add
+    # another `timeout` to the caller's wait.
     return {
         "decode_responses": True,
-        "socket_connect_timeout": 2,
-        "socket_timeout": 10,
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "socket_connect_timeout": min(2.0, timeout),
+        "socket_timeout": timeout,
+        "retry": Retry(
+            ExponentialBackoff(cap=0.5, base=0.05), retries=3, supported_errors=(RedisConnectionError,)
+        ),
+        "retry_on_error": [RedisConnectionError],
         "health_check_interval": 30,
     }
 
@@ -158,10 +197,41 @@ async def close(redis: Redis) -> None:
             await sentinel.aclose()
 
 
+def unavailable(exc: BaseException, timeout: float | None = None) -> BackendUnavailable | None:
+    """`exc` as the `BackendUnavailable` a caller is told, when it means Redis cannot serve right now."""
+    if isinstance(exc, RedisTimeoutError | TimeoutError):
+        within = "" if timeout is None else f" within {timeout:g} s"
+        return BackendUnavailable(
+            f"Redis did not answer{within}: it may be overloaded or paused",
+            hint="Whether this call took effect is unknown: check (e.g. get_workflow, read_inbox with "
+            "peek) before repeating it, or repeat it with the same idempotency_key.",
+        )
+    if isinstance(exc, MaxConnectionsError):
+        return BackendUnavailable(
+            "this server has all its Redis connections busy", hint="Nothing was changed. Retry in a moment."
+        )
+    if isinstance(exc, ResponseError | BusyLoadingError):
+        word = next((w for kind, w in _REFUSING_KINDS if isinstance(exc, kind)), None)
+        refusing = _REFUSING.get(word or str(exc).partition(" ")[0])
+        return None if refusing is None else BackendUnavailable(refusing[0], hint=refusing[1])
+    if isinstance(exc, RedisConnectionError | OSError):
+        return BackendUnavailable("Redis is unreachable")
+    return None
+
+
 @contextmanager
-def backend(url: str) -> Iterator[None]:
-    """Turn a lost connection to Redis into `BackendUnavailable`."""
+def backend(url: str, timeout: float | None = None) -> Iterator[None]:
+    """Turn Redis being unreachable, hung or refusing work into `BackendUnavailable`; the details (host,
+    Redis's own words) go to the log, once per outage rather than once per call."""
+    outage = _outages.get(url)
+    if outage is None:
+        outage = _outages[url] = Outage(f"Redis at {redact(url)}", logger)
     try:
         yield
-    except _UNAVAILABLE as exc:
-        raise BackendUnavailable(f"Redis at {redact(url)} is unavailable: {exc}") from exc
+    except Exception as exc:
+        error = unavailable(exc, timeout)
+        if error is None:
+            raise
+        outage.failed(exc)
+        raise error from exc
+    outage.recovered()

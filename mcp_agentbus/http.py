@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import ipaddress
+import logging
 from collections.abc import Sequence
 
 import anyio
@@ -18,7 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from mcp_agentbus import __version__
-from mcp_agentbus.connection import close, connect, redact
+from mcp_agentbus.connection import backend, close, connect
+from mcp_agentbus.errors import BackendUnavailable
+from mcp_agentbus.keys import Keys
 from mcp_agentbus.server import build_server
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.tokens import TokensFile
@@ -26,6 +29,9 @@ from mcp_agentbus.tokens import TokensFile
 MCP_PATH = "/mcp"
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 HEALTH_TIMEOUT = 2.0
+HEALTH_KEY_TTL_MS = 60_000
+
+logger = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
@@ -49,16 +55,23 @@ def build_app(
     also carry a bearer token from that file (401 otherwise) and act within its grant."""
     server = build_server(settings, legacy_subscriptions=not stateless, tokens=tokens)
 
+    health_key = Keys(settings.namespace).health
+
     async def healthz(_: Request) -> JSONResponse:
-        """Whether this process can reach its Redis (for load balancers; never authenticated). A fresh
-        connection each time: it is what a new request would need, and nothing is left open."""
-        client = connect(settings.redis_url)
+        """Whether this process can serve MCP calls now (for load balancers; never authenticated): its
+        MCP endpoint runs, and its Redis answers and takes a change, which a full, busy, read-only or
+        paused Redis does not. A fresh connection each time: it is what a new request would need."""
+        if not server.serving:
+            return JSONResponse({"status": "unavailable", "mcp": "not serving (see the server log)"}, 503)
+        client = connect(settings.redis_url, timeout=HEALTH_TIMEOUT)
         try:
-            with anyio.fail_after(HEALTH_TIMEOUT):
-                await client.ping()
-        except Exception as exc:  # any failure means the same to a load balancer
-            reason = f"Redis at {redact(settings.redis_url)}: {exc or type(exc).__name__}"
-            return JSONResponse({"status": "unavailable", "redis": reason}, status_code=503)
+            with backend(settings.redis_url, HEALTH_TIMEOUT), anyio.fail_after(HEALTH_TIMEOUT):
+                await client.set(health_key, __version__, px=HEALTH_KEY_TTL_MS)
+        except BackendUnavailable as exc:  # the details (host, Redis's words) are in the log
+            return JSONResponse({"status": "unavailable", "redis": exc.message}, status_code=503)
+        except Exception as exc:  # e.g. an ACL that forbids the write: still not able to serve
+            logger.warning("health check failed", exc_info=True)
+            return JSONResponse({"status": "unavailable", "redis": type(exc).__name__}, status_code=503)
         finally:
             await close(client)
         return JSONResponse({"status": "ok", "redis": "ok", "version": __version__})

@@ -34,6 +34,7 @@ never invents a key of its own; the index of each entry is mirrored in ``lua/inc
 | ``ab:{ns}:unread:<agent>`` | ZSET   | entry ids of unread messages, score = message sequence   |
 | ``ab:{ns}:msg:<id>``       | HASH   | a sent message's thread and sender, for replies (expires)|
 | ``ab:{ns}:lost:<agent>``   | LIST   | leases and locks taken back from it, until it is told    |
+| ``ab:{ns}:health``         | STRING | written by ``/healthz`` to prove Redis takes changes (expires) |
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ class Keys:
     @property
     def agents_gone(self) -> str:
         return f"{self.prefix}agents:gone"
+
+    @property
+    def health(self) -> str:
+        return f"{self.prefix}health"
 
     @property
     def wake(self) -> str:

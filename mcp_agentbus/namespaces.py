@@ -38,7 +38,7 @@ class Namespaces:
     @asynccontextmanager
     async def open(cls, settings: Settings, listeners: Listeners) -> AsyncIterator[Namespaces]:
         """Serve `settings.namespace` at once (subscribed before this yields), others when first asked."""
-        redis = connect(settings.redis_url)
+        redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
         try:
             async with anyio.create_task_group() as tg:
                 namespaces = cls(redis, settings, listeners, tg)

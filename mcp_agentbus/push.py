@@ -18,6 +18,7 @@ from mcp.server.connection import Connection
 from mcp.server.subscriptions import ResourceUpdated, ServerEvent
 
 from mcp_agentbus.auth import current_grant
+from mcp_agentbus.outages import Outage
 from mcp_agentbus.resources import changed_by
 
 logger = logging.getLogger(__name__)
@@ -89,16 +90,24 @@ class Push:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Send the pending notifications until cancelled."""
         task_status.started()
+        outage = Outage(f"resource updates of namespace {self._namespace}", logger)
         while True:
             await self._due.wait()
             await anyio.sleep(COALESCE_SECONDS)
             self._due = anyio.Event()
             uris, self._pending = self._pending, set()
-            for uri in sorted(uris):
-                await self._listeners.publish_in(self._namespace, ResourceUpdated(uri=uri))
-                for connection in list(self._legacy.get(uri, ())):
-                    try:
-                        await connection.send_resource_updated(uri)
-                    except Exception as exc:  # a client gone mid-send must not stop the others' updates
-                        logger.debug("dropping a subscriber of %s: %s", uri, exc)
-                        self._forget(connection)
+            try:
+                await self._send(uris)
+                outage.recovered()
+            except Exception as exc:  # a failed round must not end the updates of every later change
+                await anyio.sleep(outage.failed(exc))
+
+    async def _send(self, uris: set[str]) -> None:
+        for uri in sorted(uris):
+            await self._listeners.publish_in(self._namespace, ResourceUpdated(uri=uri))
+            for connection in list(self._legacy.get(uri, ())):
+                try:
+                    await connection.send_resource_updated(uri)
+                except Exception as exc:  # a client gone mid-send must not stop the others' updates
+                    logger.debug("dropping a subscriber of %s: %s", uri, exc)
+                    self._forget(connection)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from mcp_agentbus.errors import AgentBusError
+from mcp_agentbus.outages import Outage
 from mcp_agentbus.store import Store
 
 logger = logging.getLogger(__name__)
@@ -50,12 +50,19 @@ class Reaper:
                 return total
 
     async def run(self) -> None:
-        """Sweep every interval until cancelled; a failing sweep is logged and tried again."""
+        """Sweep every interval until cancelled. Whatever a sweep fails of (Redis full, busy, gone, or a
+        bug), the loop goes on: the failure is logged once, and sweeps are retried with a backoff."""
+        interval = self._store.settings.reaper_interval_seconds
+        outage = Outage(
+            f"the reaper of namespace {self._store.settings.namespace}", logger, first_delay=interval
+        )
         while True:
+            delay = interval
             try:
                 swept = await self.sweep()
+                outage.recovered()
                 if swept and (swept.reclaimed or swept.locks_expired or swept.gone):
                     logger.info("reaper: %s", swept)
-            except AgentBusError as exc:
-                logger.warning("reaper sweep failed: %s", exc)
-            await anyio.sleep(self._store.settings.reaper_interval_seconds)
+            except Exception as exc:  # a dead reaper would leave every lease unexpired
+                delay = outage.failed(exc)
+            await anyio.sleep(delay)

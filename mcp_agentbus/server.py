@@ -75,10 +75,16 @@ class AgentBusServer(MCPServer[App]):
     ) -> None:
         listeners = Listeners(settings.namespace)  # serves subscriptions/listen (2026-07-28) in this process
 
+        self.serving = False  # while the lifespan runs: without it no MCP request can be served
+
         @asynccontextmanager
         async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
             async with Namespaces.open(settings, listeners) as namespaces:
-                yield App(namespaces=namespaces, settings=settings)
+                self.serving = True
+                try:
+                    yield App(namespaces=namespaces, settings=settings)
+                finally:
+                    self.serving = False
 
         super().__init__(
             "agentbus",

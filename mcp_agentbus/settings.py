@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mcp_agentbus.connection import SCHEMES
+from mcp_agentbus.connection import DEFAULT_TIMEOUT, SCHEMES
 from mcp_agentbus.keys import NAMESPACE_PATTERN
 from mcp_agentbus.limits import AGENT_PATTERN
 
@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         description="HTTP bearer tokens (hashed); while this file exists, HTTP requires a token.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    redis_timeout_seconds: float = Field(
+        DEFAULT_TIMEOUT,
+        gt=0,
+        le=300,
+        description="How long one Redis command may take; past it the call fails with backend_unavailable.",
+    )
 
     @field_validator("redis_url")
     @classmethod

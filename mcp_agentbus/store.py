@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,7 @@ class Store:
         Inside `notices.watching(agent)`, the reply also brings that agent's notices."""
         watch = notices.current()
         notices_for = "" if watch is None else watch.agent
-        with backend(self.settings.redis_url):
+        with self.backend():
             reply: list[Any] = await self.scripts(
                 script, self.keys.script_keys, [*self._common, notices_for, *args]
             )
@@ -65,9 +66,9 @@ class Store:
         _, now = await self.run("clock")
         return int(now)
 
-    def backend(self) -> Any:
-        """Context manager for direct reads: a lost connection becomes `BackendUnavailable`."""
-        return backend(self.settings.redis_url)
+    def backend(self) -> AbstractContextManager[None]:
+        """Context manager for direct reads: Redis unreachable, hung or refusing is `BackendUnavailable`."""
+        return backend(self.settings.redis_url, self.settings.redis_timeout_seconds)
 
 
 def require(value: str, pattern: re.Pattern[str], what: str) -> str:

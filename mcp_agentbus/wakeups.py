@@ -17,6 +17,7 @@ from anyio.abc import TaskStatus
 from redis.asyncio.cluster import RedisCluster
 
 from mcp_agentbus.connection import Redis
+from mcp_agentbus.outages import Outage
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +56,17 @@ class Wakeups:
                 waiter.event.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Listen until cancelled, resubscribing after a lost connection."""
+        """Listen until cancelled, resubscribing (with a backoff) after a lost connection or any other
+        failure: waits still end at their deadline meanwhile, and every waiter looks again once back."""
         started = False
+        outage = Outage(f"the wake-up subscription to {self._channel}", logger)
         while True:
             try:
                 if isinstance(self._redis, RedisCluster):
                     await self._redis.initialize()  # a cluster pubsub needs the slot map to pick its node
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel)
+                    outage.recovered()
                     self._dispatch(None)
                     if not started:
                         started = True
@@ -73,8 +77,8 @@ class Wakeups:
                             for listener in self._listeners:
                                 listener(message["data"])
             except Exception as exc:  # any failure of the listener must not end waiting for good
-                logger.warning("wake-up subscription lost (%s); retrying in 1 s", exc)
+                delay = outage.failed(exc)
                 if not started:
                     started = True
                     task_status.started()
-                await anyio.sleep(1)
+                await anyio.sleep(delay)

@@ -1,0 +1,334 @@
+"""Redis misbehaving under running servers: full, busy with a long script, paused (SIGSTOP), and the
+background loops meeting any error at all.
+
+The process tests run two real `agentbus serve --transport http` processes on a redis-server of the
+test's own, make the fault happen for real, and check what a client and a load balancer see meanwhile
+(`backend_unavailable` naming the cause, `/healthz` 503) and afterwards: every server serves MCP again by
+itself, in both eras, and nothing acknowledged before the fault is lost or done twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+import redis
+from helpers import fresh_settings
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from test_http import Server, bus_env, connect, fresh, http_server, throwaway_redis
+from test_server import Bus
+
+from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.connection import backend
+from mcp_agentbus.errors import BackendUnavailable
+from mcp_agentbus.outages import Outage
+from mcp_agentbus.store import Store
+
+pytestmark = pytest.mark.anyio
+
+BOUND = 60  # seconds any one of these tests may take; each takes far less
+
+
+@contextmanager
+def two_servers(url: str, tmp_path: Path, **env: str) -> Iterator[tuple[Server, Server]]:
+    """Two HTTP server processes on one Redis and namespace, with a fast reaper."""
+    environment = bus_env(url, fresh("faults")) | env
+    with (
+        http_server(environment, tmp_path / "a.log") as a,
+        http_server(environment, tmp_path / "b.log") as b,
+    ):
+        yield a, b
+
+
+@asynccontextmanager
+async def sessions(a: Server, b: Server) -> AsyncIterator[tuple[Bus, Bus]]:
+    async with connect(a, "legacy") as on_a, connect(b, "auto") as on_b:
+        yield on_a, on_b
+
+
+async def health(http: httpx2.AsyncClient, server: Server) -> tuple[int, dict[str, Any]]:
+    response = await http.get(server.healthz)
+    return response.status_code, response.json()
+
+
+async def until_healthy(http: httpx2.AsyncClient, *servers: Server) -> None:
+    """Poll (bounded by the caller) until every server's /healthz is 200 again."""
+    for server in servers:
+        while True:
+            if (await health(http, server))[0] == 200:
+                break
+            await anyio.sleep(0.1)
+
+
+async def serves_again(a: Server, b: Server, acknowledged: list[str]) -> None:
+    """New sessions in both eras work on both servers, and every task acknowledged before the fault is
+    claimed and completed exactly once. A create the fault left unanswered may have run (its outcome was
+    unknown, and the error said so): such a task, titled "unanswered", is done once like the others."""
+    async with sessions(a, b) as (on_a, on_b):
+        done: list[str] = []
+        extra: list[str] = []
+        for bus in (on_a, on_b) * (len(acknowledged) + 2):
+            claim = await bus.ok("claim_task", {"agent": "after"})
+            if claim["task"] is None:
+                break
+            task = claim["task"]
+            await bus.ok(
+                "complete_task",
+                {"agent": "after", "task_id": task["id"], "lease_token": claim["lease"]["lease_token"]},
+            )
+            (done if task["id"] in acknowledged else extra).append(task["title"] + ":" + task["id"])
+        assert sorted(t.split(":")[1] for t in done) == sorted(acknowledged)
+        assert all(t.startswith("unanswered:") for t in extra), extra
+
+
+def assert_said_once(server: Server, fragment: str) -> None:
+    """The log names the failure (with its detail), says when it is over, has no traceback, and does
+    not repeat the failure at every sweep."""
+    log = server.log.read_text()
+    assert "Traceback" not in log, log
+    said = [line for line in log.splitlines() if fragment in line]
+    assert said, log
+    assert len(said) <= 6, "\n".join(said)  # once per loop and outage, not once per sweep
+    assert "works again" in log, log
+
+
+async def test_redis_out_of_memory_is_503_and_backend_unavailable_and_every_server_recovers(
+    tmp_path: Path,
+) -> None:
+    async with httpx2.AsyncClient(timeout=5) as http:
+        with throwaway_redis(tmp_path) as (_, url), two_servers(url, tmp_path) as (a, b):
+            admin = redis.Redis.from_url(url)
+            with anyio.fail_after(BOUND):
+                async with sessions(a, b) as (on_a, on_b):
+                    created = await on_a.ok("create_task", {"title": "acknowledged before"})
+                    admin.config_set("maxmemory", 1)
+                    try:
+                        for bus in (on_a, on_b):
+                            error = await bus.err(
+                                "create_task", {"title": "refused"}, "backend_unavailable", "out of memory"
+                            )
+                            assert "maxmemory" in error["hint"] and "127.0.0.1" not in error["message"]
+                        for server in (a, b):
+                            status, body = await health(http, server)
+                            assert status == 503 and "out of memory" in body["redis"], body
+                            assert "127.0.0.1" not in str(body)
+                        await anyio.sleep(3)  # every reaper meets the refusal at sweep after sweep
+                        assert (await on_b.ok("list_agents"))["agents"] == []  # reads still work
+                    finally:
+                        admin.config_set("maxmemory", 0)
+                await until_healthy(http, a, b)
+                await serves_again(a, b, [created["task_id"]])
+            admin.close()
+    for server in (a, b):
+        assert_said_once(server, "OutOfMemoryError")
+
+
+def run_long_script(url: str, seconds: int) -> threading.Thread:
+    """A script that keeps Redis busy for `seconds`, run from a thread of its own."""
+
+    def run() -> None:
+        client = redis.Redis.from_url(url, socket_timeout=seconds + 10)
+        try:
+            client.eval(f"local t=redis.call('TIME')[1] while redis.call('TIME')[1]-t<{seconds} do end", 0)
+        except ResponseError:
+            pass  # some clients of a busy server are told BUSY themselves; the script ran all the same
+        finally:
+            client.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+async def test_a_long_script_is_503_and_backend_unavailable_and_every_server_recovers(tmp_path: Path) -> None:
+    async with httpx2.AsyncClient(timeout=5) as http:
+        with throwaway_redis(tmp_path) as (_, url), two_servers(url, tmp_path) as (a, b):
+            admin = redis.Redis.from_url(url)
+            admin.config_set("lua-time-limit", 500)  # BUSY after half a second instead of five
+            admin.close()
+            with anyio.fail_after(BOUND):
+                async with sessions(a, b) as (on_a, on_b):
+                    created = await on_a.ok("create_task", {"title": "acknowledged before"})
+                    script = run_long_script(url, 4)
+                    await anyio.sleep(1.5)
+                    for bus in (on_a, on_b):
+                        error = await bus.err("heartbeat", {"agent": "w"}, "backend_unavailable", "busy")
+                        assert "127.0.0.1" not in error["message"]
+                    for server in (a, b):
+                        status, body = await health(http, server)
+                        assert status == 503 and "busy" in body["redis"], body
+                    await anyio.to_thread.run_sync(script.join)
+                await until_healthy(http, a, b)
+                await serves_again(a, b, [created["task_id"]])
+    for server in (a, b):
+        assert_said_once(server, "BUSY")
+
+
+async def test_a_paused_redis_fails_calls_within_the_timeout_and_every_server_recovers(
+    tmp_path: Path,
+) -> None:
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with (
+            throwaway_redis(tmp_path) as (redis_proc, url),
+            two_servers(url, tmp_path, AGENTBUS_REDIS_TIMEOUT_SECONDS="1") as (a, b),
+        ):
+            with anyio.fail_after(BOUND):
+                async with sessions(a, b) as (on_a, on_b):
+                    created = await on_a.ok("create_task", {"title": "acknowledged before"})
+                    os.kill(redis_proc.pid, signal.SIGSTOP)
+                    try:
+                        for bus in (on_a, on_b):
+                            started = time.monotonic()
+                            await bus.err(
+                                "create_task",
+                                {"title": "unanswered"},
+                                "backend_unavailable",
+                                "did not answer",
+                            )
+                            # one deadline, not a timeout per retry: well under the 40 s this used to take
+                            assert time.monotonic() - started < 8
+                        status, body = await health(http, a)
+                        assert status == 503 and "did not answer" in body["redis"], body
+                    finally:
+                        os.kill(redis_proc.pid, signal.SIGCONT)
+                await until_healthy(http, a, b)
+                await serves_again(a, b, [created["task_id"]])
+    assert "Traceback" not in a.log.read_text()
+
+
+# --- the loops themselves, in process: any exception, not only Redis's -------------------------------
+
+
+class Flaky:
+    """Makes `Store.run` raise `error` for one script `times` times, then behave."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, script: str, error: Exception, times: int) -> None:
+        self.failed = 0
+        real = Store.run
+
+        async def run(store: Store, name: str, *args: Any) -> list[Any]:
+            if name == script and self.failed < times:
+                self.failed += 1
+                raise error
+            return await real(store, name, *args)
+
+        monkeypatch.setattr(Store, "run", run)
+
+
+async def test_the_reaper_survives_any_error_and_takes_back_leases_afterwards(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = fresh_settings(redis_url)
+    flaky = Flaky(monkeypatch, "reap", RuntimeError("a bug in a sweep"), times=4)
+    with caplog.at_level(logging.WARNING, logger="mcp_agentbus.reaper"):
+        async with AgentBus.open(settings) as bus:
+            created = await bus.tasks.create("boss", title="short lease")
+            claim = await bus.tasks.claim("w1", lease_seconds=0.2)
+            assert claim.task is not None and claim.task.id == created.task_id
+            with anyio.fail_after(20):
+                while True:  # the reaper takes the lease back once its sweeps stop failing
+                    again = await bus.tasks.claim("w2", wait_seconds=1)
+                    if again.task is not None:
+                        break
+            assert again.task.id == created.task_id and again.task.attempt == 2
+    assert flaky.failed == 4
+    failures = [r for r in caplog.records if "a bug in a sweep" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None  # a bug keeps its trace, once
+    assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_wakeup_subscription_survives_a_failing_listener(redis_url: str) -> None:
+    settings = fresh_settings(redis_url)
+    calls: list[str] = []
+
+    def listener(hint: str) -> None:
+        calls.append(hint)
+        if len(calls) == 1:
+            raise RuntimeError("a listener bug")
+
+    async with AgentBus.open(settings) as bus:
+        bus.wakeups.listen(listener)
+        await bus.tasks.create("boss", title="first")  # its hint breaks the listener once
+        with anyio.fail_after(10):
+            while True:  # the subscription comes back and wakes a claim waiting for the next task
+                claim = await bus.tasks.claim("w", wait_seconds=0.5)
+                if claim.task is not None and claim.task.title == "first":
+                    break
+            async with anyio.create_task_group() as tg:
+                waited: list[str] = []
+
+                async def wait_for_one() -> None:
+                    got = await bus.tasks.claim("w", wait_seconds=5)
+                    assert got.task is not None
+                    waited.append(got.task.title)
+
+                tg.start_soon(wait_for_one)
+                await anyio.sleep(0.3)
+                await bus.tasks.create("boss", title="second")
+    assert waited == ["second"]
+    assert len(calls) >= 2
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "out of memory"),
+        (ResponseError("BUSY Redis is busy running a script."), "busy running a long script"),
+        (MasterDownError("Link with MASTER is down and replica-serve-stale-data is set to 'no'."), "master"),
+        (ResponseError("NOREPLICAS Not enough good replicas to write."), "replicas"),
+        (ClusterDownError("The cluster is down"), "cluster is down"),
+        (TryAgainError("Multiple keys request during rehashing of slot"), "moving"),
+        (RedisConnectionError("Error 111 connecting to 10.1.2.3:6379. Connection refused."), "unreachable"),
+        (RedisTimeoutError("Timeout reading from 10.1.2.3:6379"), "did not answer within 5 s"),
+    ],
+)
+def test_redis_refusing_work_is_backend_unavailable_naming_the_cause_not_the_host(
+    error: Exception, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"redis://user:secret@10.1.2.3:6379/0?case={said}"  # an outage of its own: logged afresh
+    with caplog.at_level(logging.WARNING), pytest.raises(BackendUnavailable) as raised, backend(url, 5):
+        raise error
+    assert said in raised.value.message.lower()
+    assert raised.value.hint
+    assert "10.1.2.3" not in raised.value.message + raised.value.hint
+    logged = caplog.text
+    assert "10.1.2.3" in logged and "secret" not in logged  # the detail is in the log, the password never
+
+
+def test_an_error_that_is_not_redis_refusing_stays_itself() -> None:
+    with pytest.raises(ResponseError, match="user_script"), backend("redis://127.0.0.1:1/0"):
+        raise ResponseError("ERR user_script:1: Script attempted to access nonexistent global variable")
+
+
+def test_an_outage_is_logged_once_reminded_and_its_end_said(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("test.outage")
+    outage = Outage("the thing", logger, first_delay=0.5, max_delay=4)
+    with caplog.at_level(logging.WARNING, logger="test.outage"):
+        delays = [outage.failed(OSError("down")) for _ in range(6)]
+        outage.recovered()
+        outage.recovered()
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "the thing failed: OSError: down; retrying until it works",
+        messages[1],
+    ]
+    assert messages[1].startswith("the thing works again after") and "(6 failed tries)" in messages[1]
