@@ -10,6 +10,7 @@ from typing import Any, cast
 import anyio
 import anyio.lowlevel
 
+from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.limits import RESOURCE_PATTERN, seconds
 from mcp_agentbus.models import HeldLock, LockResult, LocksView, ReleaseResult, iso
 from mcp_agentbus.store import Store, require
@@ -20,6 +21,36 @@ from mcp_agentbus.wakeups import Wakeups
 RESOURCE_RE = re.compile(RESOURCE_PATTERN)
 MAX_LISTED_LOCKS = 1000
 QUEUE_SLACK = 2.0  # seconds a waiter keeps its place beyond its wait, to cover a retry in flight
+
+
+def canonical(resource: str) -> str:
+    """The one name of a resource, so that ``x``, ``./x`` and ``src/../x`` are one lock: a path-like name
+    (one with '/') loses ``.`` segments and repeated slashes and has ``..`` resolved; a leading '/' and a
+    trailing '/' (a directory) are kept. A path that climbs above where it starts is refused."""
+    require(resource, RESOURCE_RE, "resource")
+    if "/" not in resource and resource not in (".", ".."):
+        return resource
+    parts: list[str] = []
+    for part in resource.split("/"):
+        if part == "..":
+            if not parts:
+                raise InvalidArgument(
+                    f"resource {resource!r} climbs above where it starts",
+                    hint="Name paths from the project root, without '..' (e.g. src/app.py or src/).",
+                )
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    root = "/" if resource.startswith("/") else ""
+    if not parts:
+        if root:
+            return root
+        raise InvalidArgument(
+            f"resource {resource!r} names no file or directory",
+            hint="Lock what you will change: a file (src/app.py) or a directory (src/).",
+        )
+    directory = "/" if resource.endswith(("/", "/.", "/..")) else ""
+    return root + "/".join(parts) + directory
 
 
 class Locks:
@@ -39,7 +70,7 @@ class Locks:
         """Take the lock, or (with `wait_seconds`) wait on the server until it is released or expires.
         Re-acquiring a lock you hold extends it and keeps its tokens."""
         require(agent, AGENT_RE, "agent id")
-        require(resource, RESOURCE_RE, "resource")
+        resource = canonical(resource)
         seconds(ttl_seconds, "ttl_seconds")
         wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, resource, on_progress)
         ttl_ms = math.ceil(ttl_seconds * 1000)
@@ -144,6 +175,6 @@ class Locks:
 
     async def release(self, agent: str, resource: str, lock_token: str) -> ReleaseResult:
         require(agent, AGENT_RE, "agent id")
-        require(resource, RESOURCE_RE, "resource")
+        resource = canonical(resource)
         _, released, reason = await self._store.run("release_lock", agent, resource, lock_token)
         return ReleaseResult(released=released == "1", resource=resource, reason=reason or None)

@@ -618,3 +618,34 @@ async def test_fifty_agents_contending_never_hold_the_lock_together(settings: Se
     assert len(paused) == 10
     assert any(g.outcome != "released" for g in paused), "no paused holder lost its lock to a waiter"
     assert sum(g.outcome == "released" for g in grants if not g.paused) > 0
+
+
+@pytest.mark.parametrize("spelling", ["./notes.md", "docs/../notes.md", ".//notes.md"])
+async def test_one_path_spelled_another_way_is_the_same_lock(bus: AgentBus, spelling: str) -> None:
+    first = await bus.locks.acquire("a1", "notes.md", ttl_seconds=30)
+    assert first.acquired
+    refused = await bus.locks.acquire("a2", spelling, ttl_seconds=30)
+    assert not refused.acquired and refused.holder == "a1" and refused.conflicting_resource == "notes.md"
+    again = await bus.locks.acquire("a1", spelling, ttl_seconds=30)
+    assert again.acquired and again.extended and again.resource == "notes.md"
+    assert again.fencing_token == first.fencing_token
+    released = await bus.locks.release("a1", spelling, again.lock_token or "")
+    assert released.released and released.resource == "notes.md"
+
+
+async def test_a_directory_spelled_another_way_covers_its_files(bus: AgentBus) -> None:
+    held = await bus.locks.acquire("a1", "src/./auth//", ttl_seconds=30)
+    assert held.acquired and held.resource == "src/auth/"
+    refused = await bus.locks.acquire("a2", "src/auth/login.py", ttl_seconds=30)
+    assert not refused.acquired and refused.conflicting_resource == "src/auth/"
+
+
+@pytest.mark.parametrize(
+    ("resource", "says"), [("../x", "climbs above"), ("src/../../x", "climbs above"), (".", "names no")]
+)
+async def test_a_path_above_its_start_or_naming_nothing_is_refused(
+    bus: AgentBus, resource: str, says: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=says):
+        await bus.locks.acquire("a1", resource)
+    assert (await bus.locks.held()).locks == []
