@@ -137,16 +137,25 @@ class Tasks:
         lease_ms = math.ceil(seconds(lease_seconds, "lease_seconds") * 1000)
         wait = Wait(wait_seconds, self._settings.max_wait_seconds, "a task", on_progress)
         topics: list[str] | None = [f"task:{c}" for c in caps] if caps else None
-        while True:
-            with self._wakeups.expect(topics) as woken:
-                reply = await self._claim_once(agent, lease_ms, task_id or "", ",".join(caps))
-                result = self._claim_result(reply, wait.notices)
-                if result.task is not None or wait.remaining() <= 0 or task_id is not None:
-                    return result
-                topics = [f"task:{c}" for c in result.capabilities]
-                # A delayed task that falls due is a reason to look again, hint or not.
-                due_in = (int(reply[3]) - int(reply[5])) / 1000 if reply[3] != "" else math.inf
-                await wait.sleep(woken, at_most=max(0.0, due_in))
+        owed = 0  # hints of ready tasks that woke this claimer alone: its next attempt answers them
+        try:
+            while True:
+                with self._wakeups.waiting(topics) as waiter:
+                    reply = await self._claim_once(agent, lease_ms, task_id or "", ",".join(caps))
+                    result = self._claim_result(reply, wait.notices)
+                    if result.task is not None and owed > 1:
+                        self._wakeups.pass_on(topics, owed - 1)  # the other tasks are for other claimers
+                    owed = 0  # (no task at all: every task they announced is taken already)
+                    if result.task is not None or wait.remaining() <= 0 or task_id is not None:
+                        return result
+                    topics = [f"task:{c}" for c in result.capabilities]
+                    # A delayed task that falls due is a reason to look again, hint or not.
+                    due_in = (int(reply[3]) - int(reply[5])) / 1000 if reply[3] != "" else math.inf
+                    await wait.sleep(waiter.event, at_most=max(0.0, due_in))
+                    owed = waiter.hints
+        finally:
+            if owed:  # woken, then gone (cancelled) before looking: the hints go to others
+                self._wakeups.pass_on(topics, owed)
 
     async def _claim_once(self, agent: str, lease_ms: int, task_id: str, caps: str) -> list[Any]:
         """One claim attempt that is never half-done: if the caller is cancelled (a client that

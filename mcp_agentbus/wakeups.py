@@ -22,17 +22,26 @@ from mcp_agentbus.outages import Outage
 logger = logging.getLogger(__name__)
 
 
+# A ready task is for one claimer: its hint wakes one waiting claimer per process, not all of them
+# (a thousand waiters would otherwise each re-run the claim script for every task created).
+ONE_AT_A_TIME = "task:"
+
+
 @dataclass(eq=False)
-class _Waiter:
+class Waiter:
     topics: Collection[str] | None
     event: anyio.Event
+    hints: int = 0  # one-at-a-time hints handed to this waiter alone
+
+    def wants(self, topics: Collection[str] | None) -> bool:
+        return self.topics is None or topics is None or not set(self.topics).isdisjoint(topics)
 
 
 class Wakeups:
     def __init__(self, redis: Redis, channel: str) -> None:
         self._redis = redis
         self._channel = channel
-        self._waiters: set[_Waiter] = set()
+        self._waiters: dict[Waiter, None] = {}  # in arrival order: the longest waiting is woken first
         self._listeners: list[Callable[[str], None]] = []
 
     def listen(self, listener: Callable[[str], None]) -> None:
@@ -43,14 +52,47 @@ class Wakeups:
     def expect(self, topics: Collection[str] | None = None) -> Iterator[anyio.Event]:
         """An event set when one of `topics` (any, if None) is published. Enter it *before* checking
         state, so a hint published between the check and the wait is not missed."""
-        waiter = _Waiter(topics, anyio.Event())
-        self._waiters.add(waiter)
-        try:
+        with self.waiting(topics) as waiter:
             yield waiter.event
+
+    @contextmanager
+    def waiting(self, topics: Collection[str] | None = None) -> Iterator[Waiter]:
+        """`expect`, for a waiter that also needs to know how many one-at-a-time hints woke it: it owes
+        each of them a look at the state, and hands on (`pass_on`) those it did not use."""
+        waiter = Waiter(topics, anyio.Event())
+        self._waiters[waiter] = None
+        try:
+            yield waiter
         finally:
-            self._waiters.discard(waiter)
+            del self._waiters[waiter]
+
+    def pass_on(self, topics: Collection[str] | None, count: int) -> None:
+        """`count` one-at-a-time hints a woken waiter did not use (it took one task, or none because it
+        left): each wakes another waiter for `topics`, so no ready task waits for a hint that was spent."""
+        for _ in range(count):
+            if not self._wake_one(topics):
+                return
+
+    def _wake_one(self, topics: Collection[str] | None) -> bool:
+        """Wake the longest-waiting idle waiter for `topics`; with none idle, the hint goes to a woken
+        one, which will pass it on if it is left over. False when nobody waits for it."""
+        woken = None
+        for waiter in self._waiters:
+            if waiter.wants(topics):
+                if not waiter.event.is_set():
+                    waiter.event.set()
+                    waiter.hints += 1
+                    return True
+                woken = woken or waiter
+        if woken is None:
+            return False
+        woken.hints += 1
+        return True
 
     def _dispatch(self, topic: str | None) -> None:
+        if topic is not None and topic.startswith(ONE_AT_A_TIME):
+            self._wake_one((topic,))
+            return
         for waiter in self._waiters:
             if topic is None or waiter.topics is None or topic in waiter.topics:
                 waiter.event.set()

@@ -39,6 +39,7 @@ from test_server import Bus
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.connection import backend
 from mcp_agentbus.errors import BackendUnavailable
+from mcp_agentbus.http import build_app
 from mcp_agentbus.outages import Outage
 from mcp_agentbus.store import Store
 
@@ -332,3 +333,19 @@ def test_an_outage_is_logged_once_reminded_and_its_end_said(caplog: pytest.LogCa
         messages[1],
     ]
     assert messages[1].startswith("the thing works again after") and "(6 failed tries)" in messages[1]
+
+
+async def test_healthz_is_503_whenever_the_mcp_endpoint_is_not_running(redis_url: str) -> None:
+    """A load balancer must not send requests to a process whose MCP endpoint cannot serve them, even
+    though its Redis is fine: before its lifespan runs and after it has ended."""
+    app = build_app(fresh_settings(redis_url))
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1"
+    ) as http:
+        before = await http.get("/healthz")
+        assert before.status_code == 503 and before.json()["mcp"].startswith("not serving")
+        async with app.router.lifespan_context(app):
+            during = await http.get("/healthz")
+            assert during.status_code == 200 and during.json()["status"] == "ok"
+        after = await http.get("/healthz")
+        assert after.status_code == 503 and after.json()["status"] == "unavailable"

@@ -1163,8 +1163,8 @@ async def test_unreachable_backend_is_backend_unavailable_and_the_server_stays_u
                 ("get_workflow", {}),  # every call fails the same way: nothing is stuck
             ]:
                 with anyio.fail_after(10):
-                    error = await bus.err(tool, args, "backend_unavailable", "127.0.0.1")
-                assert "hunter2" not in json.dumps(error)
+                    error = await bus.err(tool, args, "backend_unavailable", "unreachable")
+                assert "hunter2" not in json.dumps(error) and "127.0.0.1" not in json.dumps(error)
             # the protocol side keeps working, and bad input is still reported as such
             assert {t.name for t in (await bus.client.list_tools()).tools} == ALL_TOOLS
             await bus.err("get_workflow", {"workflow_id": "nope"}, "invalid_argument", "workflow_id")

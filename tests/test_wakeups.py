@@ -1,0 +1,103 @@
+"""Wake-ups: a ready task wakes one waiting claimer, not every one, and no hint is spent on nothing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from helpers import fresh_settings
+
+from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.store import Store
+from mcp_agentbus.tasks import Tasks
+
+pytestmark = pytest.mark.anyio
+
+BOUND = 10  # seconds; far below the waits below, so only a wake-up can end them in time
+WAIT = 25
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Poll (bounded by the caller's fail_after) until `check()` holds."""
+    while True:
+        if check():
+            return
+        await anyio.sleep(0.01)
+
+
+def count_scripts(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    runs: Counter[str] = Counter()
+    real = Store.run
+
+    async def run(store: Store, name: str, *args: Any) -> list[Any]:
+        runs[name] += 1
+        return await real(store, name, *args)
+
+    monkeypatch.setattr(Store, "run", run)
+    return runs
+
+
+async def test_a_ready_task_wakes_one_waiting_claimer_and_every_task_finds_one(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = count_scripts(monkeypatch)
+    waiters = 20
+    got: dict[str, str] = {}
+    async with AgentBus.open(fresh_settings(redis_url, max_wait_seconds=WAIT)) as bus:
+
+        async def claimer(i: int) -> None:
+            claim = await bus.tasks.claim(f"w{i}", capabilities=["build"], wait_seconds=WAIT)
+            assert claim.task is not None
+            got[f"w{i}"] = claim.task.id
+
+        with anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tg:
+                for i in range(waiters):
+                    tg.start_soon(claimer, i)
+                await until(lambda: runs["claim_task"] == waiters)  # each looked once and found nothing
+                await bus.tasks.create("boss", title="first", capability="build")
+                await until(lambda: bool(got))
+                assert runs["claim_task"] == waiters + 1  # one claimer looked again, not twenty
+                for n in range(waiters - 1):
+                    await bus.tasks.create("boss", title=f"more {n}", capability="build")
+    assert len(got) == waiters and len(set(got.values())) == waiters
+    assert runs["claim_task"] == 2 * waiters
+
+
+async def test_a_claimer_woken_then_gone_hands_its_task_to_another(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scopes: dict[str, anyio.CancelScope] = {}
+    looks: Counter[str] = Counter()
+    real = Tasks._claim_once
+
+    async def claim_once(self: Tasks, agent: str, *args: Any) -> list[Any]:
+        looks[agent] += 1
+        if agent == "leaver" and looks[agent] == 2:  # woken, and cancelled before it looks again
+            scopes[agent].cancel()
+            await anyio.lowlevel.checkpoint()
+        return await real(self, agent, *args)
+
+    monkeypatch.setattr(Tasks, "_claim_once", claim_once)
+    taken: list[str] = []
+    async with AgentBus.open(fresh_settings(redis_url, max_wait_seconds=WAIT)) as bus:
+
+        async def claimer(agent: str) -> None:
+            with anyio.CancelScope() as scopes[agent]:
+                claim = await bus.tasks.claim(agent, capabilities=["build"], wait_seconds=WAIT)
+                assert claim.task is not None
+                taken.append(agent)
+
+        with anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claimer, "leaver")
+                await until(lambda: looks["leaver"] == 1)
+                tg.start_soon(claimer, "stayer")  # waits longer than WAIT unless handed the hint
+                await until(lambda: looks["stayer"] == 1)
+                await bus.tasks.create("boss", title="for whoever is there", capability="build")
+    assert taken == ["stayer"]
+    assert looks["leaver"] == 2  # it was the one woken (the longest waiting), and it left
