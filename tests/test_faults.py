@@ -9,21 +9,25 @@ itself, in both eras, and nothing acknowledged before the fault is lost or done 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx2
 import pytest
 import redis
-from helpers import fresh_settings
+from conftest import start_redis, stop_redis
+from helpers import free_port, fresh_settings
 from redis.exceptions import (
     ClusterDownError,
     MasterDownError,
@@ -40,6 +44,7 @@ from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.connection import backend
 from mcp_agentbus.errors import BackendUnavailable
 from mcp_agentbus.http import build_app
+from mcp_agentbus.keys import Keys
 from mcp_agentbus.outages import Outage
 from mcp_agentbus.store import Store
 
@@ -49,9 +54,11 @@ BOUND = 60  # seconds any one of these tests may take; each takes far less
 
 
 @contextmanager
-def two_servers(url: str, tmp_path: Path, **env: str) -> Iterator[tuple[Server, Server]]:
+def two_servers(
+    url: str, tmp_path: Path, namespace: str | None = None, **env: str
+) -> Iterator[tuple[Server, Server]]:
     """Two HTTP server processes on one Redis and namespace, with a fast reaper."""
-    environment = bus_env(url, fresh("faults")) | env
+    environment = bus_env(url, namespace or fresh("faults")) | env
     with (
         http_server(environment, tmp_path / "a.log") as a,
         http_server(environment, tmp_path / "b.log") as b,
@@ -349,3 +356,136 @@ async def test_healthz_is_503_whenever_the_mcp_endpoint_is_not_running(redis_url
             assert during.status_code == 200 and during.json()["status"] == "ok"
         after = await http.get("/healthz")
         assert after.status_code == 503 and after.json()["status"] == "unavailable"
+
+
+# --- a fault run: agents keep working through every fault in turn -------------------------------------
+
+
+class Agents:
+    """A producer creating tasks (each retried with its idempotency key until acknowledged) and workers
+    claiming and completing them, over both servers, riding out `backend_unavailable` by retrying."""
+
+    def __init__(self) -> None:
+        self.acknowledged: list[str] = []  # task ids whose create_task answered
+        self.completed: list[str] = []  # task ids whose complete_task answered
+        self.refused = 0  # backend_unavailable answers met along the way
+        self.producing = True
+
+    async def until_answered(self, bus: Bus, tool: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """Call until the call is answered; None when refused for good (lease_lost)."""
+        while True:
+            result = await bus.call(tool, args)
+            content: dict[str, Any] | None = result.structured_content
+            assert content is not None
+            if result.is_error is not True:
+                return content
+            code = content["error"]["code"]
+            if code == "lease_lost":
+                return None
+            assert code == "backend_unavailable", content
+            self.refused += 1
+            await anyio.sleep(0.1)
+
+    async def produce(self, bus: Bus, count: int) -> None:
+        for n in range(count):
+            created = await self.until_answered(
+                bus, "create_task", {"title": f"task {n}", "idempotency_key": f"create-{n}"}
+            )
+            assert created is not None
+            self.acknowledged.append(created["task_id"])
+            await anyio.sleep(0.05)
+        self.producing = False
+
+    async def work(self, bus: Bus, agent: str) -> None:
+        while self.producing or len(self.completed) < len(self.acknowledged):
+            # A short lease: a claim whose answer a fault swallowed goes back to the queue soon.
+            claim = await self.until_answered(
+                bus, "claim_task", {"agent": agent, "wait_seconds": 0.5, "lease_seconds": 3}
+            )
+            if claim is None or claim["task"] is None:
+                continue
+            args = {
+                "agent": agent,
+                "task_id": claim["task"]["id"],
+                "lease_token": claim["lease"]["lease_token"],
+            }
+            done = await self.until_answered(bus, "complete_task", args)
+            if done is not None:
+                self.completed.append(claim["task"]["id"])
+
+
+@contextmanager
+def restartable_redis(tmp_path: Path) -> Iterator[tuple[list[Any], str, Callable[[], None]]]:
+    """A redis-server with AOF (fsync always), and a function that restarts it on its port and data."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not installed")
+    port = free_port()
+    args = (
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+    )
+    procs = [start_redis(binary, port, tmp_path, *args)]
+
+    def restart() -> None:
+        stop_redis(procs[-1:])
+        procs.append(start_redis(binary, port, tmp_path, *args))
+
+    try:
+        yield procs, f"redis://127.0.0.1:{port}/0", restart
+    finally:
+        stop_redis([p for p in procs if p.poll() is None])
+
+
+async def test_agents_keep_working_through_every_fault_and_nothing_acknowledged_is_lost_or_doubled(
+    tmp_path: Path,
+) -> None:
+    agents = Agents()
+    namespace = fresh("fault-run")
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with (
+            restartable_redis(tmp_path) as (procs, url, restart),
+            two_servers(url, tmp_path, namespace, AGENTBUS_REDIS_TIMEOUT_SECONDS="1") as (a, b),
+        ):
+            admin = redis.Redis.from_url(url, decode_responses=True)
+            with anyio.fail_after(BOUND * 2):
+                async with (
+                    sessions(a, b) as (on_a, on_b),
+                    connect(a, "auto") as w1,
+                    connect(b, "legacy") as w2,
+                    anyio.create_task_group() as tg,
+                ):
+                    tg.start_soon(agents.produce, on_a, 60)
+                    tg.start_soon(agents.work, w1, "w1")
+                    tg.start_soon(agents.work, w2, "w2")
+                    tg.start_soon(agents.work, on_b, "w3")
+                    await anyio.sleep(0.5)
+                    admin.config_set("maxmemory", 1)
+                    await anyio.sleep(1.5)
+                    admin.config_set("maxmemory", 0)
+                    admin.config_set("lua-time-limit", 200)
+                    await anyio.to_thread.run_sync(run_long_script(url, 2).join)
+                    os.kill(procs[-1].pid, signal.SIGSTOP)
+                    await anyio.sleep(2)
+                    os.kill(procs[-1].pid, signal.SIGCONT)
+                    await anyio.to_thread.run_sync(restart)
+                await until_healthy(http, a, b)
+            events = cast(list[tuple[str, dict[str, str]]], admin.xrange(Keys(namespace).events))
+            completions = Counter(
+                json.loads(fields["data"])["task"]
+                for _, fields in events
+                if fields["topic"] == "task.completed"
+            )
+            admin.close()
+    assert agents.refused > 0  # the faults were met, not missed
+    assert len(agents.acknowledged) == 60 and len(set(agents.acknowledged)) == 60
+    assert sorted(agents.completed) == sorted(agents.acknowledged)
+    assert all(completions[task] == 1 for task in agents.acknowledged), completions
+    for server in (a, b):
+        assert "Traceback" not in server.log.read_text()
