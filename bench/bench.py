@@ -45,6 +45,7 @@ from processes import (
     redis_server,
 )
 from scale import depth_section, retention_section
+from waiters import waiters_section
 from workloads import (
     RawScripts,
     core_workloads,
@@ -416,6 +417,7 @@ SECTIONS: dict[str, Section] = {
     "heartbeats": heartbeats_section,
     "retention": retention_section,  # before depth: dropping a million keys resizes Redis' tables
     "depth": depth_section,
+    "waiters": waiters_section,
 }
 
 

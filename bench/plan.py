@@ -30,6 +30,7 @@ class Plan:
     heartbeat_seconds: float  # how long they keep it up, after all have joined
     retained_tasks: int  # tasks completed before the memory they keep is measured
     stream: int  # events published, and messages sent, in the bounded-memory stream
+    waiters: int  # claimers waiting at once while tasks are created one at a time
 
     def tasks_needed(self, budget: Budget) -> int:
         """Tasks one claim+complete workload can consume: its warm-up and every round."""
@@ -53,6 +54,7 @@ FULL = Plan(
     heartbeat_seconds=20,
     retained_tasks=30_000,
     stream=50_000,
+    waiters=1_000,
 )
 # --quick only checks that every path runs (CI: make bench-quick); about 25 s.
 QUICK = Plan(
@@ -70,6 +72,7 @@ QUICK = Plan(
     heartbeat_seconds=2,
     retained_tasks=2_000,
     stream=10_000,
+    waiters=100,
 )
 
 
