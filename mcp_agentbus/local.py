@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 LOCAL_SCHEME = "local://"
 BINARIES = ("redis-server", "valkey-server")  # Valkey is the Redis fork some distributions now ship
@@ -75,7 +77,14 @@ class LocalBus:
         return self.directory / "redis.log"
 
     def _client(self) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2, decode_responses=True)
+        # No retries: a local socket either answers or is not there, and SHUTDOWN drops the connection on
+        # purpose (redis-py's default retries would spend seconds reconnecting to a server that is gone).
+        return redis.Redis(
+            unix_socket_path=str(self.socket),
+            socket_timeout=2,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def info(self) -> dict[str, Any] | None:
         """The server's INFO, or None when it is not running."""
