@@ -78,6 +78,7 @@ def test_serve_with_unreachable_redis_says_what_to_do(how: str) -> None:
     err = assert_refused(proc, UNREACHABLE, "cannot reach Redis")
     # what to do about it
     assert "redis-server" in err and "AGENTBUS_REDIS_URL" in err and "memory://" in err
+    assert ".)." not in err  # Redis's own sentence ends inside the parentheses, not twice
     assert proc.returncode == 2
 
 
