@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.errors import NotFound
+from mcp_agentbus.errors import InvalidArgument, NotFound
 from mcp_agentbus.events import EVENT_PATTERN_RE
-from mcp_agentbus.store import require
 from mcp_agentbus.tasks import AGENT_RE, WORKFLOW_ID_RE
 
 
@@ -64,8 +63,9 @@ def parse(uri: str) -> tuple[str, str]:
     pattern = _ARGUMENT.get(kind)
     if not uri.startswith(PREFIX) or kind not in _ARGUMENT or (pattern is None and arg):
         raise NotFound(f"there is no resource {uri!r}", hint="Resources: " + ", ".join(v.uri for v in VIEWS))
-    if pattern is not None and (arg or kind != "workflows"):
-        require(arg, pattern, f"{kind} in the URI")
+    if pattern is not None and (arg or kind != "workflows") and not pattern.fullmatch(arg):
+        # fullmatch: the patterns end in `$`, which `match` lets a trailing newline through
+        raise InvalidArgument(f"{kind} in the URI, {arg!r}, is not valid (expected {pattern.pattern})")
     return kind, arg
 
 
