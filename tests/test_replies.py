@@ -24,6 +24,8 @@ from test_server import connect as connect_in_memory
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument, NotFound
 from mcp_agentbus.limits import MAX_BODY, MAX_EVENT_SCAN_BYTES, MAX_REPLY_BYTES
+from mcp_agentbus.models import ClaimedTask, ClaimResult, Lease
+from mcp_agentbus.replies import ok
 from mcp_agentbus.resources import parse
 from mcp_agentbus.settings import Settings
 
@@ -279,6 +281,48 @@ async def test_get_workflow_over_mcp_and_its_resource_stay_under_the_budget(
         text = result.contents[0].text  # type: ignore[union-attr]
         assert len(text.encode()) <= MAX_REPLY_BYTES
         assert json.loads(text)["workflow"]["results_left_out"] == got["workflow"]["results_left_out"]
+
+
+# --- the text content ------------------------------------------------------------------------------
+
+
+async def test_the_text_gives_what_the_line_does_not_say_without_repeating_the_whole_json(
+    settings: Settings, mode: str
+) -> None:
+    async with connect_in_memory(settings, mode) as bus:
+        await bus.ok("create_task", {"title": "t", "payload": {"n": 1}})
+        call = await bus.call("claim_task", {"agent": "w"})
+        claim = checked(bus, "claim_task", call)
+        text = text_of(call)
+        assert claim["lease"]["lease_token"] in text and '"payload":{"n":1}' in text
+        assert json.dumps(claim, ensure_ascii=False) not in text
+        assert json.dumps(claim, separators=(",", ":"), ensure_ascii=False) not in text
+
+        await bus.ok("send_message", {"agent": "w", "to": "r", "body": "hello there", "data": {"k": 2}})
+        call = await bus.call("read_inbox", {"agent": "r"})
+        checked(bus, "read_inbox", call)
+        assert "hello there" in text_of(call) and '"data":{"k":2}' in text_of(call)
+
+
+def test_a_part_too_large_for_the_text_is_counted_and_the_rest_still_shown() -> None:
+    task = ClaimedTask(
+        id="t-1",
+        title="t",
+        description="",
+        capability="any",
+        priority="normal",
+        attempt=1,
+        max_attempts=3,
+        inputs={"a": "x" * MAX_REPLY_BYTES},
+    )
+    lease = Lease(lease_token="tok-123", fence=4, expires_at="2026-01-01T00:00:00.000Z")
+    reply = ok(ClaimResult(task=task, lease=lease), "Claimed t-1.", lease="lease", task="task")
+    text = text_of(reply)
+    assert len(text.encode()) <= MAX_REPLY_BYTES
+    assert '"lease_token":"tok-123"' in text and "task: " not in text
+    assert "1 task part(s) too large for this text" in text
+    assert reply.structured_content is not None
+    assert reply.structured_content["task"]["inputs"]["a"] == "x" * MAX_REPLY_BYTES
 
 
 # --- NaN and Infinity ------------------------------------------------------------------------------
