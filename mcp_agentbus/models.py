@@ -217,7 +217,7 @@ class HeldLock(BaseModel):
     waiters: int = Field(0, description="Agents queued for it.")
 
 
-class LocksView(BaseModel):
+class LocksView(Result):
     locks: list[HeldLock] = Field(description="Held locks, soonest to expire first.")
 
 

@@ -10,13 +10,16 @@ they show the model (Claude Code shows the structured content), so each carries 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel
 
 from mcp_agentbus import notices
-from mcp_agentbus.limits import MAX_REPLY_BYTES
+from mcp_agentbus.limits import MAX_REPLY_BYTES, REPLY_ROOM
 from mcp_agentbus.models import Result
+
+Item = TypeVar("Item", bound=BaseModel)
 
 
 def ok(result: Result, line: str, **details: str) -> CallToolResult:
@@ -47,6 +50,18 @@ def ok(result: Result, line: str, **details: str) -> CallToolResult:
                 f"({left_out} {label} part(s) too large for this text: the structured result has them.)"
             )
     return CallToolResult(content=[TextContent(type="text", text="\n".join(text))], structured_content=data)
+
+
+def keep_fitting(items: list[Item], what: str, hint: str) -> tuple[list[Item], list[str]]:
+    """The leading `items` that fit in one reply, and a notice saying how many did not (`what` names
+    them, `hint` says how to see fewer)."""
+    room = MAX_REPLY_BYTES - REPLY_ROOM
+    for count, item in enumerate(items):
+        room -= len(item.model_dump_json().encode()) + 1
+        if room < 0:
+            left = len(items) - count
+            return items[:count], [f"{left} more {what} left out, too many for one reply: {hint}."]
+    return items, []
 
 
 def _at(data: dict[str, Any], path: str) -> Any:

@@ -57,7 +57,7 @@ from mcp_agentbus.models import (
     SendResult,
 )
 from mcp_agentbus.namespaces import Namespaces, Served
-from mcp_agentbus.replies import ok
+from mcp_agentbus.replies import keep_fitting, ok
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.workflows import WorkflowTask
 
@@ -148,6 +148,8 @@ async def list_agents(
 ) -> Annotated[CallToolResult, ListAgentsResult]:
     """Who is on the bus: each agent's status, capabilities, last seen, and tasks and locks held."""
     r = await app_of(ctx).bus.presence.list_agents(capability=capability, include_gone=include_gone)
+    r.agents, left_out = keep_fitting(r.agents, "agent(s)", "pass capability to list fewer")
+    r.notices += left_out
     alive = sum(a.alive for a in r.agents)
     line = f"{alive} agent(s) alive" + (f", {len(r.agents) - alive} gone." if include_gone else ".")
     return ok(r, line, agent="agents")

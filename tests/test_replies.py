@@ -283,6 +283,37 @@ async def test_get_workflow_over_mcp_and_its_resource_stay_under_the_budget(
         assert json.loads(text)["workflow"]["results_left_out"] == got["workflow"]["results_left_out"]
 
 
+async def test_list_agents_and_the_agents_resource_stay_under_the_budget(
+    settings: Settings, mode: str
+) -> None:
+    caps = [f"{'c' * 60}{i:02}" for i in range(20)]
+    async with AgentBus.open(settings) as core:
+        for i in range(150):  # about 2 KB each
+            await core.presence.heartbeat(f"agent-{i:03}", capabilities=caps, note="n" * 500)
+    async with connect_in_memory(settings, mode) as bus:
+        call = await bus.call("list_agents", {})
+        listed = checked(bus, "list_agents", call)
+        assert size(listed) <= MAX_REPLY_BYTES and 0 < len(listed["agents"]) < 150
+        assert any("left out" in n and "capability" in n for n in listed["notices"]), listed["notices"]
+        result = await bus.client.read_resource("agentbus://agents")
+        text = result.contents[0].text  # type: ignore[union-attr]
+        assert len(text.encode()) <= MAX_REPLY_BYTES
+        view = json.loads(text)
+        assert 0 < len(view["agents"]) < 150 and "left out" in view["notices"][0]
+
+
+async def test_the_locks_resource_stays_under_the_budget(settings: Settings, mode: str) -> None:
+    async with AgentBus.open(settings) as core:
+        for i in range(600):  # about 600 bytes each
+            await core.locks.acquire("holder", f"{'r' * 400}/{i:03}", ttl_seconds=600)
+    async with connect_in_memory(settings, mode) as bus:
+        result = await bus.client.read_resource("agentbus://locks")
+        text = result.contents[0].text  # type: ignore[union-attr]
+        assert len(text.encode()) <= MAX_REPLY_BYTES
+        view = json.loads(text)
+        assert 0 < len(view["locks"]) < 600 and "left out" in view["notices"][0]
+
+
 # --- the text content ------------------------------------------------------------------------------
 
 
