@@ -16,9 +16,11 @@ import anyio.lowlevel
 from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge
 from mcp_agentbus.limits import (
     MAX_BODY,
+    MAX_REPLY_BYTES,
     MAX_SUBJECT,
     MESSAGE_ID_PATTERN,
     RECIPIENT_PATTERN,
+    REPLY_ROOM,
     THREAD_ID_PATTERN,
     encode_json,
 )
@@ -115,23 +117,24 @@ class Inbox:
         wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, "a message", on_progress)
         while True:
             with self._wakeups.expect((f"inbox:{agent}",)) as woken:
-                found, remaining = await self._read_once(agent, limit, peek, thread_id or "")
+                found, remaining, full = await self._read_once(agent, limit, peek, thread_id or "")
                 if found or wait.remaining() <= 0:
                     return ReadInboxResult(
                         messages=[_message(m) for m in found],
                         unread_remaining=remaining,
-                        notices=wait.notices,
+                        notices=wait.notices + (_fit_notice(len(found), remaining, peek) if full else []),
                     )
                 await wait.sleep(woken)
 
     async def _read_once(
         self, agent: str, limit: int, peek: bool, thread_id: str
-    ) -> tuple[list[list[Any]], int]:
+    ) -> tuple[list[list[Any]], int, bool]:
         """One read that is never half-done: if the caller is cancelled (a client that disconnected or
-        timed out) while it runs, the messages it marked read are marked unread again."""
+        timed out) while it runs, the messages it marked read are marked unread again. It takes only
+        what fits in one reply (the script stops there and marks read only those)."""
         with anyio.CancelScope(shield=True):
-            _, found, remaining = await self._store.run(
-                "read_inbox", agent, limit, "1" if peek else "0", thread_id
+            _, found, remaining, full = await self._store.run(
+                "read_inbox", agent, limit, "1" if peek else "0", thread_id, MAX_REPLY_BYTES - REPLY_ROOM
             )
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -141,7 +144,13 @@ class Inbox:
                 with anyio.CancelScope(shield=True):
                     await self._store.run("unread_messages", agent, *restore)
             raise
-        return found, int(remaining)
+        return found, int(remaining), full == 1
+
+
+def _fit_notice(returned: int, remaining: int, peek: bool) -> list[str]:
+    if peek:
+        return [f"Only the oldest {returned} unread message(s) fit in one reply; read them to see the rest."]
+    return [f"{remaining} more unread message(s) did not fit in this reply: call read_inbox again for them."]
 
 
 def _message(entry: list[Any]) -> MessageView:

@@ -56,8 +56,15 @@ MAX_CAPABILITIES = 20
 
 
 def encode_json(value: Any, field: str, limit: int = MAX_JSON_BYTES) -> str:
-    """Compact JSON text of `value`, refused past `limit` bytes."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text of `value`, refused past `limit` bytes or when it holds NaN or Infinity (JSON
+    has neither: stored, they would come back as null)."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"{field} contains NaN or Infinity, which JSON does not allow",
+            hint=f'Send finite numbers in {field} (or a string such as "NaN"), then call again.',
+        ) from exc
     size = len(text.encode())
     if size > limit:
         raise PayloadTooLarge(f"{field} is {size:,} bytes of JSON; the limit is {limit:,} bytes")
@@ -70,3 +77,14 @@ def seconds(value: float, name: str, *, allow_zero: bool = False) -> float:
         bound = "zero or more" if allow_zero else "more than zero"
         raise InvalidArgument(f"{name} must be a finite number of seconds, {bound} (got {value!r})")
     return value
+
+
+# What one reply may carry: the JSON of a tool's structured result, or of a resource read. A read that
+# gathers items (messages, events, a workflow's results) stops adding them before this, and says what
+# waits. The text content renders the same items at most once more, so a whole reply stays well under
+# the 1 MiB the SDK's HTTP client accepts in one SSE event.
+MAX_REPLY_BYTES = 262_144
+# The bytes of the event log one read_events scan may read from Redis (topic filters skip events):
+# past it the scan stops and returns a cursor to go on from.
+MAX_EVENT_SCAN_BYTES = 4_194_304
+REPLY_ROOM = 8_192  # of a reply, kept for what surrounds its items: counts, cursors, notices

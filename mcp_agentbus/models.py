@@ -140,6 +140,13 @@ class WorkflowSummary(BaseModel):
 
 class WorkflowView(WorkflowSummary):
     tasks: list[TaskView]
+    results_left_out: list[str] = Field(
+        default_factory=list,
+        description="Tasks shown without result, summary and error: they did not fit in one reply.",
+    )
+    tasks_left_out: list[str] = Field(
+        default_factory=list, description="Tasks not shown at all: too many to fit in one reply."
+    )
 
 
 class GetWorkflowResult(Result):
@@ -210,7 +217,7 @@ class HeldLock(BaseModel):
     waiters: int = Field(0, description="Agents queued for it.")
 
 
-class LocksView(BaseModel):
+class LocksView(Result):
     locks: list[HeldLock] = Field(description="Held locks, soonest to expire first.")
 
 

@@ -7,12 +7,11 @@ import json
 import re
 from dataclasses import dataclass
 
-from pydantic import BaseModel
-
 from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.errors import NotFound
+from mcp_agentbus.errors import InvalidArgument, NotFound
 from mcp_agentbus.events import EVENT_PATTERN_RE
-from mcp_agentbus.store import require
+from mcp_agentbus.models import Result
+from mcp_agentbus.replies import keep_fitting
 from mcp_agentbus.tasks import AGENT_RE, WORKFLOW_ID_RE
 
 
@@ -64,26 +63,35 @@ def parse(uri: str) -> tuple[str, str]:
     pattern = _ARGUMENT.get(kind)
     if not uri.startswith(PREFIX) or kind not in _ARGUMENT or (pattern is None and arg):
         raise NotFound(f"there is no resource {uri!r}", hint="Resources: " + ", ".join(v.uri for v in VIEWS))
-    if pattern is not None and (arg or kind != "workflows"):
-        require(arg, pattern, f"{kind} in the URI")
+    if pattern is not None and (arg or kind != "workflows") and not pattern.fullmatch(arg):
+        # fullmatch: the patterns end in `$`, which `match` lets a trailing newline through
+        raise InvalidArgument(f"{kind} in the URI, {arg!r}, is not valid (expected {pattern.pattern})")
     return kind, arg
 
 
 async def read(bus: AgentBus, uri: str) -> str:
     """The JSON text of the resource at `uri`."""
     kind, arg = parse(uri)
-    view: BaseModel
+    view: Result
     if kind == "agents":
-        view = await bus.presence.list_agents()
+        agents = await bus.presence.list_agents()
+        agents.agents, agents.notices = keep_fitting(
+            agents.agents, "agent(s)", "list_agents filters by capability"
+        )
+        view = agents
     elif kind == "workflows":
         view = await bus.workflows.get(arg or None)
     elif kind == "inbox":
         view = await bus.inbox.read(arg, peek=True, limit=INBOX_PEEK_LIMIT)
     elif kind == "locks":
-        view = await bus.locks.held()
+        locks = await bus.locks.held()
+        locks.locks, locks.notices = keep_fitting(locks.locks, "lock(s)", "the soonest to expire are shown")
+        view = locks
     else:
         view = await bus.events.recent(arg)
-    return json.dumps(view.model_dump(mode="json", exclude={"notices"}), ensure_ascii=False)
+    # Notices only when the read itself has some (what it left out): resources are nobody's own view.
+    shown = view.model_dump(mode="json", exclude=None if view.notices else {"notices"})
+    return json.dumps(shown, ensure_ascii=False)
 
 
 def changed_by(hint: str) -> set[str]:

@@ -13,9 +13,9 @@ Nested models are inlined (no ``$defs``/``$ref``).
 Tool annotations keep the hints that differ from MCP's defaults.
 
 Results are published as a bare object: the SDK client validates every structured result against
-the listed output schema, which any result passes, and a model reads the result itself (as JSON in
-the text too). The tool descriptions say what comes back where a caller needs it; the result shapes
-are models.py's, documented in the README.
+the listed output schema, which any result passes, and a model reads the result itself (the
+structured content, or the text's parts of it, replies.py). The tool descriptions say what comes
+back where a caller needs it; the result shapes are models.py's, documented in the README.
 """
 
 from __future__ import annotations

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from mcp_agentbus import notices
 from mcp_agentbus.auth import acting_agent, current_grant
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.events import MAX_LIMIT
@@ -56,10 +54,10 @@ from mcp_agentbus.models import (
     ReadEventsResult,
     ReadInboxResult,
     ReleaseResult,
-    Result,
     SendResult,
 )
 from mcp_agentbus.namespaces import Namespaces, Served
+from mcp_agentbus.replies import keep_fitting, ok
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.workflows import WorkflowTask
 
@@ -109,14 +107,6 @@ ADDITIVE = ToolAnnotations(
 )
 
 
-def ok(result: Result, line: str) -> CallToolResult:
-    """A result as structured content, and as text: a readable line, notices, then the same JSON."""
-    result.notices += notices.lines(notices.current())
-    data = result.model_dump(mode="json")
-    text = "\n".join([line, *(f"Notice: {n}" for n in result.notices), json.dumps(data, ensure_ascii=False)])
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
-
-
 def app_of(ctx: Ctx) -> App:
     app: App = ctx.request_context.lifespan_context
     return app
@@ -158,8 +148,11 @@ async def list_agents(
 ) -> Annotated[CallToolResult, ListAgentsResult]:
     """Who is on the bus: each agent's status, capabilities, last seen, and tasks and locks held."""
     r = await app_of(ctx).bus.presence.list_agents(capability=capability, include_gone=include_gone)
+    r.agents, left_out = keep_fitting(r.agents, "agent(s)", "pass capability to list fewer")
+    r.notices += left_out
     alive = sum(a.alive for a in r.agents)
-    return ok(r, f"{alive} agent(s) alive" + (f", {len(r.agents) - alive} gone." if include_gone else "."))
+    line = f"{alive} agent(s) alive" + (f", {len(r.agents) - alive} gone." if include_gone else ".")
+    return ok(r, line, agent="agents")
 
 
 async def create_task(
@@ -218,7 +211,8 @@ async def create_workflow(
     r = await app.bus.workflows.create(
         app.agent(agent), title=title, tasks=tasks, idempotency_key=idempotency_key
     )
-    return ok(r, f"Workflow {r.workflow_id}: {len(r.task_ids)} task(s), ready now: {', '.join(r.ready)}.")
+    line = f"Workflow {r.workflow_id}: {len(r.task_ids)} task(s), ready now: {', '.join(r.ready)}."
+    return ok(r, line, task_ids="task_ids")
 
 
 async def claim_task(
@@ -244,11 +238,13 @@ async def claim_task(
         on_progress=ctx.report_progress,
     )
     if r.task is None:
-        return ok(r, f"No task claimed: {r.reason}.")
+        return ok(r, f"No task claimed: {r.reason}.", ready_elsewhere="ready_elsewhere")
     return ok(
         r,
         f"Claimed {r.task.id} '{r.task.title}' (attempt {r.task.attempt}/{r.task.max_attempts}); "
         f"lease until {r.lease.expires_at if r.lease else '?'}.",
+        lease="lease",  # first: it must reach the model even when the task is too large for the text
+        task="task",
     )
 
 
@@ -304,8 +300,9 @@ async def get_workflow(
         return ok(
             r,
             f"Workflow {w.workflow_id} '{w.title}' is {w.status}: {w.progress.done}/{w.progress.total} done.",
+            task="workflow.tasks",
         )
-    return ok(r, f"{len(r.workflows or [])} recent workflow(s).")
+    return ok(r, f"{len(r.workflows or [])} recent workflow(s).", workflow="workflows")
 
 
 async def send_message(
@@ -358,7 +355,7 @@ async def read_inbox(
     )
     lines = [f"{len(r.messages)} message(s), {r.unread_remaining} more unread."]
     lines += [f"{m.id} from {m.sender}: {m.subject or m.body[:80]}" for m in r.messages]
-    return ok(r, "\n".join(lines))
+    return ok(r, "\n".join(lines), message="messages")
 
 
 ResourceArg = Annotated[Resource, Field(description="Usually a path; 'dir/' covers all below it")]
@@ -382,7 +379,8 @@ async def acquire_lock(
     )
     if r.acquired:
         verb = "Extended" if r.extended else "Locked"
-        return ok(r, f"{verb} {resource} (fencing token {r.fencing_token}) until {r.expires_at}.")
+        line = f"{verb} {resource} (fencing token {r.fencing_token}) until {r.expires_at}."
+        return ok(r, line, lock_token="lock_token")
     if r.conflicting_resource is None:
         return ok(r, f"Not locked: {r.holder} is waiting for {resource} first.")
     return ok(r, f"Not locked: {r.holder} holds {r.conflicting_resource} until {r.expires_at}.")
@@ -432,7 +430,7 @@ async def read_events(
     r = await app_of(ctx).bus.events.read(
         topics=topics, after=after, limit=limit, wait_seconds=wait_seconds, on_progress=ctx.report_progress
     )
-    return ok(r, f"{len(r.events)} event(s); next cursor {r.cursor}.")
+    return ok(r, f"{len(r.events)} event(s); next cursor {r.cursor}.", event="events")
 
 
 TOOLS: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {

@@ -14,9 +14,11 @@ from mcp_agentbus.limits import (
     CAPABILITY_PATTERN,
     MAX_DEPENDENCIES,
     MAX_DESCRIPTION,
+    MAX_REPLY_BYTES,
     MAX_TITLE,
     MAX_WORKFLOW_JSON_BYTES,
     MAX_WORKFLOW_TASKS,
+    REPLY_ROOM,
     TASK_KEY_PATTERN,
     TaskKey,
     encode_json,
@@ -189,10 +191,50 @@ class Workflows:
                     pipe.hgetall(keys.task(task_id))
                 tasks = await pipe.execute()
         key_of = {t["id"]: t.get("key") or t["id"] for t in tasks if t}
-        summary = _summary(record)
-        return GetWorkflowResult(
-            workflow=WorkflowView(**summary.model_dump(), tasks=[task_view(t, key_of) for t in tasks if t])
+        shown, results_left_out, tasks_left_out = _fit_tasks([task_view(t, key_of) for t in tasks if t])
+        notices = []
+        if results_left_out:
+            notices.append(
+                f"Results of {len(results_left_out)} task(s) left out, too large for one reply: "
+                f"{', '.join(results_left_out)} (their dependents still get them as inputs)."
+            )
+        if tasks_left_out:
+            left_out = ", ".join(tasks_left_out)
+            notices.append(f"{len(tasks_left_out)} task(s) left out, too many for one reply: {left_out}.")
+        view = WorkflowView(
+            **_summary(record).model_dump(),
+            tasks=shown,
+            results_left_out=results_left_out,
+            tasks_left_out=tasks_left_out,
         )
+        return GetWorkflowResult(workflow=view, notices=notices)
+
+
+def _fit_tasks(views: list[TaskView]) -> tuple[list[TaskView], list[str], list[str]]:
+    """The task views that fit in one reply: first every task without its result, summary and error (in
+    order, while they fit), then those, in order, while they fit. Returns what is shown, the ids whose
+    result, summary and error were left out, and the ids of tasks left out altogether."""
+    budget = MAX_REPLY_BYTES - REPLY_ROOM
+    bare = [v.model_copy(update={"result": None, "summary": None, "error": None}) for v in views]
+    sizes = [_size(b) for b in bare]
+    count, used = 0, 0
+    while count < len(views) and used + sizes[count] <= budget:
+        used += sizes[count]
+        count += 1
+    shown, results_left_out = [], []
+    for view, without, base in zip(views[:count], bare, sizes, strict=False):
+        extra = _size(view) - base
+        if extra and used + extra > budget:
+            shown.append(without)
+            results_left_out.append(view.id)
+        else:
+            shown.append(view)
+            used += extra
+    return shown, results_left_out, [v.id for v in views[count:]]
+
+
+def _size(view: TaskView) -> int:
+    return len(view.model_dump_json().encode())
 
 
 def _summary(record: dict[str, str]) -> WorkflowSummary:

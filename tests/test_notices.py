@@ -9,6 +9,7 @@ from helpers import WAIT_BOUND, ms_of, until_redis_time
 
 from mcp_agentbus import notices
 from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.limits import MAX_REPLY_BYTES
 from mcp_agentbus.scripts import source
 from mcp_agentbus.settings import Settings
 
@@ -208,12 +209,12 @@ async def test_what_was_taken_back_waits_for_a_watched_call(bus: AgentBus) -> No
 async def test_without_watching_the_store_runs_as_before(bus: AgentBus) -> None:
     await bus.inbox.send("bob", "a", "hi", subject="hello")
     assert notices.current() is None
-    reply = await bus.store.run("read_inbox", "a", 20, "1", "")
-    assert reply[0] == "ok" and len(reply) == 3, "an unwatched reply is the script's own, nothing added"
+    reply = await bus.store.run("read_inbox", "a", 20, "1", "", MAX_REPLY_BYTES)
+    assert reply[0] == "ok" and len(reply) == 4, "an unwatched reply is the script's own, nothing added"
     assert [m[5] for m in reply[1]] == ["hi"] and int(reply[2]) == 1
 
     with notices.watching("a") as watch:
-        watched_reply = await bus.store.run("read_inbox", "a", 20, "1", "")
+        watched_reply = await bus.store.run("read_inbox", "a", 20, "1", "", MAX_REPLY_BYTES)
     assert watched_reply == reply, "a watched call gets the same reply; the notices go to the watch"
     assert notices.lines(watch) == [
         "1 unread message(s) in your inbox, newest from bob: 'hello' (read_inbox)."

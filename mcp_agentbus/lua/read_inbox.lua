@@ -1,23 +1,36 @@
--- read_inbox: the agent's unread messages, oldest first, optionally of one thread; unless peeking,
--- they are marked read in the same step (so a message is read once, whichever process serves it).
+-- read_inbox: the agent's unread messages, oldest first, optionally of one thread, as many as fit in
+-- one reply (`budget` bytes of JSON; the first always comes); unless peeking, exactly those returned are
+-- marked read in the same step (so a message is read once, whichever process serves it, and never
+-- marked read without being in the reply).
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, notices_for, agent, limit, peek ('1'|'0'), thread_id ('' = any)
--- returns: {'ok', {{entry_id, id, from, to, subject, body, data, thread, reply_to}, ...}, unread_remaining}
+-- ARGV: events_max, retention_ms, notices_for, agent, limit, peek ('1'|'0'), thread_id ('' = any), budget
+-- returns: {'ok', {{entry_id, id, from, to, subject, body, data, thread, reply_to}, ...}, unread_remaining,
+--           full (1 when the budget stopped it before `limit`)}
 --@include keys.lua
 --@include common.lua
 --@include inbox.lua
 
 local agent, limit, peek, thread = ARGV[4], tonumber(ARGV[5]), ARGV[6] == '1', ARGV[7]
+local budget = tonumber(ARGV[8])
 local inbox, unread = K_INBOX .. agent, K_UNREAD .. agent
+-- Room for a message's ids, names, time and field names in the reply, besides subject, body and data.
+local MESSAGE_ROOM = 400
 
-local found, ids, start = {}, {}, 0
-while #found < limit do
+local found, ids, start, size, full = {}, {}, 0, 0, false
+while #found < limit and not full do
   local page = redis.call('ZRANGE', unread, start, start + 99)
   for _, entry_id in ipairs(page) do
     local entry = redis.call('XRANGE', inbox, entry_id, entry_id)[1]
     if entry then
       local f = fields_of(entry)
       if thread == '' or f.thread == thread then
+        -- As JSON-escaped in the reply (cjson escapes at least as much as the server does).
+        local bytes = #cjson.encode(f.body) + #cjson.encode(f.subject) + #f.data + MESSAGE_ROOM
+        if #found > 0 and size + bytes > budget then
+          full = true
+          break
+        end
+        size = size + bytes
         found[#found + 1] = { entry_id, f.id, f.from, f.to, f.subject, f.body, f.data, f.thread, f.reply_to }
         ids[#ids + 1] = f.id
         if #found == limit then break end
@@ -33,4 +46,4 @@ if not peek and #found > 0 then
   emit('message.read', agent, { agent = agent, messages = ids })
   wake('inbox:' .. agent)
 end
-return { 'ok', found, redis.call('ZCARD', unread) }
+return { 'ok', found, redis.call('ZCARD', unread), full and 1 or 0 }
