@@ -56,8 +56,9 @@ def check_redis(settings: Settings) -> None:
     try:
         anyio.run(_ping, settings.redis_url)
     except Exception as exc:  # any failure here means the same thing to the user
+        why = str(exc).rstrip(".") or type(exc).__name__
         fail(
-            f"cannot reach Redis at {redact(settings.redis_url)} ({str(exc).rstrip('.') or type(exc).__name__}).\n"
+            f"cannot reach Redis at {redact(settings.redis_url)} ({why}).\n"
             "  Start a Redis server (for example `redis-server`), point AGENTBUS_REDIS_URL or --redis-url\n"
             "  at a running one, or use --redis-url memory:// for an embedded bus inside this one process."
         )

@@ -87,7 +87,7 @@ class Keys:
     script_keys: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        if not _NAMESPACE_RE.match(self.namespace):
+        if not _NAMESPACE_RE.fullmatch(self.namespace):
             raise ValueError(f"invalid namespace {self.namespace!r}: use letters, digits, '.', '_', '-'")
         prefix = f"ab:{{{self.namespace}}}:"
         object.__setattr__(self, "prefix", prefix)

@@ -216,7 +216,7 @@ class AgentBusServer(MCPServer[App]):
             acting = acting_agent(agent if isinstance(agent, str) else None, self._settings.agent)
         except AgentBusError:
             return nullcontext()  # the tool itself reports it
-        if not AGENT_RE.match(acting):
+        if not AGENT_RE.fullmatch(acting):
             return nullcontext()
         return notices.watching(acting, unread=tool != "read_inbox")
 

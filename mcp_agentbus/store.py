@@ -73,6 +73,6 @@ class Store:
 
 def require(value: str, pattern: re.Pattern[str], what: str) -> str:
     """Refuse an identifier that does not match its format, before it is used in a key."""
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise InvalidArgument(f"{what} {value!r} is not valid (expected {pattern.pattern})")
     return value

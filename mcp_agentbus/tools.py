@@ -379,10 +379,10 @@ async def acquire_lock(
     )
     if r.acquired:
         verb = "Extended" if r.extended else "Locked"
-        line = f"{verb} {resource} (fencing token {r.fencing_token}) until {r.expires_at}."
+        line = f"{verb} {r.resource} (fencing token {r.fencing_token}) until {r.expires_at}."
         return ok(r, line, lock_token="lock_token")
     if r.conflicting_resource is None:
-        return ok(r, f"Not locked: {r.holder} is waiting for {resource} first.")
+        return ok(r, f"Not locked: {r.holder} is waiting for {r.resource} first.")
     return ok(r, f"Not locked: {r.holder} holds {r.conflicting_resource} until {r.expires_at}.")
 
 
@@ -395,7 +395,7 @@ async def release_lock(
     """Release a lock you hold."""
     app = app_of(ctx)
     r = await app.bus.locks.release(app.agent(agent), resource, lock_token)
-    return ok(r, f"Released {resource}." if r.released else f"Nothing released: {r.reason}.")
+    return ok(r, f"Released {r.resource}." if r.released else f"Nothing released: {r.reason}.")
 
 
 async def publish_event(

@@ -649,3 +649,9 @@ async def test_a_path_above_its_start_or_naming_nothing_is_refused(
     with pytest.raises(InvalidArgument, match=says):
         await bus.locks.acquire("a1", resource)
     assert (await bus.locks.held()).locks == []
+
+
+async def test_an_identifier_with_a_trailing_newline_is_refused(bus: AgentBus) -> None:
+    with pytest.raises(InvalidArgument, match="agent id"):
+        await bus.locks.acquire("a1\n", "notes.md")
+    assert (await bus.locks.held()).locks == []
