@@ -21,6 +21,7 @@ from workloads import CREATE_ARGS, common_argv, core_workloads, drop_namespace, 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.connection import Redis
 from mcp_agentbus.keys import Keys
+from mcp_agentbus.limits import MAX_INPUTS_BYTES
 from mcp_agentbus.scripts import source
 from mcp_agentbus.settings import Settings
 
@@ -130,7 +131,7 @@ async def complete_tasks(raw: Pipelined, count: int) -> None:
             for reply in claims:
                 expect_ok("claim_task", reply)
             completes = [
-                raw.command("complete_task", AGENT, claim[1], token, "null", "")
+                raw.command("complete_task", AGENT, claim[1], token, "null", "", MAX_INPUTS_BYTES)
                 for claim, token in zip(claims, tokens, strict=True)
             ]
             for reply in await raw.send(completes):

@@ -34,6 +34,7 @@ never invents a key of its own; the index of each entry is mirrored in ``lua/inc
 | ``ab:{ns}:unread:<agent>`` | ZSET   | entry ids of unread messages, score = message sequence   |
 | ``ab:{ns}:msg:<id>``       | HASH   | a sent message's thread and sender, for replies (expires)|
 | ``ab:{ns}:lost:<agent>``   | LIST   | leases and locks taken back from it, until it is told    |
+| ``ab:{ns}:cascade``        | LIST   | cancel/unblock cascades left for the reaper to continue  |
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ LAYOUT = (
     "unread:",
     "msg:",
     "lost:",
+    "cascade",
 )
 
 

@@ -70,3 +70,7 @@ def seconds(value: float, name: str, *, allow_zero: bool = False) -> float:
         bound = "zero or more" if allow_zero else "more than zero"
         raise InvalidArgument(f"{name} must be a finite number of seconds, {bound} (got {value!r})")
     return value
+
+
+MAX_DEPENDENTS = 1_000  # tasks that may depend on one task: bounds the work of completing or killing it
+MAX_INPUTS_BYTES = 262_144  # a claim's `inputs`: the results of the task's dependencies together

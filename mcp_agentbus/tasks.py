@@ -19,6 +19,9 @@ from mcp_agentbus.limits import (
     CAPABILITY_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_DEPENDENCIES,
+    MAX_DEPENDENTS,
+    MAX_INPUTS_BYTES,
+    MAX_WORKFLOW_TASKS,
     TASK_ID_PATTERN,
     WORKFLOW_ID_PATTERN,
     encode_json,
@@ -112,6 +115,9 @@ class Tasks:
             workflow_id or "",
             max_attempts,
             math.ceil(delay_seconds * 1000),
+            MAX_WORKFLOW_TASKS,
+            MAX_DEPENDENTS,
+            MAX_INPUTS_BYTES,
         )
         return CreateTaskResult(**json.loads(reply[1]), duplicate=reply[0] == "duplicate")
 
@@ -223,7 +229,9 @@ class Tasks:
         require(agent, AGENT_RE, "agent id")
         require(task_id, TASK_ID_RE, "task_id")
         encoded = "null" if result is None else encode_json(result, "result")
-        reply = await self._store.run("complete_task", agent, task_id, lease_token, encoded, summary)
+        reply = await self._store.run(
+            "complete_task", agent, task_id, lease_token, encoded, summary, MAX_INPUTS_BYTES
+        )
         _, already, unblocked, wf, progress = reply
         status, counts = parse_progress(progress)
         return CompleteResult(

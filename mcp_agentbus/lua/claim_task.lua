@@ -1,5 +1,8 @@
 -- claim_task: lease the best ready task (priority, then FIFO) among the agent's capabilities,
--- or one named task.
+-- or one named task. Its loops are bounded: capabilities by MAX_CAPABILITIES (at the tool edge), inputs
+-- by MAX_DEPENDENCIES (and their bytes by MAX_INPUTS_BYTES, checked when the task was created and as its
+-- dependencies completed); the counters it lists when nothing is ready are those of capabilities that
+-- have ready tasks.
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: events_max, retention_ms, notices_for, agent, lease_ms, lease_token, task_id ('' = best),
 --       capabilities (comma list; '' = the agent's registered ones plus 'any')
@@ -49,7 +52,10 @@ else
 end
 
 redis.call('ZREM', K_READY .. cap, id)
-redis.call('HINCRBY', K_COUNTERS, 'ready:' .. cap, -1)
+-- A capability's counter goes when its queue empties, so the HGETALL above reads only those with work.
+if redis.call('HINCRBY', K_COUNTERS, 'ready:' .. cap, -1) <= 0 then
+  redis.call('HDEL', K_COUNTERS, 'ready:' .. cap)
+end
 local attempt = redis.call('HINCRBY', K_TASK .. id, 'attempts', 1)
 local fence = redis.call('HINCRBY', K_TASK .. id, 'fence', 1)
 local expires = now + lease_ms
