@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cascade import cascade_section
 from harness import Budget, Goal, Row, Workload, interleave, make_row, operation_rows, table
 from heartbeats import heartbeats_section
 from mcp import Client, StdioServerParameters
@@ -416,6 +417,7 @@ SECTIONS: dict[str, Section] = {
     "heartbeats": heartbeats_section,
     "retention": retention_section,  # before depth: dropping a million keys resizes Redis' tables
     "depth": depth_section,
+    "cascade": cascade_section,
 }
 
 
