@@ -16,7 +16,7 @@ from processes import AGENT, HttpServer
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.connection import Redis, connect
 from mcp_agentbus.keys import Keys
-from mcp_agentbus.limits import MAX_DEPENDENTS, MAX_INPUTS_BYTES, MAX_WORKFLOW_TASKS
+from mcp_agentbus.limits import MAX_DEPENDENTS, MAX_HELD_TASKS, MAX_INPUTS_BYTES, MAX_WORKFLOW_TASKS
 from mcp_agentbus.scripts import source
 from mcp_agentbus.settings import Settings
 
@@ -148,7 +148,9 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
 
     async def claim(_: None) -> Lease:
         token = secrets.token_urlsafe(12)
-        reply = await raw("claim_task", AGENT, lease_ms, token, "", "")  # the best task, any capability
+        reply = await raw(
+            "claim_task", AGENT, lease_ms, token, "", "", MAX_HELD_TASKS
+        )  # the best, any capability
         return reply[1], token
 
     async def complete(lease: Lease) -> None:

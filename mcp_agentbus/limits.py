@@ -74,3 +74,4 @@ def seconds(value: float, name: str, *, allow_zero: bool = False) -> float:
 
 MAX_DEPENDENTS = 1_000  # tasks that may depend on one task: bounds the work of completing or killing it
 MAX_INPUTS_BYTES = 262_144  # a claim's `inputs`: the results of the task's dependencies together
+MAX_HELD_TASKS = 1_000  # leases one agent may hold at once: bounds the work of its heartbeat and notices

@@ -20,6 +20,7 @@ from mcp_agentbus.limits import (
     IDEMPOTENCY_KEY_PATTERN,
     MAX_DEPENDENCIES,
     MAX_DEPENDENTS,
+    MAX_HELD_TASKS,
     MAX_INPUTS_BYTES,
     MAX_WORKFLOW_TASKS,
     TASK_ID_PATTERN,
@@ -159,7 +160,7 @@ class Tasks:
         disconnected or timed out) while the script runs, a task it got is handed straight back."""
         token = secrets.token_urlsafe(12)
         with anyio.CancelScope(shield=True):
-            reply = await self._store.run("claim_task", agent, lease_ms, token, task_id, caps)
+            reply = await self._store.run("claim_task", agent, lease_ms, token, task_id, caps, MAX_HELD_TASKS)
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
         except anyio.get_cancelled_exc_class():

@@ -13,8 +13,8 @@ from conftest import DATA_ARGS
 from helpers import fresh_settings, view_of
 
 from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge
-from mcp_agentbus.limits import MAX_DEPENDENTS, MAX_INPUTS_BYTES, MAX_WORKFLOW_TASKS
+from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge, WrongState
+from mcp_agentbus.limits import MAX_DEPENDENTS, MAX_HELD_TASKS, MAX_INPUTS_BYTES, MAX_WORKFLOW_TASKS
 from mcp_agentbus.models import ClaimResult
 from mcp_agentbus.settings import Settings
 
@@ -176,6 +176,27 @@ async def test_create_task_cannot_grow_a_workflow_past_its_task_limit(bus: Agent
     got = (await bus.workflows.get(created.workflow_id)).workflow
     assert got is not None
     assert got.progress.total == len(got.tasks) == MAX_WORKFLOW_TASKS
+
+
+async def test_an_agent_holding_the_most_leases_must_finish_one_before_it_claims_again(bus: AgentBus) -> None:
+    async def create(n: int) -> None:
+        for _ in range(n):
+            await bus.tasks.create("planner", title="job")
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(create, (MAX_HELD_TASKS + 1) // 10 + 1)
+    held = [lease_of(await bus.tasks.claim("hoarder")) for _ in range(MAX_HELD_TASKS)]
+
+    with pytest.raises(WrongState, match=f"already holds {MAX_HELD_TASKS:,} task leases") as refused:
+        await bus.tasks.claim("hoarder")
+    assert "complete_task" in refused.value.hint
+    beat = await bus.presence.heartbeat("hoarder")
+    assert len(beat.leases_extended) == MAX_HELD_TASKS
+
+    await bus.tasks.complete("hoarder", *held[0])
+    assert (await bus.tasks.claim("hoarder")).task is not None
+    assert (await bus.tasks.claim("someone-else")).task is not None
 
 
 # --- inputs -----------------------------------------------------------------------------------------

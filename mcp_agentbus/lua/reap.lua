@@ -57,13 +57,18 @@ for _, agent in ipairs(silent) do
   emit('agent.gone', agent, { agent = agent })
 end
 
+-- Index entries past the retention, a batch of each: a burst of deaths must not return as one long call.
 local horizon = now - RETENTION_MS
-redis.call('ZREMRANGEBYSCORE', K_DEAD, '-inf', horizon)
-redis.call('ZREMRANGEBYSCORE', K_AGENTS_GONE, '-inf', horizon)
+local forgotten = 0
+for _, index in ipairs({ K_DEAD, K_AGENTS_GONE }) do
+  local old = redis.call('ZRANGEBYSCORE', index, '-inf', horizon, 'LIMIT', 0, batch)
+  if #old > 0 then redis.call('ZREM', index, unpack(old)) end
+  forgotten = math.max(forgotten, #old)
+end
 for _, wf in ipairs(redis.call('ZRANGEBYSCORE', K_WORKFLOWS, '-inf', horizon, 'LIMIT', 0, batch)) do
   if redis.call('EXISTS', K_WF .. wf) == 0 then redis.call('ZREM', K_WORKFLOWS, wf) end
 end
 
 local more = (#expired == batch or #stale == batch or promoted == batch or #silent == batch
-  or redis.call('LLEN', K_CASCADE) > 0) and '1' or '0'
+  or forgotten == batch or redis.call('LLEN', K_CASCADE) > 0) and '1' or '0'
 return { 'ok', reclaimed, promoted, #silent, more, #stale, cascaded }
