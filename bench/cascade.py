@@ -138,7 +138,7 @@ async def check_cancelled(run: Run, keys: Keys, length: int) -> None:
                 pipe.hget(keys.task(f"t-{n}"), "state")
             for state in await pipe.execute():
                 states[state] = states.get(state, 0) + 1
-    queued = await run.redis.llen(keys.prefix + "cascade")
+    queued = await run.redis.llen(keys.cascade)
     if states != {"cancelled": length - 1} or queued:
         run.failures.append(
             f"cascade: the {length - 1:,} tasks after the head are {states}, {queued} entries left"

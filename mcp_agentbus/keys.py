@@ -157,3 +157,7 @@ class Keys:
 
     def unread(self, agent_id: str) -> str:
         return f"{self.prefix}unread:{agent_id}"
+
+    @property
+    def cascade(self) -> str:
+        return f"{self.prefix}cascade"

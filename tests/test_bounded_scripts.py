@@ -109,6 +109,7 @@ async def test_a_cascade_longer_than_a_batch_waits_blocked_for_the_reaper_and_no
         assert swept is not None
         assert swept.cascaded == len(ids) - 1 - len(cancelled) + 1
         assert await nothing_half_done(bus, wf, ids)
+        assert await bus.redis.llen(bus.store.keys.cascade) == 0
         assert await states(bus, [*ids, late.task_id]) == ["dead", *["cancelled"] * len(ids)]
         events = await bus.events.read(after="0", topics=["task.cancelled"], limit=500)
         assert len(events.events) == len(ids)

@@ -94,11 +94,13 @@ end
 local CASCADE_BATCH = 100
 local cascade_budget = CASCADE_BATCH -- what is left of this call's; the reaper sets its own batch
 
--- Why the dependents of `id` are cancelled: it is dead, or it was cancelled for that same reason.
+-- Why the dependents of `id` are cancelled: it is dead, or it was cancelled for that same reason. nil
+-- when it is neither (any more): then nothing below it is cancelled on its account.
 local function cancel_reason(id)
   local f = redis.call('HMGET', K_TASK .. id, 'state', 'error')
   if f[1] == 'dead' then return 'dependency ' .. id .. ' is dead: ' .. (f[2] or '') end
-  return f[2] or ''
+  if f[1] == 'cancelled' then return f[2] or '' end
+  return nil
 end
 
 -- Work through cascade `entry` and what it leads to, as far as the budget goes; what is left is queued.
@@ -109,9 +111,9 @@ local function cascade(entry, now, agent, continued)
   while i <= #queue and cascade_budget > 0 do
     local kind, id, from = string.match(queue[i], '^(%a):([^:]+):(%d+)$')
     from = tonumber(from)
-    local deps = split(redis.call('HGET', K_TASK .. id, 'dependents'))
-    local upto = math.min(#deps, from + cascade_budget)
     local reason = kind == 'k' and cancel_reason(id)
+    local deps = (kind == 'u' or reason) and split(redis.call('HGET', K_TASK .. id, 'dependents')) or {}
+    local upto = math.min(#deps, from + cascade_budget)
     for n = from + 1, upto do
       local dep = deps[n]
       if kind == 'u' then
