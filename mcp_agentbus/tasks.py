@@ -66,6 +66,17 @@ def parse_progress(fields: Sequence[Any]) -> tuple[str | None, Progress | None]:
     return status, Progress(**dict(zip(names, counts, strict=True)))
 
 
+# Notices of a cascade that a call began and the reaper finishes (include/tasks.lua).
+UNBLOCKING_MORE = (
+    "The other dependents of {task} are released by the bus within seconds (those whose other dependencies "
+    "are done become ready); `unblocked` lists only the {n} this call released."
+)
+CANCELLING_MORE = (
+    "Tasks further downstream of {task} are being cancelled by the bus too, within seconds; `cancelled` "
+    "lists only the {n} this call cancelled."
+)
+
+
 class Tasks:
     def __init__(self, store: Store, wakeups: Wakeups) -> None:
         self._store = store
@@ -233,9 +244,10 @@ class Tasks:
         reply = await self._store.run(
             "complete_task", agent, task_id, lease_token, encoded, summary, MAX_INPUTS_BYTES
         )
-        _, already, unblocked, wf, progress = reply
+        _, already, unblocked, wf, progress, more = reply
         status, counts = parse_progress(progress)
         return CompleteResult(
+            notices=[UNBLOCKING_MORE.format(task=task_id, n=len(unblocked))] if more == "1" else [],
             task_id=task_id,
             already_completed=already == "1",
             unblocked=unblocked,
@@ -260,8 +272,9 @@ class Tasks:
             math.ceil(self._settings.retry_backoff_seconds * 1000),
             math.ceil(self._settings.retry_backoff_max_seconds * 1000),
         )
-        _, already, state, due, cancelled, attempts, max_attempts = reply
+        _, already, state, due, cancelled, attempts, max_attempts, more = reply
         return FailResult(
+            notices=[CANCELLING_MORE.format(task=task_id, n=len(cancelled))] if more == "1" else [],
             task_id=task_id,
             state=state,
             retry_at=iso(due) if state != "dead" else None,

@@ -52,6 +52,8 @@ async def kill_head(bus: AgentBus, ids: list[str]) -> list[str]:
     head, token = lease_of(await bus.tasks.claim("worker", task_id=ids[0]))
     failed = await bus.tasks.fail("worker", head, token, error="no data", retry=False)
     assert failed.state == "dead"
+    assert len(failed.notices) == 1
+    assert "further downstream" in failed.notices[0]
     return failed.cancelled
 
 
@@ -150,7 +152,9 @@ async def test_a_task_with_the_most_dependents_unblocks_them_all_and_refuses_one
     task_id, token = lease_of(await bus.tasks.claim("worker"))
     assert task_id == first.task_id
     done = await bus.tasks.complete("worker", task_id, token, result="go")
-    assert 0 < len(done.unblocked) <= MAX_DEPENDENTS
+    assert 0 < len(done.unblocked) < MAX_DEPENDENTS
+    assert len(done.notices) == 1
+    assert f"lists only the {len(done.unblocked)} this call released" in done.notices[0]
     with anyio.fail_after(10):
         while True:
             probe = await bus.tasks.claim("probe", capabilities=["nobody"])

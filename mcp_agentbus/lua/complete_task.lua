@@ -5,7 +5,8 @@
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: events_max, retention_ms, notices_for, agent, task_id, lease_token, result (JSON text), summary,
 --       max_inputs_bytes
--- returns: {'ok', already ('1'|'0'), {unblocked id, ...}, workflow_id, {progress fields}}
+-- returns: {'ok', already ('1'|'0'), {unblocked id, ...}, workflow_id, {progress fields},
+--           more ('1' when unblocking further dependents was left to the reaper)}
 --        | {'not_found' | 'wrong_state' | 'lease_lost' | 'payload_too_large', message[, hint]}
 --@include keys.lua
 --@include common.lua
@@ -16,7 +17,7 @@ local max_inputs = tonumber(ARGV[9])
 local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner', 'wf', 'done_token', 'fence',
   'dependents')
 if not f[1] then return { 'not_found', 'task ' .. id .. ' does not exist' } end
-if f[1] == 'done' and f[5] == token then return { 'ok', '1', {}, f[4], progress(f[4]) } end
+if f[1] == 'done' and f[5] == token then return { 'ok', '1', {}, f[4], progress(f[4]), '0' } end
 if f[1] ~= 'claimed' and f[6] == '0' then
   return { 'wrong_state', 'task ' .. id .. ' has never been claimed (it is ' .. f[1] .. '); claim it first' }
 end
@@ -50,6 +51,6 @@ redis.call('HDEL', K_TASK .. id, 'error')
 for _, dep in ipairs(receivers) do redis.call('HINCRBY', K_TASK .. dep, 'in_bytes', #result) end
 set_state(id, f[4], 'claimed', 'done', now)
 emit('task.completed', agent, { task = id, workflow = f[4], summary = summary })
-local unblocked = unblock_dependents(id, now)
+local unblocked, more = unblock_dependents(id, now)
 settle(id, f[4], now)
-return { 'ok', '0', unblocked, f[4], progress(f[4]) }
+return { 'ok', '0', unblocked, f[4], progress(f[4]), more and '1' or '0' }

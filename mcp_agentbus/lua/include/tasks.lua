@@ -104,7 +104,7 @@ local function cancel_reason(id)
 end
 
 -- Work through cascade `entry` and what it leads to, as far as the budget goes; what is left is queued.
--- Returns the tasks it cancelled or unblocked. `continued`: the reaper's continuation, which also writes
+-- Returns the tasks it cancelled or unblocked, and whether any of it was left. `continued`: the reaper's continuation, which also writes
 -- task.ready for what it unblocks (complete_task reports those in its own result).
 local function cascade(entry, now, agent, continued)
   local touched, queue, i = {}, { entry }, 1
@@ -140,7 +140,7 @@ local function cascade(entry, now, agent, continued)
     if upto < #deps then queue[i] = kind .. ':' .. id .. ':' .. upto else i = i + 1 end
   end
   for j = i, #queue do redis.call('RPUSH', K_CASCADE, queue[j]) end
-  return touched
+  return touched, i <= #queue
 end
 
 local function unblock_dependents(id, now)
@@ -153,9 +153,9 @@ local function kill(id, wf, old, err, now, agent)
   set_state(id, wf, old, 'dead', now)
   redis.call('ZADD', K_DEAD, now, id)
   emit('task.dead', agent, { task = id, workflow = wf, error = err })
-  local cancelled = cascade('k:' .. id .. ':0', now, agent, false)
+  local cancelled, left = cascade('k:' .. id .. ':0', now, agent, false)
   settle(id, wf, now)
-  return cancelled
+  return cancelled, left
 end
 
 -- The reaper's part: continue queued cascades with what is left of the budget. Returns how many tasks
@@ -165,7 +165,8 @@ local function continue_cascades(now)
   while cascade_budget > 0 do
     local entry = redis.call('LPOP', K_CASCADE)
     if not entry then break end
-    count = count + #cascade(entry, now, '', true)
+    local touched = cascade(entry, now, '', true)
+    count = count + #touched
   end
   return count
 end
