@@ -26,7 +26,7 @@ SLOW_GOAL_MS = 50.0  # the issue's goal: no script over 50 ms
 # SLOWLOG while the cascade runs: it also logs the commands a script calls, each paying for its entry, so a
 # threshold of 0 would slow the scripts measured; 100 µs logs every script of a batch and few commands.
 SLOWLOG_THRESHOLD_US = 100
-SLOWLOG_LEN = 100_000
+SLOWLOG_LEN = 10_000  # entries kept: a 100,000-task cascade runs some 1,000 scripts
 POLL_SECONDS = 0.05  # how often the end of the cascade is looked for
 
 

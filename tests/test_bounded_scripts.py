@@ -58,6 +58,7 @@ async def kill_head(bus: AgentBus, ids: list[str]) -> list[str]:
 
 
 async def states(bus: AgentBus, ids: list[str]) -> list[str]:
+    """Each task's state, from its hash: no tool reads a task outside a workflow."""
     keys = bus.store.keys
     async with bus.redis.pipeline(transaction=False) as pipe:
         for task_id in ids:
@@ -65,12 +66,13 @@ async def states(bus: AgentBus, ids: list[str]) -> list[str]:
         return list(await pipe.execute())
 
 
-async def nothing_half_done(bus: AgentBus, wf: str, ids: list[str]) -> bool:
-    """What an agent may see while a cascade runs: nothing downstream is claimable, and the workflow
-    is `running` until every task of it is final. True once the workflow has finished."""
+async def nothing_half_done(bus: AgentBus, wf: str) -> bool:
+    """What an agent may see while a cascade runs: nothing downstream is claimable or ready, and the
+    workflow is `running` until every task of it is final. True once the workflow has finished."""
     assert (await bus.tasks.claim("opportunist")).task is None
     got = (await bus.workflows.get(wf)).workflow
     assert got is not None
+    assert {t.state for t in got.tasks} <= {"dead", "cancelled", "blocked"}
     if got.status == "running":
         return False
     assert got.status == "failed"
@@ -82,7 +84,7 @@ async def nothing_half_done(bus: AgentBus, wf: str, ids: list[str]) -> bool:
 async def cancelled_all_the_way_down(bus: AgentBus, wf: str, ids: list[str], seconds: float) -> None:
     with anyio.fail_after(seconds):
         while True:
-            if await nothing_half_done(bus, wf, ids):
+            if await nothing_half_done(bus, wf):
                 break
             await anyio.sleep(0.05)
     assert await states(bus, ids) == ["dead", *["cancelled"] * (len(ids) - 1)]
@@ -99,7 +101,7 @@ async def test_a_cascade_longer_than_a_batch_waits_blocked_for_the_reaper_and_no
         cancelled = await kill_head(bus, ids)
         assert 0 < len(cancelled) < len(ids) - 1, "the failing call cancels one batch, not all"
         assert cancelled == ids[1 : len(cancelled) + 1]
-        assert not await nothing_half_done(bus, wf, ids)
+        assert not await nothing_half_done(bus, wf)
         rest = await states(bus, ids[len(cancelled) + 1 :])
         assert set(rest) == {"blocked"}
 
@@ -110,7 +112,7 @@ async def test_a_cascade_longer_than_a_batch_waits_blocked_for_the_reaper_and_no
         swept = await bus.reaper.sweep()
         assert swept is not None
         assert swept.cascaded == len(ids) - 1 - len(cancelled) + 1
-        assert await nothing_half_done(bus, wf, ids)
+        assert await nothing_half_done(bus, wf)
         assert await bus.redis.llen(bus.store.keys.cascade) == 0
         assert await states(bus, [*ids, late.task_id]) == ["dead", *["cancelled"] * len(ids)]
         events = await bus.events.read(after="0", topics=["task.cancelled"], limit=500)
