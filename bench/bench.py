@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cascade import cascade_section
 from harness import Budget, Goal, Row, Workload, interleave, make_row, operation_rows, table
 from heartbeats import heartbeats_section
 from mcp import Client, StdioServerParameters
@@ -418,6 +419,7 @@ SECTIONS: dict[str, Section] = {
     "retention": retention_section,  # before depth: dropping a million keys resizes Redis' tables
     "depth": depth_section,
     "waiters": waiters_section,
+    "cascade": cascade_section,
 }
 
 

@@ -31,6 +31,7 @@ class Plan:
     retained_tasks: int  # tasks completed before the memory they keep is measured
     stream: int  # events published, and messages sent, in the bounded-memory stream
     waiters: int  # claimers waiting at once while tasks are created one at a time
+    chain: int  # tasks in the dependency chain whose head dies (cascade), among depths[-1] tasks
 
     def tasks_needed(self, budget: Budget) -> int:
         """Tasks one claim+complete workload can consume: its warm-up and every round."""
@@ -38,7 +39,8 @@ class Plan:
 
 
 # The full run must stay under 5 minutes on a 2-core VM; it took about 4 (248 s), of which the 1M-task
-# fill for `depths` is about 40 s and the 32 stdio servers' start about 10 s.
+# fill for `depths` is about 40 s and the 32 stdio servers' start about 10 s; the cascade section adds
+# about 47 s (its own 1M-task namespace: a 100k chain in 4 s, the fill 35 s, the cascade 3 s).
 FULL = Plan(
     warmup=Budget(100, 1),
     redis=Budget(5_000, 2),
@@ -55,6 +57,7 @@ FULL = Plan(
     retained_tasks=30_000,
     stream=50_000,
     waiters=1_000,
+    chain=100_000,
 )
 # --quick only checks that every path runs (CI: make bench-quick); about 25 s.
 QUICK = Plan(
@@ -73,6 +76,7 @@ QUICK = Plan(
     retained_tasks=2_000,
     stream=10_000,
     waiters=100,
+    chain=2_000,
 )
 
 

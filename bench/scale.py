@@ -21,6 +21,7 @@ from workloads import CREATE_ARGS, common_argv, core_workloads, drop_namespace, 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.connection import Redis
 from mcp_agentbus.keys import Keys
+from mcp_agentbus.limits import MAX_HELD_TASKS, MAX_INPUTS_BYTES
 from mcp_agentbus.scripts import source
 from mcp_agentbus.settings import Settings
 
@@ -29,6 +30,7 @@ MEMORY_SECTION = "scale: memory"
 DEPTH_GOAL = Goal(max_ratio=1.2)  # claim with the deepest queue: at most 1.2x claim with the shallowest
 BOUNDED = 1.1  # memory at the end of a stream: at most 1.1x what it was at the first checkpoint at the cap
 BATCH = 2_000  # commands per pipelined write
+CLAIMERS = 16  # agents that take the claims of a batch in turn (see complete_tasks)
 UNLINK_BATCH = 10_000  # keys per UNLINK
 REPLY_SECONDS = 30  # bound on the replies of one batch (some 0.1 s)
 LOAD_SECONDS = 180  # bound on one fill or stream (a million tasks take about 40 s)
@@ -116,9 +118,11 @@ async def fill(raw: Pipelined, count: int) -> None:
 
 
 async def complete_tasks(raw: Pipelined, count: int) -> None:
-    """`count` tasks created, claimed (the best ready one, a fresh lease token each) and completed."""
+    """`count` tasks created, claimed (the best ready one, a fresh lease token each) and completed. The
+    claims of a batch go to CLAIMERS agents in turn, each holding fewer than MAX_HELD_TASKS at once."""
     create = raw.command("create_task", *CREATE_ARGS)
     lease_ms = raw.settings.lease_seconds * 1000
+    agents = [f"{AGENT}-{i % CLAIMERS}" for i in range(BATCH)]
 
     async def work(share: int) -> None:
         for start in range(0, share, BATCH):
@@ -126,12 +130,17 @@ async def complete_tasks(raw: Pipelined, count: int) -> None:
             for reply in await raw.send([create] * n):
                 expect_ok("create_task", reply)
             tokens = [secrets.token_urlsafe(12) for _ in range(n)]
-            claims = await raw.send([raw.command("claim_task", AGENT, lease_ms, t, "", "") for t in tokens])
+            claims = await raw.send(
+                [
+                    raw.command("claim_task", a, lease_ms, t, "", "", MAX_HELD_TASKS)
+                    for a, t in zip(agents[:n], tokens, strict=True)
+                ]
+            )
             for reply in claims:
                 expect_ok("claim_task", reply)
             completes = [
-                raw.command("complete_task", AGENT, claim[1], token, "null", "")
-                for claim, token in zip(claims, tokens, strict=True)
+                raw.command("complete_task", a, claim[1], token, "null", "", MAX_INPUTS_BYTES)
+                for a, claim, token in zip(agents[:n], claims, tokens, strict=True)
             ]
             for reply in await raw.send(completes):
                 expect_ok("complete_task", reply)

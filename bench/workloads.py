@@ -16,6 +16,7 @@ from processes import AGENT, HttpServer
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.connection import Redis, connect
 from mcp_agentbus.keys import Keys
+from mcp_agentbus.limits import MAX_DEPENDENTS, MAX_HELD_TASKS, MAX_INPUTS_BYTES, MAX_WORKFLOW_TASKS
 from mcp_agentbus.scripts import source
 from mcp_agentbus.settings import Settings
 
@@ -32,14 +33,19 @@ async def redis_client(url: str) -> AsyncIterator[Redis]:
         await redis.aclose()
 
 
+# What create_task takes last, as the core API passes it: max tasks per workflow, dependents per task,
+# inputs bytes per claim.
+GRAPH_BOUNDS = (MAX_WORKFLOW_TASKS, MAX_DEPENDENTS, MAX_INPUTS_BYTES)
+
+
 def common_argv(settings: Settings) -> list[Any]:
     """The ARGV every script gets first, as `Store.run` passes it (no notices wanted)."""
     return [settings.event_retention, settings.retention_seconds * 1000, ""]
 
 
 # create_task's ARGV after the common ones: a ready task for any capability, priority normal, no
-# workflow, 3 attempts, no delay.
-CREATE_ARGS = (AGENT, "", "bench task", "", "any", "normal", "null", "", "", 3, 0)
+# workflow, 3 attempts, no delay; then the bounds the core API passes.
+CREATE_ARGS = (AGENT, "", "bench task", "", "any", "normal", "null", "", "", 3, 0, *GRAPH_BOUNDS)
 
 
 async def create_tasks(redis: Redis, settings: Settings, count: int) -> None:
@@ -142,11 +148,13 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
 
     async def claim(_: None) -> Lease:
         token = secrets.token_urlsafe(12)
-        reply = await raw("claim_task", AGENT, lease_ms, token, "", "")  # the best task, any capability
+        reply = await raw(
+            "claim_task", AGENT, lease_ms, token, "", "", MAX_HELD_TASKS
+        )  # the best, any capability
         return reply[1], token
 
     async def complete(lease: Lease) -> None:
-        await raw("complete_task", AGENT, *lease, "null", "")  # result null, no summary
+        await raw("complete_task", AGENT, *lease, "null", "", MAX_INPUTS_BYTES)  # result null, no summary
 
     async def send(_: None) -> None:
         await raw("send_message", AGENT, "", AGENT, "bench", "ping", "null", "", "", raw.settings.inbox_max)

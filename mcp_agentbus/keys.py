@@ -35,6 +35,7 @@ never invents a key of its own; the index of each entry is mirrored in ``lua/inc
 | ``ab:{ns}:msg:<id>``       | HASH   | a sent message's thread and sender, for replies (expires)|
 | ``ab:{ns}:lost:<agent>``   | LIST   | leases and locks taken back from it, until it is told    |
 | ``ab:{ns}:health``         | STRING | written by ``/healthz`` to prove Redis takes changes (expires) |
+| ``ab:{ns}:cascade``        | LIST   | cancel/unblock cascades left for the reaper to continue  |
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ LAYOUT = (
     "unread:",
     "msg:",
     "lost:",
+    "cascade",
 )
 
 
@@ -160,3 +162,7 @@ class Keys:
 
     def unread(self, agent_id: str) -> str:
         return f"{self.prefix}unread:{agent_id}"
+
+    @property
+    def cascade(self) -> str:
+        return f"{self.prefix}cascade"

@@ -88,3 +88,6 @@ MAX_REPLY_BYTES = 262_144
 # past it the scan stops and returns a cursor to go on from.
 MAX_EVENT_SCAN_BYTES = 4_194_304
 REPLY_ROOM = 8_192  # of a reply, kept for what surrounds its items: counts, cursors, notices
+MAX_DEPENDENTS = 1_000  # tasks that may depend on one task: bounds the work of completing or killing it
+MAX_INPUTS_BYTES = 262_144  # a claim's `inputs`: the results of the task's dependencies together
+MAX_HELD_TASKS = 1_000  # leases one agent may hold at once: bounds the work of its heartbeat and notices

@@ -24,6 +24,7 @@ class Sweep:
     locks_expired: int = 0
     promoted: int = 0
     gone: int = 0
+    cascaded: int = 0  # tasks cancelled or unblocked by cascades that earlier calls left queued
 
 
 class Reaper:
@@ -41,11 +42,12 @@ class Reaper:
             reply = await self._store.run("reap", self.id, self._guard_ms, BATCH)
             if reply[0] == "busy":
                 return None
-            _, reclaimed, promoted, gone, more, locks_expired = reply
+            _, reclaimed, promoted, gone, more, locks_expired, cascaded = reply
             total.reclaimed += reclaimed
             total.locks_expired += locks_expired
             total.promoted += promoted
             total.gone += gone
+            total.cascaded += cascaded
             if more != "1":
                 return total
 

@@ -16,6 +16,7 @@ from mcp_agentbus.errors import (
     LeaseLost,
     NotFound,
     NotLockOwner,
+    PayloadTooLarge,
     WrongState,
 )
 from mcp_agentbus.keys import Keys
@@ -30,6 +31,7 @@ _REFUSALS: dict[str, type[AgentBusError]] = {
     "invalid_argument": InvalidArgument,
     "not_lock_owner": NotLockOwner,
     "inbox_full": InboxFull,
+    "payload_too_large": PayloadTooLarge,
 }
 
 

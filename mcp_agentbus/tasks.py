@@ -19,6 +19,10 @@ from mcp_agentbus.limits import (
     CAPABILITY_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_DEPENDENCIES,
+    MAX_DEPENDENTS,
+    MAX_HELD_TASKS,
+    MAX_INPUTS_BYTES,
+    MAX_WORKFLOW_TASKS,
     TASK_ID_PATTERN,
     WORKFLOW_ID_PATTERN,
     encode_json,
@@ -60,6 +64,17 @@ def parse_progress(fields: Sequence[Any]) -> tuple[str | None, Progress | None]:
     counts = [int(n or 0) for n in (total, blocked, ready, delayed, claimed, done, dead, cancelled)]
     names = ("total", "blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled")
     return status, Progress(**dict(zip(names, counts, strict=True)))
+
+
+# Notices of a cascade that a call began and the reaper finishes (include/tasks.lua).
+UNBLOCKING_MORE = (
+    "The other dependents of {task} are released by the bus within seconds (those whose other dependencies "
+    "are done become ready); `unblocked` lists only the {n} this call released."
+)
+CANCELLING_MORE = (
+    "Tasks further downstream of {task} are being cancelled by the bus too, within seconds; `cancelled` "
+    "lists only the {n} this call cancelled."
+)
 
 
 class Tasks:
@@ -112,6 +127,9 @@ class Tasks:
             workflow_id or "",
             max_attempts,
             math.ceil(delay_seconds * 1000),
+            MAX_WORKFLOW_TASKS,
+            MAX_DEPENDENTS,
+            MAX_INPUTS_BYTES,
         )
         return CreateTaskResult(**json.loads(reply[1]), duplicate=reply[0] == "duplicate")
 
@@ -162,7 +180,7 @@ class Tasks:
         disconnected or timed out) while the script runs, a task it got is handed straight back."""
         token = secrets.token_urlsafe(12)
         with anyio.CancelScope(shield=True):
-            reply = await self._store.run("claim_task", agent, lease_ms, token, task_id, caps)
+            reply = await self._store.run("claim_task", agent, lease_ms, token, task_id, caps, MAX_HELD_TASKS)
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
         except anyio.get_cancelled_exc_class():
@@ -232,10 +250,13 @@ class Tasks:
         require(agent, AGENT_RE, "agent id")
         require(task_id, TASK_ID_RE, "task_id")
         encoded = "null" if result is None else encode_json(result, "result")
-        reply = await self._store.run("complete_task", agent, task_id, lease_token, encoded, summary)
-        _, already, unblocked, wf, progress = reply
+        reply = await self._store.run(
+            "complete_task", agent, task_id, lease_token, encoded, summary, MAX_INPUTS_BYTES
+        )
+        _, already, unblocked, wf, progress, more = reply
         status, counts = parse_progress(progress)
         return CompleteResult(
+            notices=[UNBLOCKING_MORE.format(task=task_id, n=len(unblocked))] if more == "1" else [],
             task_id=task_id,
             already_completed=already == "1",
             unblocked=unblocked,
@@ -260,8 +281,9 @@ class Tasks:
             math.ceil(self._settings.retry_backoff_seconds * 1000),
             math.ceil(self._settings.retry_backoff_max_seconds * 1000),
         )
-        _, already, state, due, cancelled, attempts, max_attempts = reply
+        _, already, state, due, cancelled, attempts, max_attempts, more = reply
         return FailResult(
+            notices=[CANCELLING_MORE.format(task=task_id, n=len(cancelled))] if more == "1" else [],
             task_id=task_id,
             state=state,
             retry_at=iso(due) if state != "dead" else None,

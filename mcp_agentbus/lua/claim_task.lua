@@ -1,17 +1,28 @@
 -- claim_task: lease the best ready task (priority, then FIFO) among the agent's capabilities,
--- or one named task.
+-- or one named task; refused while the agent already holds max_held leases, which bounds the work of its
+-- heartbeat and notices. Its loops are bounded: capabilities by MAX_CAPABILITIES (at the tool edge), inputs
+-- by MAX_DEPENDENCIES (and their bytes by MAX_INPUTS_BYTES, checked when the task was created and as its
+-- dependencies completed); the counters it lists when nothing is ready are those of capabilities that
+-- have ready tasks.
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: events_max, retention_ms, notices_for, agent, lease_ms, lease_token, task_id ('' = best),
---       capabilities (comma list; '' = the agent's registered ones plus 'any')
+--       capabilities (comma list; '' = the agent's registered ones plus 'any'), max_held
 -- returns: {'ok', id, key, workflow, title, description, payload, capability, priority, attempt,
 --           max_attempts, fence, lease_token, expires_at_ms, {dep_key, dep_result, ...}}
 --        | {'empty', {cap, ...}, delayed_count, next_due_ms | '', {cap, ready_count, ...}, now_ms}
---        | {'not_found' | 'wrong_state', message}
+--        | {'not_found' | 'wrong_state', message[, hint]}
 --@include keys.lua
 --@include common.lua
 --@include tasks.lua
 
 local agent, lease_ms, token, wanted, caps_csv = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
+local max_held = tonumber(ARGV[9])
+local holding = redis.call('SCARD', K_HELD .. agent)
+if holding >= max_held then
+  return { 'wrong_state', 'agent ' .. agent .. ' already holds ' .. thousands(holding) .. ' task leases, the '
+    .. 'most one agent may hold', 'Finish some first: complete_task or fail_task each task you hold '
+    .. '(heartbeat lists them), then claim again.' }
+end
 local now = now_ms()
 promote_due(now, 100)
 
@@ -49,7 +60,10 @@ else
 end
 
 redis.call('ZREM', K_READY .. cap, id)
-redis.call('HINCRBY', K_COUNTERS, 'ready:' .. cap, -1)
+-- A capability's counter goes when its queue empties, so the HGETALL above reads only those with work.
+if redis.call('HINCRBY', K_COUNTERS, 'ready:' .. cap, -1) <= 0 then
+  redis.call('HDEL', K_COUNTERS, 'ready:' .. cap)
+end
 local attempt = redis.call('HINCRBY', K_TASK .. id, 'attempts', 1)
 local fence = redis.call('HINCRBY', K_TASK .. id, 'fence', 1)
 local expires = now + lease_ms

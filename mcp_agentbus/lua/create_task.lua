@@ -1,16 +1,20 @@
--- create_task: add one task, blocked on its dependencies, delayed, or ready.
+-- create_task: add one task, blocked on its dependencies, delayed, or ready. Refused when its workflow
+-- already has max_workflow_tasks tasks, when a dependency already has max_dependents dependents (which
+-- bounds the work of completing or killing that one), or when the results of its dependencies that are
+-- done already exceed max_inputs_bytes (its claim would carry them all).
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: events_max, retention_ms, notices_for, agent, idempotency scope ('' = none), title, description,
 --       capability, priority, payload (JSON text), depends_on (comma ids), workflow_id ('' = none),
---       max_attempts, delay_ms
+--       max_attempts, delay_ms, max_workflow_tasks, max_dependents, max_inputs_bytes
 -- returns: {'ok', result_json} | {'duplicate', first_result_json}
---          | {'not_found' | 'wrong_state' | 'invalid_argument', message}
+--          | {'not_found' | 'wrong_state' | 'invalid_argument' | 'payload_too_large', message[, hint]}
 --@include keys.lua
 --@include common.lua
 --@include tasks.lua
 
 local agent, idem, title, desc, cap, prio, payload, deps_csv, wf = unpack(ARGV, 4, 12)
 local max_attempts, delay_ms = tonumber(ARGV[13]), tonumber(ARGV[14])
+local max_tasks, max_dependents, max_inputs = tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17])
 
 if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)
@@ -18,19 +22,43 @@ if idem ~= '' then
 end
 
 if wf ~= '' then
-  local status = redis.call('HGET', K_WF .. wf, 'status')
-  if not status then return { 'not_found', 'workflow ' .. wf .. ' does not exist' } end
-  if status ~= 'running' then return { 'wrong_state', 'workflow ' .. wf .. ' is already ' .. status } end
+  local w = redis.call('HMGET', K_WF .. wf, 'status', 'total')
+  if not w[1] then return { 'not_found', 'workflow ' .. wf .. ' does not exist' } end
+  if w[1] ~= 'running' then return { 'wrong_state', 'workflow ' .. wf .. ' is already ' .. w[1] } end
+  if tonumber(w[2]) >= max_tasks then
+    return { 'invalid_argument', 'workflow ' .. wf .. ' already has ' .. w[2] .. ' tasks, the most a workflow '
+      .. 'may have', 'Create this task without workflow_id, or start a new workflow with create_workflow; '
+      .. 'depends_on may name tasks of any workflow.' }
+  end
 end
 
-local deps, waiting = split(deps_csv), {}
+local deps, waiting, inputs = split(deps_csv), {}, 0
 for _, dep in ipairs(deps) do
-  local state = redis.call('HGET', K_TASK .. dep, 'state')
+  local d = redis.call('HMGET', K_TASK .. dep, 'state', 'dependents')
+  local state = d[1]
   if not state then return { 'invalid_argument', 'depends_on names unknown task ' .. dep } end
   if state == 'dead' or state == 'cancelled' then
     return { 'wrong_state', 'dependency ' .. dep .. ' is ' .. state .. ', so this task could never run' }
   end
-  if state ~= 'done' then waiting[#waiting + 1] = dep end
+  if state == 'done' then
+    local size = redis.call('HSTRLEN', K_TASK .. dep, 'result')
+    inputs = inputs + (size > 0 and size or 4) -- a claim sends a missing result as null
+  else
+    local dependents = (d[2] and d[2] ~= '') and select(2, string.gsub(d[2], ',', '')) + 1 or 0
+    if dependents >= max_dependents then
+      return { 'invalid_argument', 'task ' .. dep .. ' already has ' .. thousands(dependents)
+        .. ' dependents, the most one task may have', 'Let fewer tasks wait for ' .. dep .. ' directly: '
+        .. 'make these depend on one of its dependents (which can pass its result on), or split the work '
+        .. 'differently.' }
+    end
+    waiting[#waiting + 1] = dep
+  end
+end
+if inputs > max_inputs then
+  return { 'payload_too_large', 'the results of the tasks in depends_on total ' .. thousands(inputs)
+    .. ' bytes of JSON, over the ' .. thousands(max_inputs) .. ' bytes a claim may carry as inputs',
+    'Depend on fewer of them, or have them store large results elsewhere (a file, a URL) and pass a '
+    .. 'reference.' }
 end
 
 local now = now_ms()
@@ -38,7 +66,7 @@ local id = 't-' .. redis.call('HINCRBY', K_COUNTERS, 'task', 1)
 local due = delay_ms > 0 and now + delay_ms or 0
 redis.call('HSET', K_TASK .. id, 'id', id, 'wf', wf, 'title', title, 'desc', desc, 'cap', cap,
   'prio', prio, 'payload', payload, 'deps', deps_csv, 'pending', #waiting, 'attempts', 0,
-  'max_attempts', max_attempts, 'fence', 0, 'created', now, 'creator', agent, 'due', due)
+  'max_attempts', max_attempts, 'fence', 0, 'created', now, 'creator', agent, 'due', due, 'in_bytes', inputs)
 for _, dep in ipairs(waiting) do
   local before = redis.call('HGET', K_TASK .. dep, 'dependents')
   redis.call('HSET', K_TASK .. dep, 'dependents', (before and before ~= '') and (before .. ',' .. id) or id)

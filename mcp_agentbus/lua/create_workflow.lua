@@ -1,4 +1,6 @@
--- create_workflow: a DAG of tasks created at once; tasks without dependencies start ready.
+-- create_workflow: a DAG of tasks created at once; tasks without dependencies start ready. Its loops are
+-- bounded by MAX_WORKFLOW_TASKS (checked by workflows.py), and since its tasks depend only on one another,
+-- none of them can reach MAX_DEPENDENTS here.
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: events_max, retention_ms, notices_for, agent, idempotency scope ('' = none), title,
 --       spec (JSON list of {key, title, desc, cap, prio, max_attempts, deps: [1-based positions]},

@@ -3,7 +3,8 @@
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: events_max, retention_ms, notices_for, agent, task_id, lease_token, error, retry ('1'|'0'),
 --       jitter (0..1, from the caller), backoff_base_ms, backoff_cap_ms
--- returns: {'ok', already ('1'|'0'), state, due_ms | '', {cancelled id, ...}, attempts, max_attempts}
+-- returns: {'ok', already ('1'|'0'), state, due_ms | '', {cancelled id, ...}, attempts, max_attempts,
+--           more ('1' when cancelling further dependents was left to the reaper)}
 --        | {'not_found' | 'wrong_state' | 'lease_lost', message}
 --@include keys.lua
 --@include common.lua
@@ -17,7 +18,7 @@ if not f[1] then return { 'not_found', 'task ' .. id .. ' does not exist' } end
 local attempts, max_attempts = tonumber(f[5]), tonumber(f[6])
 if f[7] == token and f[2] ~= token then -- a repeat: report what the first call did
   local outcome = cjson.decode(f[8])
-  return { 'ok', '1', outcome[1], outcome[2], {}, outcome[3], max_attempts }
+  return { 'ok', '1', outcome[1], outcome[2], {}, outcome[3], max_attempts, '0' }
 end
 if f[1] ~= 'claimed' and f[9] == '0' then
   return { 'wrong_state', 'task ' .. id .. ' has never been claimed (it is ' .. f[1] .. '); claim it first' }
@@ -36,9 +37,9 @@ if retry and attempts < max_attempts then
   emit('task.failed', agent, { task = id, workflow = f[4], error = err, attempt = attempts,
     retry_at = now + delay })
   redis.call('HSET', K_TASK .. id, 'failed_outcome', cjson.encode({ state, now + delay, attempts }))
-  return { 'ok', '0', state, now + delay, {}, attempts, max_attempts }
+  return { 'ok', '0', state, now + delay, {}, attempts, max_attempts, '0' }
 end
 emit('task.failed', agent, { task = id, workflow = f[4], error = err, attempt = attempts })
 redis.call('HSET', K_TASK .. id, 'failed_outcome', cjson.encode({ 'dead', '', attempts }))
-local cancelled = kill(id, f[4], 'claimed', err, now, agent)
-return { 'ok', '0', 'dead', '', cancelled, attempts, max_attempts }
+local cancelled, more = kill(id, f[4], 'claimed', err, now, agent)
+return { 'ok', '0', 'dead', '', cancelled, attempts, max_attempts, more and '1' or '0' }

@@ -1,9 +1,13 @@
 -- reap: the periodic sweep. Only the server process holding the reaper key runs it, so one sweep
 -- runs at a time across all processes. Takes back expired leases (the old holder's token stops
--- working) and expired locks, promotes due delayed tasks, marks silent agents gone, and drops expired index entries.
+-- working) and expired locks, promotes due delayed tasks, marks silent agents gone, continues the cancel and
+-- unblock cascades earlier calls left queued, and drops expired index entries. Each kind of work does at
+-- most `batch` items per call; `more` asks the caller to call again at once.
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: events_max, retention_ms, notices_for, reaper_id, guard_ms, batch
--- returns: {'busy'} | {'ok', reclaimed, promoted, gone, more ('1' when a batch was full), locks_expired}
+-- returns: {'busy'}
+--        | {'ok', reclaimed, promoted, gone, more ('1' when a batch was full or a cascade is left),
+--           locks_expired, cascaded (tasks cancelled or unblocked by continued cascades)}
 --@include keys.lua
 --@include common.lua
 --@include tasks.lua
@@ -14,6 +18,7 @@ local holder = redis.call('GET', K_REAPER)
 if holder and holder ~= me then return { 'busy' } end
 redis.call('SET', K_REAPER, me, 'PX', guard_ms)
 local now = now_ms()
+cascade_budget = batch -- shared by the cascades of tasks killed below and the continued ones
 
 local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, batch)
 local reclaimed = 0
@@ -41,6 +46,7 @@ local stale = redis.call('ZRANGEBYSCORE', K_LOCKS, '-inf', now, 'LIMIT', 0, batc
 for _, res in ipairs(stale) do live_lock(res, now) end -- drops the expired ones
 
 local promoted = promote_due(now, batch)
+local cascaded = continue_cascades(now)
 
 local silent = redis.call('ZRANGEBYSCORE', K_AGENTS, '-inf', now, 'LIMIT', 0, batch)
 for _, agent in ipairs(silent) do
@@ -51,12 +57,18 @@ for _, agent in ipairs(silent) do
   emit('agent.gone', agent, { agent = agent })
 end
 
+-- Index entries past the retention, a batch of each: a burst of deaths must not return as one long call.
 local horizon = now - RETENTION_MS
-redis.call('ZREMRANGEBYSCORE', K_DEAD, '-inf', horizon)
-redis.call('ZREMRANGEBYSCORE', K_AGENTS_GONE, '-inf', horizon)
+local forgotten = 0
+for _, index in ipairs({ K_DEAD, K_AGENTS_GONE }) do
+  local old = redis.call('ZRANGEBYSCORE', index, '-inf', horizon, 'LIMIT', 0, batch)
+  if #old > 0 then redis.call('ZREM', index, unpack(old)) end
+  forgotten = math.max(forgotten, #old)
+end
 for _, wf in ipairs(redis.call('ZRANGEBYSCORE', K_WORKFLOWS, '-inf', horizon, 'LIMIT', 0, batch)) do
   if redis.call('EXISTS', K_WF .. wf) == 0 then redis.call('ZREM', K_WORKFLOWS, wf) end
 end
 
-local more = (#expired == batch or #stale == batch or promoted == batch or #silent == batch) and '1' or '0'
-return { 'ok', reclaimed, promoted, #silent, more, #stale }
+local more = (#expired == batch or #stale == batch or promoted == batch or #silent == batch
+  or forgotten == batch or redis.call('LLEN', K_CASCADE) > 0) and '1' or '0'
+return { 'ok', reclaimed, promoted, #silent, more, #stale, cascaded }

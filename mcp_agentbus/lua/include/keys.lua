@@ -12,3 +12,4 @@ local K_INBOX, K_UNREAD, K_MSG, K_LOST = KEYS[24], KEYS[25], KEYS[26], KEYS[27]
 local EVENTS_MAX = tonumber(ARGV[1])
 local RETENTION_MS = tonumber(ARGV[2])
 local NOTICES_FOR = ARGV[3]
+local K_CASCADE = KEYS[28]

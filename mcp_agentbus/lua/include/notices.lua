@@ -50,7 +50,7 @@ end
 
 -- The statuses with which a script refuses a call (store.py turns them into errors).
 local REFUSED = { not_found = true, wrong_state = true, lease_lost = true, invalid_argument = true,
-  not_lock_owner = true, inbox_full = true }
+  not_lock_owner = true, inbox_full = true, payload_too_large = true }
 
 local function with_notices(reply)
   if NOTICES_FOR ~= '' then reply[#reply + 1] = notices(NOTICES_FOR, not REFUSED[reply[1]]) end

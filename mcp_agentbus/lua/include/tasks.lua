@@ -79,16 +79,72 @@ local function settle(id, wf, now)
   for _, tid in ipairs(split(p[6])) do redis.call('PEXPIRE', K_TASK .. tid, RETENTION_MS) end
 end
 
-local function unblock_dependents(id, now)
-  local unblocked = {}
-  for _, dep in ipairs(split(redis.call('HGET', K_TASK .. id, 'dependents'))) do
-    local d = redis.call('HMGET', K_TASK .. dep, 'state', 'wf', 'due')
-    if d[1] == 'blocked' and redis.call('HINCRBY', K_TASK .. dep, 'pending', -1) <= 0 then
-      release(dep, d[2], 'blocked', tonumber(d[3] or 0), now)
-      unblocked[#unblocked + 1] = dep
+-- 1234567 as '1,234,567', for messages.
+local function thousands(n)
+  local text = tostring(math.floor(n)):reverse():gsub('(%d%d%d)', '%1,'):reverse()
+  return (text:gsub('^,', ''))
+end
+
+-- Cascades: a dead task cancels everything downstream of it, a done one unblocks its dependents. One
+-- script call examines at most `cascade_budget` dependents; the rest waits in K_CASCADE as entries
+-- '<kind>:<task id>:<dependents of it already examined>' (kind 'k' cancels, 'u' unblocks), and the reaper
+-- continues it. Nothing an agent could act on is half-done meanwhile: a task whose cancellation waits is
+-- still blocked on a dead task, which never counts as done, so it cannot become ready or be claimed, and
+-- its workflow cannot finish before it is cancelled; one whose unblocking waits is merely blocked longer.
+local CASCADE_BATCH = 100
+local cascade_budget = CASCADE_BATCH -- what is left of this call's; the reaper sets its own batch
+
+-- Why the dependents of `id` are cancelled: it is dead, or it was cancelled for that same reason. nil
+-- when it is neither (any more): then nothing below it is cancelled on its account.
+local function cancel_reason(id)
+  local f = redis.call('HMGET', K_TASK .. id, 'state', 'error')
+  if f[1] == 'dead' then return 'dependency ' .. id .. ' is dead: ' .. (f[2] or '') end
+  if f[1] == 'cancelled' then return f[2] or '' end
+  return nil
+end
+
+-- Work through cascade `entry` and what it leads to, as far as the budget goes; what is left is queued.
+-- Returns the tasks it cancelled or unblocked, and whether any of it was left. `continued`: the reaper's continuation, which also writes
+-- task.ready for what it unblocks (complete_task reports those in its own result).
+local function cascade(entry, now, agent, continued)
+  local touched, queue, i = {}, { entry }, 1
+  while i <= #queue and cascade_budget > 0 do
+    local kind, id, from = string.match(queue[i], '^(%a):([^:]+):(%d+)$')
+    from = tonumber(from)
+    local reason = kind == 'k' and cancel_reason(id)
+    local deps = (kind == 'u' or reason) and split(redis.call('HGET', K_TASK .. id, 'dependents')) or {}
+    local upto = math.min(#deps, from + cascade_budget)
+    for n = from + 1, upto do
+      local dep = deps[n]
+      if kind == 'u' then
+        local d = redis.call('HMGET', K_TASK .. dep, 'state', 'wf', 'due')
+        if d[1] == 'blocked' and redis.call('HINCRBY', K_TASK .. dep, 'pending', -1) <= 0 then
+          local due = tonumber(d[3] or 0)
+          release(dep, d[2], 'blocked', due, now)
+          touched[#touched + 1] = dep
+          if continued and due <= now then emit('task.ready', '', { task = dep, workflow = d[2] }) end
+        end
+      else
+        local d = redis.call('HMGET', K_TASK .. dep, 'state', 'wf', 'dependents')
+        if d[1] == 'blocked' then
+          redis.call('HSET', K_TASK .. dep, 'error', reason)
+          set_state(dep, d[2], 'blocked', 'cancelled', now)
+          emit('task.cancelled', agent, { task = dep, workflow = d[2], reason = reason })
+          touched[#touched + 1] = dep
+          if d[3] and d[3] ~= '' then queue[#queue + 1] = 'k:' .. dep .. ':0' end
+          settle(dep, d[2], now)
+        end
+      end
     end
+    cascade_budget = cascade_budget - math.max(1, upto - from)
+    if upto < #deps then queue[i] = kind .. ':' .. id .. ':' .. upto else i = i + 1 end
   end
-  return unblocked
+  for j = i, #queue do redis.call('RPUSH', K_CASCADE, queue[j]) end
+  return touched, i <= #queue
+end
+
+local function unblock_dependents(id, now)
+  return cascade('u:' .. id .. ':0', now, '', false)
 end
 
 -- Terminal failure: the task is dead and everything downstream of it is cancelled with the reason.
@@ -97,22 +153,20 @@ local function kill(id, wf, old, err, now, agent)
   set_state(id, wf, old, 'dead', now)
   redis.call('ZADD', K_DEAD, now, id)
   emit('task.dead', agent, { task = id, workflow = wf, error = err })
-  local reason = 'dependency ' .. id .. ' is dead: ' .. err
-  local cancelled, queue, i = {}, { id }, 1
-  while i <= #queue do
-    for _, dep in ipairs(split(redis.call('HGET', K_TASK .. queue[i], 'dependents'))) do
-      local d = redis.call('HMGET', K_TASK .. dep, 'state', 'wf')
-      if d[1] == 'blocked' then
-        redis.call('HSET', K_TASK .. dep, 'error', reason)
-        set_state(dep, d[2], 'blocked', 'cancelled', now)
-        emit('task.cancelled', agent, { task = dep, workflow = d[2], reason = reason })
-        cancelled[#cancelled + 1] = dep
-        queue[#queue + 1] = dep
-        settle(dep, d[2], now)
-      end
-    end
-    i = i + 1
-  end
+  local cancelled, left = cascade('k:' .. id .. ':0', now, agent, false)
   settle(id, wf, now)
-  return cancelled
+  return cancelled, left
+end
+
+-- The reaper's part: continue queued cascades with what is left of the budget. Returns how many tasks
+-- were cancelled or unblocked.
+local function continue_cascades(now)
+  local count = 0
+  while cascade_budget > 0 do
+    local entry = redis.call('LPOP', K_CASCADE)
+    if not entry then break end
+    local touched = cascade(entry, now, '', true)
+    count = count + #touched
+  end
+  return count
 end
