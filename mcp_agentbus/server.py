@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Iterable
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from typing import Any
 
+import anyio
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
@@ -21,6 +23,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
+    INVALID_REQUEST,
     CallToolResult,
     EmptyResult,
     InputRequiredResult,
@@ -35,7 +38,7 @@ from mcp.types import ResourceTemplate as MCPResourceTemplate
 from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
-from mcp_agentbus import __version__, notices, prompts, resources
+from mcp_agentbus import __version__, notices, prompts, resources, waiting
 from mcp_agentbus.auth import Verifier, acting_agent, current_grant
 from mcp_agentbus.errors import (
     AgentBusError,
@@ -52,10 +55,28 @@ from mcp_agentbus.resources import VIEWS
 from mcp_agentbus.schemas import compact_annotations, compact_input, compact_output
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.tasks import AGENT_RE
-from mcp_agentbus.tokens import TokensFile
+from mcp_agentbus.tokens import Grant, TokensFile
 from mcp_agentbus.tools import TOOLS, App, select_tools
 
 logger = logging.getLogger(__name__)
+
+TOKENS_POLL_SECONDS = 1.0  # how soon a revocation ends open streams on a server nobody calls
+# The tools each resource mirrors: a token's role may read it when it may call one of them.
+RESOURCE_TOOLS: dict[str, tuple[str, ...]] = {
+    "agents": ("list_agents",),
+    "workflows": ("get_workflow",),
+    "inbox": ("read_inbox",),
+    "locks": ("acquire_lock", "list_agents"),  # both show who holds which lock
+    "events": ("read_events",),
+}
+
+
+def revoked() -> Forbidden:
+    return Forbidden(
+        "your token was revoked, or its grant changed, while this was open; nothing more was read or taken",
+        hint="Reconnect with a valid token (ask the operator for one) and call again.",
+    )
+
 
 INSTRUCTIONS = """\
 agentbus coordinates agents through a shared Redis. Workers: heartbeat, then loop claim_task
@@ -73,12 +94,15 @@ class AgentBusServer(MCPServer[App]):
     def __init__(
         self, settings: Settings, *, legacy_subscriptions: bool = True, tokens: TokensFile | None = None
     ) -> None:
-        listeners = Listeners(settings.namespace)  # serves subscriptions/listen (2026-07-28) in this process
+        listeners = Listeners(settings.namespace, tokens)  # serves subscriptions/listen (2026-07-28)
 
         @asynccontextmanager
         async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
-            async with Namespaces.open(settings, listeners) as namespaces:
+            async with Namespaces.open(settings, listeners) as namespaces, anyio.create_task_group() as tg:
+                if tokens is not None:
+                    tg.start_soon(_watch, tokens)
                 yield App(namespaces=namespaces, settings=settings)
+                tg.cancel_scope.cancel()
 
         super().__init__(
             "agentbus",
@@ -94,29 +118,17 @@ class AgentBusServer(MCPServer[App]):
             if tokens is None
             else AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),
         )
+        self._listen_handler = ListenHandler(listeners)
+        self._streams: Counter[str] = Counter()  # open listen streams per token
+        self._tokens = tokens
+        self._lowlevel_server.add_request_handler(
+            "subscriptions/listen", SubscriptionsListenRequestParams, self._listen
+        )
         # Legacy clients subscribe with resources/subscribe, which MCPServer leaves to us. Without a
         # session to push on (stateless HTTP) it is not offered at all, rather than accepted and never kept.
-        listen = ListenHandler(listeners)
-
-        async def _listen(
-            ctx: ServerRequestContext[App], params: SubscriptionsListenRequestParams
-        ) -> SubscriptionsListenResult:
-            """The SDK's listen stream, once its URIs are checked and its namespace hears changes."""
-            for uri in params.notifications.resource_subscriptions or ():
-                try:
-                    authorize(uri)
-                except AgentBusError as exc:
-                    raise resource_error(uri, exc) from exc
-            app = ctx.lifespan_context
-            await app.namespaces.subscribed(app.namespace)
-            return await listen(ctx, params)
-
-        self._lowlevel_server.add_request_handler(
-            "subscriptions/listen", SubscriptionsListenRequestParams, _listen
-        )
         if legacy_subscriptions:
             self._lowlevel_server.add_request_handler(
-                "resources/subscribe", SubscribeRequestParams, _subscribe
+                "resources/subscribe", SubscribeRequestParams, self._subscribe
             )
             self._lowlevel_server.add_request_handler(
                 "resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe
@@ -164,11 +176,26 @@ class AgentBusServer(MCPServer[App]):
                     hint=f"{name} accepts: {', '.join(sorted(allowed))}.",
                 )
             )
+        allowed_to_wait = waiting.still_allowed.set(None if grant is None else self._still_granted(grant))
         try:
             with self._watching(name, arguments):
                 return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             return error_result(_explain(name, exc))
+        finally:
+            waiting.still_allowed.reset(allowed_to_wait)
+
+    def _still_granted(self, grant: Grant) -> Callable[[], None] | None:
+        """What a waiting call asks before it looks again: is its token's grant still in the file?"""
+        tokens = self._tokens
+        if tokens is None:
+            return None
+
+        def check() -> None:
+            if not tokens.holds(grant):
+                raise revoked()
+
+        return check
 
     def _role_tools(self, role: str) -> list[str]:
         """The tools of this server a token's role allows (none for a role that names no known tools);
@@ -214,11 +241,47 @@ class AgentBusServer(MCPServer[App]):
             return nullcontext()
         return notices.watching(acting, unread=tool != "read_inbox")
 
+    def _readable(self, kind: str) -> bool:
+        """Whether the caller may read views of `kind`: its token's role has a tool the view mirrors."""
+        grant = current_grant()
+        if grant is None:
+            return True
+        allowed = self._role_tools(grant.role)
+        return any(tool in allowed for tool in RESOURCE_TOOLS[kind])
+
+    def _authorize(self, uri: str) -> None:
+        """Refuse a URI that names no view, one the caller's role may not read, or an inbox the
+        caller's token may not act as."""
+        kind, arg = resources.parse(uri)
+        grant = current_grant()
+        if grant is None:
+            return
+        if not self._readable(kind):
+            tools = RESOURCE_TOOLS[kind]
+            readable = [v.uri for v in VIEWS if self._readable(_kind(v.uri))]
+            raise Forbidden(
+                f"the role {grant.role!r} of your token may not read {uri}: it mirrors "
+                f"{' or '.join(tools)}, which that role may not call",
+                hint=f"It may read: {', '.join(readable) or 'no resources'}. Ask the operator for a "
+                f"token with a role that includes {tools[0]}.",
+            )
+        if kind == "inbox" and not grant.may_act_as(arg):
+            raise Forbidden(
+                f"your token may not read the inbox of {arg!r}",
+                hint=f"It may read the inboxes of agents matching {grant.agent!r}.",
+            )
+
+    def _authorized(self, uri: str) -> None:
+        try:
+            self._authorize(uri)
+        except AgentBusError as exc:
+            raise resource_error(uri, exc) from exc
+
     async def list_resources(self) -> list[MCPResource]:
         return [
             MCPResource(uri=v.uri, name=v.name, description=v.description, mime_type="application/json")
             for v in VIEWS
-            if "{" not in v.uri
+            if "{" not in v.uri and self._readable(_kind(v.uri))
         ]
 
     async def list_resource_templates(self) -> list[MCPResourceTemplate]:
@@ -227,7 +290,7 @@ class AgentBusServer(MCPServer[App]):
                 uri_template=v.uri, name=v.name, description=v.description, mime_type="application/json"
             )
             for v in VIEWS
-            if "{" in v.uri
+            if "{" in v.uri and self._readable(_kind(v.uri))
         ]
 
     async def read_resource(
@@ -237,23 +300,75 @@ class AgentBusServer(MCPServer[App]):
             raise MCPError(code=INTERNAL_ERROR, message="resources are read through a client session")
         app: App = context.request_context.lifespan_context
         try:
-            authorize(str(uri))
+            self._authorize(str(uri))
             text = await resources.read(app.bus, str(uri))
         except AgentBusError as exc:
             raise resource_error(str(uri), exc) from exc
         return [ReadResourceContents(content=text, mime_type="application/json")]
 
+    async def _subscribe(self, ctx: ServerRequestContext[App], params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        self._authorized(uri)
+        app = ctx.lifespan_context
+        served = await app.namespaces.subscribed(app.namespace)
+        limit = self._settings.max_subscriptions_per_token
+        if not served.push.subscribe(uri, _connection(ctx), limit):
+            whose = "your token" if current_grant() else "this session"
+            raise limit_error(
+                "too_many_subscriptions",
+                f"{whose} already holds {limit} resource subscriptions on this server",
+                "Unsubscribe (resources/unsubscribe) from URIs you no longer follow, or end idle "
+                "sessions, then subscribe again.",
+                uri=uri,
+            )
+        return EmptyResult()
 
-async def _subscribe(ctx: ServerRequestContext[App], params: SubscribeRequestParams) -> EmptyResult:
-    uri = str(params.uri)
-    try:
-        authorize(uri)
-    except AgentBusError as exc:
-        raise resource_error(uri, exc) from exc
-    app = ctx.lifespan_context
-    served = await app.namespaces.subscribed(app.namespace)
-    served.push.subscribe(uri, _connection(ctx))
-    return EmptyResult()
+    async def _listen(
+        self, ctx: ServerRequestContext[App], params: SubscriptionsListenRequestParams
+    ) -> SubscriptionsListenResult:
+        """The SDK's listen stream, once its URIs are checked and its namespace hears changes; it
+        ends with `forbidden` when its token is revoked or its grant changes."""
+        for uri in params.notifications.resource_subscriptions or ():
+            self._authorized(uri)
+        with self._stream(current_grant()) as ended:
+            app = ctx.lifespan_context
+            await app.namespaces.subscribed(app.namespace)
+            result = await self._listen_handler(ctx, params)
+        if ended.cancelled_caught:
+            error = revoked()
+            raise MCPError(
+                code=INVALID_REQUEST,
+                message=f"{error.message}. {error.hint}",
+                data={"error": error.to_dict()},
+            )
+        return result
+
+    @contextmanager
+    def _stream(self, grant: Grant | None) -> Iterator[anyio.CancelScope]:
+        """One more listen stream of `grant`'s token, refused past the per-token cap; the scope is
+        cancelled when the grant goes."""
+        scope = anyio.CancelScope()
+        if grant is None or self._tokens is None:
+            with scope:
+                yield scope
+            return
+        limit = self._settings.max_listen_streams_per_token
+        if self._streams[grant.id] >= limit:
+            raise limit_error(
+                "too_many_streams",
+                f"your token already holds {limit} subscriptions/listen streams open on this server",
+                "Close a stream you no longer read (one stream can follow many URIs), then listen again.",
+            )
+        self._streams[grant.id] += 1
+        unwatch = self._tokens.watch(grant, scope.cancel)
+        try:
+            with scope:
+                yield scope
+        finally:
+            unwatch()
+            self._streams[grant.id] -= 1
+            if self._streams[grant.id] <= 0:
+                del self._streams[grant.id]
 
 
 async def _unsubscribe(ctx: ServerRequestContext[App], params: UnsubscribeRequestParams) -> EmptyResult:
@@ -261,15 +376,15 @@ async def _unsubscribe(ctx: ServerRequestContext[App], params: UnsubscribeReques
     return EmptyResult()
 
 
-def authorize(uri: str) -> None:
-    """Refuse a URI that names no view, or an inbox the caller's token may not act as."""
-    kind, arg = resources.parse(uri)
-    grant = current_grant()
-    if kind == "inbox" and grant is not None and not grant.may_act_as(arg):
-        raise Forbidden(
-            f"your token may not read the inbox of {arg!r}",
-            hint=f"It may read the inboxes of agents matching {grant.agent!r}.",
-        )
+async def _watch(tokens: TokensFile) -> None:
+    """Look at the tokens file every so often, so a revocation ends streams even on a quiet server."""
+    while True:
+        await anyio.sleep(TOKENS_POLL_SECONDS)
+        tokens.refresh()
+
+
+def _kind(uri: str) -> str:
+    return uri.removeprefix(resources.PREFIX).partition("/")[0]
 
 
 def _connection(ctx: ServerRequestContext[App]) -> Connection:
@@ -285,6 +400,12 @@ def resource_error(uri: str, error: AgentBusError) -> MCPError:
     return MCPError(
         code=code, message=f"{error.message}. {error.hint}", data={"uri": uri, "error": error.to_dict()}
     )
+
+
+def limit_error(code: str, message: str, hint: str, **data: str) -> MCPError:
+    """A request refused because its caller holds too much of something; others are unaffected."""
+    error = {"code": code, "message": message, "hint": hint}
+    return MCPError(code=INVALID_REQUEST, message=f"{message}. {hint}", data={**data, "error": error})
 
 
 def _explain(tool: str, exc: ToolError) -> AgentBusError:
