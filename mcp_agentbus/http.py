@@ -30,7 +30,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mcp_agentbus import __version__
@@ -38,6 +38,7 @@ from mcp_agentbus.connection import close, connect, redact
 from mcp_agentbus.server import build_server
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.tokens import TokensFile
+from mcp_agentbus.waiting import PROGRESS_EVERY
 
 if TYPE_CHECKING:
     import uvicorn
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 MCP_PATH = "/mcp"
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 HEALTH_TIMEOUT = 2.0
+REVOKED_GRACE_SECONDS = 2 * PROGRESS_EVERY  # a waiting call notices a revocation within one tick
 
 
 def is_loopback(host: str) -> bool:
@@ -126,13 +128,15 @@ class Sessions:
         return sum(owner["client_id"] == token_id for owner in self._manager._session_owners.values())
 
     def end_revoked(self, tokens: TokensFile) -> None:
-        """End every session whose token is gone from the file: its GET stream closes, and what it
-        subscribed to is dropped with it."""
+        """End every session whose token is gone from the file, shortly: its GET stream closes and
+        what it subscribed to is dropped (at once, by `Push`). The grace lets a call that waits on
+        the session see the revocation itself and answer `forbidden` rather than be cut off."""
+        loop = asyncio.get_running_loop()
         for session_id, owner in list(self._manager._session_owners.items()):
             transport = self._manager._server_instances.get(session_id)
             scope = None if transport is None else transport.idle_scope
             if scope is not None and not tokens.holds_id(owner["client_id"]):
-                scope.cancel()  # the session's loop ends as if it had expired
+                loop.call_later(REVOKED_GRACE_SECONDS, scope.cancel)  # ends as if it had expired
 
 
 class SessionCaps:
@@ -156,12 +160,26 @@ class SessionCaps:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        # Counted until answered, so concurrent opening requests cannot overshoot a cap together.
+        # Counted until its answer starts (by then the SDK holds the session, if it opened one), so
+        # opening requests that race cannot overshoot a cap together.
         self._opening[owner] += 1
+        counted = True
+
+        def uncount() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self._opening[owner] -= 1
+
+        async def answering(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                uncount()
+            await send(message)
+
         try:
-            await self._app(scope, receive, send)
+            await self._app(scope, receive, answering)
         finally:
-            self._opening[owner] -= 1
+            uncount()
 
     def _refusal(self, owner: str | None) -> Response | None:
         settings = self._settings

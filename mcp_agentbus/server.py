@@ -95,13 +95,16 @@ class AgentBusServer(MCPServer[App]):
         self, settings: Settings, *, legacy_subscriptions: bool = True, tokens: TokensFile | None = None
     ) -> None:
         listeners = Listeners(settings.namespace, tokens)  # serves subscriptions/listen (2026-07-28)
+        self.running: App | None = None  # what the lifespan holds, while it runs
 
         @asynccontextmanager
         async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
             async with Namespaces.open(settings, listeners) as namespaces, anyio.create_task_group() as tg:
                 if tokens is not None:
                     tg.start_soon(_watch, tokens)
-                yield App(namespaces=namespaces, settings=settings)
+                self.running = running = App(namespaces=namespaces, settings=settings)
+                yield running
+                self.running = None
                 tg.cancel_scope.cancel()
 
         super().__init__(
