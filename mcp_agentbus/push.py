@@ -100,6 +100,11 @@ class Push:
         """Legacy subscriptions held now, a (URI, connection) pair each."""
         return sum(len(connections) for connections in self._legacy.values())
 
+    @property
+    def uris(self) -> int:
+        """URIs someone follows (through legacy subscriptions) now."""
+        return len(self._legacy)
+
     def subscribe(self, uri: str, connection: Connection, limit: int) -> bool:
         """Subscribe `connection` to `uri`; False (and nothing changed) when its token (or, without
         tokens, the connection) already holds `limit` subscriptions. The same URI again counts once."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 import anyio
@@ -39,7 +38,18 @@ from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
 from mcp_agentbus import __version__, notices, prompts, resources, waiting
-from mcp_agentbus.auth import Verifier, acting_agent, current_grant
+from mcp_agentbus.auth import (
+    Streams,
+    Verifier,
+    acting_agent,
+    authorize_resource,
+    current_grant,
+    kind_of,
+    limit_error,
+    may_read,
+    revoked,
+    watch_tokens,
+)
 from mcp_agentbus.errors import (
     AgentBusError,
     BackendUnavailable,
@@ -59,24 +69,6 @@ from mcp_agentbus.tokens import Grant, TokensFile
 from mcp_agentbus.tools import TOOLS, App, select_tools
 
 logger = logging.getLogger(__name__)
-
-TOKENS_POLL_SECONDS = 1.0  # how soon a revocation ends open streams on a server nobody calls
-# The tools each resource mirrors: a token's role may read it when it may call one of them.
-RESOURCE_TOOLS: dict[str, tuple[str, ...]] = {
-    "agents": ("list_agents",),
-    "workflows": ("get_workflow",),
-    "inbox": ("read_inbox",),
-    "locks": ("acquire_lock", "list_agents"),  # both show who holds which lock
-    "events": ("read_events",),
-}
-
-
-def revoked() -> Forbidden:
-    return Forbidden(
-        "your token was revoked, or its grant changed, while this was open; nothing more was read or taken",
-        hint="Reconnect with a valid token (ask the operator for one) and call again.",
-    )
-
 
 INSTRUCTIONS = """\
 agentbus coordinates agents through a shared Redis. Workers: heartbeat, then loop claim_task
@@ -101,7 +93,7 @@ class AgentBusServer(MCPServer[App]):
         async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
             async with Namespaces.open(settings, listeners) as namespaces, anyio.create_task_group() as tg:
                 if tokens is not None:
-                    tg.start_soon(_watch, tokens)
+                    tg.start_soon(watch_tokens, tokens)
                 self.running = running = App(namespaces=namespaces, settings=settings)
                 yield running
                 self.running = None
@@ -122,7 +114,7 @@ class AgentBusServer(MCPServer[App]):
             else AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),
         )
         self._listen_handler = ListenHandler(listeners)
-        self._streams: Counter[str] = Counter()  # open listen streams per token
+        self._streams = Streams(tokens, settings.max_listen_streams_per_token)
         self._tokens = tokens
         self._lowlevel_server.add_request_handler(
             "subscriptions/listen", SubscriptionsListenRequestParams, self._listen
@@ -244,47 +236,23 @@ class AgentBusServer(MCPServer[App]):
             return nullcontext()
         return notices.watching(acting, unread=tool != "read_inbox")
 
-    def _readable(self, kind: str) -> bool:
-        """Whether the caller may read views of `kind`: its token's role has a tool the view mirrors."""
-        grant = current_grant()
-        if grant is None:
-            return True
-        allowed = self._role_tools(grant.role)
-        return any(tool in allowed for tool in RESOURCE_TOOLS[kind])
-
-    def _authorize(self, uri: str) -> None:
-        """Refuse a URI that names no view, one the caller's role may not read, or an inbox the
-        caller's token may not act as."""
-        kind, arg = resources.parse(uri)
-        grant = current_grant()
-        if grant is None:
-            return
-        if not self._readable(kind):
-            tools = RESOURCE_TOOLS[kind]
-            readable = [v.uri for v in VIEWS if self._readable(_kind(v.uri))]
-            raise Forbidden(
-                f"the role {grant.role!r} of your token may not read {uri}: it mirrors "
-                f"{' or '.join(tools)}, which that role may not call",
-                hint=f"It may read: {', '.join(readable) or 'no resources'}. Ask the operator for a "
-                f"token with a role that includes {tools[0]}.",
-            )
-        if kind == "inbox" and not grant.may_act_as(arg):
-            raise Forbidden(
-                f"your token may not read the inbox of {arg!r}",
-                hint=f"It may read the inboxes of agents matching {grant.agent!r}.",
-            )
-
     def _authorized(self, uri: str) -> None:
+        """`uri` may be read by the caller, else a JSON-RPC error saying why not."""
+        grant = current_grant()
         try:
-            self._authorize(uri)
+            authorize_resource(uri, () if grant is None else self._role_tools(grant.role))
         except AgentBusError as exc:
             raise resource_error(uri, exc) from exc
+
+    def _readable(self, view: str) -> bool:
+        grant = current_grant()
+        return grant is None or may_read(kind_of(view), self._role_tools(grant.role))
 
     async def list_resources(self) -> list[MCPResource]:
         return [
             MCPResource(uri=v.uri, name=v.name, description=v.description, mime_type="application/json")
             for v in VIEWS
-            if "{" not in v.uri and self._readable(_kind(v.uri))
+            if "{" not in v.uri and self._readable(v.uri)
         ]
 
     async def list_resource_templates(self) -> list[MCPResourceTemplate]:
@@ -293,7 +261,7 @@ class AgentBusServer(MCPServer[App]):
                 uri_template=v.uri, name=v.name, description=v.description, mime_type="application/json"
             )
             for v in VIEWS
-            if "{" in v.uri and self._readable(_kind(v.uri))
+            if "{" in v.uri and self._readable(v.uri)
         ]
 
     async def read_resource(
@@ -302,8 +270,8 @@ class AgentBusServer(MCPServer[App]):
         if context is None:
             raise MCPError(code=INTERNAL_ERROR, message="resources are read through a client session")
         app: App = context.request_context.lifespan_context
+        self._authorized(str(uri))
         try:
-            self._authorize(str(uri))
             text = await resources.read(app.bus, str(uri))
         except AgentBusError as exc:
             raise resource_error(str(uri), exc) from exc
@@ -333,7 +301,7 @@ class AgentBusServer(MCPServer[App]):
         ends with `forbidden` when its token is revoked or its grant changes."""
         for uri in params.notifications.resource_subscriptions or ():
             self._authorized(uri)
-        with self._stream(current_grant()) as ended:
+        with self._streams.open(current_grant()) as ended:
             app = ctx.lifespan_context
             await app.namespaces.subscribed(app.namespace)
             result = await self._listen_handler(ctx, params)
@@ -346,48 +314,10 @@ class AgentBusServer(MCPServer[App]):
             )
         return result
 
-    @contextmanager
-    def _stream(self, grant: Grant | None) -> Iterator[anyio.CancelScope]:
-        """One more listen stream of `grant`'s token, refused past the per-token cap; the scope is
-        cancelled when the grant goes."""
-        scope = anyio.CancelScope()
-        if grant is None or self._tokens is None:
-            with scope:
-                yield scope
-            return
-        limit = self._settings.max_listen_streams_per_token
-        if self._streams[grant.id] >= limit:
-            raise limit_error(
-                "too_many_streams",
-                f"your token already holds {limit} subscriptions/listen streams open on this server",
-                "Close a stream you no longer read (one stream can follow many URIs), then listen again.",
-            )
-        self._streams[grant.id] += 1
-        unwatch = self._tokens.watch(grant, scope.cancel)
-        try:
-            with scope:
-                yield scope
-        finally:
-            unwatch()
-            self._streams[grant.id] -= 1
-            if self._streams[grant.id] <= 0:
-                del self._streams[grant.id]
-
 
 async def _unsubscribe(ctx: ServerRequestContext[App], params: UnsubscribeRequestParams) -> EmptyResult:
     ctx.lifespan_context.served.push.unsubscribe(str(params.uri), _connection(ctx))
     return EmptyResult()
-
-
-async def _watch(tokens: TokensFile) -> None:
-    """Look at the tokens file every so often, so a revocation ends streams even on a quiet server."""
-    while True:
-        await anyio.sleep(TOKENS_POLL_SECONDS)
-        tokens.refresh()
-
-
-def _kind(uri: str) -> str:
-    return uri.removeprefix(resources.PREFIX).partition("/")[0]
 
 
 def _connection(ctx: ServerRequestContext[App]) -> Connection:
@@ -403,12 +333,6 @@ def resource_error(uri: str, error: AgentBusError) -> MCPError:
     return MCPError(
         code=code, message=f"{error.message}. {error.hint}", data={"uri": uri, "error": error.to_dict()}
     )
-
-
-def limit_error(code: str, message: str, hint: str, **data: str) -> MCPError:
-    """A request refused because its caller holds too much of something; others are unaffected."""
-    error = {"code": code, "message": message, "hint": hint}
-    return MCPError(code=INVALID_REQUEST, message=f"{message}. {hint}", data={**data, "error": error})
 
 
 def _explain(tool: str, exc: ToolError) -> AgentBusError:

@@ -381,7 +381,7 @@ async def test_subscriptions_of_closed_expired_and_revoked_sessions_are_freed(
                 for uri in [*uris, uris[0]]:
                     await subscribe(client, uri)
                 assert push.subscriptions == 2
-            await until(lambda: push.subscriptions == 0)
+            await until(lambda: push.subscriptions == push.uris == 0)
 
             # expired: a session that goes quiet ends after session_idle_seconds
             async with httpx2.AsyncClient(timeout=10) as http:
@@ -396,7 +396,7 @@ async def test_subscriptions_of_closed_expired_and_revoked_sessions_are_freed(
                 answered = await http.post(url, json=request, headers=headers)
                 assert answered.status_code == 200 and '"result"' in answered.text, answered.text
                 assert push.subscriptions == 1
-                await until(lambda: push.subscriptions == 0)
+                await until(lambda: push.subscriptions == push.uris == 0)
                 gone = await http.post(
                     url, json={"jsonrpc": "2.0", "id": 3, "method": "ping"}, headers=headers
                 )
@@ -408,7 +408,7 @@ async def test_subscriptions_of_closed_expired_and_revoked_sessions_are_freed(
                     await subscribe(client, uri)
                 assert push.subscriptions == 2
                 assert tokens.revoke(grant.id) is not None
-                await until(lambda: push.subscriptions == 0)
+                await until(lambda: push.subscriptions == push.uris == 0)
                 with pytest.raises(MCPError):
                     await client.call_tool("heartbeat", {"agent": "w-1"})
 
