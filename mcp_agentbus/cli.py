@@ -150,6 +150,22 @@ def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile
 @click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), help="[env: AGENTBUS_LOG_LEVEL]"
 )
+@click.option(
+    "--max-sessions",
+    type=int,
+    help="HTTP: legacy sessions open at once in this process [env: AGENTBUS_MAX_SESSIONS; 1000]",
+)
+@click.option(
+    "--max-sessions-per-token",
+    type=int,
+    help="HTTP: legacy sessions one token may hold [env: AGENTBUS_MAX_SESSIONS_PER_TOKEN; 100]",
+)
+@click.option(
+    "--session-idle",
+    "session_idle_seconds",
+    type=float,
+    help="HTTP: seconds after which an unused legacy session ends [env: AGENTBUS_SESSION_IDLE_SECONDS; 300]",
+)
 def serve(
     transport: str,
     host: str,

@@ -170,6 +170,8 @@ class SessionCaps:
             if counted:
                 counted = False
                 self._opening[owner] -= 1
+                if not self._opening[owner]:
+                    del self._opening[owner]
 
         async def answering(message: Message) -> None:
             if message["type"] == "http.response.start":

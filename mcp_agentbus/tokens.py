@@ -5,8 +5,9 @@ stores only its hash with a *grant*: the namespace the token works in, the agent
 glob), and its role (the tools it may call: tool profiles and tool names, comma-separated). An HTTP
 server whose tokens file exists (``AGENTBUS_TOKENS_FILE``, default ``~/.config/agentbus/tokens.json``)
 requires a valid token on every request (``auth.py``), and re-reads the file when it changes, so tokens
-created or revoked meanwhile apply without a restart. This module does not load the MCP stack, so the
-``agentbus token`` commands start fast.
+created or revoked meanwhile apply without a restart (a server started without the file serves without
+auth until restarted). The file must be writable by its owner alone (`TokensFile.check_private`).
+This module does not load the MCP stack, so the ``agentbus token`` commands start fast.
 """
 
 from __future__ import annotations
@@ -143,12 +144,13 @@ class TokensFile:
             )
             return
         self._by_hash = {grant.sha256: grant for grant in grants}
-        for callback in self._on_reload:
-            callback()
-        for key, (grant, on_gone) in list(self._watchers.items()):
-            if not self._covers(grant):
-                del self._watchers[key]
-                on_gone()
+        gone = [on_gone for grant, on_gone in self._watchers.values() if not self._covers(grant)]
+        self._watchers = {k: (g, f) for k, (g, f) in self._watchers.items() if self._covers(g)}
+        for callback in [*self._on_reload, *gone]:
+            try:
+                callback()
+            except Exception:  # one failing reaction must not keep the others from ending things
+                logger.exception("reacting to a change of the tokens file %s failed", self.path)
 
     def find(self, token: str) -> Grant | None:
         """The grant of `token`, from the file as it is now (re-read only when it changed)."""
