@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import stat as stat_module
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -32,6 +33,7 @@ TOKEN_PREFIX = "abt_"
 AGENT_GLOB_PATTERN = r"^[A-Za-z0-9._*?\[\]!-]{1,64}$"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _NEVER, _UNREADABLE = object(), object()  # the file not looked at yet; the file could not be looked at
+SETTLED_NS = 2_000_000_000  # a file's mtime this old cannot hide a later write of the same size
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class TokensFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._seen: object = _NEVER  # (inode, mtime_ns, size) of the last look; None: no file
+        self._text: object = _NEVER  # the bytes last read (None: no file)
         self._by_hash: dict[str, Grant] = {}
         self._watchers: dict[object, tuple[Grant, Callable[[], None]]] = {}
         self._on_reload: list[Callable[[], None]] = []
@@ -87,9 +90,11 @@ class TokensFile:
     def grants(self) -> list[Grant]:
         """Every grant in the file (none when it does not exist); a damaged file raises ValueError."""
         try:
-            text = self.path.read_text()
+            return self._parse(self.path.read_bytes())
         except FileNotFoundError:
             return []
+
+    def _parse(self, text: bytes) -> list[Grant]:
         try:
             return _TokensFileModel.model_validate_json(text).tokens
         except ValidationError as exc:
@@ -121,24 +126,31 @@ class TokensFile:
                     )
 
     def refresh(self) -> None:
-        """Read the file again if it changed since the last look; never raises."""
+        """Read the file again if it changed since the last look; never raises. The look is one
+        ``stat``; the file is read only when that changed, or when it was written so recently that a
+        change within the file system's timestamp granularity could hide behind an equal ``stat``."""
         try:
             stat = self.path.stat()
             seen: tuple[int, int, int] | None = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            settled = time.time_ns() - stat.st_mtime_ns > SETTLED_NS
+            if seen == self._seen and settled:
+                return
+            text: bytes | None = self.path.read_bytes()
         except FileNotFoundError:
-            seen = None
+            seen, text = None, None
         except OSError as exc:  # e.g. the directory became unreadable: keep what was read
             if self._seen is not _UNREADABLE:
-                logger.warning("cannot look at the tokens file %s (%s); keeping the grants read before",
+                logger.warning("cannot read the tokens file %s (%s); keeping the grants read before",
                                self.path, exc)  # fmt: skip
                 self._seen = _UNREADABLE
             return
-        if seen == self._seen:  # every save is a new file (os.replace), so this is enough
-            return
         self._seen = seen
+        if text == self._text:
+            return
+        self._text = text
         try:
-            grants = self.grants()
-        except (ValueError, OSError) as exc:
+            grants = [] if text is None else self._parse(text)
+        except ValueError as exc:
             logger.warning(
                 "%s. Keeping the %d token(s) read before until it is fixed.", exc, len(self._by_hash)
             )

@@ -9,6 +9,7 @@ or loses its token), the server runs in this process under uvicorn and is counte
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -529,3 +530,32 @@ def test_the_connection_limit_and_request_timeout_reach_uvicorn() -> None:
     config = uvicorn_config(build_app(settings), "127.0.0.1", 1, settings)
     assert config.limit_concurrency == 7
     assert isinstance(config.http, type) and config.http.timeout == 2.5  # type: ignore[attr-defined]
+
+
+def test_what_a_grant_held_ends_when_its_namespace_agents_or_role_change_but_not_its_note(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokens.json"
+    token, grant = TokensFile(path).create(namespace="proj", agent="w-*", role="worker")
+    serving = TokensFile(path)  # the server's view of the file
+    assert serving.find(token) == grant
+
+    def rewrite(**change: str) -> None:
+        data = json.loads(path.read_text())
+        data["tokens"][0].update(change)
+        path.with_name("next.json").write_text(json.dumps(data))
+        os.replace(path.with_name("next.json"), path)
+
+    ended: list[dict[str, str]] = []
+    # "porj": a file of the very same size, written at once, is noticed all the same
+    for change in ({"namespace": "porj"}, {"agent": "w-1"}, {"role": "all"}):
+        serving.watch(grant, lambda change=change: ended.append(change))
+        rewrite(note="renamed")
+        serving.refresh()
+        assert ended == [] and serving.holds(grant)
+        rewrite(**change)
+        serving.refresh()
+        assert ended == [change] and not serving.holds(grant), change
+        ended.clear()
+        rewrite(namespace="proj", agent="w-*", role="worker")  # as it was, for the next change
+        assert serving.holds(grant)
