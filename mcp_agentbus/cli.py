@@ -101,8 +101,9 @@ def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile
         return None
     if tokens.exists():
         try:
+            tokens.check_private()
             tokens.grants()
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             fail(str(exc))
         return tokens
     if not is_loopback(host):
@@ -150,6 +151,22 @@ def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile
 @click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), help="[env: AGENTBUS_LOG_LEVEL]"
 )
+@click.option(
+    "--max-sessions",
+    type=int,
+    help="HTTP: legacy sessions open at once in this process [env: AGENTBUS_MAX_SESSIONS; 1000]",
+)
+@click.option(
+    "--max-sessions-per-token",
+    type=int,
+    help="HTTP: legacy sessions one token may hold [env: AGENTBUS_MAX_SESSIONS_PER_TOKEN; 100]",
+)
+@click.option(
+    "--session-idle",
+    "session_idle_seconds",
+    type=float,
+    help="HTTP: seconds after which an unused legacy session ends [env: AGENTBUS_SESSION_IDLE_SECONDS; 300]",
+)
 def serve(
     transport: str,
     host: str,
@@ -190,9 +207,11 @@ def serve(
     except ValueError as exc:
         fail(str(exc))
     if transport == "http":
-        auth = "no auth" if tokens is None else f"bearer tokens from {tokens.path}"
+        auth = f"bearer tokens from {tokens.path}" if tokens else "no auth"
+        if tokens is None and not unsafe_no_auth:
+            auth += f" until restarted after `agentbus token create` makes {settings.tokens_file}"
         click.echo(f"agentbus: serving MCP at http://{host}:{port}/mcp ({auth}; health: /healthz)", err=True)
-        serve_http(app, host, port)
+        serve_http(app, host, port, settings)
     else:
         server.run("stdio")
 
@@ -456,10 +475,17 @@ def token_create(agent: str, namespace: str | None, role: str, note: str, tokens
         fail(f"--role {exc}")
     settings = load_settings(namespace=namespace, tokens_file=tokens_file)
     tokens = TokensFile(settings.tokens_file)
+    new_file = not tokens.exists()
     try:
         secret, grant = tokens.create(namespace=settings.namespace, agent=agent, role=role, note=note)
     except (ValueError, OSError) as exc:
         fail(str(exc))
+    if new_file:
+        click.echo(
+            f"agentbus: {tokens.path} is new: HTTP servers started before it existed serve without auth "
+            "until restarted; restart them to require tokens.",
+            err=True,
+        )
     click.echo(
         f"agentbus: created {grant.id} (namespace {grant.namespace}, agents {grant.agent!r}, role "
         f"{grant.role}) in {tokens.path}. The token is shown only now:",

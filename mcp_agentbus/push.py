@@ -4,12 +4,16 @@ Every server process already listens to its namespace's wake-up channel, on whic
 announces what it touched (``wakeups.py``); `resources.changed_by` maps those hints to URIs. Both
 MCP eras are served: 2026-07-28 clients listen through ``subscriptions/listen`` (the SDK's
 `SubscriptionBus`), legacy clients (``initialize`` handshake) through ``resources/subscribe``.
+With tokens, a stream or subscription lasts only while its token's grant does: before each update
+the tokens file is looked at again, and what a revoked (or changed) grant had is dropped.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import anyio
 import anyio.lowlevel
@@ -20,6 +24,7 @@ from mcp.server.subscriptions import ResourceUpdated, ServerEvent
 from mcp_agentbus.auth import current_grant
 from mcp_agentbus.outages import Outage
 from mcp_agentbus.resources import changed_by
+from mcp_agentbus.tokens import Grant, TokensFile
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +35,28 @@ class Listeners:
     """The `SubscriptionBus` of this process's ``subscriptions/listen`` streams (2026-07-28). A stream
     sees the resource updates of the namespace it listened in: its token's, else the server's."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, tokens: TokensFile | None = None) -> None:
         self._namespace = namespace
+        self._tokens = tokens
         self._listeners: dict[object, tuple[str, Callable[[ServerEvent], None]]] = {}
+
+    def watch(self, grant: Grant | None, on_gone: Callable[[], None]) -> Callable[[], None]:
+        """`on_gone` once `grant` is revoked or changed (never without tokens); returns the unwatch."""
+        if grant is None or self._tokens is None:
+            return lambda: None
+        return self._tokens.watch(grant, on_gone)
 
     def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
         grant = current_grant()  # called inside the listen request
         key = object()
         self._listeners[key] = (self._namespace if grant is None else grant.namespace, listener)
-        return lambda: self._listeners.pop(key, None) and None
+        unwatch = self.watch(grant, lambda: self._listeners.pop(key, None) and None)
+
+        def unsubscribe() -> None:
+            self._listeners.pop(key, None)
+            unwatch()
+
+        return unsubscribe
 
     async def publish(self, event: ServerEvent) -> None:
         """An event for every stream (the SDK's list-changed events)."""
@@ -46,6 +64,8 @@ class Listeners:
 
     async def publish_in(self, namespace: str | None, event: ServerEvent) -> None:
         """`event` for the streams of `namespace` (of all when None)."""
+        if self._tokens is not None:
+            self._tokens.refresh()  # drops the streams and subscriptions of revoked grants first
         for listening_in, listener in list(self._listeners.values()):
             if namespace is None or listening_in == namespace:
                 try:
@@ -55,6 +75,15 @@ class Listeners:
         await anyio.lowlevel.checkpoint()
 
 
+@dataclass
+class _Subscriber:
+    """One legacy connection's subscriptions, counted against `owner`: its token, or itself."""
+
+    owner: object
+    uris: set[str]
+    unwatch: Callable[[], None]
+
+
 class Push:
     """Resource updates of one namespace, to its subscribers in both eras."""
 
@@ -62,23 +91,68 @@ class Push:
         self._listeners = listeners
         self._namespace = namespace
         self._legacy: dict[str, set[Connection]] = {}  # subscribers by URI, until their connection closes
-        self._connections: set[Connection] = set()
+        self._subscribers: dict[Connection, _Subscriber] = {}
+        self._held: Counter[object] = Counter()  # subscriptions per owner
         self._pending: set[str] = set()
         self._due = anyio.Event()
 
-    def subscribe(self, uri: str, connection: Connection) -> None:
-        if connection not in self._connections:
-            self._connections.add(connection)
+    @property
+    def subscriptions(self) -> int:
+        """Legacy subscriptions held now, a (URI, connection) pair each."""
+        return sum(len(connections) for connections in self._legacy.values())
+
+    @property
+    def uris(self) -> int:
+        """URIs someone follows (through legacy subscriptions) now."""
+        return len(self._legacy)
+
+    def subscribe(self, uri: str, connection: Connection, limit: int) -> bool:
+        """Subscribe `connection` to `uri`; False (and nothing changed) when its token (or, without
+        tokens, the connection) already holds `limit` subscriptions. The same URI again counts once."""
+        grant = current_grant()
+        subscriber = self._subscribers.get(connection)
+        if subscriber is not None and uri in subscriber.uris:
+            return True
+        owner = connection if grant is None else grant.id
+        if self._held[owner] >= limit:
+            return False
+        if subscriber is None:
+            unwatch = self._listeners.watch(grant, lambda: self._forget(connection))
+            subscriber = self._subscribers[connection] = _Subscriber(owner, set(), unwatch)
             connection.exit_stack.callback(self._forget, connection)
+        subscriber.uris.add(uri)
+        self._held[owner] += 1
         self._legacy.setdefault(uri, set()).add(connection)
+        return True
 
     def unsubscribe(self, uri: str, connection: Connection) -> None:
-        self._legacy.get(uri, set()).discard(connection)
+        subscriber = self._subscribers.get(connection)
+        if subscriber is not None and uri in subscriber.uris:
+            subscriber.uris.discard(uri)
+            self._release(subscriber.owner, 1)
+            self._drop(uri, connection)
 
     def _forget(self, connection: Connection) -> None:
-        self._connections.discard(connection)
-        for subscribers in self._legacy.values():
+        """Everything `connection` subscribed to: it closed, expired, failed, or lost its grant."""
+        subscriber = self._subscribers.pop(connection, None)
+        if subscriber is None:
+            return
+        subscriber.unwatch()
+        self._release(subscriber.owner, len(subscriber.uris))
+        for uri in subscriber.uris:
+            self._drop(uri, connection)
+
+    def _release(self, owner: object, count: int) -> None:
+        self._held[owner] -= count
+        if self._held[owner] <= 0:
+            del self._held[owner]
+
+    def _drop(self, uri: str, connection: Connection) -> None:
+        subscribers = self._legacy.get(uri)
+        if subscribers is not None:
             subscribers.discard(connection)
+            if not subscribers:  # a URI nobody follows any more is not kept
+                del self._legacy[uri]
 
     def hint(self, hint: str) -> None:
         """A wake-up hint arrived (a `Wakeups` listener)."""

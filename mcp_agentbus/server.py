@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
+import anyio
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
@@ -21,6 +22,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
+    INVALID_REQUEST,
     CallToolResult,
     EmptyResult,
     InputRequiredResult,
@@ -35,8 +37,19 @@ from mcp.types import ResourceTemplate as MCPResourceTemplate
 from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
-from mcp_agentbus import __version__, notices, prompts, resources
-from mcp_agentbus.auth import Verifier, acting_agent, current_grant
+from mcp_agentbus import __version__, notices, prompts, resources, waiting
+from mcp_agentbus.auth import (
+    Streams,
+    Verifier,
+    acting_agent,
+    authorize_resource,
+    current_grant,
+    kind_of,
+    limit_error,
+    may_read,
+    revoked,
+    watch_tokens,
+)
 from mcp_agentbus.errors import (
     AgentBusError,
     BackendUnavailable,
@@ -52,7 +65,7 @@ from mcp_agentbus.resources import VIEWS
 from mcp_agentbus.schemas import compact_annotations, compact_input, compact_output
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.tasks import AGENT_RE
-from mcp_agentbus.tokens import TokensFile
+from mcp_agentbus.tokens import Grant, TokensFile
 from mcp_agentbus.tools import TOOLS, App, select_tools
 
 logger = logging.getLogger(__name__)
@@ -73,18 +86,20 @@ class AgentBusServer(MCPServer[App]):
     def __init__(
         self, settings: Settings, *, legacy_subscriptions: bool = True, tokens: TokensFile | None = None
     ) -> None:
-        listeners = Listeners(settings.namespace)  # serves subscriptions/listen (2026-07-28) in this process
-
-        self.serving = False  # while the lifespan runs: without it no MCP request can be served
+        listeners = Listeners(settings.namespace, tokens)  # serves subscriptions/listen (2026-07-28)
+        self.running: App | None = None  # what the lifespan holds, while it runs
 
         @asynccontextmanager
         async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
-            async with Namespaces.open(settings, listeners) as namespaces:
-                self.serving = True
+            async with Namespaces.open(settings, listeners) as namespaces, anyio.create_task_group() as tg:
+                if tokens is not None:
+                    tg.start_soon(watch_tokens, tokens)
+                self.running = running = App(namespaces=namespaces, settings=settings)
                 try:
-                    yield App(namespaces=namespaces, settings=settings)
+                    yield running
                 finally:
-                    self.serving = False
+                    self.running = None  # no MCP request can be served from here on (see /healthz)
+                    tg.cancel_scope.cancel()
 
         super().__init__(
             "agentbus",
@@ -100,29 +115,17 @@ class AgentBusServer(MCPServer[App]):
             if tokens is None
             else AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),
         )
+        self._listen_handler = ListenHandler(listeners)
+        self._streams = Streams(tokens, settings.max_listen_streams_per_token)
+        self._tokens = tokens
+        self._lowlevel_server.add_request_handler(
+            "subscriptions/listen", SubscriptionsListenRequestParams, self._listen
+        )
         # Legacy clients subscribe with resources/subscribe, which MCPServer leaves to us. Without a
         # session to push on (stateless HTTP) it is not offered at all, rather than accepted and never kept.
-        listen = ListenHandler(listeners)
-
-        async def _listen(
-            ctx: ServerRequestContext[App], params: SubscriptionsListenRequestParams
-        ) -> SubscriptionsListenResult:
-            """The SDK's listen stream, once its URIs are checked and its namespace hears changes."""
-            for uri in params.notifications.resource_subscriptions or ():
-                try:
-                    authorize(uri)
-                except AgentBusError as exc:
-                    raise resource_error(uri, exc) from exc
-            app = ctx.lifespan_context
-            await app.namespaces.subscribed(app.namespace)
-            return await listen(ctx, params)
-
-        self._lowlevel_server.add_request_handler(
-            "subscriptions/listen", SubscriptionsListenRequestParams, _listen
-        )
         if legacy_subscriptions:
             self._lowlevel_server.add_request_handler(
-                "resources/subscribe", SubscribeRequestParams, _subscribe
+                "resources/subscribe", SubscribeRequestParams, self._subscribe
             )
             self._lowlevel_server.add_request_handler(
                 "resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe
@@ -170,11 +173,26 @@ class AgentBusServer(MCPServer[App]):
                     hint=f"{name} accepts: {', '.join(sorted(allowed))}.",
                 )
             )
+        allowed_to_wait = waiting.still_allowed.set(None if grant is None else self._still_granted(grant))
         try:
             with self._watching(name, arguments):
                 return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             return error_result(_explain(name, exc))
+        finally:
+            waiting.still_allowed.reset(allowed_to_wait)
+
+    def _still_granted(self, grant: Grant) -> Callable[[], None] | None:
+        """What a waiting call asks before it looks again: is its token's grant still in the file?"""
+        tokens = self._tokens
+        if tokens is None:
+            return None
+
+        def check() -> None:
+            if not tokens.holds(grant):
+                raise revoked()
+
+        return check
 
     def _role_tools(self, role: str) -> list[str]:
         """The tools of this server a token's role allows (none for a role that names no known tools);
@@ -220,11 +238,23 @@ class AgentBusServer(MCPServer[App]):
             return nullcontext()
         return notices.watching(acting, unread=tool != "read_inbox")
 
+    def _authorized(self, uri: str) -> None:
+        """`uri` may be read by the caller, else a JSON-RPC error saying why not."""
+        grant = current_grant()
+        try:
+            authorize_resource(uri, () if grant is None else self._role_tools(grant.role))
+        except AgentBusError as exc:
+            raise resource_error(uri, exc) from exc
+
+    def _readable(self, view: str) -> bool:
+        grant = current_grant()
+        return grant is None or may_read(kind_of(view), self._role_tools(grant.role))
+
     async def list_resources(self) -> list[MCPResource]:
         return [
             MCPResource(uri=v.uri, name=v.name, description=v.description, mime_type="application/json")
             for v in VIEWS
-            if "{" not in v.uri
+            if "{" not in v.uri and self._readable(v.uri)
         ]
 
     async def list_resource_templates(self) -> list[MCPResourceTemplate]:
@@ -233,7 +263,7 @@ class AgentBusServer(MCPServer[App]):
                 uri_template=v.uri, name=v.name, description=v.description, mime_type="application/json"
             )
             for v in VIEWS
-            if "{" in v.uri
+            if "{" in v.uri and self._readable(v.uri)
         ]
 
     async def read_resource(
@@ -242,40 +272,54 @@ class AgentBusServer(MCPServer[App]):
         if context is None:
             raise MCPError(code=INTERNAL_ERROR, message="resources are read through a client session")
         app: App = context.request_context.lifespan_context
+        self._authorized(str(uri))
         try:
-            authorize(str(uri))
             text = await resources.read(app.bus, str(uri))
         except AgentBusError as exc:
             raise resource_error(str(uri), exc) from exc
         return [ReadResourceContents(content=text, mime_type="application/json")]
 
+    async def _subscribe(self, ctx: ServerRequestContext[App], params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        self._authorized(uri)
+        app = ctx.lifespan_context
+        served = await app.namespaces.subscribed(app.namespace)
+        limit = self._settings.max_subscriptions_per_token
+        if not served.push.subscribe(uri, _connection(ctx), limit):
+            whose = "your token" if current_grant() else "this session"
+            raise limit_error(
+                "too_many_subscriptions",
+                f"{whose} already holds {limit} resource subscriptions on this server",
+                "Unsubscribe (resources/unsubscribe) from URIs you no longer follow, or end idle "
+                "sessions, then subscribe again.",
+                uri=uri,
+            )
+        return EmptyResult()
 
-async def _subscribe(ctx: ServerRequestContext[App], params: SubscribeRequestParams) -> EmptyResult:
-    uri = str(params.uri)
-    try:
-        authorize(uri)
-    except AgentBusError as exc:
-        raise resource_error(uri, exc) from exc
-    app = ctx.lifespan_context
-    served = await app.namespaces.subscribed(app.namespace)
-    served.push.subscribe(uri, _connection(ctx))
-    return EmptyResult()
+    async def _listen(
+        self, ctx: ServerRequestContext[App], params: SubscriptionsListenRequestParams
+    ) -> SubscriptionsListenResult:
+        """The SDK's listen stream, once its URIs are checked and its namespace hears changes; it
+        ends with `forbidden` when its token is revoked or its grant changes."""
+        for uri in params.notifications.resource_subscriptions or ():
+            self._authorized(uri)
+        with self._streams.open(current_grant()) as ended:
+            app = ctx.lifespan_context
+            await app.namespaces.subscribed(app.namespace)
+            result = await self._listen_handler(ctx, params)
+        if ended.cancelled_caught:
+            error = revoked()
+            raise MCPError(
+                code=INVALID_REQUEST,
+                message=f"{error.message}. {error.hint}",
+                data={"error": error.to_dict()},
+            )
+        return result
 
 
 async def _unsubscribe(ctx: ServerRequestContext[App], params: UnsubscribeRequestParams) -> EmptyResult:
     ctx.lifespan_context.served.push.unsubscribe(str(params.uri), _connection(ctx))
     return EmptyResult()
-
-
-def authorize(uri: str) -> None:
-    """Refuse a URI that names no view, or an inbox the caller's token may not act as."""
-    kind, arg = resources.parse(uri)
-    grant = current_grant()
-    if kind == "inbox" and grant is not None and not grant.may_act_as(arg):
-        raise Forbidden(
-            f"your token may not read the inbox of {arg!r}",
-            hint=f"It may read the inboxes of agents matching {grant.agent!r}.",
-        )
 
 
 def _connection(ctx: ServerRequestContext[App]) -> Connection:

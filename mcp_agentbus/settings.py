@@ -64,6 +64,32 @@ class Settings(BaseSettings):
         le=300,
         description="How long one Redis command may take; past it the call fails with backend_unavailable.",
     )
+    max_sessions: int = Field(
+        1_000, ge=1, description="HTTP: legacy (initialize) sessions open at once in one process."
+    )
+    max_sessions_per_token: int = Field(
+        100, ge=1, description="HTTP: legacy sessions one token may hold open in one process."
+    )
+    session_idle_seconds: float = Field(
+        300.0, gt=0, le=86_400, description="HTTP: a legacy session with no request or stream this long ends."
+    )
+    max_listen_streams_per_token: int = Field(
+        16, ge=1, description="subscriptions/listen streams one token may hold open in one process."
+    )
+    max_subscriptions_per_token: int = Field(
+        1_000, ge=1, description="Legacy resources/subscribe URIs per token (per session without tokens)."
+    )
+    http_request_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=3_600,
+        description="HTTP: time a client has to send a whole request (headers and body).",
+    )
+    http_max_connections: int = Field(
+        2_048,
+        ge=1,
+        description="HTTP: open connections (or requests in progress) past which requests get 503.",
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -1,10 +1,13 @@
 """A server-side wait: capped by the server's maximum, ended early by a wake-up, and reporting
-progress to the caller about once a second while it lasts."""
+progress to the caller about once a second while it lasts. The edge may set `still_allowed` for a
+call: it is asked after every wake-up and tick, and raises to end a wait whose caller lost the right
+to it (a revoked token), before the wait's final script runs."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 import anyio
 
@@ -12,6 +15,7 @@ from mcp_agentbus.limits import seconds
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 PROGRESS_EVERY = 1.0  # seconds between progress notifications
+still_allowed: ContextVar[Callable[[], None] | None] = ContextVar("still_allowed", default=None)
 
 
 class Wait:
@@ -36,10 +40,15 @@ class Wait:
     async def sleep(self, woken: anyio.Event, at_most: float = math.inf) -> None:
         """Until `woken` is set, `at_most` seconds have passed, or the wait is over."""
         until = anyio.current_time() + min(self.remaining(), at_most)
+        check = still_allowed.get()
         while not woken.is_set() and (left := until - anyio.current_time()) > 0:
             with anyio.move_on_after(min(left, PROGRESS_EVERY)):
                 await woken.wait()
+            if check is not None:
+                check()
             if self._on_progress is not None and not woken.is_set() and self.remaining() > 0:
                 waited = min(anyio.current_time() - self._started, self.seconds)
                 message = f"waiting for {self._what}: {waited:.0f} s of {self.seconds:g} s"
                 await self._on_progress(waited, self.seconds, message)
+        if check is not None:  # woken at once, or at the end: the caller looks again only if allowed
+            check()
