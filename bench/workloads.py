@@ -18,6 +18,7 @@ from mcp_agentbus.connection import Redis, connect
 from mcp_agentbus.keys import Keys
 from mcp_agentbus.scripts import source
 from mcp_agentbus.settings import Settings
+from mcp_agentbus.store import common_argv as store_common_argv
 
 Lease = tuple[str, str]  # (task_id, lease_token), from claim to complete
 
@@ -34,7 +35,7 @@ async def redis_client(url: str) -> AsyncIterator[Redis]:
 
 def common_argv(settings: Settings) -> list[Any]:
     """The ARGV every script gets first, as `Store.run` passes it (no notices wanted)."""
-    return [settings.event_retention, settings.retention_seconds * 1000, ""]
+    return [*store_common_argv(settings), ""]
 
 
 # create_task's ARGV after the common ones: a ready task for any capability, priority normal, no
