@@ -58,5 +58,14 @@ for _, wf in ipairs(redis.call('ZRANGEBYSCORE', K_WORKFLOWS, '-inf', horizon, 'L
   if redis.call('EXISTS', K_WF .. wf) == 0 then redis.call('ZREM', K_WORKFLOWS, wf) end
 end
 
+-- Inbox quotas: the inboxes of agents gone silent start to expire (idle); idle inboxes whose time is
+-- up are forgotten; past IDLE_INBOXES_MAX, the soonest to expire are dropped now.
+for _, agent in ipairs(silent) do park_inbox(agent, now) end
+forget_expired_inboxes(now, batch)
+local idle_over = math.min(redis.call('ZCARD', K_IDLE_INBOXES) - IDLE_INBOXES_MAX, batch)
+if idle_over > 0 then
+  for _, agent in ipairs(redis.call('ZRANGE', K_IDLE_INBOXES, 0, idle_over - 1)) do drop_inbox(agent) end
+end
+
 local more = (#expired == batch or #stale == batch or promoted == batch or #silent == batch) and '1' or '0'
 return { 'ok', reclaimed, promoted, #silent, more, #stale }
