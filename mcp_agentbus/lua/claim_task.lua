@@ -49,7 +49,9 @@ else
 end
 
 redis.call('ZREM', K_READY .. cap, id)
-redis.call('HINCRBY', K_COUNTERS, 'ready:' .. cap, -1)
+if redis.call('HINCRBY', K_COUNTERS, 'ready:' .. cap, -1) <= 0 then -- no field per capability ever used
+  redis.call('HDEL', K_COUNTERS, 'ready:' .. cap)
+end
 local attempt = redis.call('HINCRBY', K_TASK .. id, 'attempts', 1)
 local fence = redis.call('HINCRBY', K_TASK .. id, 'fence', 1)
 local expires = now + lease_ms

@@ -4,7 +4,7 @@
 --       capability, priority, payload (JSON text), depends_on (comma ids), workflow_id ('' = none),
 --       max_attempts, delay_ms
 -- returns: {'ok', result_json} | {'duplicate', first_result_json}
---          | {'not_found' | 'wrong_state' | 'invalid_argument', message}
+--          | {'not_found' | 'wrong_state' | 'invalid_argument', message[, hint]}
 --@include keys.lua
 --@include common.lua
 --@include tasks.lua
@@ -15,6 +15,13 @@ local max_attempts, delay_ms = tonumber(ARGV[13]), tonumber(ARGV[14])
 if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)
   if first then return { 'duplicate', first } end
+end
+
+-- Quota: at most TASKS_MAX unfinished tasks per namespace (counters.open, kept by set_state).
+if tonumber(redis.call('HGET', K_COUNTERS, 'open') or 0) >= TASKS_MAX then
+  return { 'invalid_argument', 'this namespace holds ' .. TASKS_MAX .. ' unfinished tasks, the most it ' ..
+    'keeps; the task was not created', 'Let workers finish (or cancel) queued tasks first, or ask the ' ..
+    'operator to raise AGENTBUS_TASKS_MAX.' }
 end
 
 if wf ~= '' then
