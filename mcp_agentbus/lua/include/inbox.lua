@@ -6,7 +6,7 @@
 
 -- What a stored message is charged against INBOX_MAX_BYTES: its variable fields, plus what its id,
 -- thread, field names and index entry cost (so a flood of tiny messages is bounded by bytes too).
-local MESSAGE_OVERHEAD = 128
+local MESSAGE_OVERHEAD = 256
 
 local function message_bytes(f)
   return MESSAGE_OVERHEAD + #f.from + #f.to + #f.subject + #f.body + #f.data + #f.reply_to
