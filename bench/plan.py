@@ -30,13 +30,15 @@ class Plan:
     heartbeat_seconds: float  # how long they keep it up, after all have joined
     retained_tasks: int  # tasks completed before the memory they keep is measured
     stream: int  # events published, and messages sent, in the bounded-memory stream
+    soak_seconds: int  # how long the soak sends events and messages at soak_rate, memory sampled
+    soak_rate: int  # events, and messages, per second in the soak
 
     def tasks_needed(self, budget: Budget) -> int:
         """Tasks one claim+complete workload can consume: its warm-up and every round."""
         return self.warmup.ops + self.rounds * budget.share(self.rounds).ops
 
 
-# The full run must stay under 5 minutes on a 2-core VM; it took about 4 (248 s), of which the 1M-task
+# The full run took about 4 minutes (248 s) on a 2-core VM before the soak's 60 s, of which the 1M-task
 # fill for `depths` is about 40 s and the 32 stdio servers' start about 10 s.
 FULL = Plan(
     warmup=Budget(100, 1),
@@ -53,8 +55,10 @@ FULL = Plan(
     heartbeat_seconds=20,
     retained_tasks=30_000,
     stream=50_000,
+    soak_seconds=60,
+    soak_rate=100,
 )
-# --quick only checks that every path runs (CI: make bench-quick); about 25 s.
+# --quick only checks that every path runs (CI: make bench-quick); about 30 s.
 QUICK = Plan(
     warmup=Budget(10, 0.5),
     redis=Budget(100, 0.2),
@@ -70,6 +74,8 @@ QUICK = Plan(
     heartbeat_seconds=2,
     retained_tasks=2_000,
     stream=10_000,
+    soak_seconds=6,
+    soak_rate=100,
 )
 
 

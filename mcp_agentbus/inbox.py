@@ -80,12 +80,11 @@ class Inbox:
         )
         sent = json.loads(result)
         full, absent = list(sent["full"] or ()), list(sent["absent"] or ())
-        settings = self._store.settings
         notices = [f"{name} is not alive on the bus now; the message waits in its inbox." for name in absent]
         if full:
             notices.append(
-                f"Not delivered to {', '.join(full)}: their inboxes hold {settings.inbox_max} unread "
-                f"messages, or {settings.inbox_max_bytes:,} bytes of them, the most they keep."
+                f"Not delivered to {', '.join(full)}: their inboxes hold "
+                f"{self._store.settings.inbox_max} unread messages."
             )
         return SendResult(
             message_id=sent["id"],
