@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         10_000, ge=1, description="Agent records (live, and gone within the retention) a namespace keeps."
     )
     inbox_max_bytes: int = Field(
-        4 * 2**20, ge=65_536, description="Bytes of messages one inbox keeps; unread ones past it refuse new."
+        2**20, ge=65_536, description="Bytes of messages one inbox keeps; unread ones past it refuse new."
     )
     idle_inboxes_max: int = Field(
         1_000, ge=1, description="Inboxes of agents not live (they expire after retention_seconds)."

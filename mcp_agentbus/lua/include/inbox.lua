@@ -62,11 +62,13 @@ local function park_inbox(agent, now)
   redis.call('ZADD', K_IDLE_INBOXES, now + RETENTION_MS, agent)
 end
 
--- The agent is live: its inbox stays until read (bounded by inbox_max and INBOX_MAX_BYTES).
+-- The agent is live: its inbox stays until read (bounded by inbox_max and INBOX_MAX_BYTES). An inbox
+-- has an expiry exactly while it is in the idle index, so one ZREM tells whether there is work.
 local function unpark_inbox(agent)
-  redis.call('ZREM', K_IDLE_INBOXES, agent)
-  redis.call('PERSIST', K_INBOX .. agent)
-  redis.call('PERSIST', K_UNREAD .. agent)
+  if redis.call('ZREM', K_IDLE_INBOXES, agent) == 1 then
+    redis.call('PERSIST', K_INBOX .. agent)
+    redis.call('PERSIST', K_UNREAD .. agent)
+  end
 end
 
 local function drop_inbox(agent)
