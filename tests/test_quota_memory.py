@@ -1,24 +1,35 @@
 """A namespace's Redis memory has a ceiling: with small bounds configured, a private redis-server is
 flooded every way one agent can (events, inboxes of ids nobody uses, fan-out to fake agents, tasks,
 locks, message records), and the namespace stays under the ceiling the bounds give, and holds there
-when the flood goes on, while another agent keeps working.
+when the flood goes on, while another agent keeps working: through the core API, and through a real
+HTTP server process where the flood comes with one bearer token and the working agents with another.
 
 `ceiling` is the formula of docs/limits.md: the sum over every bounded thing of its bound times the
 most one item of it can take, plus a fixed overhead, times the allocator's rounding."""
 
 from __future__ import annotations
 
+import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from conftest import DATA_ARGS
 from helpers import fresh_settings
+from test_auth import connect_as
+from test_http import bus_env, http_server
+from test_server import Bus, assert_tool_error
 
 from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.connection import Redis, close, connect
 from mcp_agentbus.errors import InboxFull, InvalidArgument
+from mcp_agentbus.keys import Keys
 from mcp_agentbus.limits import MAX_JSON_BYTES
 from mcp_agentbus.settings import Settings
+from mcp_agentbus.tokens import TokensFile
 
 pytestmark = pytest.mark.anyio
 
@@ -56,11 +67,11 @@ def ceiling(s: Settings) -> float:
     return ALLOCATOR * (events + inboxes + items) + NAMESPACE
 
 
-async def namespace_bytes(bus: AgentBus) -> int:
+async def namespace_bytes(redis: Redis, namespace: str) -> int:
     """MEMORY USAGE (every element) of every key of the namespace."""
     total = 0
-    async for key in bus.redis.scan_iter(match=f"{bus.store.keys.prefix}*", count=1_000):
-        total += await bus.redis.memory_usage(key, samples=0) or 0
+    async for key in redis.scan_iter(match=f"{Keys(namespace).prefix}*", count=1_000):
+        total += await redis.memory_usage(key, samples=0) or 0
     return total
 
 
@@ -133,9 +144,83 @@ async def test_a_namespace_flooded_every_way_stays_under_its_ceiling_and_holds_t
         for round_ in range(2):
             await flood(bus, round_)
             await still_working(bus)
-            sizes.append((await namespace_bytes(bus), await used_memory(bus) - before))
+            sizes.append(
+                (await namespace_bytes(bus.redis, settings.namespace), await used_memory(bus) - before)
+            )
         (first, _), (second, second_used) = sizes
         assert first <= limit, f"{first:,} bytes after a flood; the ceiling is {limit:,.0f}"
         assert second <= limit, f"{second:,} bytes after a second flood; the ceiling is {limit:,.0f}"
         assert second <= 1.1 * first, f"the namespace grew from {first:,} to {second:,} bytes"
         assert second_used <= limit, f"INFO used_memory grew {second_used:,} bytes; ceiling {limit:,.0f}"
+
+
+# --- over HTTP: one token floods, another token's agents keep working ------------------------------
+
+
+def server_env(redis_url: str, namespace: str, tokens: Path) -> dict[str, str]:
+    bounds = {f"AGENTBUS_{name.upper()}": str(value) for name, value in BOUNDS.items()}
+    return {**bus_env(redis_url, namespace), **bounds, "AGENTBUS_TOKENS_FILE": str(tokens)}
+
+
+async def http_flood(flooder: Bus, s: Settings) -> Counter[str]:
+    """The flood through the tools, as flood-* agents; the codes of its refusals."""
+    refused: Counter[str] = Counter()
+
+    async def call(tool: str, args: dict[str, Any]) -> None:
+        result = await flooder.call(tool, args)
+        if result.is_error:
+            assert_tool_error(result, "invalid_argument")  # with a message and a hint, never a traceback
+            refused[tool] += 1
+
+    for n in range(s.agents_max):
+        await call("heartbeat", {"agent": f"flood-{n}", "ttl_seconds": 3_600})
+    for n in range(s.idle_inboxes_max + 5):
+        await call("send_message", {"agent": "flood-0", "to": f"ghost-{n}", "body": "g" * 10_000})
+    await call("send_message", {"agent": "flood-0", "to": "*", "body": "f" * 16_000})
+    for n in range(s.tasks_max + 5):
+        await call("create_task", {"agent": "flood-0", "title": f"t{n}", "payload": {"p": "p" * 60_000}})
+    for _ in range(8):
+        await call(
+            "publish_event", {"agent": "flood-0", "topic": "flood.big", "data": {"blob": "e" * 60_000}}
+        )
+    return refused
+
+
+async def test_one_token_flooding_stays_under_the_ceiling_while_another_tokens_agents_keep_working(
+    own_redis: Callable[..., str], tmp_path: Path
+) -> None:
+    url, namespace = own_redis(*DATA_ARGS), f"quota-{uuid.uuid4().hex[:8]}"
+    tokens = TokensFile(tmp_path / "tokens.json")
+    flood_token, _ = tokens.create(namespace=namespace, agent="flood-*", role="all")
+    team_token, _ = tokens.create(namespace=namespace, agent="team-*", role="worker")
+    settings = Settings(redis_url=url, namespace=namespace, **BOUNDS)
+    with http_server(server_env(url, namespace, tokens.path), tmp_path / "server.log") as server:
+        with anyio.fail_after(60):
+            async with (
+                connect_as(server, "auto", team_token) as team,
+                connect_as(server, "auto", flood_token) as flooder,
+            ):
+                for agent in ("team-a", "team-b"):
+                    await team.ok("heartbeat", {"agent": agent, "ttl_seconds": 3_600})
+                refused = await http_flood(flooder, settings)
+                assert {"heartbeat", "send_message", "create_task"} <= set(refused), refused
+                await team.ok("heartbeat", {"agent": "team-a", "status": "busy"})
+                await team.ok("read_inbox", {"agent": "team-b", "limit": 100})  # the flood's broadcast
+                await team.ok("send_message", {"agent": "team-a", "to": "team-b", "body": "on it"})
+                got = await team.ok("read_inbox", {"agent": "team-b"})
+                assert [m["body"] for m in got["messages"]] == ["on it"]
+                claim = await team.ok("claim_task", {"agent": "team-b"})
+                lease = claim["lease"]["lease_token"]
+                await team.ok(
+                    "complete_task", {"agent": "team-b", "task_id": claim["task"]["id"], "lease_token": lease}
+                )
+                await team.ok(
+                    "publish_event", {"agent": "team-a", "topic": "build.done", "data": {"ok": True}}
+                )
+        server.assert_clean_log()
+    redis = connect(url)
+    try:
+        used = await namespace_bytes(redis, namespace)
+    finally:
+        await close(redis)
+    assert used <= ceiling(settings), f"{used:,} bytes; the ceiling is {ceiling(settings):,.0f}"
