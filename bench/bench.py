@@ -1,6 +1,7 @@
 """Every agentbus operation against its floors: a Redis round trip, the raw Lua scripts, and the MCP
 SDK's no-op tool on the same transport (in-memory, stdio, streamable HTTP); concurrent agents on every
-transport; and the scale sections (claim at depth, 1,000 heartbeating agents, memory).
+transport; the scale sections (claim at depth, 1,000 heartbeating agents, memory); and a soak (events and
+messages at a steady rate, Redis memory flat once the namespace's bounds are reached).
 
     .venv/bin/python bench/bench.py [--quick] [--only SECTION ...] [--json PATH] [--redis-url URL]
 
@@ -46,6 +47,7 @@ from processes import (
     redis_server,
 )
 from scale import depth_section, retention_section
+from soak import soak_section
 from waiters import waiters_section
 from workloads import (
     RawScripts,
@@ -417,6 +419,7 @@ SECTIONS: dict[str, Section] = {
     "concurrent": concurrent_sections,
     "heartbeats": heartbeats_section,
     "retention": retention_section,  # before depth: dropping a million keys resizes Redis' tables
+    "soak": soak_section,
     "depth": depth_section,
     "waiters": waiters_section,
     "cascade": cascade_section,

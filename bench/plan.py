@@ -32,15 +32,18 @@ class Plan:
     stream: int  # events published, and messages sent, in the bounded-memory stream
     waiters: int  # claimers waiting at once while tasks are created one at a time
     chain: int  # tasks in the dependency chain whose head dies (cascade), among depths[-1] tasks
+    soak_seconds: int  # how long the soak sends events and messages at soak_rate, memory sampled
+    soak_rate: int  # events, and messages, per second in the soak
 
     def tasks_needed(self, budget: Budget) -> int:
         """Tasks one claim+complete workload can consume: its warm-up and every round."""
         return self.warmup.ops + self.rounds * budget.share(self.rounds).ops
 
 
-# The full run must stay under 5 minutes on a 2-core VM; it took about 4 (248 s), of which the 1M-task
-# fill for `depths` is about 40 s and the 32 stdio servers' start about 10 s; the cascade section adds
-# about 47 s (its own 1M-task namespace: a 100k chain in 4 s, the fill 35 s, the cascade 3 s).
+# The full run took about 4 minutes (248 s) on a 2-core VM before this round's sections, of which the
+# 1M-task fill for `depths` is about 40 s and the 32 stdio servers' start about 10 s; the cascade section
+# adds about 47 s (its own 1M-task namespace: a 100k chain in 4 s, the fill 35 s, the cascade 3 s), the
+# soak 60 s, the waiting claimers a few seconds.
 FULL = Plan(
     warmup=Budget(100, 1),
     redis=Budget(5_000, 2),
@@ -58,8 +61,10 @@ FULL = Plan(
     stream=50_000,
     waiters=1_000,
     chain=100_000,
+    soak_seconds=60,
+    soak_rate=100,
 )
-# --quick only checks that every path runs (CI: make bench-quick); about 25 s.
+# --quick only checks that every path runs (CI: make bench-quick); about 30 s.
 QUICK = Plan(
     warmup=Budget(10, 0.5),
     redis=Budget(100, 0.2),
@@ -77,6 +82,8 @@ QUICK = Plan(
     stream=10_000,
     waiters=100,
     chain=2_000,
+    soak_seconds=6,
+    soak_rate=100,
 )
 
 

@@ -201,7 +201,10 @@ async def depth_section(run: Run) -> list[Row]:
     API, the depths interleaved in rounds, each compared with the shallowest. Every namespace is
     dropped when the section ends: the end-of-run cleanup scans the whole keyspace once per namespace."""
     plan = run.plan
-    queues = [run.namespace(f"depth-{depth}") for depth in plan.depths]
+    # tasks_max (100,000 by default) would refuse the deepest fill: each namespace admits its depth.
+    queues = [
+        run.namespace(f"depth-{depth}", tasks_max=max(depth, default("tasks_max"))) for depth in plan.depths
+    ]
     try:
         for settings, depth in zip(queues, plan.depths, strict=True):
             await fill_queue(run, settings, depth, report=depth == plan.depths[-1])
@@ -355,10 +358,13 @@ def described(settings: Settings, name: str) -> str:
 
 def inbox_settings(run: Run, label: str) -> Settings:
     """A namespace with the default inbox_max, or a smaller one when the plan's stream is short (quick);
-    and the smallest event_retention, so that the event log (measured on its own) is at its cap after
-    the first hundred messages and the growth measured is the inbox's."""
+    the smallest event_retention, so that the event log (measured on its own) is at its cap after the
+    first hundred messages and the growth measured is the inbox's; and as many message records
+    (messages_max) as the inbox holds, so that they are at their cap too."""
     inbox_max = max(10, min(default("inbox_max"), run.plan.stream // 10))
-    return run.namespace(label, inbox_max=inbox_max, event_retention=MIN_EVENT_RETENTION)
+    return run.namespace(
+        label, inbox_max=inbox_max, event_retention=MIN_EVENT_RETENTION, messages_max=max(100, inbox_max)
+    )
 
 
 def messages(run: Run, settings: Settings) -> int:
@@ -431,7 +437,7 @@ async def inbox_stream(run: Run) -> None:
             "inbox read: a message's msg:<id> record",
             record,
             "bytes",
-            f"MEMORY USAGE; kept for {described(settings, 'retention_seconds')}, for replies",
+            f"MEMORY USAGE; the newest {described(settings, 'messages_max')} are kept, for replies",
         ),
     ]
 

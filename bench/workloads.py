@@ -19,6 +19,7 @@ from mcp_agentbus.keys import Keys
 from mcp_agentbus.limits import MAX_DEPENDENTS, MAX_HELD_TASKS, MAX_INPUTS_BYTES, MAX_WORKFLOW_TASKS
 from mcp_agentbus.scripts import source
 from mcp_agentbus.settings import Settings
+from mcp_agentbus.store import common_argv as store_common_argv
 
 Lease = tuple[str, str]  # (task_id, lease_token), from claim to complete
 
@@ -40,7 +41,7 @@ GRAPH_BOUNDS = (MAX_WORKFLOW_TASKS, MAX_DEPENDENTS, MAX_INPUTS_BYTES)
 
 def common_argv(settings: Settings) -> list[Any]:
     """The ARGV every script gets first, as `Store.run` passes it (no notices wanted)."""
-    return [settings.event_retention, settings.retention_seconds * 1000, ""]
+    return [*store_common_argv(settings), ""]
 
 
 # create_task's ARGV after the common ones: a ready task for any capability, priority normal, no

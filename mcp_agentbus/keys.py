@@ -5,37 +5,48 @@ Cluster slot. Scripts receive the same key layout (`Keys.script_keys`) on every 
 by name, and *families* — a prefix to which the script appends an id (``task:`` + ``t-17``). Lua
 never invents a key of its own; the index of each entry is mirrored in ``lua/include/keys.lua``.
 
-| key                        | type   | holds                                                    |
-|----------------------------|--------|----------------------------------------------------------|
-| ``ab:{ns}:task:<id>``      | HASH   | one task: fields, state, lease, result                   |
-| ``ab:{ns}:ready:<cap>``    | ZSET   | ready task ids of a capability, score = priority·2³² + seq |
-| ``ab:{ns}:wf:<id>``        | HASH   | one workflow: title, task ids, per-state counters        |
-| ``ab:{ns}:agent:<id>``     | HASH   | presence record of an agent                              |
-| ``ab:{ns}:held:<agent>``   | SET    | task ids whose lease the agent holds                     |
-| ``ab:{ns}:idem:<scope>``   | STRING | first result of an idempotent call (expires)            |
-| ``ab:{ns}:events``         | STREAM | the event log, trimmed to the retention                  |
-| ``ab:{ns}:leases``         | ZSET   | claimed task ids, score = lease expiry (ms)              |
-| ``ab:{ns}:delayed``        | ZSET   | delayed and retry-pending task ids, score = due time     |
-| ``ab:{ns}:dead``           | ZSET   | dead task ids, score = time of death                     |
-| ``ab:{ns}:workflows``      | ZSET   | workflow ids, score = creation time                      |
-| ``ab:{ns}:agents``         | ZSET   | live agent ids, score = presence expiry (ms)             |
-| ``ab:{ns}:agents:gone``    | ZSET   | agents whose presence expired, score = when              |
-| ``ab:{ns}:counters``       | HASH   | id and FIFO sequence counters                            |
-| ``ab:{ns}:reaper``         | STRING | which server process runs the reaper (expires)           |
-| ``ab:{ns}:wake``           | channel| pub/sub wake-up hints (never the source of truth)        |
-| ``ab:{ns}:lock:<resource>``| HASH   | a held lock: owner, token, fencing token, expiry         |
-| ``ab:{ns}:agent_locks:<a>``| SET    | resources the agent holds locks on                       |
-| ``ab:{ns}:lock_queue:<res>``| ZSET  | agents waiting for a resource, in arrival order          |
-| ``ab:{ns}:lock_waits:<res>``| HASH  | when each queued agent stops waiting (ms)                |
-| ``ab:{ns}:locks``          | ZSET   | held resources, score = lock expiry (ms)                 |
-| ``ab:{ns}:lock_names``     | ZSET   | held resources, all score 0 (lexicographic range index)  |
-| ``ab:{ns}:lock_fences``    | HASH   | last fencing token per resource (never decreases)        |
-| ``ab:{ns}:inbox:<agent>``  | STREAM | the agent's messages, read and unread (bounded)          |
-| ``ab:{ns}:unread:<agent>`` | ZSET   | entry ids of unread messages, score = message sequence   |
-| ``ab:{ns}:msg:<id>``       | HASH   | a sent message's thread and sender, for replies (expires)|
-| ``ab:{ns}:lost:<agent>``   | LIST   | leases and locks taken back from it, until it is told    |
-| ``ab:{ns}:health``         | STRING | written by ``/healthz`` to prove Redis takes changes (expires) |
-| ``ab:{ns}:cascade``        | LIST   | cancel/unblock cascades left for the reaper to continue  |
+Every key is bounded, so a namespace's memory has a ceiling (docs/limits.md has the formula). In the
+bound column, settings are ``AGENTBUS_*`` names in lower case; "retention" is ``retention_seconds``.
+Every key starts with ``ab:{<ns>}:``.
+
+| key                  | type    | holds                                   | bound                           |
+|----------------------|---------|-----------------------------------------|---------------------------------|
+| ``task:<id>``        | HASH    | one task: fields, state, lease, result  | tasks_max open; done: retention |
+| ``ready:<cap>``      | ZSET    | ready task ids, score = prio·2³² + seq  | tasks_max in all                |
+| ``wf:<id>``          | HASH    | a workflow: title, task ids, counters   | its tasks; done: retention      |
+| ``agent:<id>``       | HASH    | presence record of an agent             | agents_max (live + gone)        |
+| ``held:<agent>``     | SET     | task ids whose lease the agent holds    | tasks_max in all                |
+| ``idem:<scope>``     | STRING  | first result of an idempotent call      | expires: retention              |
+| ``events``           | STREAM  | the event log                           | event_retention ³               |
+| ``leases``           | ZSET    | claimed task ids, score = lease expiry  | tasks_max                       |
+| ``delayed``          | ZSET    | delayed/retry-pending ids, score = due  | tasks_max                       |
+| ``dead``             | ZSET    | dead task ids, score = time of death    | entries leave: retention        |
+| ``workflows``        | ZSET    | workflow ids, score = creation time     | leave with their workflow       |
+| ``agents``           | ZSET    | live agent ids, score = presence expiry | agents_max                      |
+| ``agents:gone``      | ZSET    | agents whose presence expired           | agents_max - live ⁴             |
+| ``counters``         | HASH    | ids, seq, ready:<cap> > 0, open, bytes  | fixed + one per ready cap       |
+| ``reaper``           | STRING  | which process runs the reaper           | one, expires                    |
+| ``wake``             | channel | pub/sub wake-up hints (not the truth)   | not stored                      |
+| ``lock:<resource>``  | HASH    | held lock: owner, token, fence, expiry  | locks_max                       |
+| ``agent_locks:<a>``  | SET     | resources the agent holds locks on      | locks_max in all                |
+| ``lock_queue:<res>`` | ZSET    | agents waiting for it, arrival order    | one per waiting call            |
+| ``lock_waits:<res>`` | HASH    | when each queued agent stops waiting    | as lock_queue                   |
+| ``locks``            | ZSET    | held resources, score = lock expiry     | locks_max                       |
+| ``lock_names``       | ZSET    | held resources, score 0 (by name)       | locks_max                       |
+| ``lock_fences``      | HASH    | older versions' fence per resource      | only shrinks                    |
+| ``inbox:<agent>``    | STREAM  | the agent's messages, read and unread   | inbox_max, inbox_max_bytes ¹    |
+| ``unread:<agent>``   | ZSET    | unread entry ids, score = message seq   | as its inbox                    |
+| ``msg:<id>``         | HASH    | thread and sender of a message          | newest messages_max ²           |
+| ``lost:<agent>``     | LIST    | leases and locks taken back from it     | 50; retention                   |
+| ``events:marks``     | ZSET    | an event id per 64th of the byte bound  | about 65                        |
+| ``inboxes:idle``     | ZSET    | agents not live with inboxes, by expiry | idle_inboxes_max                |
+| ``inbox_bytes``      | HASH    | bytes each inbox is charged             | one per inbox                   |
+| ``health``           | STRING  | written by /healthz: Redis takes writes | one, expires                    |
+| ``cascade``          | LIST    | cascades left for the reaper to go on   | one per dead/done task, popped  |
+
+¹ The inbox of an agent that is not live expires after the retention (and is dropped sooner, soonest to
+expire first, when more than idle_inboxes_max wait). ² Each also expires after the retention.
+³ And event_log_max_bytes of topic, agent and data (within a 64th). ⁴ Also left after the retention.
 """
 
 from __future__ import annotations
@@ -77,6 +88,9 @@ LAYOUT = (
     "msg:",
     "lost:",
     "cascade",
+    "events:marks",
+    "inboxes:idle",
+    "inbox_bytes",
 )
 
 

@@ -90,6 +90,29 @@ class Settings(BaseSettings):
         ge=1,
         description="HTTP: open connections (or requests in progress) past which requests get 503.",
     )
+    # Namespace quotas: together they give the namespace's Redis memory a ceiling (docs/limits.md).
+    event_log_max_bytes: int = Field(
+        64 * 2**20, ge=262_144, description="Bytes of topic, agent and data the event log keeps at most."
+    )
+    tasks_max: int = Field(
+        100_000, ge=1, description="Unfinished tasks a namespace holds at most; creating more is refused."
+    )
+    agents_max: int = Field(
+        10_000, ge=1, description="Agent records (live, and gone within the retention) a namespace keeps."
+    )
+    inbox_max_bytes: int = Field(
+        2**20, ge=65_536, description="Bytes of messages one inbox keeps; unread ones past it refuse new."
+    )
+    idle_inboxes_max: int = Field(
+        1_000, ge=1, description="Inboxes of agents not live (they expire after retention_seconds)."
+    )
+    fanout_max_bytes: int = Field(
+        2**20, ge=65_536, description="Recipients x message bytes one role: or * message may copy."
+    )
+    messages_max: int = Field(
+        100_000, ge=100, description="Message records (for reply_to) kept: the newest this many."
+    )
+    locks_max: int = Field(100_000, ge=1, description="Locks held at once in a namespace; more are refused.")
 
     @field_validator("redis_url")
     @classmethod

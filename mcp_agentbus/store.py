@@ -35,6 +35,25 @@ _REFUSALS: dict[str, type[AgentBusError]] = {
 }
 
 
+# The namespace's bounds every script gets, as one comma list in ARGV[1] (named in lua/include/keys.lua).
+BOUNDS = (
+    "event_retention",
+    "event_log_max_bytes",
+    "tasks_max",
+    "agents_max",
+    "inbox_max_bytes",
+    "idle_inboxes_max",
+    "fanout_max_bytes",
+    "messages_max",
+    "locks_max",
+)
+
+
+def common_argv(settings: Settings) -> list[Any]:
+    """What every script's ARGV starts with: the bounds, then the retention of finished records (ms)."""
+    return [",".join(str(getattr(settings, name)) for name in BOUNDS), settings.retention_seconds * 1000]
+
+
 @dataclass
 class Store:
     redis: Redis
@@ -45,7 +64,7 @@ class Store:
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.namespace)
         self.scripts = Scripts(self.redis)
-        self._common = [self.settings.event_retention, self.settings.retention_seconds * 1000]
+        self._common = common_argv(self.settings)
 
     async def run(self, script: str, *args: Any) -> list[Any]:
         """Run `script` with the namespace's key layout; a refusal {code, message[, hint]} raises.

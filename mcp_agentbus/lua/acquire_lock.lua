@@ -1,11 +1,12 @@
 -- acquire_lock: an exclusive, expiring lock on a resource, refused while anything overlapping is
 -- held. Agents queued for the resource go first, so a waiter is not starved by newcomers.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, notices_for, agent, resource, ttl_ms, lock_token (used if granted),
+-- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, agent, resource, ttl_ms, lock_token (used if granted),
 --       queue ('1': keep a place in the queue when refused), queue_ms (how long to keep it)
 -- returns: {'ok', lock_token, fencing_token, expires_at_ms, extended ('1'|'0')}
 --        | {'held', conflicting_resource, holder, expires_at_ms, waiters, now_ms}
 --        | {'queued', first_waiter, waiters, now_ms}
+--        | {'invalid_argument', message, hint} (LOCKS_MAX locks are held)
 --@include keys.lua
 --@include common.lua
 --@include locks.lua
@@ -46,9 +47,14 @@ if conflict or (first and first ~= agent) then
   return { 'queued', first, waiters, now }
 end
 
+if redis.call('ZCARD', K_LOCKS) >= LOCKS_MAX then
+  return { 'invalid_argument', LOCKS_MAX .. ' locks are held in this namespace, the most it keeps; ' .. res ..
+    ' was not locked', 'Release locks you no longer need (release_lock), or lock a directory (a path ' ..
+    "ending in '/') instead of each file in it." }
+end
 redis.call('ZREM', queue, agent)
 redis.call('HDEL', waits, agent)
-local fence = redis.call('HINCRBY', K_LOCK_FENCES, res, 1)
+local fence = next_fence(res)
 local expires = now + ttl_ms
 redis.call('HSET', K_LOCK .. res, 'owner', agent, 'token', token, 'fence', fence, 'expires', expires,
   'ttl_ms', ttl_ms, 'acquired', now)

@@ -1,6 +1,6 @@
 -- clock: the Redis time, for views that compare stored expiries with it. Changes nothing.
 -- KEYS: the namespace layout (include/keys.lua); on a Cluster they route the call to the namespace's shard
--- ARGV: events_max, retention_ms, notices_for
+-- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for
 -- returns: {'ok', now_ms}
 --@include keys.lua
 --@include common.lua

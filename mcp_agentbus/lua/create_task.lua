@@ -3,7 +3,7 @@
 -- bounds the work of completing or killing that one), or when the results of its dependencies that are
 -- done already exceed max_inputs_bytes (its claim would carry them all).
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, notices_for, agent, idempotency scope ('' = none), title, description,
+-- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, agent, idempotency scope ('' = none), title, description,
 --       capability, priority, payload (JSON text), depends_on (comma ids), workflow_id ('' = none),
 --       max_attempts, delay_ms, max_workflow_tasks, max_dependents, max_inputs_bytes
 -- returns: {'ok', result_json} | {'duplicate', first_result_json}
@@ -19,6 +19,13 @@ local max_tasks, max_dependents, max_inputs = tonumber(ARGV[15]), tonumber(ARGV[
 if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)
   if first then return { 'duplicate', first } end
+end
+
+-- Quota: at most TASKS_MAX unfinished tasks per namespace (counters.open, kept by set_state).
+if tonumber(redis.call('HGET', K_COUNTERS, 'open') or 0) >= TASKS_MAX then
+  return { 'invalid_argument', 'this namespace holds ' .. TASKS_MAX .. ' unfinished tasks, the most it ' ..
+    'keeps; the task was not created', 'Let workers finish (or cancel) queued tasks first, or ask the ' ..
+    'operator to raise AGENTBUS_TASKS_MAX.' }
 end
 
 if wf ~= '' then

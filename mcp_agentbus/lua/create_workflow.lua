@@ -2,10 +2,10 @@
 -- bounded by MAX_WORKFLOW_TASKS (checked by workflows.py), and since its tasks depend only on one another,
 -- none of them can reach MAX_DEPENDENTS here.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, notices_for, agent, idempotency scope ('' = none), title,
+-- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, agent, idempotency scope ('' = none), title,
 --       spec (JSON list of {key, title, desc, cap, prio, max_attempts, deps: [1-based positions]},
 --       already checked: keys unique, positions valid, no cycle), then one payload (JSON text) per task
--- returns: {'ok', result_json} | {'duplicate', first_result_json}
+-- returns: {'ok', result_json} | {'duplicate', first_result_json} | {'invalid_argument', message, hint}
 --@include keys.lua
 --@include common.lua
 --@include tasks.lua
@@ -16,6 +16,14 @@ local spec = cjson.decode(ARGV[7])
 if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)
   if first then return { 'duplicate', first } end
+end
+
+-- Quota: at most TASKS_MAX unfinished tasks per namespace (counters.open, kept by set_state).
+local open = tonumber(redis.call('HGET', K_COUNTERS, 'open') or 0)
+if open + #spec > TASKS_MAX then
+  return { 'invalid_argument', 'this namespace holds ' .. open .. ' unfinished tasks and keeps at most ' ..
+    TASKS_MAX .. '; the workflow\'s ' .. #spec .. ' tasks were not created', 'Let workers finish (or ' ..
+    'cancel) queued tasks first, or ask the operator to raise AGENTBUS_TASKS_MAX.' }
 end
 
 local now = now_ms()

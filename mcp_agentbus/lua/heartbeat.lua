@@ -1,9 +1,12 @@
--- heartbeat: register or refresh an agent and extend every lease and lock it holds, in one step.
+-- heartbeat: register or refresh an agent and extend every lease and lock it holds, in one step. A
+-- live agent's inbox does not expire. At most AGENTS_MAX agents are live, and at most AGENTS_MAX
+-- records (live and gone) are kept: a newcomer pushes out the record of the agent gone longest.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, notices_for, agent, status, capabilities (comma list), capabilities given
+-- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, agent, status, capabilities (comma list), capabilities given
 --       ('1'|'0': '0' keeps the registered ones), note, ttl_ms
 -- returns: {'ok', joined ('1'|'0'), {task_id, expires_at_ms, ...}, live_agents, capabilities csv,
 --           joined_at_ms, now_ms, {resource, expires_at_ms, ...}, unread messages}
+--        | {'invalid_argument', message, hint} (AGENTS_MAX agents are live)
 --@include keys.lua
 --@include common.lua
 
@@ -12,6 +15,19 @@ local agent, status, caps, caps_given, note, ttl_ms = ARGV[4], ARGV[5], ARGV[6],
 local now = now_ms()
 local joined = not redis.call('ZSCORE', K_AGENTS, agent)
 local was = redis.call('HGET', K_AGENT .. agent, 'status')
+if joined then
+  local live = redis.call('ZCARD', K_AGENTS)
+  if live >= AGENTS_MAX then
+    return { 'invalid_argument', live .. ' agents are live in this namespace, the most it admits; ' ..
+      agent .. ' was not registered', 'Wait for agents to go silent (their heartbeats stop) and retry, ' ..
+      'or ask the operator to raise AGENTBUS_AGENTS_MAX.' }
+  end
+  if not was and live + redis.call('ZCARD', K_AGENTS_GONE) >= AGENTS_MAX then
+    local oldest = redis.call('ZRANGE', K_AGENTS_GONE, 0, 0)[1] -- there is one: live < AGENTS_MAX
+    redis.call('ZREM', K_AGENTS_GONE, oldest)
+    redis.call('DEL', K_AGENT .. oldest)
+  end
+end
 
 redis.call('HSET', K_AGENT .. agent, 'id', agent, 'status', status, 'note', note, 'ttl_ms', ttl_ms,
   'last_seen', now)
@@ -20,6 +36,7 @@ if joined then redis.call('HSET', K_AGENT .. agent, 'joined_at', now) end
 redis.call('PERSIST', K_AGENT .. agent)
 redis.call('ZADD', K_AGENTS, now + ttl_ms, agent)
 redis.call('ZREM', K_AGENTS_GONE, agent)
+unpark_inbox(agent)
 local info = redis.call('HMGET', K_AGENT .. agent, 'caps', 'joined_at')
 if joined then
   emit('agent.joined', agent, { agent = agent, status = status, capabilities = split(info[1]) })

@@ -1,11 +1,13 @@
 -- send_message: deliver one message into the inbox of each recipient: an agent id, every live agent
 -- with a capability ('role:<capability>'), or every live agent ('*'); the sender is left out of the
--- last two. An inbox whose unread messages reached the limit refuses it (never drops an unread one).
+-- last two. An inbox whose unread messages reached a limit (inbox_max, INBOX_MAX_BYTES) refuses it
+-- (never drops an unread one). A copy to '*' or a role is bounded by FANOUT_MAX_BYTES; an agent not
+-- live gets an idle inbox (it expires after the retention), at most IDLE_INBOXES_MAX of them.
 -- KEYS: the namespace layout (include/keys.lua)
--- ARGV: events_max, retention_ms, notices_for, sender, idempotency scope ('' = none), to, subject, body,
+-- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, sender, idempotency scope ('' = none), to, subject, body,
 --       data (JSON text), thread_id ('' = new thread or reply_to's), reply_to ('' = none), inbox_max
 -- returns: {'ok'|'duplicate', JSON {id, thread, recipients, full, absent}}
---        | {'not_found', message, hint} | {'inbox_full', message}
+--        | {'not_found' | 'invalid_argument', message, hint} | {'inbox_full', message}
 --@include keys.lua
 --@include common.lua
 --@include inbox.lua
@@ -43,10 +45,34 @@ else
   if not expires or tonumber(expires) <= now then absent[1] = to end
 end
 
+local size = message_bytes({ from = sender, to = to, subject = subject, body = body, data = data,
+  reply_to = reply_to })
+if size > INBOX_MAX_BYTES then
+  return { 'invalid_argument', 'this message is charged ' .. size .. ' bytes; an inbox keeps at most ' ..
+    INBOX_MAX_BYTES, 'Send a shorter body or data, and put large content elsewhere (a file, a task ' ..
+    'payload) with a reference to it in the message.' }
+end
+if #recipients > 1 and #recipients * size > FANOUT_MAX_BYTES then
+  return { 'invalid_argument', 'sending this message to ' .. to .. ' copies it into ' .. #recipients ..
+    ' inboxes, ' .. #recipients * size .. ' bytes; one message may copy at most ' .. FANOUT_MAX_BYTES,
+    'Shorten the body and data, send to fewer agents (role:<capability>), or publish_event it once ' ..
+    'for all to read (or create_task, if it is work to do).' }
+end
+if #absent > 0 and redis.call('EXISTS', K_INBOX .. to) == 0 then
+  forget_expired_inboxes(now, 10)
+  if redis.call('ZCARD', K_IDLE_INBOXES) >= IDLE_INBOXES_MAX then
+    return { 'invalid_argument', to .. ' is not live and has no inbox, and ' .. IDLE_INBOXES_MAX ..
+      ' inboxes already wait for agents that are not live (the most this namespace keeps)',
+      'Check the id with list_agents: an agent that never heartbeats reads nothing. Send once it is ' ..
+      'live, or reach it another way (a task, an event). Idle inboxes expire after the retention.' }
+  end
+end
+
 if reply_to ~= '' then
   local original = redis.call('HGET', K_MSG .. reply_to, 'thread')
   if not original then
-    return { 'not_found', 'message ' .. reply_to .. ' is unknown (or older than the retention)',
+    return { 'not_found', 'message ' .. reply_to .. ' is unknown (or older than the retention, or more ' ..
+      'than ' .. MESSAGES_MAX .. ' messages ago)',
       'Pass the id of a message you received (read_inbox shows it), or pass thread_id instead.' }
   end
   if thread == '' then thread = original end
@@ -54,24 +80,29 @@ end
 
 local seq = redis.call('HINCRBY', K_COUNTERS, 'message', 1)
 local id = 'm-' .. seq
+-- Only the newest MESSAGES_MAX records stay (each send drops the one that falls out).
+if seq > MESSAGES_MAX then redis.call('DEL', K_MSG .. 'm-' .. (seq - MESSAGES_MAX)) end
 if thread == '' then thread = id end
 
 local delivered, full = {}, {}
 for _, agent in ipairs(recipients) do
-  if redis.call('ZCARD', K_UNREAD .. agent) >= inbox_max then
+  -- Make room by trimming read messages; the unread ones alone may still leave none.
+  if redis.call('ZCARD', K_UNREAD .. agent) >= inbox_max
+    or trim_read(agent, inbox_max - 1, INBOX_MAX_BYTES - size) + size > INBOX_MAX_BYTES then
     full[#full + 1] = agent
   else
     local entry = redis.call('XADD', K_INBOX .. agent, '*', 'id', id, 'from', sender, 'to', to,
       'subject', subject, 'body', body, 'data', data, 'thread', thread, 'reply_to', reply_to)
     redis.call('ZADD', K_UNREAD .. agent, seq, entry)
-    trim_read(agent, inbox_max)
+    redis.call('HINCRBY', K_INBOX_BYTES, agent, size)
     delivered[#delivered + 1] = agent
     wake('inbox:' .. agent)
   end
 end
+for _, agent in ipairs(absent) do park_inbox(agent, now) end
 if #delivered == 0 then
-  return { 'inbox_full', 'the inbox of ' .. table.concat(full, ', ') .. ' holds ' .. inbox_max ..
-    ' unread messages, the most it keeps' }
+  return { 'inbox_full', 'the inbox of ' .. table.concat(full, ', ') .. ' holds as many unread messages ' ..
+    'as it keeps (' .. inbox_max .. ' messages or ' .. INBOX_MAX_BYTES .. ' bytes)' }
 end
 
 redis.call('HSET', K_MSG .. id, 'thread', thread, 'from', sender)

@@ -1,25 +1,15 @@
 -- Inbox helpers (needs keys.lua and common.lua). An agent's inbox is a stream of every message it
--- got; `unread:<agent>` holds the entry ids not yet read, scored by message sequence (send order).
+-- got; `unread:<agent>` holds the entry ids not yet read, scored by message sequence (send order);
+-- `inbox_bytes` what the inbox's messages are charged. The inbox of an agent that is not live is
+-- *idle*: it expires RETENTION_MS after its last message, and `inboxes:idle` (score = that expiry)
+-- bounds how many wait.
 
--- Drop the oldest *read* messages until the inbox holds at most `max`; unread ones are never trimmed.
-local function trim_read(agent, max)
-  local inbox, unread = K_INBOX .. agent, K_UNREAD .. agent
-  local excess = redis.call('XLEN', inbox) - max
-  -- Read only as many as may go (usually one); past unread ones, look further in larger steps.
-  local start, count = '-', math.min(excess, 100)
-  while excess > 0 do
-    local batch = redis.call('XRANGE', inbox, start, '+', 'COUNT', count)
-    if #batch == 0 then return end
-    for _, entry in ipairs(batch) do
-      start = '(' .. entry[1]
-      if not redis.call('ZSCORE', unread, entry[1]) then
-        redis.call('XDEL', inbox, entry[1])
-        excess = excess - 1
-        if excess == 0 then return end
-      end
-    end
-    count = 100
-  end
+-- What a stored message is charged against INBOX_MAX_BYTES: its variable fields, plus what its id,
+-- thread, field names and index entry cost (so a flood of tiny messages is bounded by bytes too).
+local MESSAGE_OVERHEAD = 256
+
+local function message_bytes(f)
+  return MESSAGE_OVERHEAD + #f.from + #f.to + #f.subject + #f.body + #f.data + #f.reply_to
 end
 
 -- A stream entry's fields as a table.
@@ -27,4 +17,69 @@ local function fields_of(entry)
   local f = {}
   for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
   return f
+end
+
+-- The bytes `agent`'s inbox is charged (a record outliving its expired inbox is dropped).
+local function inbox_bytes(agent)
+  if redis.call('EXISTS', K_INBOX .. agent) == 0 then
+    redis.call('HDEL', K_INBOX_BYTES, agent)
+    return 0
+  end
+  return tonumber(redis.call('HGET', K_INBOX_BYTES, agent) or 0)
+end
+
+-- Drop the oldest *read* messages until the inbox holds at most `max` and is charged at most
+-- `max_bytes`; unread ones are never trimmed.
+local function trim_read(agent, max, max_bytes)
+  local inbox, unread = K_INBOX .. agent, K_UNREAD .. agent
+  local bytes = inbox_bytes(agent)
+  local excess, over = redis.call('XLEN', inbox) - max, bytes - max_bytes
+  -- Read only as many as may go (usually one); past unread ones, look further in larger steps.
+  local start, count = '-', math.max(1, math.min(excess, 100))
+  while excess > 0 or over > 0 do
+    local batch = redis.call('XRANGE', inbox, start, '+', 'COUNT', count)
+    if #batch == 0 then break end
+    for _, entry in ipairs(batch) do
+      start = '(' .. entry[1]
+      if not redis.call('ZSCORE', unread, entry[1]) then
+        redis.call('XDEL', inbox, entry[1])
+        local size = message_bytes(fields_of(entry))
+        bytes, excess, over = bytes - size, excess - 1, over - size
+        if excess <= 0 and over <= 0 then break end
+      end
+    end
+    count = 100
+  end
+  if bytes > 0 then redis.call('HSET', K_INBOX_BYTES, agent, bytes) else redis.call('HDEL', K_INBOX_BYTES, agent) end
+  return bytes
+end
+
+-- The agent is not live: its inbox (if any) waits RETENTION_MS after its last message, then expires.
+local function park_inbox(agent, now)
+  if redis.call('EXISTS', K_INBOX .. agent) == 0 then return end
+  redis.call('PEXPIRE', K_INBOX .. agent, RETENTION_MS)
+  redis.call('PEXPIRE', K_UNREAD .. agent, RETENTION_MS)
+  redis.call('ZADD', K_IDLE_INBOXES, now + RETENTION_MS, agent)
+end
+
+-- The agent is live: its inbox stays until read (bounded by inbox_max and INBOX_MAX_BYTES). An inbox
+-- has an expiry exactly while it is in the idle index, so one ZREM tells whether there is work.
+local function unpark_inbox(agent)
+  if redis.call('ZREM', K_IDLE_INBOXES, agent) == 1 then
+    redis.call('PERSIST', K_INBOX .. agent)
+    redis.call('PERSIST', K_UNREAD .. agent)
+  end
+end
+
+local function drop_inbox(agent)
+  redis.call('DEL', K_INBOX .. agent, K_UNREAD .. agent)
+  redis.call('HDEL', K_INBOX_BYTES, agent)
+  redis.call('ZREM', K_IDLE_INBOXES, agent)
+end
+
+-- Forget up to `limit` idle inboxes whose time is up (Redis has expired their keys already).
+local function forget_expired_inboxes(now, limit)
+  local due = redis.call('ZRANGEBYSCORE', K_IDLE_INBOXES, '-inf', now, 'LIMIT', 0, limit)
+  for _, agent in ipairs(due) do drop_inbox(agent) end
+  return #due
 end

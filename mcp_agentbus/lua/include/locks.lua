@@ -1,5 +1,20 @@
 -- Lock helpers shared by the lock scripts, heartbeat and the reaper (needs keys.lua and common.lua).
 
+-- Fencing tokens come from one counter per namespace (`counters.lock_fence`), so they grow on every
+-- grant of every resource and nothing is kept per resource ever locked. `lock_fences` holds the
+-- per-resource tokens of older versions: a resource found there continues above its last token, and
+-- its entry goes (so the hash only shrinks).
+local function next_fence(res)
+  local fence = redis.call('HINCRBY', K_COUNTERS, 'lock_fence', 1)
+  local before = tonumber(redis.call('HGET', K_LOCK_FENCES, res) or 0)
+  if before >= fence then
+    fence = before + 1
+    redis.call('HSET', K_COUNTERS, 'lock_fence', fence)
+  end
+  redis.call('HDEL', K_LOCK_FENCES, res)
+  return fence
+end
+
 local function drop_lock(res, owner, topic)
   redis.call('DEL', K_LOCK .. res)
   redis.call('ZREM', K_LOCKS, res)

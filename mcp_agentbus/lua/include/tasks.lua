@@ -3,9 +3,14 @@
 local PRIORITY_RANK = { urgent = 0, high = 1, normal = 2, low = 3 }
 local PRIORITY_SPAN = 4294967296 -- 2^32 FIFO sequence numbers per priority
 
--- Every state change goes through here so workflow counters stay exact.
+local FINAL = { done = true, dead = true, cancelled = true }
+
+-- Every state change goes through here so workflow counters, and `counters.open` (unfinished tasks,
+-- bounded by TASKS_MAX at creation), stay exact.
 local function set_state(id, wf, old, new, now)
   redis.call('HSET', K_TASK .. id, 'state', new, 'updated', now)
+  local was_open, is_open = (old and old ~= '' and not FINAL[old]) and true or false, not FINAL[new]
+  if was_open ~= is_open then redis.call('HINCRBY', K_COUNTERS, 'open', is_open and 1 or -1) end
   if wf and wf ~= '' then
     if old and old ~= '' then redis.call('HINCRBY', K_WF .. wf, 'n:' .. old, -1) end
     redis.call('HINCRBY', K_WF .. wf, 'n:' .. new, 1)
