@@ -34,8 +34,10 @@ def count_scripts(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     real = Store.run
 
     async def run(store: Store, name: str, *args: Any) -> list[Any]:
-        runs[name] += 1
-        return await real(store, name, *args)
+        try:
+            return await real(store, name, *args)
+        finally:
+            runs[name] += 1  # counted once it has run: a claim that ran and found nothing is waiting
 
     monkeypatch.setattr(Store, "run", run)
     return runs
