@@ -16,7 +16,14 @@ from processes import AGENT, HttpServer
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.connection import Redis, connect
 from mcp_agentbus.keys import Keys
-from mcp_agentbus.limits import MAX_DEPENDENTS, MAX_HELD_TASKS, MAX_INPUTS_BYTES, MAX_WORKFLOW_TASKS
+from mcp_agentbus.limits import (
+    MAX_DEPENDENTS,
+    MAX_FANOUT_RECIPIENTS,
+    MAX_HELD_LOCKS,
+    MAX_HELD_TASKS,
+    MAX_INPUTS_BYTES,
+    MAX_WORKFLOW_TASKS,
+)
 from mcp_agentbus.scripts import source
 from mcp_agentbus.settings import Settings
 from mcp_agentbus.store import common_argv as store_common_argv
@@ -158,7 +165,19 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
         await raw("complete_task", AGENT, *lease, "null", "", MAX_INPUTS_BYTES)  # result null, no summary
 
     async def send(_: None) -> None:
-        await raw("send_message", AGENT, "", AGENT, "bench", "ping", "null", "", "", raw.settings.inbox_max)
+        await raw(
+            "send_message",
+            AGENT,
+            "",
+            AGENT,
+            "bench",
+            "ping",
+            "null",
+            "",
+            "",
+            raw.settings.inbox_max,
+            MAX_FANOUT_RECIPIENTS,
+        )
 
     async def read(_: None) -> None:
         _, found, _ = await raw("read_inbox", AGENT, 1, "0", "")
@@ -167,7 +186,7 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
 
     async def acquire(_: None) -> str:
         token = secrets.token_urlsafe(12)
-        await raw("acquire_lock", AGENT, RESOURCE, 60_000, token, "0", 1_000)
+        await raw("acquire_lock", AGENT, RESOURCE, 60_000, token, "0", 1_000, MAX_HELD_LOCKS)
         return token
 
     async def release(token: str) -> None:

@@ -16,6 +16,7 @@ import anyio.lowlevel
 from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge
 from mcp_agentbus.limits import (
     MAX_BODY,
+    MAX_FANOUT_RECIPIENTS,
     MAX_REPLY_BYTES,
     MAX_SUBJECT,
     MESSAGE_ID_PATTERN,
@@ -79,6 +80,7 @@ class Inbox:
             thread_id or "",
             reply_to or "",
             self._store.settings.inbox_max,
+            MAX_FANOUT_RECIPIENTS,
         )
         sent = json.loads(result)
         full, absent = list(sent["full"] or ()), list(sent["absent"] or ())

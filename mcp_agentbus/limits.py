@@ -91,3 +91,5 @@ REPLY_ROOM = 8_192  # of a reply, kept for what surrounds its items: counts, cur
 MAX_DEPENDENTS = 1_000  # tasks that may depend on one task: bounds the work of completing or killing it
 MAX_INPUTS_BYTES = 262_144  # a claim's `inputs`: the results of the task's dependencies together
 MAX_HELD_TASKS = 1_000  # leases one agent may hold at once: bounds the work of its heartbeat and notices
+MAX_HELD_LOCKS = 200  # locks one agent may hold at once: bounds its heartbeat's work and reply
+MAX_FANOUT_RECIPIENTS = 1_000  # live agents a role: or * message may reach: bounds send_message's scan

@@ -11,7 +11,7 @@ import anyio
 import anyio.lowlevel
 
 from mcp_agentbus.errors import InvalidArgument
-from mcp_agentbus.limits import RESOURCE_PATTERN, seconds
+from mcp_agentbus.limits import MAX_HELD_LOCKS, RESOURCE_PATTERN, seconds
 from mcp_agentbus.models import HeldLock, LockResult, LocksView, ReleaseResult, iso
 from mcp_agentbus.store import Store, require
 from mcp_agentbus.tasks import AGENT_RE
@@ -97,7 +97,14 @@ class Locks:
         queue_ms = math.ceil((max(remaining, 0) + QUEUE_SLACK) * 1000)
         with anyio.CancelScope(shield=True):
             reply = await self._store.run(
-                "acquire_lock", agent, resource, ttl_ms, token, "1" if remaining > 0 else "0", queue_ms
+                "acquire_lock",
+                agent,
+                resource,
+                ttl_ms,
+                token,
+                "1" if remaining > 0 else "0",
+                queue_ms,
+                MAX_HELD_LOCKS,
             )
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()

@@ -14,7 +14,14 @@ from helpers import fresh_settings, view_of
 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge, WrongState
-from mcp_agentbus.limits import MAX_DEPENDENTS, MAX_HELD_TASKS, MAX_INPUTS_BYTES, MAX_WORKFLOW_TASKS
+from mcp_agentbus.limits import (
+    MAX_DEPENDENTS,
+    MAX_FANOUT_RECIPIENTS,
+    MAX_HELD_LOCKS,
+    MAX_HELD_TASKS,
+    MAX_INPUTS_BYTES,
+    MAX_WORKFLOW_TASKS,
+)
 from mcp_agentbus.models import ClaimResult
 from mcp_agentbus.settings import Settings
 
@@ -204,6 +211,43 @@ async def test_an_agent_holding_the_most_leases_must_finish_one_before_it_claims
     await bus.tasks.complete("hoarder", *held[0])
     assert (await bus.tasks.claim("hoarder")).task is not None
     assert (await bus.tasks.claim("someone-else")).task is not None
+
+
+async def test_an_agent_holding_the_most_locks_must_release_one_before_it_locks_again(bus: AgentBus) -> None:
+    held = [await bus.locks.acquire("hoarder", f"src/file-{n}.py") for n in range(MAX_HELD_LOCKS)]
+    assert all(lock.acquired for lock in held)
+
+    with pytest.raises(WrongState, match=f"already holds {MAX_HELD_LOCKS} locks") as refused:
+        await bus.locks.acquire("hoarder", "src/one-more.py")
+    assert "release_lock" in refused.value.hint
+    assert not (await bus.locks.acquire("someone-else", "src/file-0.py")).acquired  # still held
+    again = await bus.locks.acquire("hoarder", "src/file-0.py", ttl_seconds=30)  # extending is not more
+    assert again.acquired and again.extended
+
+    await bus.locks.release("hoarder", "src/file-0.py", held[0].lock_token or "")
+    assert (await bus.locks.acquire("hoarder", "src/one-more.py")).acquired
+    assert (await bus.locks.acquire("someone-else", "src/file-0.py")).acquired
+
+
+async def test_a_message_to_all_is_refused_past_the_most_live_agents_it_may_reach(settings: Settings) -> None:
+    async with AgentBus.open(settings.model_copy(update={"agents_max": MAX_FANOUT_RECIPIENTS + 10})) as bus:
+
+        async def join(first: int) -> None:
+            for n in range(first, first + 100):
+                await bus.presence.heartbeat(f"agent-{n}", capabilities=["build"])
+
+        async with anyio.create_task_group() as tg:
+            for first in range(0, MAX_FANOUT_RECIPIENTS, 100):
+                tg.start_soon(join, first)
+        sent = await bus.inbox.send("agent-0", "*", "fits: everyone else is reached")
+        assert len(sent.recipients) == MAX_FANOUT_RECIPIENTS - 1
+
+        await bus.presence.heartbeat("one-too-many", capabilities=["build"])
+        for to in ("*", "role:build"):
+            with pytest.raises(InvalidArgument, match=f"more than {MAX_FANOUT_RECIPIENTS} agents are live"):
+                await bus.inbox.send("agent-0", to, "too many to copy into")
+        direct = await bus.inbox.send("agent-0", "one-too-many", "a message to one agent still goes")
+        assert direct.recipients == ["one-too-many"]
 
 
 # --- inputs -----------------------------------------------------------------------------------------

@@ -2,17 +2,19 @@
 -- held. Agents queued for the resource go first, so a waiter is not starved by newcomers.
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, agent, resource, ttl_ms, lock_token (used if granted),
---       queue ('1': keep a place in the queue when refused), queue_ms (how long to keep it)
+--       queue ('1': keep a place in the queue when refused), queue_ms (how long to keep it), max_held
+--       (locks one agent may hold)
 -- returns: {'ok', lock_token, fencing_token, expires_at_ms, extended ('1'|'0')}
 --        | {'held', conflicting_resource, holder, expires_at_ms, waiters, now_ms}
 --        | {'queued', first_waiter, waiters, now_ms}
 --        | {'invalid_argument', message, hint} (LOCKS_MAX locks are held)
+--        | {'wrong_state', message, hint} (the agent holds max_held locks)
 --@include keys.lua
 --@include common.lua
 --@include locks.lua
 
 local agent, res, ttl_ms, token = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
-local queue_me, queue_ms = ARGV[8] == '1', tonumber(ARGV[9])
+local queue_me, queue_ms, max_held = ARGV[8] == '1', tonumber(ARGV[9]), tonumber(ARGV[10])
 local now = now_ms()
 local queue, waits = K_LOCK_QUEUE .. res, K_LOCK_WAITS .. res
 
@@ -49,6 +51,11 @@ end
 
 if redis.call('ZCARD', K_LOCKS) >= LOCKS_MAX then
   return { 'invalid_argument', LOCKS_MAX .. ' locks are held in this namespace, the most it keeps; ' .. res ..
+    ' was not locked', 'Release locks you no longer need (release_lock), or lock a directory (a path ' ..
+    "ending in '/') instead of each file in it." }
+end
+if redis.call('SCARD', K_AGENT_LOCKS .. agent) >= max_held then
+  return { 'wrong_state', agent .. ' already holds ' .. max_held .. ' locks, the most one agent may; ' .. res ..
     ' was not locked', 'Release locks you no longer need (release_lock), or lock a directory (a path ' ..
     "ending in '/') instead of each file in it." }
 end

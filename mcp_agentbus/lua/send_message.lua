@@ -5,7 +5,8 @@
 -- live gets an idle inbox (it expires after the retention), at most IDLE_INBOXES_MAX of them.
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, sender, idempotency scope ('' = none), to, subject, body,
---       data (JSON text), thread_id ('' = new thread or reply_to's), reply_to ('' = none), inbox_max
+--       data (JSON text), thread_id ('' = new thread or reply_to's), reply_to ('' = none), inbox_max,
+--       max_recipients (live agents a role: or * message may reach)
 -- returns: {'ok'|'duplicate', JSON {id, thread, recipients, full, absent}}
 --        | {'not_found' | 'invalid_argument', message, hint} | {'inbox_full', message}
 --@include keys.lua
@@ -13,7 +14,7 @@
 --@include inbox.lua
 
 local sender, idem, to, subject, body, data = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local thread, reply_to, inbox_max = ARGV[10], ARGV[11], tonumber(ARGV[12])
+local thread, reply_to, inbox_max, max_recipients = ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
 if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)
   if first then return { 'duplicate', first } end
@@ -23,7 +24,14 @@ local now = now_ms()
 local recipients, absent = {}, {}
 if to == '*' or string.sub(to, 1, 5) == 'role:' then
   local role = to ~= '*' and string.sub(to, 6) or nil
-  for _, agent in ipairs(redis.call('ZRANGEBYSCORE', K_AGENTS, '(' .. now, '+inf')) do
+  -- Looking at every live agent is bounded: past max_recipients of them, a message to all is refused.
+  local live = redis.call('ZRANGEBYSCORE', K_AGENTS, '(' .. now, '+inf', 'LIMIT', 0, max_recipients + 1)
+  if #live > max_recipients then
+    return { 'invalid_argument', 'more than ' .. max_recipients .. ' agents are live: a message to ' .. to ..
+      ' would be copied into too many inboxes', 'publish_event it once for every agent to read ' ..
+      '(read_events), or send it to the agents that need it.' }
+  end
+  for _, agent in ipairs(live) do
     if agent ~= sender then
       local wanted = role == nil
       if not wanted then
