@@ -155,24 +155,27 @@ class Tasks:
         lease_ms = math.ceil(seconds(lease_seconds, "lease_seconds") * 1000)
         wait = Wait(wait_seconds, self._settings.max_wait_seconds, "a task", on_progress)
         topics: list[str] | None = [f"task:{c}" for c in caps] if caps else None
-        owed = 0  # hints of ready tasks that woke this claimer alone: its next attempt answers them
+        owed = 0  # wake-ups for ready tasks this claimer alone got, not yet answered by an attempt
         try:
             while True:
-                with self._wakeups.waiting(topics) as waiter:
-                    reply = await self._claim_once(agent, lease_ms, task_id or "", ",".join(caps))
-                    result = self._claim_result(reply, wait.notices)
-                    if result.task is not None and owed > 1:
-                        self._wakeups.pass_on(topics, owed - 1)  # the other tasks are for other claimers
-                    owed = 0  # (no task at all: every task they announced is taken already)
-                    if result.task is not None or wait.remaining() <= 0 or task_id is not None:
-                        return result
-                    topics = [f"task:{c}" for c in result.capabilities]
-                    # A delayed task that falls due is a reason to look again, hint or not.
-                    due_in = (int(reply[3]) - int(reply[5])) / 1000 if reply[3] != "" else math.inf
-                    await wait.sleep(waiter.event, at_most=max(0.0, due_in))
-                    owed = waiter.hints
+                with self._wakeups.claiming(topics) as waiter:
+                    try:
+                        reply = await self._claim_once(agent, lease_ms, task_id or "", ",".join(caps))
+                        result = self._claim_result(reply, wait.notices)
+                        # This attempt looked after the owed wake-ups came: a task answers one of them
+                        # (the others announced tasks for other claimers); no task, and what they
+                        # announced is taken already.
+                        owed = owed - 1 if result.task is not None and owed else 0
+                        if result.task is not None or wait.remaining() <= 0 or task_id is not None:
+                            return result
+                        topics = [f"task:{c}" for c in result.capabilities]
+                        # A delayed task that falls due is a reason to look again, hint or not.
+                        due_in = (int(reply[3]) - int(reply[5])) / 1000 if reply[3] != "" else math.inf
+                        await wait.sleep(waiter.event, at_most=max(0.0, due_in))
+                    finally:
+                        owed += waiter.hints  # those that came during the attempt or the sleep
         finally:
-            if owed:  # woken, then gone (cancelled) before looking: the hints go to others
+            if owed:  # leaving (a task taken, the wait over, cancelled): the rest go to other claimers
                 self._wakeups.pass_on(topics, owed)
 
     async def _claim_once(self, agent: str, lease_ms: int, task_id: str, caps: str) -> list[Any]:

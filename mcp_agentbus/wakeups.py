@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -31,7 +31,8 @@ ONE_AT_A_TIME = "task:"
 class Waiter:
     topics: Collection[str] | None
     event: anyio.Event
-    hints: int = 0  # one-at-a-time hints handed to this waiter alone
+    claimer: bool  # takes one-at-a-time hints one at a time, and hands on those it does not use
+    hints: int = 0  # one-at-a-time hints handed to this claimer alone
 
     def wants(self, topics: Collection[str] | None) -> bool:
         return self.topics is None or topics is None or not set(self.topics).isdisjoint(topics)
@@ -52,14 +53,16 @@ class Wakeups:
     def expect(self, topics: Collection[str] | None = None) -> Iterator[anyio.Event]:
         """An event set when one of `topics` (any, if None) is published. Enter it *before* checking
         state, so a hint published between the check and the wait is not missed."""
-        with self.waiting(topics) as waiter:
+        with self._registered(Waiter(topics, anyio.Event(), claimer=False)) as waiter:
             yield waiter.event
 
+    def claiming(self, topics: Collection[str] | None) -> AbstractContextManager[Waiter]:
+        """`expect` for a claimer: a ready task's hint wakes one claimer (`Waiter.hints` counts those it
+        got), which owes each of them a look at the queue and hands on (`pass_on`) those it does not use."""
+        return self._registered(Waiter(topics, anyio.Event(), claimer=True))
+
     @contextmanager
-    def waiting(self, topics: Collection[str] | None = None) -> Iterator[Waiter]:
-        """`expect`, for a waiter that also needs to know how many one-at-a-time hints woke it: it owes
-        each of them a look at the state, and hands on (`pass_on`) those it did not use."""
-        waiter = Waiter(topics, anyio.Event())
+    def _registered(self, waiter: Waiter) -> Iterator[Waiter]:
         self._waiters[waiter] = None
         try:
             yield waiter
@@ -67,18 +70,18 @@ class Wakeups:
             del self._waiters[waiter]
 
     def pass_on(self, topics: Collection[str] | None, count: int) -> None:
-        """`count` one-at-a-time hints a woken waiter did not use (it took one task, or none because it
-        left): each wakes another waiter for `topics`, so no ready task waits for a hint that was spent."""
+        """`count` one-at-a-time hints a claimer did not use (it took one task, or left): each wakes
+        another claimer for `topics`, so no ready task waits for a hint that was spent."""
         for _ in range(count):
             if not self._wake_one(topics):
                 return
 
     def _wake_one(self, topics: Collection[str] | None) -> bool:
-        """Wake the longest-waiting idle waiter for `topics`; with none idle, the hint goes to a woken
-        one, which will pass it on if it is left over. False when nobody waits for it."""
+        """Wake the longest-waiting idle claimer for `topics`; with none idle, the hint goes to a woken
+        one, which will pass it on if it is left over. False when no claimer waits for it."""
         woken = None
         for waiter in self._waiters:
-            if waiter.wants(topics):
+            if waiter.claimer and waiter.wants(topics):
                 if not waiter.event.is_set():
                     waiter.event.set()
                     waiter.hints += 1
@@ -91,6 +94,9 @@ class Wakeups:
 
     def _dispatch(self, topic: str | None) -> None:
         if topic is not None and topic.startswith(ONE_AT_A_TIME):
+            for waiter in self._waiters:  # waiters that are not claimers hear it as any other hint
+                if not waiter.claimer and waiter.wants((topic,)):
+                    waiter.event.set()
             self._wake_one((topic,))
             return
         for waiter in self._waiters:

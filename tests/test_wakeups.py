@@ -103,3 +103,63 @@ async def test_a_claimer_woken_then_gone_hands_its_task_to_another(
                 await bus.tasks.create("boss", title="for whoever is there", capability="build")
     assert taken == ["stayer"]
     assert looks["leaver"] == 2  # it was the one woken (the longest waiting), and it left
+
+
+async def test_a_reader_of_events_waiting_too_does_not_take_the_wake_up_meant_for_a_claimer(
+    redis_url: str,
+) -> None:
+    got: list[str] = []
+    async with AgentBus.open(fresh_settings(redis_url, max_wait_seconds=WAIT)) as bus:
+
+        async def claimer() -> None:
+            claim = await bus.tasks.claim("w", capabilities=["build"], wait_seconds=WAIT)
+            assert claim.task is not None
+            got.append(claim.task.title)
+
+        with anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tg:
+                # The reader waits first (the longest waiting), for every hint of the namespace.
+                tg.start_soon(lambda: bus.events.read(topics=["nothing.*"], wait_seconds=WAIT))
+                await anyio.sleep(0.2)
+                tg.start_soon(claimer)
+                await anyio.sleep(0.2)
+                await bus.tasks.create("boss", title="for the claimer", capability="build")
+                await until(lambda: bool(got))
+                tg.cancel_scope.cancel()
+    assert got == ["for the claimer"]
+
+
+async def test_a_wake_up_that_comes_while_a_claimer_is_looking_is_not_lost(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claimer whose look is slow gets a second wake-up meanwhile; after it takes one task, that
+    wake-up goes to the other claimer, whose task would otherwise wait out the whole wait."""
+    real = Tasks._claim_once
+    looks: Counter[str] = Counter()
+
+    async def claim_once(self: Tasks, agent: str, *args: Any) -> list[Any]:
+        reply = await real(self, agent, *args)
+        looks[agent] += 1
+        if agent == "slow" and looks[agent] == 2:
+            await anyio.sleep(1)  # the reply of its second look is slow to come
+        return reply
+
+    monkeypatch.setattr(Tasks, "_claim_once", claim_once)
+    got: dict[str, str] = {}
+    async with AgentBus.open(fresh_settings(redis_url, max_wait_seconds=WAIT)) as bus:
+
+        async def claimer(agent: str) -> None:
+            claim = await bus.tasks.claim(agent, capabilities=["build"], wait_seconds=WAIT)
+            assert claim.task is not None
+            got[agent] = claim.task.title
+
+        with anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claimer, "slow")
+                await until(lambda: looks["slow"] == 1)
+                await bus.tasks.create("boss", title="first", capability="build")
+                await anyio.sleep(0.2)  # "slow" is woken and looking (slowly)
+                tg.start_soon(claimer, "other")
+                await until(lambda: looks["other"] == 1)
+                await bus.tasks.create("boss", title="second", capability="build")
+    assert got == {"slow": "first", "other": "second"}
