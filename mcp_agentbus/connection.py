@@ -83,6 +83,10 @@ _REFUSING: dict[str, tuple[str, str]] = {
     "NOREPLICAS": ("Redis refuses changes: too few of its replicas are reachable", _RETRY_SOON),
     "CLUSTERDOWN": ("the Redis Cluster is down", _RETRY_SOON),
     "TRYAGAIN": ("the Redis Cluster is moving this namespace's keys", _RETRY_SOON),
+    "MISCONF": (
+        "Redis refuses every change: it cannot save its data to disk",
+        "Nothing was changed; reads still work. The operator must fix Redis's disk (see its log). Retry later.",
+    ),
 }
 # The refusals redis-py gives classes of their own (most specific first); the rest by the reply's first word.
 _REFUSING_KINDS: tuple[tuple[type[Exception], str], ...] = (

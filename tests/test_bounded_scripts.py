@@ -4,6 +4,7 @@ are bounded when tasks are created and completed."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -250,9 +251,43 @@ async def test_a_message_to_all_is_refused_past_the_most_live_agents_it_may_reac
         assert direct.recipients == ["one-too-many"]
 
 
+async def test_a_directory_above_thousands_of_expired_locks_is_locked_without_a_slow_script(
+    own_redis: Callable[..., str],
+) -> None:
+    url = own_redis(*DATA_ARGS, "--slowlog-log-slower-than", str(SLOW_US), "--slowlog-max-len", "1000")
+    settings = fresh_settings(url)
+    async with AgentBus.open(settings, reaper=False) as bus:
+
+        async def hold(agent: int) -> None:
+            for n in range(MAX_HELD_LOCKS):
+                assert (
+                    await bus.locks.acquire(f"a{agent}", f"files/{agent}-{n}.txt", ttl_seconds=1)
+                ).acquired
+
+        async with anyio.create_task_group() as tg:
+            for agent in range(15):  # 3,000 locks below files/, all soon expired, none taken back yet
+                tg.start_soon(hold, agent)
+        await anyio.sleep(1.1)
+        await bus.redis.slowlog_reset()
+        with pytest.raises(WrongState, match="expired locks below files/") as crowded:
+            await bus.locks.acquire("dir-owner", "files/")
+        assert "again" in crowded.value.hint
+        async with AgentBus.open(settings):  # a reaper takes the rest back
+            with anyio.fail_after(20):
+                while True:
+                    with contextlib.suppress(WrongState):  # until the reaper is through
+                        got = await bus.locks.acquire("dir-owner", "files/")
+                        if got.acquired:
+                            break
+                    await anyio.sleep(0.2)
+        assert got.resource == "files/"
+        slow = await bus.redis.slowlog_get(1000)
+    assert [(entry["duration"], entry["command"][:40]) for entry in slow] == []
+
+
 # --- inputs -----------------------------------------------------------------------------------------
 
-BIG = 60_000  # bytes of JSON per result: four fit in MAX_INPUTS_BYTES, five do not
+BIG = 40_000  # bytes of JSON per result: four fit in MAX_INPUTS_BYTES, five do not
 assert 4 * (BIG + 2) <= MAX_INPUTS_BYTES < 5 * (BIG + 2)
 
 

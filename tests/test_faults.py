@@ -304,6 +304,10 @@ async def test_the_wakeup_subscription_survives_a_failing_listener(redis_url: st
         (ResponseError("NOREPLICAS Not enough good replicas to write."), "replicas"),
         (ClusterDownError("The cluster is down"), "cluster is down"),
         (TryAgainError("Multiple keys request during rehashing of slot"), "moving"),
+        (
+            ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's currently unable"),
+            "disk",
+        ),
         (RedisConnectionError("Error 111 connecting to 10.1.2.3:6379. Connection refused."), "unreachable"),
         (RedisTimeoutError("Timeout reading from 10.1.2.3:6379"), "did not answer within 5 s"),
     ],

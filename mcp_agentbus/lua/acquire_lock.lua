@@ -8,7 +8,8 @@
 --        | {'held', conflicting_resource, holder, expires_at_ms, waiters, now_ms}
 --        | {'queued', first_waiter, waiters, now_ms}
 --        | {'invalid_argument', message, hint} (LOCKS_MAX locks are held)
---        | {'wrong_state', message, hint} (the agent holds max_held locks)
+--        | {'wrong_state', message, hint} (the agent holds max_held locks, or too many expired locks
+--          below a directory wait to be taken back)
 --@include keys.lua
 --@include common.lua
 --@include locks.lua
@@ -26,7 +27,11 @@ for _, waiter in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
   end
 end
 
-local conflict, held = overlapping(res, now)
+local conflict, held, crowded = overlapping(res, now)
+if crowded then
+  return { 'wrong_state', 'more than ' .. BELOW_MAX .. ' expired locks below ' .. res .. ' are being taken ' ..
+    'back; ' .. res .. ' was not locked', 'Call acquire_lock again in a second or two.' }
+end
 if conflict == res and held[1] == agent then -- the holder again: extend, same token and fence
   local expires = now + ttl_ms
   redis.call('HSET', K_LOCK .. res, 'expires', expires, 'ttl_ms', ttl_ms)

@@ -41,6 +41,9 @@ local function live_lock(res, now)
   return l
 end
 
+local BELOW_MAX = 1000 -- names below a directory one acquire looks at, at most
+local BELOW_DROPS = 100 -- expired locks below it one acquire takes back, at most
+
 -- A held lock overlapping `res`: the same path (with or without a trailing '/'), a directory above
 -- it, or anything below it. 'src/auth/' overlaps 'src/auth/login.py'; 'src/auth.py' does not.
 local function overlapping(res, now)
@@ -60,14 +63,23 @@ local function overlapping(res, now)
       if l then return name, l end
     end
   end
-  -- Below it: a range of the name index. Expired locks found on the way are dropped from the index,
-  -- so each further page makes progress.
-  while true do
-    local below = redis.call('ZRANGEBYLEX', K_LOCK_NAMES, '[' .. path .. '/', '[' .. path .. '/\255', 'LIMIT', 0, 50)
+  -- Below it: a range of the name index, a page at a time. The first expired locks found on the way are
+  -- taken back (as the reaper would); past that, a name is only looked up, and past BELOW_MAX names the
+  -- look stops: `crowded` says so (only expired locks, which the reaper is clearing, were seen).
+  local first, dropped = '[' .. path .. '/', 0
+  for _ = 1, BELOW_MAX / 50 do
+    local below = redis.call('ZRANGEBYLEX', K_LOCK_NAMES, first, '[' .. path .. '/\255', 'LIMIT', 0, 50)
     for _, name in ipairs(below) do
-      local l = live_lock(name, now)
-      if l then return name, l end
+      if dropped < BELOW_DROPS then
+        local l = live_lock(name, now)
+        if l then return name, l end
+        dropped = dropped + 1
+      elseif tonumber(redis.call('ZSCORE', K_LOCKS, name) or 0) > now then
+        return name, live_lock(name, now)
+      end
+      first = '(' .. name
     end
     if #below < 50 then return nil, nil end
   end
+  return nil, nil, true
 end
