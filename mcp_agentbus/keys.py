@@ -43,10 +43,17 @@ Every key starts with ``ab:{<ns>}:``.
 | ``inbox_bytes``      | HASH    | bytes each inbox is charged             | one per inbox                   |
 | ``health``           | STRING  | written by /healthz: Redis takes writes | one, expires                    |
 | ``cascade``          | LIST    | cascades left for the reaper to go on   | one per dead/done task, popped  |
+| ``owned_tasks:<o>``  | ZSET    | owner o's unfinished tasks, score +inf  | tasks_max_per_owner ⁵           |
+| ``owned_agents:<o>`` | ZSET    | agents o registered, score = drop time  | agents_max_per_owner ⁵          |
+| ``owned_inboxes:<o>``| ZSET    | idle inboxes o opened, score = expiry   | idle_inboxes_max_per_owner ⁵    |
+| ``owned_locks:<o>``  | ZSET    | locks o's agents hold, score = expiry   | locks_max_per_owner ⁵           |
+| ``inbox_owners``     | HASH    | the owner each idle inbox is charged to | idle_inboxes_max                |
 
 ¹ The inbox of an agent that is not live expires after the retention (and is dropped sooner, soonest to
 expire first, when more than idle_inboxes_max wait). ² Each also expires after the retention.
 ³ And event_log_max_bytes of topic, agent and data (within a 64th). ⁴ Also left after the retention.
+⁵ And the namespace's bound in all: every entry is one of the namespace's tasks, agent records, idle
+inboxes or locks. An owner (``owners.py``) is ``token:<grant id>`` or an agent id.
 """
 
 from __future__ import annotations
@@ -91,6 +98,11 @@ LAYOUT = (
     "events:marks",
     "inboxes:idle",
     "inbox_bytes",
+    "owned_tasks:",
+    "owned_agents:",
+    "owned_inboxes:",
+    "owned_locks:",
+    "inbox_owners",
 )
 
 
@@ -180,3 +192,7 @@ class Keys:
     @property
     def cascade(self) -> str:
         return f"{self.prefix}cascade"
+
+    def owned(self, kind: str, owner: str) -> str:
+        """What `owner` holds of `kind` (tasks, agents, inboxes, locks) against its share."""
+        return f"{self.prefix}owned_{kind}:{owner}"

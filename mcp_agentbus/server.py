@@ -37,7 +37,7 @@ from mcp.types import ResourceTemplate as MCPResourceTemplate
 from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
-from mcp_agentbus import __version__, notices, prompts, resources, waiting
+from mcp_agentbus import __version__, notices, owners, prompts, resources, waiting
 from mcp_agentbus.auth import (
     Streams,
     Verifier,
@@ -175,7 +175,11 @@ class AgentBusServer(MCPServer[App]):
             )
         allowed_to_wait = waiting.still_allowed.set(None if grant is None else self._still_granted(grant))
         try:
-            with self._watching(name, arguments):
+            # A token's calls use its share of the namespace's bounds; without one, the acting agent's.
+            with (
+                self._watching(name, arguments),
+                owners.charging("" if grant is None else owners.of_token(grant.id)),
+            ):
                 return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             return error_result(_explain(name, exc))

@@ -113,6 +113,20 @@ class Settings(BaseSettings):
         100_000, ge=100, description="Message records (for reply_to) kept: the newest this many."
     )
     locks_max: int = Field(100_000, ge=1, description="Locks held at once in a namespace; more are refused.")
+    # Each owner's share of those bounds (an owner: a token, or the agent a call acts as without one), so
+    # one cannot use a bound up for the others; a tenth of each, so it takes ten owners to fill one.
+    tasks_max_per_owner: int = Field(
+        10_000, ge=1, description="Unfinished tasks one token (or agent, without tokens) may have created."
+    )
+    agents_max_per_owner: int = Field(
+        1_000, ge=1, description="Agent records (live, and gone within the retention) one token registers."
+    )
+    idle_inboxes_max_per_owner: int = Field(
+        100, ge=1, description="Inboxes of agents not live that one token's (or agent's) messages opened."
+    )
+    locks_max_per_owner: int = Field(
+        10_000, ge=1, description="Locks one token's agents (or one agent, without tokens) hold at once."
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcp_agentbus import notices
+from mcp_agentbus import notices, owners
 from mcp_agentbus.connection import Redis, backend
 from mcp_agentbus.errors import (
     AgentBusError,
@@ -46,12 +46,18 @@ BOUNDS = (
     "fanout_max_bytes",
     "messages_max",
     "locks_max",
+    "tasks_max_per_owner",
+    "agents_max_per_owner",
+    "idle_inboxes_max_per_owner",
+    "locks_max_per_owner",
 )
 
 
-def common_argv(settings: Settings) -> list[Any]:
-    """What every script's ARGV starts with: the bounds, then the retention of finished records (ms)."""
-    return [",".join(str(getattr(settings, name)) for name in BOUNDS), settings.retention_seconds * 1000]
+def common_argv(settings: Settings, owner: str = "") -> list[Any]:
+    """What every script's ARGV starts with: the bounds and, as the last item of their comma list, the
+    owner of the call (owners.py; '' = the agent it acts as); then the retention of finished records (ms)."""
+    bounds = ",".join(str(getattr(settings, name)) for name in BOUNDS)
+    return [f"{bounds},{owner}", settings.retention_seconds * 1000]
 
 
 @dataclass
@@ -64,16 +70,17 @@ class Store:
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.namespace)
         self.scripts = Scripts(self.redis)
-        self._common = common_argv(self.settings)
 
     async def run(self, script: str, *args: Any) -> list[Any]:
         """Run `script` with the namespace's key layout; a refusal {code, message[, hint]} raises.
-        Inside `notices.watching(agent)`, the reply also brings that agent's notices."""
+        Inside `notices.watching(agent)`, the reply also brings that agent's notices; inside
+        `owners.charging(owner)`, what it creates is charged to that owner's share."""
         watch = notices.current()
         notices_for = "" if watch is None else watch.agent
+        common = common_argv(self.settings, owners.current())
         with self.backend():
             reply: list[Any] = await self.scripts(
-                script, self.keys.script_keys, [*self._common, notices_for, *args]
+                script, self.keys.script_keys, [*common, notices_for, *args]
             )
         if watch is not None:
             watch.add(reply.pop())

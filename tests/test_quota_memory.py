@@ -50,10 +50,10 @@ BOUNDS: dict[str, Any] = {
 ALLOCATOR = 1.25  # jemalloc rounds an allocation up to its size class: at most a quarter more
 EVENT_ENTRY = 64  # a stream entry's own overhead beyond its topic, agent and data
 MAX_EVENT = MAX_JSON_BYTES + 200  # one event's data, topic and agent
-INBOX_KEYS = 1_024  # an inbox's two keys, its inbox_bytes field and idle index entry
+INBOX_KEYS = 1_300  # an inbox's two keys, its inbox_bytes field, idle index entry and owner's charge
 TASK = 140_000  # title 200 and description 16,384 characters (4 bytes each at most), payload 64 KiB, fields
-AGENT = 2_500 + 50 * 600  # presence record (status, note, 20 capabilities) and its lost-list of 50
-LOCK = 10_000  # a 512-character resource (up to 2 KB) in its hash key and three indexes
+AGENT = 2_700 + 50 * 600  # presence record (status, note, 20 capabilities, owner's entry), lost-list of 50
+LOCK = 12_500  # a 512-character resource (up to 2 KB) in its hash key, three indexes and its owner's
 MESSAGE_RECORD = 300  # msg:<id>: thread and sender
 NAMESPACE = 65_536  # counters, reaper key, event marks
 

@@ -7,7 +7,7 @@
 -- returns: {'ok', lock_token, fencing_token, expires_at_ms, extended ('1'|'0')}
 --        | {'held', conflicting_resource, holder, expires_at_ms, waiters, now_ms}
 --        | {'queued', first_waiter, waiters, now_ms}
---        | {'invalid_argument', message, hint} (LOCKS_MAX locks are held)
+--        | {'invalid_argument', message, hint} (LOCKS_MAX locks are held, or the owner's share)
 --        | {'wrong_state', message, hint} (the agent holds max_held locks, or too many expired locks
 --          below a directory wait to be taken back)
 --@include keys.lua
@@ -36,6 +36,8 @@ if conflict == res and held[1] == agent then -- the holder again: extend, same t
   local expires = now + ttl_ms
   redis.call('HSET', K_LOCK .. res, 'expires', expires, 'ttl_ms', ttl_ms)
   redis.call('ZADD', K_LOCKS, expires, res)
+  local charged = redis.call('HGET', K_LOCK .. res, 'owned_by')
+  if charged then redis.call('ZADD', K_OWNED_LOCKS .. charged, expires, res) end
   wake('locks')
   return { 'ok', held[2], held[3], expires, '1' }
 end
@@ -64,13 +66,21 @@ if redis.call('SCARD', K_AGENT_LOCKS .. agent) >= max_held then
     ' was not locked', 'Release locks you no longer need (release_lock), or lock a directory (a path ' ..
     "ending in '/') instead of each file in it." }
 end
+local owner = owner_for(agent)
+local has = owned_count(K_OWNED_LOCKS .. owner, now)
+if has >= LOCKS_MAX_PER_OWNER then
+  return over_share(owner, has, LOCKS_MAX_PER_OWNER, 'locks held at once', res .. ' was not locked',
+    'Release locks you no longer need (release_lock), or lock a directory (a path ending in \'/\') ' ..
+    'instead of each file in it.', 'LOCKS_MAX_PER_OWNER')
+end
 redis.call('ZREM', queue, agent)
 redis.call('HDEL', waits, agent)
 local fence = next_fence(res)
 local expires = now + ttl_ms
 redis.call('HSET', K_LOCK .. res, 'owner', agent, 'token', token, 'fence', fence, 'expires', expires,
-  'ttl_ms', ttl_ms, 'acquired', now)
+  'ttl_ms', ttl_ms, 'acquired', now, 'owned_by', owner)
 redis.call('ZADD', K_LOCKS, expires, res)
+redis.call('ZADD', K_OWNED_LOCKS .. owner, expires, res)
 redis.call('ZADD', K_LOCK_NAMES, 0, res)
 redis.call('SADD', K_AGENT_LOCKS .. agent, res)
 emit('lock.acquired', agent, { resource = res, fence = fence })

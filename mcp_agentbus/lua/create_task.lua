@@ -21,12 +21,16 @@ if idem ~= '' then
   if first then return { 'duplicate', first } end
 end
 
--- Quota: at most TASKS_MAX unfinished tasks per namespace (counters.open, kept by set_state).
+-- Quota: at most TASKS_MAX unfinished tasks per namespace (counters.open, kept by set_state), and
+-- TASKS_MAX_PER_OWNER of the call's owner (owned_tasks:, kept by set_state too).
 if tonumber(redis.call('HGET', K_COUNTERS, 'open') or 0) >= TASKS_MAX then
   return { 'invalid_argument', 'this namespace holds ' .. TASKS_MAX .. ' unfinished tasks, the most it ' ..
     'keeps; the task was not created', 'Let workers finish (or cancel) queued tasks first, or ask the ' ..
     'operator to raise AGENTBUS_TASKS_MAX.' }
 end
+local owner = owner_for(agent)
+local over = over_task_share(owner, 1, 'the task was not created')
+if over then return over end
 
 if wf ~= '' then
   local w = redis.call('HMGET', K_WF .. wf, 'status', 'total')
@@ -73,7 +77,8 @@ local id = 't-' .. redis.call('HINCRBY', K_COUNTERS, 'task', 1)
 local due = delay_ms > 0 and now + delay_ms or 0
 redis.call('HSET', K_TASK .. id, 'id', id, 'wf', wf, 'title', title, 'desc', desc, 'cap', cap,
   'prio', prio, 'payload', payload, 'deps', deps_csv, 'pending', #waiting, 'attempts', 0,
-  'max_attempts', max_attempts, 'fence', 0, 'created', now, 'creator', agent, 'due', due, 'in_bytes', inputs)
+  'max_attempts', max_attempts, 'fence', 0, 'created', now, 'creator', agent, 'due', due, 'in_bytes', inputs,
+  'owned_by', owner)
 for _, dep in ipairs(waiting) do
   local before = redis.call('HGET', K_TASK .. dep, 'dependents')
   redis.call('HSET', K_TASK .. dep, 'dependents', (before and before ~= '') and (before .. ',' .. id) or id)

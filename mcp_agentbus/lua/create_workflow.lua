@@ -18,13 +18,17 @@ if idem ~= '' then
   if first then return { 'duplicate', first } end
 end
 
--- Quota: at most TASKS_MAX unfinished tasks per namespace (counters.open, kept by set_state).
+-- Quota: at most TASKS_MAX unfinished tasks per namespace (counters.open, kept by set_state), and
+-- TASKS_MAX_PER_OWNER of the call's owner (owned_tasks:, kept by set_state too).
 local open = tonumber(redis.call('HGET', K_COUNTERS, 'open') or 0)
 if open + #spec > TASKS_MAX then
   return { 'invalid_argument', 'this namespace holds ' .. open .. ' unfinished tasks and keeps at most ' ..
     TASKS_MAX .. '; the workflow\'s ' .. #spec .. ' tasks were not created', 'Let workers finish (or ' ..
     'cancel) queued tasks first, or ask the operator to raise AGENTBUS_TASKS_MAX.' }
 end
+local owner = owner_for(agent)
+local over = over_task_share(owner, #spec, 'the workflow\'s ' .. #spec .. ' tasks were not created')
+if over then return over end
 
 local now = now_ms()
 local wf = 'wf-' .. redis.call('HINCRBY', K_COUNTERS, 'workflow', 1)
@@ -50,7 +54,7 @@ for i, t in ipairs(spec) do
   redis.call('HSET', K_TASK .. id, 'id', id, 'key', t.key, 'wf', wf, 'title', t.title, 'desc', t.desc,
     'cap', t.cap, 'prio', t.prio, 'payload', ARGV[7 + i], 'deps', table.concat(deps, ','),
     'dependents', table.concat(dependents[i], ','), 'pending', #deps, 'attempts', 0,
-    'max_attempts', t.max_attempts, 'fence', 0, 'created', now, 'creator', agent)
+    'max_attempts', t.max_attempts, 'fence', 0, 'created', now, 'creator', agent, 'owned_by', owner)
   if #deps == 0 then
     make_ready(id, now)
     ready[#ready + 1] = t.key

@@ -1,12 +1,14 @@
 -- heartbeat: register or refresh an agent and extend every lease and lock it holds, in one step. A
 -- live agent's inbox does not expire. At most AGENTS_MAX agents are live, and at most AGENTS_MAX
--- records (live and gone) are kept: a newcomer pushes out the record of the agent gone longest.
+-- records (live and gone) are kept: a newcomer pushes out the record of the agent gone longest. A new
+-- record is charged to the call's owner (its `owned_by`), at most AGENTS_MAX_PER_OWNER each, until the
+-- record goes: an agent that comes back under another owner stays charged to the first.
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, agent, status, capabilities (comma list), capabilities given
 --       ('1'|'0': '0' keeps the registered ones), note, ttl_ms
 -- returns: {'ok', joined ('1'|'0'), {task_id, expires_at_ms, ...}, live_agents, capabilities csv,
 --           joined_at_ms, now_ms, {resource, expires_at_ms, ...}, unread messages}
---        | {'invalid_argument', message, hint} (AGENTS_MAX agents are live)
+--        | {'invalid_argument', message, hint} (AGENTS_MAX agents are live, or the owner's share is used)
 --@include keys.lua
 --@include common.lua
 
@@ -14,7 +16,7 @@ local agent, status, caps, caps_given, note, ttl_ms = ARGV[4], ARGV[5], ARGV[6],
   tonumber(ARGV[9])
 local now = now_ms()
 local joined = not redis.call('ZSCORE', K_AGENTS, agent)
-local was = redis.call('HGET', K_AGENT .. agent, 'status')
+local was, charged = unpack(redis.call('HMGET', K_AGENT .. agent, 'status', 'owned_by'))
 if joined then
   local live = redis.call('ZCARD', K_AGENTS)
   if live >= AGENTS_MAX then
@@ -22,17 +24,31 @@ if joined then
       agent .. ' was not registered', 'Wait for agents to go silent (their heartbeats stop) and retry, ' ..
       'or ask the operator to raise AGENTBUS_AGENTS_MAX.' }
   end
+  if not charged then
+    charged = owner_for(agent)
+    local has = owned_count(K_OWNED_AGENTS .. charged, now)
+    if has >= AGENTS_MAX_PER_OWNER then
+      return over_share(charged, has, AGENTS_MAX_PER_OWNER, 'agent records (live, and gone within the ' ..
+        'retention)', agent .. ' was not registered', 'Act as agents registered already (list_agents ' ..
+        'shows them), or wait for some to go silent and their records to expire.', 'AGENTS_MAX_PER_OWNER')
+    end
+  end
   if not was and live + redis.call('ZCARD', K_AGENTS_GONE) >= AGENTS_MAX then
     local oldest = redis.call('ZRANGE', K_AGENTS_GONE, 0, 0)[1] -- there is one: live < AGENTS_MAX
+    local owner = redis.call('HGET', K_AGENT .. oldest, 'owned_by')
+    if owner then redis.call('ZREM', K_OWNED_AGENTS .. owner, oldest) end
     redis.call('ZREM', K_AGENTS_GONE, oldest)
     redis.call('DEL', K_AGENT .. oldest)
   end
+  -- Counted while live; the reaper sets when it stops (its record expires) once it goes silent.
+  redis.call('ZADD', K_OWNED_AGENTS .. charged, '+inf', agent)
+  redis.call('PERSIST', K_OWNED_AGENTS .. charged)
 end
 
 redis.call('HSET', K_AGENT .. agent, 'id', agent, 'status', status, 'note', note, 'ttl_ms', ttl_ms,
   'last_seen', now)
 if caps_given then redis.call('HSET', K_AGENT .. agent, 'caps', caps) end
-if joined then redis.call('HSET', K_AGENT .. agent, 'joined_at', now) end
+if joined then redis.call('HSET', K_AGENT .. agent, 'joined_at', now, 'owned_by', charged) end
 redis.call('PERSIST', K_AGENT .. agent)
 redis.call('ZADD', K_AGENTS, now + ttl_ms, agent)
 redis.call('ZREM', K_AGENTS_GONE, agent)
@@ -59,11 +75,12 @@ for _, id in ipairs(redis.call('SMEMBERS', K_HELD .. agent)) do
 end
 local locks = {}
 for _, res in ipairs(redis.call('SMEMBERS', K_AGENT_LOCKS .. agent)) do
-  local l = redis.call('HMGET', K_LOCK .. res, 'owner', 'ttl_ms')
+  local l = redis.call('HMGET', K_LOCK .. res, 'owner', 'ttl_ms', 'owned_by')
   if l[1] == agent then
     local expires = now + tonumber(l[2])
     redis.call('HSET', K_LOCK .. res, 'expires', expires)
     redis.call('ZADD', K_LOCKS, expires, res)
+    if l[3] then redis.call('ZADD', K_OWNED_LOCKS .. l[3], expires, res) end
     locks[#locks + 1] = res
     locks[#locks + 1] = expires
     wake('locks')

@@ -54,6 +54,15 @@ for _, agent in ipairs(silent) do
   redis.call('ZADD', K_AGENTS_GONE, now, agent)
   redis.call('HSET', K_AGENT .. agent, 'status', 'gone')
   redis.call('PEXPIRE', K_AGENT .. agent, RETENTION_MS)
+  -- Its owner's share is used by its record until the record expires (the key too, once nothing in
+  -- it counts for good).
+  local owner = redis.call('HGET', K_AGENT .. agent, 'owned_by')
+  if owner then
+    redis.call('ZADD', K_OWNED_AGENTS .. owner, now + RETENTION_MS, agent)
+    if redis.call('ZCOUNT', K_OWNED_AGENTS .. owner, '+inf', '+inf') == 0 then
+      redis.call('PEXPIRE', K_OWNED_AGENTS .. owner, RETENTION_MS)
+    end
+  end
   emit('agent.gone', agent, { agent = agent })
 end
 

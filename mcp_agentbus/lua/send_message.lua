@@ -2,7 +2,8 @@
 -- with a capability ('role:<capability>'), or every live agent ('*'); the sender is left out of the
 -- last two. An inbox whose unread messages reached a limit (inbox_max, INBOX_MAX_BYTES) refuses it
 -- (never drops an unread one). A copy to '*' or a role is bounded by FANOUT_MAX_BYTES; an agent not
--- live gets an idle inbox (it expires after the retention), at most IDLE_INBOXES_MAX of them.
+-- live gets an idle inbox (it expires after the retention), at most IDLE_INBOXES_MAX of them, and at
+-- most IDLE_INBOXES_MAX_PER_OWNER opened by the call's owner.
 -- KEYS: the namespace layout (include/keys.lua)
 -- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, sender, idempotency scope ('' = none), to, subject, body,
 --       data (JSON text), thread_id ('' = new thread or reply_to's), reply_to ('' = none), inbox_max,
@@ -66,6 +67,7 @@ if #recipients > 1 and #recipients * size > FANOUT_MAX_BYTES then
     'Shorten the body and data, send to fewer agents (role:<capability>), or publish_event it once ' ..
     'for all to read (or create_task, if it is work to do).' }
 end
+local opener -- the owner charged for the idle inbox this message opens, if it opens one
 if #absent > 0 and redis.call('EXISTS', K_INBOX .. to) == 0 then
   forget_expired_inboxes(now, 10)
   if redis.call('ZCARD', K_IDLE_INBOXES) >= IDLE_INBOXES_MAX then
@@ -73,6 +75,15 @@ if #absent > 0 and redis.call('EXISTS', K_INBOX .. to) == 0 then
       ' inboxes already wait for agents that are not live (the most this namespace keeps)',
       'Check the id with list_agents: an agent that never heartbeats reads nothing. Send once it is ' ..
       'live, or reach it another way (a task, an event). Idle inboxes expire after the retention.' }
+  end
+  opener = owner_for(sender)
+  local has = owned_count(K_OWNED_INBOXES .. opener, now)
+  if has >= IDLE_INBOXES_MAX_PER_OWNER then
+    return over_share(opener, has, IDLE_INBOXES_MAX_PER_OWNER, 'inboxes waiting for agents that are not ' ..
+      'live', to .. ' is not live and has no inbox; the message was not sent', 'Check the id with ' ..
+      'list_agents: an agent that never heartbeats reads nothing. Send once it is live, or reach it ' ..
+      'another way (a task, an event). An inbox stops counting once its agent is live, or expires.',
+      'IDLE_INBOXES_MAX_PER_OWNER')
   end
 end
 
@@ -107,7 +118,10 @@ for _, agent in ipairs(recipients) do
     wake('inbox:' .. agent)
   end
 end
-for _, agent in ipairs(absent) do park_inbox(agent, now) end
+for _, agent in ipairs(absent) do
+  park_inbox(agent, now)
+  charge_inbox(agent, opener, now)
+end
 if #delivered == 0 then
   return { 'inbox_full', 'the inbox of ' .. table.concat(full, ', ') .. ' holds as many unread messages ' ..
     'as it keeps (' .. inbox_max .. ' messages or ' .. INBOX_MAX_BYTES .. ' bytes)' }

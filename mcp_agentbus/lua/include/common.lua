@@ -63,3 +63,28 @@ local function split(csv)
   end
   return out
 end
+
+-- Owners' shares (owners.py): what an owner holds of the namespace's tasks, agent records, idle inboxes
+-- and locks is kept in `owned_<kind>:<owner>`, a ZSET whose score is when the entry stops counting
+-- (+inf while it may not), so a count never depends on every decrement having been caught. A call
+-- that came without an owner is charged to the agent it acts as.
+local function owner_for(agent)
+  if OWNER ~= '' then return OWNER end
+  return agent
+end
+
+-- How many entries of an owner's `key` count at `now`; a bounded batch of those whose time passed is
+-- dropped on the way (what is left of them is not counted either).
+local function owned_count(key, now)
+  local passed = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 20)
+  if #passed > 0 then redis.call('ZREM', key, unpack(passed)) end
+  return redis.call('ZCOUNT', key, '(' .. now, '+inf')
+end
+
+-- The refusal of a call that would take `owner`, which `has` so many, past its `share` of `what`.
+local function over_share(owner, has, share, what, refused, hint, setting)
+  local whose = string.sub(owner, 1, 6) == 'token:' and "your token's share" or ('agent ' .. owner .. "'s share")
+  return { 'invalid_argument', whose .. ' of this namespace is ' .. share .. ' ' .. what .. ' and it has ' ..
+    has .. '; ' .. refused, hint .. ' Other tokens and agents keep their own shares; the operator sets ' ..
+    'this one with AGENTBUS_' .. setting .. '.' }
+end

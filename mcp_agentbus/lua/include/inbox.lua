@@ -62,12 +62,34 @@ local function park_inbox(agent, now)
   redis.call('ZADD', K_IDLE_INBOXES, now + RETENTION_MS, agent)
 end
 
+-- An idle inbox a message opened is charged to the owner of that message (`inbox_owners`), against
+-- IDLE_INBOXES_MAX_PER_OWNER, while it waits: scored by its expiry, which each message to it moves.
+-- `owner` nil: a further message, which moves the expiry of whatever charge there is.
+local function charge_inbox(agent, owner, now)
+  if redis.call('EXISTS', K_INBOX .. agent) == 0 then return end
+  owner = owner or redis.call('HGET', K_INBOX_OWNERS, agent)
+  if not owner then return end
+  redis.call('HSET', K_INBOX_OWNERS, agent, owner)
+  redis.call('ZADD', K_OWNED_INBOXES .. owner, now + RETENTION_MS, agent)
+  redis.call('PEXPIRE', K_OWNED_INBOXES .. owner, RETENTION_MS)
+end
+
+-- The inbox is no longer idle (its agent is live) or is gone: it no longer uses its owner's share.
+local function uncharge_inbox(agent)
+  local owner = redis.call('HGET', K_INBOX_OWNERS, agent)
+  if owner then
+    redis.call('ZREM', K_OWNED_INBOXES .. owner, agent)
+    redis.call('HDEL', K_INBOX_OWNERS, agent)
+  end
+end
+
 -- The agent is live: its inbox stays until read (bounded by inbox_max and INBOX_MAX_BYTES). An inbox
 -- has an expiry exactly while it is in the idle index, so one ZREM tells whether there is work.
 local function unpark_inbox(agent)
   if redis.call('ZREM', K_IDLE_INBOXES, agent) == 1 then
     redis.call('PERSIST', K_INBOX .. agent)
     redis.call('PERSIST', K_UNREAD .. agent)
+    uncharge_inbox(agent)
   end
 end
 
@@ -75,6 +97,7 @@ local function drop_inbox(agent)
   redis.call('DEL', K_INBOX .. agent, K_UNREAD .. agent)
   redis.call('HDEL', K_INBOX_BYTES, agent)
   redis.call('ZREM', K_IDLE_INBOXES, agent)
+  uncharge_inbox(agent)
 end
 
 -- Forget up to `limit` idle inboxes whose time is up (Redis has expired their keys already).

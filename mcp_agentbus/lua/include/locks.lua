@@ -16,6 +16,8 @@ local function next_fence(res)
 end
 
 local function drop_lock(res, owner, topic)
+  local charged = redis.call('HGET', K_LOCK .. res, 'owned_by')
+  if charged then redis.call('ZREM', K_OWNED_LOCKS .. charged, res) end
   redis.call('DEL', K_LOCK .. res)
   redis.call('ZREM', K_LOCKS, res)
   redis.call('ZREM', K_LOCK_NAMES, res)

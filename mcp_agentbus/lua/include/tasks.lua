@@ -5,16 +5,30 @@ local PRIORITY_SPAN = 4294967296 -- 2^32 FIFO sequence numbers per priority
 
 local FINAL = { done = true, dead = true, cancelled = true }
 
--- Every state change goes through here so workflow counters, and `counters.open` (unfinished tasks,
--- bounded by TASKS_MAX at creation), stay exact.
+-- Every state change goes through here so workflow counters, `counters.open` (unfinished tasks,
+-- bounded by TASKS_MAX at creation) and the unfinished tasks of the task's owner (`owned_tasks:`, set
+-- at creation as the task's `owned_by`) stay exact.
 local function set_state(id, wf, old, new, now)
   redis.call('HSET', K_TASK .. id, 'state', new, 'updated', now)
   local was_open, is_open = (old and old ~= '' and not FINAL[old]) and true or false, not FINAL[new]
-  if was_open ~= is_open then redis.call('HINCRBY', K_COUNTERS, 'open', is_open and 1 or -1) end
+  if was_open ~= is_open then
+    redis.call('HINCRBY', K_COUNTERS, 'open', is_open and 1 or -1)
+    local owner = redis.call('HGET', K_TASK .. id, 'owned_by')
+    if owner and is_open then redis.call('ZADD', K_OWNED_TASKS .. owner, '+inf', id)
+    elseif owner then redis.call('ZREM', K_OWNED_TASKS .. owner, id) end
+  end
   if wf and wf ~= '' then
     if old and old ~= '' then redis.call('HINCRBY', K_WF .. wf, 'n:' .. old, -1) end
     redis.call('HINCRBY', K_WF .. wf, 'n:' .. new, 1)
   end
+end
+
+-- The refusal of `count` new tasks past `owner`'s share of unfinished tasks; nil when they fit.
+local function over_task_share(owner, count, refused)
+  local has = redis.call('ZCARD', K_OWNED_TASKS .. owner)
+  if has + count <= TASKS_MAX_PER_OWNER then return nil end
+  return over_share(owner, has, TASKS_MAX_PER_OWNER, 'unfinished tasks', refused, 'Let workers finish ' ..
+    '(or cancel) tasks you created first.', 'TASKS_MAX_PER_OWNER')
 end
 
 local function make_ready(id, now)
