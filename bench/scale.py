@@ -21,7 +21,13 @@ from workloads import CREATE_ARGS, common_argv, core_workloads, drop_namespace, 
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.connection import Redis
 from mcp_agentbus.keys import Keys
-from mcp_agentbus.limits import MAX_HELD_TASKS, MAX_INPUTS_BYTES
+from mcp_agentbus.limits import (
+    MAX_FANOUT_RECIPIENTS,
+    MAX_HELD_TASKS,
+    MAX_INPUTS_BYTES,
+    MAX_REPLY_BYTES,
+    REPLY_ROOM,
+)
 from mcp_agentbus.scripts import source
 from mcp_agentbus.settings import Settings
 
@@ -39,6 +45,7 @@ READ_EVERY = 50  # messages a reader gets between two reads of its inbox
 MESSAGES_PER_CAP = 5  # see messages()
 MIN_EVENT_RETENTION = 100  # the smallest the settings allow
 BODY = "x" * 100  # the body of every message streamed
+READ_BUDGET = MAX_REPLY_BYTES - REPLY_ROOM  # what read_inbox may return, as the core asks
 READER, AWAY = "bench-reader", "bench-away"  # the inbox that is read as it fills, and the one never read
 
 
@@ -339,8 +346,22 @@ async def warm_up(run: Run) -> None:
     settings = run.namespace("warm-up")
     raw = await Pipelined.load(run.redis, settings, "publish_event", "send_message", "read_inbox")
     publish = raw.command("publish_event", AGENT, "", "bench.tick", '{"n": 1}')
-    send = raw.command("send_message", AGENT, "", READER, "bench", BODY, "null", "", "", settings.inbox_max)
-    for reply in await raw.send([publish, send, raw.command("read_inbox", READER, 100, "0", "")]):
+    send = raw.command(
+        "send_message",
+        AGENT,
+        "",
+        READER,
+        "bench",
+        BODY,
+        "null",
+        "",
+        "",
+        settings.inbox_max,
+        MAX_FANOUT_RECIPIENTS,
+    )
+    for reply in await raw.send(
+        [publish, send, raw.command("read_inbox", READER, 100, "0", "", READ_BUDGET)]
+    ):
         expect_ok("warm-up", reply)
     await server_memory(run.redis)
 
@@ -397,9 +418,19 @@ async def inbox_stream(run: Run) -> None:
     settings = inbox_settings(run, "inbox")
     raw = await Pipelined.load(run.redis, settings, "send_message", "read_inbox")
     message = raw.command(
-        "send_message", AGENT, "", READER, "bench", BODY, "null", "", "", settings.inbox_max
+        "send_message",
+        AGENT,
+        "",
+        READER,
+        "bench",
+        BODY,
+        "null",
+        "",
+        "",
+        settings.inbox_max,
+        MAX_FANOUT_RECIPIENTS,
     )
-    read = raw.command("read_inbox", READER, 100, "0", "")  # limit 100 (the most), not peeking
+    read = raw.command("read_inbox", READER, 100, "0", "", READ_BUDGET)  # limit 100 (the most), not peeking
     reads = BATCH // READ_EVERY  # per write, each after its READ_EVERY messages
 
     async def send(count: int) -> None:
@@ -410,7 +441,7 @@ async def inbox_stream(run: Run) -> None:
             for size in group:
                 for _ in range(size):
                     expect_ok("send_message", next(replies))
-                _, found, unread = next(replies)
+                _, found, unread, _ = next(replies)
                 if len(found) != size or unread != 0:
                     raise RuntimeError(f"read_inbox got {len(found)} of {size} messages and left {unread}")
 
@@ -447,7 +478,19 @@ async def unread_stream(run: Run) -> None:
     rest, saying so, rather than grow or drop an unread one."""
     settings = inbox_settings(run, "unread")
     raw = await Pipelined.load(run.redis, settings, "send_message")
-    message = raw.command("send_message", AGENT, "", AWAY, "bench", BODY, "null", "", "", settings.inbox_max)
+    message = raw.command(
+        "send_message",
+        AGENT,
+        "",
+        AWAY,
+        "bench",
+        BODY,
+        "null",
+        "",
+        "",
+        settings.inbox_max,
+        MAX_FANOUT_RECIPIENTS,
+    )
     outcomes = {"ok": 0, "inbox_full": 0}
 
     async def send(count: int) -> None:

@@ -22,7 +22,9 @@ from mcp_agentbus.limits import (
     MAX_HELD_LOCKS,
     MAX_HELD_TASKS,
     MAX_INPUTS_BYTES,
+    MAX_REPLY_BYTES,
     MAX_WORKFLOW_TASKS,
+    REPLY_ROOM,
 )
 from mcp_agentbus.scripts import source
 from mcp_agentbus.settings import Settings
@@ -180,7 +182,7 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
         )
 
     async def read(_: None) -> None:
-        _, found, _ = await raw("read_inbox", AGENT, 1, "0", "")
+        _, found, _, _ = await raw("read_inbox", AGENT, 1, "0", "", MAX_REPLY_BYTES - REPLY_ROOM)
         if len(found) != 1:
             raise RuntimeError(f"read_inbox found {found}")
 

@@ -85,7 +85,8 @@ _REFUSING: dict[str, tuple[str, str]] = {
     "TRYAGAIN": ("the Redis Cluster is moving this namespace's keys", _RETRY_SOON),
     "MISCONF": (
         "Redis refuses every change: it cannot save its data to disk",
-        "Nothing was changed; reads still work. The operator must fix Redis's disk (see its log). Retry later.",
+        "Nothing was changed; reads still work. The operator must fix Redis's disk (see its log); retry "
+        "later.",
     ),
 }
 # The refusals redis-py gives classes of their own (most specific first); the rest by the reply's first word.
