@@ -12,6 +12,7 @@ import anyio
 import pytest
 from helpers import ALSO_ON_CLUSTER, WAIT_BOUND, fresh_settings
 
+from mcp_agentbus import reaper
 from mcp_agentbus.bus import AgentBus
 from mcp_agentbus.errors import InboxFull, InvalidArgument, NotFound
 
@@ -247,3 +248,42 @@ async def test_counters_keep_no_field_for_a_capability_with_nothing_ready(bus: A
         await bus.tasks.complete("worker", claim.task.id, claim.lease.lease_token)
     fields = await bus.redis.hkeys(key(bus, "counters"))
     assert [f for f in fields if f.startswith("ready:")] == []
+
+
+async def test_a_message_refused_by_a_full_inbox_leaves_no_trace(bus: AgentBus) -> None:
+    first = await bus.inbox.send("alice", "bob", "the first message, kept for replies")
+    body = "x" * 15_000
+    for _ in range(4):  # bob is away: his idle inbox fills up with unread messages
+        await bus.inbox.send("alice", "bob", body)
+    counters_before = await bus.redis.hgetall(key(bus, "counters"))
+    expiry_before = await pttl(bus, "inbox:bob")
+    for _ in range(SMALL["messages_max"] + 5):  # enough refusals to push the first record out, once
+        with pytest.raises(InboxFull):
+            await bus.inbox.send("alice", "bob", body)
+    assert await bus.redis.hgetall(key(bus, "counters")) == counters_before  # no message id taken
+    assert await pttl(bus, "inbox:bob") <= expiry_before  # the idle inbox was not kept longer
+    reply = await bus.inbox.send(
+        "carol", "alice", "a reply still finds its thread", reply_to=first.message_id
+    )
+    assert reply.thread_id == first.thread_id
+
+
+async def test_workflows_older_than_the_retention_leave_the_index_behind_ones_still_running(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reaper, "BATCH", 2)  # fewer running workflows than this would hide nothing
+    async with AgentBus.open(fresh_settings(redis_url, retention_seconds=1)) as bus:
+        one_task = [{"key": "a", "title": "a"}]
+        running = [await bus.workflows.create("boss", title=f"long {n}", tasks=one_task) for n in range(3)]
+        done = await bus.workflows.create("boss", title="finished", tasks=one_task)
+        claim = await bus.tasks.claim("w", task_id=done.task_ids["a"])
+        assert claim.task is not None and claim.lease is not None
+        await bus.tasks.complete("w", claim.task.id, claim.lease.lease_token)
+        index = key(bus, "workflows")
+        with anyio.fail_after(WAIT_BOUND):  # its record expires after 1 s, then the reaper gets to it
+            while True:
+                if await bus.redis.zscore(index, done.workflow_id) is None:
+                    break
+                await anyio.sleep(0.1)
+        kept = [await bus.redis.zscore(index, wf.workflow_id) for wf in running]
+        assert None not in kept  # still running: listed

@@ -74,8 +74,17 @@ for _, index in ipairs({ K_DEAD, K_AGENTS_GONE }) do
   if #old > 0 then redis.call('ZREM', index, unpack(old)) end
   forgotten = math.max(forgotten, #old)
 end
-for _, wf in ipairs(redis.call('ZRANGEBYSCORE', K_WORKFLOWS, '-inf', horizon, 'LIMIT', 0, batch)) do
-  if redis.call('EXISTS', K_WF .. wf) == 0 then redis.call('ZREM', K_WORKFLOWS, wf) end
+-- Workflows created before the horizon leave the index once their record has expired. Those still
+-- running stay, so the look goes on from where the last sweep stopped (counters.wf_scan), a page a sweep.
+local from = redis.call('HGET', K_COUNTERS, 'wf_scan') or '-inf'
+local page = redis.call('ZRANGEBYSCORE', K_WORKFLOWS, from, horizon, 'WITHSCORES', 'LIMIT', 0, batch)
+for i = 1, #page, 2 do
+  if redis.call('EXISTS', K_WF .. page[i]) == 0 then redis.call('ZREM', K_WORKFLOWS, page[i]) end
+end
+if #page < 2 * batch then
+  redis.call('HDEL', K_COUNTERS, 'wf_scan')
+else
+  redis.call('HSET', K_COUNTERS, 'wf_scan', '(' .. page[#page])
 end
 
 -- Inbox quotas: the inboxes of agents gone silent start to expire (idle); idle inboxes whose time is

@@ -97,34 +97,38 @@ if reply_to ~= '' then
   if thread == '' then thread = original end
 end
 
+-- Which inboxes have room (trimming read messages makes it; unread ones alone may leave none), decided
+-- before anything is written, so a refused message leaves no trace.
+local delivered, full = {}, {}
+for _, agent in ipairs(recipients) do
+  if redis.call('ZCARD', K_UNREAD .. agent) >= inbox_max
+    or trim_read(agent, inbox_max - 1, INBOX_MAX_BYTES - size) + size > INBOX_MAX_BYTES then
+    full[#full + 1] = agent
+  else
+    delivered[#delivered + 1] = agent
+  end
+end
+if #delivered == 0 then
+  return { 'inbox_full', 'the inbox of ' .. table.concat(full, ', ') .. ' holds as many unread messages ' ..
+    'as it keeps (' .. inbox_max .. ' messages or ' .. INBOX_MAX_BYTES .. ' bytes)' }
+end
+
 local seq = redis.call('HINCRBY', K_COUNTERS, 'message', 1)
 local id = 'm-' .. seq
 -- Only the newest MESSAGES_MAX records stay (each send drops the one that falls out).
 if seq > MESSAGES_MAX then redis.call('DEL', K_MSG .. 'm-' .. (seq - MESSAGES_MAX)) end
 if thread == '' then thread = id end
 
-local delivered, full = {}, {}
-for _, agent in ipairs(recipients) do
-  -- Make room by trimming read messages; the unread ones alone may still leave none.
-  if redis.call('ZCARD', K_UNREAD .. agent) >= inbox_max
-    or trim_read(agent, inbox_max - 1, INBOX_MAX_BYTES - size) + size > INBOX_MAX_BYTES then
-    full[#full + 1] = agent
-  else
-    local entry = redis.call('XADD', K_INBOX .. agent, '*', 'id', id, 'from', sender, 'to', to,
-      'subject', subject, 'body', body, 'data', data, 'thread', thread, 'reply_to', reply_to)
-    redis.call('ZADD', K_UNREAD .. agent, seq, entry)
-    redis.call('HINCRBY', K_INBOX_BYTES, agent, size)
-    delivered[#delivered + 1] = agent
-    wake('inbox:' .. agent)
-  end
+for _, agent in ipairs(delivered) do
+  local entry = redis.call('XADD', K_INBOX .. agent, '*', 'id', id, 'from', sender, 'to', to,
+    'subject', subject, 'body', body, 'data', data, 'thread', thread, 'reply_to', reply_to)
+  redis.call('ZADD', K_UNREAD .. agent, seq, entry)
+  redis.call('HINCRBY', K_INBOX_BYTES, agent, size)
+  wake('inbox:' .. agent)
 end
 for _, agent in ipairs(absent) do
   park_inbox(agent, now)
   charge_inbox(agent, opener, now)
-end
-if #delivered == 0 then
-  return { 'inbox_full', 'the inbox of ' .. table.concat(full, ', ') .. ' holds as many unread messages ' ..
-    'as it keeps (' .. inbox_max .. ' messages or ' .. INBOX_MAX_BYTES .. ' bytes)' }
 end
 
 redis.call('HSET', K_MSG .. id, 'thread', thread, 'from', sender)

@@ -12,7 +12,10 @@ local function set_state(id, wf, old, new, now)
   redis.call('HSET', K_TASK .. id, 'state', new, 'updated', now)
   local was_open, is_open = (old and old ~= '' and not FINAL[old]) and true or false, not FINAL[new]
   if was_open ~= is_open then
-    redis.call('HINCRBY', K_COUNTERS, 'open', is_open and 1 or -1)
+    -- (tasks created before this count existed finish without having been counted: never below 0)
+    if redis.call('HINCRBY', K_COUNTERS, 'open', is_open and 1 or -1) < 0 then
+      redis.call('HSET', K_COUNTERS, 'open', 0)
+    end
     local owner = redis.call('HGET', K_TASK .. id, 'owned_by')
     if owner and is_open then redis.call('ZADD', K_OWNED_TASKS .. owner, '+inf', id)
     elseif owner then redis.call('ZREM', K_OWNED_TASKS .. owner, id) end
