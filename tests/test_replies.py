@@ -304,8 +304,8 @@ async def test_list_agents_and_the_agents_resource_stay_under_the_budget(
 
 async def test_the_locks_resource_stays_under_the_budget(settings: Settings, mode: str) -> None:
     async with AgentBus.open(settings) as core:
-        for i in range(600):  # about 600 bytes each
-            await core.locks.acquire("holder", f"{'r' * 400}/{i:03}", ttl_seconds=600)
+        for i in range(600):  # about 600 bytes each, held by several agents (each holds at most 200)
+            await core.locks.acquire(f"holder-{i % 3}", f"{'r' * 400}/{i:03}", ttl_seconds=600)
     async with connect_in_memory(settings, mode) as bus:
         result = await bus.client.read_resource("agentbus://locks")
         text = result.contents[0].text  # type: ignore[union-attr]
