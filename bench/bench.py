@@ -61,9 +61,9 @@ from workloads import (
     tool_workloads,
 )
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.keys import Keys
-from mcp_agentbus.server import build_server
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.redis.keys import Keys
+from mcp_agentbus.server.app import build_server
 from mcp_agentbus.settings import Settings
 
 CORE_GOAL_RATIO = 1.3  # a core op may cost at most 1.3x the raw scripts

@@ -17,9 +17,9 @@ from processes import AGENT
 from scale import BATCH, LOAD_SECONDS, Pipelined, drop, fill
 from workloads import GRAPH_BOUNDS, expect_ok
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.connection import Redis
-from mcp_agentbus.keys import Keys
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.redis.connection import Redis
+from mcp_agentbus.redis.keys import Keys
 
 SECTION = "scale: cascade"
 SLOW_GOAL_MS = 50.0  # the goal: no script over 50 ms

@@ -26,7 +26,7 @@ from harness import Figure, Row, make_row
 from plan import Run
 from processes import HttpServer, agentbus_http_spec, cpu_snapshot, http_servers
 
-from mcp_agentbus.keys import Keys
+from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.settings import Settings
 
 PROTOCOL = "2025-11-25"  # the legacy era (initialize + Mcp-Session-Id): what Claude Code speaks

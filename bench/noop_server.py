@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-# As `mcp_agentbus.http` builds its app: loopback Host and Origin checks, stateful sessions (legacy
+# As `mcp_agentbus.server.http` builds its app: loopback Host and Origin checks, stateful sessions (legacy
 # clients get an Mcp-Session-Id), SSE responses (the SDK's default, json_response=False), /healthz.
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 

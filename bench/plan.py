@@ -10,7 +10,7 @@ from harness import Budget, Figure
 from processes import AGENT
 from workloads import create_tasks
 
-from mcp_agentbus.connection import Redis
+from mcp_agentbus.redis.connection import Redis
 from mcp_agentbus.settings import Settings
 
 

@@ -18,17 +18,17 @@ from plan import Run
 from processes import AGENT
 from workloads import CREATE_ARGS, common_argv, core_workloads, drop_namespace, expect_ok
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.connection import Redis
-from mcp_agentbus.keys import Keys
-from mcp_agentbus.limits import (
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.ids import (
     MAX_FANOUT_RECIPIENTS,
     MAX_HELD_TASKS,
     MAX_INPUTS_BYTES,
     MAX_REPLY_BYTES,
     REPLY_ROOM,
 )
-from mcp_agentbus.scripts import source
+from mcp_agentbus.redis.connection import Redis
+from mcp_agentbus.redis.keys import Keys
+from mcp_agentbus.redis.scripts import source
 from mcp_agentbus.settings import Settings
 
 DEPTH_SECTION = "scale: claim at depth"

@@ -13,7 +13,7 @@ from plan import Run
 from processes import AGENT
 from scale import server_memory
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument
 
 SECTION = "soak: memory"

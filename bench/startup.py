@@ -21,7 +21,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from mcp_agentbus.local import LocalBus
+from mcp_agentbus.redis.local import LocalBus
 
 AGENTBUS = str(Path(sys.executable).parent / "agentbus")
 

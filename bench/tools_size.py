@@ -20,7 +20,7 @@ from typing import Any
 from mcp import Client
 from mcp.types import Tool
 
-from mcp_agentbus.server import build_server
+from mcp_agentbus.server.app import build_server
 from mcp_agentbus.settings import Settings
 
 PROFILES = ("all", "worker", "coordinator")

@@ -16,7 +16,7 @@ import anyio
 from harness import Figure, Row
 from plan import Run
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
 
 SECTION = "scale: waiting claimers"
 WAIT_SECONDS = 60  # longer than the section takes: only a wake-up ends a claimer's wait

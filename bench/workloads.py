@@ -13,10 +13,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from processes import AGENT, HttpServer
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.connection import Redis, connect
-from mcp_agentbus.keys import Keys
-from mcp_agentbus.limits import (
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.ids import (
     MAX_DEPENDENTS,
     MAX_FANOUT_RECIPIENTS,
     MAX_HELD_LOCKS,
@@ -26,9 +24,11 @@ from mcp_agentbus.limits import (
     MAX_WORKFLOW_TASKS,
     REPLY_ROOM,
 )
-from mcp_agentbus.scripts import source
+from mcp_agentbus.redis.connection import Redis, connect
+from mcp_agentbus.redis.keys import Keys
+from mcp_agentbus.redis.scripts import source
+from mcp_agentbus.redis.store import common_argv as store_common_argv
 from mcp_agentbus.settings import Settings
-from mcp_agentbus.store import common_argv as store_common_argv
 
 Lease = tuple[str, str]  # (task_id, lease_token), from claim to complete
 

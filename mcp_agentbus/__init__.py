@@ -19,8 +19,8 @@ from mcp_agentbus.errors import (
 from mcp_agentbus.settings import Settings
 
 if TYPE_CHECKING:
-    from mcp_agentbus.bus import AgentBus
-    from mcp_agentbus.server import build_server
+    from mcp_agentbus.core.bus import AgentBus
+    from mcp_agentbus.server.app import build_server
 
 __version__ = "0.1.0"
 
@@ -29,11 +29,11 @@ def __getattr__(name: str) -> object:
     # The core loads on first use and the MCP stack only when a server is built, so quick commands
     # (`agentbus hook`, `token`, `local`) and users of the core API do not pay for what they skip.
     if name == "AgentBus":
-        from mcp_agentbus.bus import AgentBus
+        from mcp_agentbus.core.bus import AgentBus
 
         return AgentBus
     if name == "build_server":
-        from mcp_agentbus.server import build_server
+        from mcp_agentbus.server.app import build_server
 
         return build_server
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from mcp_agentbus.cli import main
+from mcp_agentbus.cli.main import main
 
 main()

@@ -9,9 +9,21 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mcp_agentbus.connection import DEFAULT_TIMEOUT, SCHEMES
-from mcp_agentbus.keys import NAMESPACE_PATTERN
-from mcp_agentbus.limits import AGENT_PATTERN
+from mcp_agentbus.ids import AGENT_PATTERN, NAMESPACE_PATTERN
+
+# The Redis URLs agentbus knows (redis/connection.py makes the clients).
+SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "local://",
+    "memory://",
+)
+DEFAULT_TIMEOUT = 5.0  # seconds one command may take before the call fails (AGENTBUS_REDIS_TIMEOUT_SECONDS)
 
 
 def default_tokens_file() -> Path:

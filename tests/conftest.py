@@ -20,8 +20,8 @@ import pytest
 import redis
 from helpers import backend_url, free_port, free_ports, fresh_settings
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.local import LocalBus
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.redis.local import LocalBus
 from mcp_agentbus.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -11,8 +11,8 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.models import TaskView
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.models import TaskView
 from mcp_agentbus.settings import Settings
 
 

@@ -41,10 +41,10 @@ from test_http import (
 )
 from test_resources import ROOT, read_json, subscribe, unsubscribe
 
-from mcp_agentbus.http import build_app, uvicorn_config
-from mcp_agentbus.server import AgentBusServer
+from mcp_agentbus.server.app import AgentBusServer
+from mcp_agentbus.server.http import build_app, uvicorn_config
+from mcp_agentbus.server.tokens import TokensFile
 from mcp_agentbus.settings import Settings
-from mcp_agentbus.tokens import TokensFile
 
 pytestmark = pytest.mark.anyio
 

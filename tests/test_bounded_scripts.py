@@ -13,9 +13,10 @@ import pytest
 from conftest import DATA_ARGS
 from helpers import fresh_settings, view_of
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.models import ClaimResult
 from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge, WrongState
-from mcp_agentbus.limits import (
+from mcp_agentbus.ids import (
     MAX_DEPENDENTS,
     MAX_FANOUT_RECIPIENTS,
     MAX_HELD_LOCKS,
@@ -23,7 +24,6 @@ from mcp_agentbus.limits import (
     MAX_INPUTS_BYTES,
     MAX_WORKFLOW_TASKS,
 )
-from mcp_agentbus.models import ClaimResult
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio

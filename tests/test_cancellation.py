@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
 
 pytestmark = pytest.mark.anyio
 

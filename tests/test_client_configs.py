@@ -37,9 +37,9 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from test_examples import BIN, ROOT, stop, wait_until
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.server.tools import TOOLS as ALL_TOOLS
 from mcp_agentbus.settings import Settings
-from mcp_agentbus.tools import TOOLS as ALL_TOOLS
 
 CONFIGS = ROOT / "client_configs"
 RUNNER = CONFIGS / "runner.sh"

@@ -14,8 +14,8 @@ import time
 import pytest
 from rich.console import Console
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.dashboard import Snapshot, render, take
+from mcp_agentbus.cli.views import Snapshot, render, take
+from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio

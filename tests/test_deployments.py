@@ -20,10 +20,10 @@ from helpers import WAIT_BOUND, fresh_settings
 from pydantic import ValidationError
 from redis.exceptions import MovedError
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.connection import connect, redact
-from mcp_agentbus.keys import Keys
-from mcp_agentbus.models import ClaimResult
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.models import ClaimResult
+from mcp_agentbus.redis.connection import connect, redact
+from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.settings import Settings
 
 # --- URL handling (no server needed) ---------------------------------------------------------------

@@ -11,7 +11,7 @@ import anyio
 import pytest
 import redis
 
-from mcp_agentbus.doctor import Check, _version, diagnose
+from mcp_agentbus.cli.doctor import Check, _version, diagnose
 from mcp_agentbus.settings import Settings
 
 DOCTOR = [sys.executable, "-m", "mcp_agentbus", "doctor"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge
 from mcp_agentbus.settings import Settings
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from mcp_agentbus.server import build_server
+from mcp_agentbus.server.app import build_server
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio

@@ -40,13 +40,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from test_http import Server, bus_env, connect, fresh, http_server, throwaway_redis
 from test_server import Bus
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.connection import backend
+from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import BackendUnavailable
-from mcp_agentbus.http import build_app
-from mcp_agentbus.keys import Keys
 from mcp_agentbus.outages import Outage
-from mcp_agentbus.store import Store
+from mcp_agentbus.redis.connection import backend
+from mcp_agentbus.redis.keys import Keys
+from mcp_agentbus.redis.store import Store
+from mcp_agentbus.server.http import build_app
 
 pytestmark = pytest.mark.anyio
 
@@ -246,7 +246,7 @@ async def test_the_reaper_survives_any_error_and_takes_back_leases_afterwards(
 ) -> None:
     settings = fresh_settings(redis_url)
     flaky = Flaky(monkeypatch, "reap", RuntimeError("a bug in a sweep"), times=4)
-    with caplog.at_level(logging.WARNING, logger="mcp_agentbus.reaper"):
+    with caplog.at_level(logging.WARNING, logger="mcp_agentbus.core.reaper"):
         async with AgentBus.open(settings) as bus:
             created = await bus.tasks.create("boss", title="short lease")
             claim = await bus.tasks.claim("w1", lease_seconds=0.2)

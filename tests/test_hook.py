@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -117,5 +117,5 @@ def test_it_does_not_load_the_mcp_stack() -> None:
     )
     assert done.returncode == 0
     imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line]
-    assert "mcp_agentbus.hook" in imported
+    assert "mcp_agentbus.cli.hook" in imported
     assert not [m for m in imported if m == "mcp" or m.startswith(("mcp.", "rich", "starlette", "uvicorn"))]

@@ -11,10 +11,10 @@ import anyio
 import pytest
 from helpers import ALSO_ON_CLUSTER, WAIT_BOUND, fresh_settings, ms_of, redis_ms, until_redis_time
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.models import EventView, SendResult
 from mcp_agentbus.errors import InboxFull, InvalidArgument, NotFound, PayloadTooLarge
-from mcp_agentbus.limits import MAX_BODY, MAX_JSON_BYTES
-from mcp_agentbus.models import EventView, SendResult
+from mcp_agentbus.ids import MAX_BODY, MAX_JSON_BYTES
 
 pytestmark = [pytest.mark.anyio, ALSO_ON_CLUSTER]
 

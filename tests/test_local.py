@@ -23,9 +23,9 @@ from conftest import redis_binary
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from mcp_agentbus import local
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.local import LocalBus, LocalBusError
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.redis import local
+from mcp_agentbus.redis.local import LocalBus, LocalBusError
 from mcp_agentbus.settings import Settings
 
 MODULE = [sys.executable, "-m", "mcp_agentbus"]

@@ -12,9 +12,9 @@ import anyio
 import pytest
 from helpers import ALSO_ON_CLUSTER, WAIT_BOUND, ms_of, redis_ms, until_redis_time
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.models import LockResult
 from mcp_agentbus.errors import InvalidArgument, NotLockOwner
-from mcp_agentbus.models import LockResult
 from mcp_agentbus.settings import Settings
 
 pytestmark = [pytest.mark.anyio, ALSO_ON_CLUSTER]

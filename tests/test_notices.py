@@ -7,10 +7,11 @@ import anyio
 import pytest
 from helpers import WAIT_BOUND, ms_of, until_redis_time
 
-from mcp_agentbus import notices
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.limits import MAX_REPLY_BYTES
-from mcp_agentbus.scripts import source
+from mcp_agentbus import context
+from mcp_agentbus.core import notices
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.ids import MAX_REPLY_BYTES
+from mcp_agentbus.redis.scripts import source
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.anyio
 
 async def watched(bus: AgentBus, agent: str = "a", *, unread: bool = True) -> list[str]:
     """The notices `agent` gets with a harmless call of its own (publishing an event)."""
-    with notices.watching(agent, unread=unread) as watch:
+    with context.watching(agent, unread=unread) as watch:
         await bus.events.publish(agent, "probe.call")
     assert watch.state is not None, "a watched call collects the notices"
     return notices.lines(watch)
@@ -71,12 +72,12 @@ async def test_the_unread_notice_follows_the_inbox(bus: AgentBus) -> None:
 
 async def test_notices_run_after_the_calls_own_script(bus: AgentBus) -> None:
     await bus.inbox.send("bob", "a", "hello")
-    with notices.watching("a") as watch:
+    with context.watching("a") as watch:
         got = await bus.inbox.read("a")
     assert [m.body for m in got.messages] == ["hello"]
     assert notices.lines(watch) == [], "the read already emptied the inbox the notices looked at"
 
-    with notices.watching("a") as watch:
+    with context.watching("a") as watch:
         await bus.inbox.send("bob", "a", "in the same call", subject="now")
     assert notices.lines(watch) == ["1 unread message(s) in your inbox, newest from bob: 'now' (read_inbox)."]
 
@@ -123,7 +124,7 @@ async def test_a_heartbeat_renews_the_lease_so_it_is_no_longer_noticed(settings:
         _, expiry = await claim_one(bus, "a", lease_seconds=2)
         await until_redis_time(bus, expiry - 900)
         assert len(await watched(bus)) == 1
-        with notices.watching("a") as watch:
+        with context.watching("a") as watch:
             beat = await bus.presence.heartbeat("a")
         assert len(beat.leases_extended) == 1
         assert notices.lines(watch) == [], "the heartbeat extended the lease before the notices looked"
@@ -208,12 +209,12 @@ async def test_what_was_taken_back_waits_for_a_watched_call(bus: AgentBus) -> No
 
 async def test_without_watching_the_store_runs_as_before(bus: AgentBus) -> None:
     await bus.inbox.send("bob", "a", "hi", subject="hello")
-    assert notices.current() is None
+    assert context.watched() is None
     reply = await bus.store.run("read_inbox", "a", 20, "1", "", MAX_REPLY_BYTES)
     assert reply[0] == "ok" and len(reply) == 4, "an unwatched reply is the script's own, nothing added"
     assert [m[5] for m in reply[1]] == ["hi"] and int(reply[2]) == 1
 
-    with notices.watching("a") as watch:
+    with context.watching("a") as watch:
         watched_reply = await bus.store.run("read_inbox", "a", 20, "1", "", MAX_REPLY_BYTES)
     assert watched_reply == reply, "a watched call gets the same reply; the notices go to the watch"
     assert notices.lines(watch) == [
@@ -223,21 +224,21 @@ async def test_without_watching_the_store_runs_as_before(bus: AgentBus) -> None:
     got = await bus.inbox.read("a")
     assert got.notices == [], "the core API adds no notices of its own"
     assert notices.lines(None) == []
-    assert notices.lines(notices.Watch("a")) == [], "a watch that saw no call has nothing to say"
+    assert notices.lines(context.Watch("a")) == [], "a watch that saw no call has nothing to say"
 
 
 async def test_a_watch_ends_with_its_block_and_nested_watches_are_separate(bus: AgentBus) -> None:
     await bus.inbox.send("bob", "a", "for a", subject="to-a")
     await bus.inbox.send("bob", "c", "for c", subject="to-c")
-    with notices.watching("a") as outer:
-        assert notices.current() is outer
-        with notices.watching("c") as inner:
-            assert notices.current() is inner
+    with context.watching("a") as outer:
+        assert context.watched() is outer
+        with context.watching("c") as inner:
+            assert context.watched() is inner
             await bus.events.publish("c", "probe.call")
-        assert notices.current() is outer
+        assert context.watched() is outer
         assert outer.state is None, "the inner call was watched for c only"
         await bus.events.publish("a", "probe.call")
-    assert notices.current() is None
+    assert context.watched() is None
     assert notices.lines(inner) == [
         "1 unread message(s) in your inbox, newest from bob: 'to-c' (read_inbox)."
     ]

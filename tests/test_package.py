@@ -6,9 +6,9 @@ import re
 from importlib import resources
 
 import mcp_agentbus
-from mcp_agentbus.keys import Keys
-from mcp_agentbus.scripts import SCRIPT_NAMES, source
-from mcp_agentbus.store import _REFUSALS
+from mcp_agentbus.redis.keys import Keys
+from mcp_agentbus.redis.scripts import SCRIPT_NAMES, source
+from mcp_agentbus.redis.store import _REFUSALS
 
 
 def test_public_names_are_exported() -> None:
@@ -27,7 +27,7 @@ def test_every_script_has_a_contract_header_and_resolved_includes() -> None:
 
 
 def test_the_lua_knows_every_refusal_the_store_maps_to_an_error() -> None:
-    lua = (resources.files("mcp_agentbus") / "lua" / "include" / "notices.lua").read_text()
+    lua = (resources.files("mcp_agentbus.redis") / "lua" / "include" / "notices.lua").read_text()
     refused = re.search(r"local REFUSED = \{(.*?)\}", lua, re.S)
     assert refused is not None
     assert set(re.findall(r"(\w+) = true", refused.group(1))) == set(_REFUSALS)

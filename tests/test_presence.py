@@ -5,10 +5,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.connection import MAX_CONNECTIONS
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.models import AgentView
 from mcp_agentbus.errors import InvalidArgument
-from mcp_agentbus.models import AgentView
+from mcp_agentbus.redis.connection import MAX_CONNECTIONS
 
 pytestmark = pytest.mark.anyio
 

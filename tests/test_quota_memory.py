@@ -23,13 +23,13 @@ from test_auth import connect_as
 from test_http import bus_env, http_server
 from test_server import Bus, assert_tool_error
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.connection import Redis, close, connect
+from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import InboxFull, InvalidArgument
-from mcp_agentbus.keys import Keys
-from mcp_agentbus.limits import MAX_JSON_BYTES
+from mcp_agentbus.ids import MAX_JSON_BYTES
+from mcp_agentbus.redis.connection import Redis, close, connect
+from mcp_agentbus.redis.keys import Keys
+from mcp_agentbus.server.tokens import TokensFile
 from mcp_agentbus.settings import Settings
-from mcp_agentbus.tokens import TokensFile
 
 pytestmark = pytest.mark.anyio
 

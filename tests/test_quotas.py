@@ -12,8 +12,8 @@ import anyio
 import pytest
 from helpers import ALSO_ON_CLUSTER, WAIT_BOUND, fresh_settings
 
-from mcp_agentbus import reaper
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core import reaper
+from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import InboxFull, InvalidArgument, NotFound
 
 pytestmark = [pytest.mark.anyio, ALSO_ON_CLUSTER]

@@ -8,9 +8,9 @@ import anyio
 import pytest
 from helpers import view_of, wait_for_state
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.models import ClaimResult
 from mcp_agentbus.errors import LeaseLost
-from mcp_agentbus.models import ClaimResult
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio

@@ -21,12 +21,12 @@ from test_http import POST_HEADERS, Server, bus_env, connect, http_server, post_
 from test_server import Bus, assert_readable, text_of, validator
 from test_server import connect as connect_in_memory
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.models import ClaimedTask, ClaimResult, Lease
 from mcp_agentbus.errors import InvalidArgument, NotFound
-from mcp_agentbus.limits import MAX_BODY, MAX_EVENT_SCAN_BYTES, MAX_REPLY_BYTES
-from mcp_agentbus.models import ClaimedTask, ClaimResult, Lease
-from mcp_agentbus.replies import ok
-from mcp_agentbus.resources import parse
+from mcp_agentbus.ids import MAX_BODY, MAX_EVENT_SCAN_BYTES, MAX_REPLY_BYTES
+from mcp_agentbus.server.replies import ok
+from mcp_agentbus.server.resources import parse
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio

@@ -36,8 +36,8 @@ from mcp.types import (
 )
 from test_server import connect
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.server import build_server
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.server.app import build_server
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio

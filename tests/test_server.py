@@ -21,7 +21,7 @@ from jsonschema.validators import validator_for
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
-from mcp_agentbus.server import build_server
+from mcp_agentbus.server.app import build_server
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio

@@ -25,7 +25,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult, TextContent
 
-from mcp_agentbus.tools import TOOLS
+from mcp_agentbus.server.tools import TOOLS
 
 SERVE = [sys.executable, "-m", "mcp_agentbus", "serve"]
 TIMEOUT = 30  # bound on one test; a server process starts in about a second

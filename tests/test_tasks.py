@@ -10,9 +10,9 @@ import anyio
 import pytest
 from helpers import ALSO_ON_CLUSTER, view_of, wait_for_state
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.models import ClaimResult
 from mcp_agentbus.errors import InvalidArgument, LeaseLost, NotFound, PayloadTooLarge, WrongState
-from mcp_agentbus.models import ClaimResult
 from mcp_agentbus.settings import Settings
 
 pytestmark = [pytest.mark.anyio, ALSO_ON_CLUSTER]

@@ -15,9 +15,9 @@ from jsonschema.validators import validator_for
 from mcp import Client
 from mcp.types import Tool
 
-from mcp_agentbus.server import build_server
+from mcp_agentbus.server.app import build_server
+from mcp_agentbus.server.tools import TOOLS
 from mcp_agentbus.settings import Settings
-from mcp_agentbus.tools import TOOLS
 
 pytestmark = pytest.mark.anyio
 

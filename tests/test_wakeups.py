@@ -11,9 +11,9 @@ import anyio.lowlevel
 import pytest
 from helpers import fresh_settings
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.store import Store
-from mcp_agentbus.tasks import Tasks
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.tasks import Tasks
+from mcp_agentbus.redis.store import Store
 
 pytestmark = pytest.mark.anyio
 

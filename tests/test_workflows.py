@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from mcp_agentbus.bus import AgentBus
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.models import ClaimResult, Lease
 from mcp_agentbus.errors import InvalidArgument, NotFound, PayloadTooLarge
-from mcp_agentbus.models import ClaimResult, Lease
 
 pytestmark = pytest.mark.anyio
 

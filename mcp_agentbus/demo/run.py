@@ -27,12 +27,12 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text
 
-from mcp_agentbus.bus import AgentBus
-from mcp_agentbus.dashboard import render, take
+from mcp_agentbus.cli.views import render, take
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.models import WorkflowView
 from mcp_agentbus.demo.analysis import source_files
 from mcp_agentbus.demo.worker import Agent, DemoFailed
-from mcp_agentbus.http import build_app
-from mcp_agentbus.models import WorkflowView
+from mcp_agentbus.server.http import build_app
 from mcp_agentbus.settings import Settings
 
 TIMEOUT = 75.0  # the demo takes well under a minute; past this something is wrong

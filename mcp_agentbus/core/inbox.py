@@ -1,0 +1,170 @@
+"""Inboxes: durable, ordered messages per agent (Redis Streams), read once, with server-side waits.
+
+A message to ``role:<capability>`` or ``*`` is copied into the inbox of every live agent it reaches
+at send time, so each recipient reads it once, at its own pace, whichever server process it uses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from mcp_agentbus.core.models import MessageView, ReadInboxResult, SendResult, iso
+from mcp_agentbus.core.tasks import AGENT_RE, IDEMPOTENCY_KEY_RE, idempotency_scope
+from mcp_agentbus.core.waiting import ProgressCallback, Wait
+from mcp_agentbus.core.wakeups import Wakeups
+from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge
+from mcp_agentbus.ids import (
+    MAX_BODY,
+    MAX_FANOUT_RECIPIENTS,
+    MAX_REPLY_BYTES,
+    MAX_SUBJECT,
+    MESSAGE_ID_PATTERN,
+    RECIPIENT_PATTERN,
+    REPLY_ROOM,
+    THREAD_ID_PATTERN,
+    encode_json,
+)
+from mcp_agentbus.redis.store import Store, require
+
+RECIPIENT_RE = re.compile(RECIPIENT_PATTERN)
+THREAD_ID_RE = re.compile(THREAD_ID_PATTERN)
+MESSAGE_ID_RE = re.compile(MESSAGE_ID_PATTERN)
+MAX_READ = 100
+
+
+class Inbox:
+    def __init__(self, store: Store, wakeups: Wakeups) -> None:
+        self._store = store
+        self._wakeups = wakeups
+
+    async def send(
+        self,
+        agent: str,
+        to: str,
+        body: str,
+        *,
+        subject: str = "",
+        thread_id: str | None = None,
+        reply_to: str | None = None,
+        data: Any = None,
+        idempotency_key: str | None = None,
+    ) -> SendResult:
+        """Send to an agent id, ``role:<capability>`` (live agents with it) or ``*`` (all live agents)."""
+        require(agent, AGENT_RE, "agent id")
+        require(to, RECIPIENT_RE, "recipient (to)")
+        if thread_id is not None:
+            require(thread_id, THREAD_ID_RE, "thread_id")
+        if reply_to is not None:
+            require(reply_to, MESSAGE_ID_RE, "reply_to")
+        if idempotency_key is not None:
+            require(idempotency_key, IDEMPOTENCY_KEY_RE, "idempotency_key")
+        if not body:
+            raise InvalidArgument("body is empty", hint="Say something: body is the message text.")
+        if len(body) > MAX_BODY:
+            raise PayloadTooLarge(f"body is {len(body):,} characters; the limit is {MAX_BODY:,}")
+        if len(subject) > MAX_SUBJECT:
+            raise InvalidArgument(f"subject is {len(subject):,} characters; the limit is {MAX_SUBJECT}")
+        status, result = await self._store.run(
+            "send_message",
+            agent,
+            idempotency_scope("send_message", agent, idempotency_key),
+            to,
+            subject,
+            body,
+            encode_json(data, "data"),
+            thread_id or "",
+            reply_to or "",
+            self._store.settings.inbox_max,
+            MAX_FANOUT_RECIPIENTS,
+        )
+        sent = json.loads(result)
+        full, absent = list(sent["full"] or ()), list(sent["absent"] or ())
+        notices = [f"{name} is not alive on the bus now; the message waits in its inbox." for name in absent]
+        if full:
+            notices.append(
+                f"Not delivered to {', '.join(full)}: their inboxes hold "
+                f"{self._store.settings.inbox_max} unread messages."
+            )
+        return SendResult(
+            message_id=sent["id"],
+            thread_id=sent["thread"],
+            recipients=sent["recipients"],
+            undelivered=full,
+            duplicate=status == "duplicate",
+            notices=notices,
+        )
+
+    async def read(
+        self,
+        agent: str,
+        *,
+        limit: int = 20,
+        peek: bool = False,
+        thread_id: str | None = None,
+        wait_seconds: float = 0,
+        on_progress: ProgressCallback | None = None,
+    ) -> ReadInboxResult:
+        """Unread messages, oldest first, marked read unless `peek`. With `wait_seconds`, wait on the
+        server for one to arrive when there is none."""
+        require(agent, AGENT_RE, "agent id")
+        if thread_id is not None:
+            require(thread_id, THREAD_ID_RE, "thread_id")
+        if not 1 <= limit <= MAX_READ:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_READ} (got {limit})")
+        wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, "a message", on_progress)
+        while True:
+            with self._wakeups.expect((f"inbox:{agent}",)) as woken:
+                found, remaining, full = await self._read_once(agent, limit, peek, thread_id or "")
+                if found or wait.remaining() <= 0:
+                    return ReadInboxResult(
+                        messages=[_message(m) for m in found],
+                        unread_remaining=remaining,
+                        notices=wait.notices + (_fit_notice(len(found), remaining, peek) if full else []),
+                    )
+                await wait.sleep(woken)
+
+    async def _read_once(
+        self, agent: str, limit: int, peek: bool, thread_id: str
+    ) -> tuple[list[list[Any]], int, bool]:
+        """One read that is never half-done: if the caller is cancelled (a client that disconnected or
+        timed out) while it runs, the messages it marked read are marked unread again. It takes only
+        what fits in one reply (the script stops there and marks read only those)."""
+        with anyio.CancelScope(shield=True):
+            _, found, remaining, full = await self._store.run(
+                "read_inbox", agent, limit, "1" if peek else "0", thread_id, MAX_REPLY_BYTES - REPLY_ROOM
+            )
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            if found and not peek:
+                restore = [part for m in found for part in (m[0], m[1].removeprefix("m-"))]
+                with anyio.CancelScope(shield=True):
+                    await self._store.run("unread_messages", agent, *restore)
+            raise
+        return found, int(remaining), full == 1
+
+
+def _fit_notice(returned: int, remaining: int, peek: bool) -> list[str]:
+    if peek:
+        return [f"Only the oldest {returned} unread message(s) fit in one reply; read them to see the rest."]
+    return [f"{remaining} more unread message(s) did not fit in this reply: call read_inbox again for them."]
+
+
+def _message(entry: list[Any]) -> MessageView:
+    entry_id, id_, sender, to, subject, body, data, thread, reply_to = entry
+    return MessageView(
+        id=id_,
+        sender=sender,
+        to=to,
+        subject=subject,
+        body=body,
+        data=json.loads(data),
+        thread_id=thread,
+        reply_to=reply_to or None,
+        sent_at=iso(entry_id.partition("-")[0]) or "",
+    )

@@ -1,0 +1,125 @@
+"""Presence: agents say they are alive (extending every lease they hold) and see who else is."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from mcp_agentbus.core.models import (
+    AgentView,
+    ExtendedLease,
+    ExtendedLock,
+    HeartbeatResult,
+    ListAgentsResult,
+    iso,
+)
+from mcp_agentbus.core.tasks import AGENT_RE, CAPABILITY_RE
+from mcp_agentbus.ids import seconds
+from mcp_agentbus.redis.store import Store, require
+
+MAX_LISTED_AGENTS = 1000
+_CAPS_RE = re.compile(r"[^,]+")
+
+
+class Presence:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def heartbeat(
+        self,
+        agent: str,
+        *,
+        status: str = "idle",
+        capabilities: Sequence[str] | None = None,
+        note: str = "",
+        ttl_seconds: float = 60,
+    ) -> HeartbeatResult:
+        """Register or refresh `agent`; `capabilities=None` keeps the registered ones."""
+        require(agent, AGENT_RE, "agent id")
+        for cap in capabilities or ():
+            require(cap, CAPABILITY_RE, "capability")
+        ttl_ms = math.ceil(seconds(ttl_seconds, "ttl_seconds") * 1000)
+        reply = await self._store.run(
+            "heartbeat",
+            agent,
+            status,
+            ",".join(dict.fromkeys(capabilities or ())),
+            "0" if capabilities is None else "1",
+            note,
+            ttl_ms,
+        )
+        _, joined, extended, live, caps, joined_at, now, locks, unread = reply
+        view = AgentView(
+            agent=agent,
+            status=status,
+            alive=True,
+            capabilities=_CAPS_RE.findall(caps),
+            note=note,
+            last_seen=iso(now),
+            expires_at=iso(int(now) + ttl_ms),
+            joined_at=iso(joined_at),
+            tasks=extended[::2],
+            locks=locks[::2],
+        )
+        leases = [
+            ExtendedLease(task_id=extended[i], expires_at=iso(extended[i + 1]) or "")
+            for i in range(0, len(extended), 2)
+        ]
+        locks_extended = [
+            ExtendedLock(resource=locks[i], expires_at=iso(locks[i + 1]) or "")
+            for i in range(0, len(locks), 2)
+        ]
+        return HeartbeatResult(
+            agent=view,
+            joined=joined == "1",
+            leases_extended=leases,
+            locks_extended=locks_extended,
+            live_agents=int(live),
+            unread_messages=int(unread),
+        )
+
+    async def list_agents(
+        self, *, capability: str | None = None, include_gone: bool = False
+    ) -> ListAgentsResult:
+        if capability is not None:
+            require(capability, CAPABILITY_RE, "capability")
+        keys, redis = self._store.keys, self._store.redis
+        now_ms = await self._store.now_ms()
+        with self._store.backend():
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.zrange(keys.agents, 0, MAX_LISTED_AGENTS - 1, withscores=True)
+                if include_gone:
+                    pipe.zrevrange(keys.agents_gone, 0, MAX_LISTED_AGENTS - 1)
+                replies = await pipe.execute()
+            alive = replies[0]
+            gone = replies[1] if include_gone else []
+            expiry = {agent: int(score) for agent, score in alive}
+            ids = [*expiry, *gone]
+            async with redis.pipeline(transaction=False) as pipe:
+                for agent in ids:
+                    pipe.hgetall(keys.agent(agent))
+                    pipe.smembers(keys.held(agent))
+                    pipe.smembers(keys.agent_locks(agent))
+                records = await pipe.execute()
+        agents = []
+        for agent, record, held, locks in zip(ids, records[::3], records[1::3], records[2::3], strict=True):
+            caps = _CAPS_RE.findall(record.get("caps", ""))
+            if capability is not None and capability not in caps:
+                continue
+            alive_now = expiry.get(agent, 0) > now_ms
+            agents.append(
+                AgentView(
+                    agent=agent,
+                    status=record.get("status", "unknown") if alive_now or agent not in expiry else "gone",
+                    alive=alive_now,
+                    capabilities=caps,
+                    note=record.get("note", ""),
+                    last_seen=iso(record.get("last_seen")),
+                    expires_at=iso(expiry.get(agent)),
+                    joined_at=iso(record.get("joined_at")),
+                    tasks=sorted(held, key=lambda t: int(t[2:])),
+                    locks=sorted(locks),
+                )
+            )
+        return ListAgentsResult(agents=agents)

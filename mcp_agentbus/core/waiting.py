@@ -1,0 +1,54 @@
+"""A server-side wait: capped by the server's maximum, ended early by a wake-up, and reporting
+progress to the caller about once a second while it lasts. The edge may set `still_allowed` for a
+call: it is asked after every wake-up and tick, and raises to end a wait whose caller lost the right
+to it (a revoked token), before the wait's final script runs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+
+import anyio
+
+from mcp_agentbus.ids import seconds
+
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
+PROGRESS_EVERY = 1.0  # seconds between progress notifications
+still_allowed: ContextVar[Callable[[], None] | None] = ContextVar("still_allowed", default=None)
+
+
+class Wait:
+    def __init__(
+        self, wait_seconds: float, max_wait: float, what: str, on_progress: ProgressCallback | None = None
+    ) -> None:
+        seconds(wait_seconds, "wait_seconds", allow_zero=True)
+        self.notices: list[str] = []
+        if wait_seconds > max_wait:
+            self.notices.append(
+                f"wait_seconds={wait_seconds:g} is above this server's cap; waited at most {max_wait:g} s."
+            )
+            wait_seconds = max_wait
+        self.seconds = wait_seconds
+        self._what = what
+        self._on_progress = on_progress
+        self._started = anyio.current_time()
+
+    def remaining(self) -> float:
+        return self._started + self.seconds - anyio.current_time()
+
+    async def sleep(self, woken: anyio.Event, at_most: float = math.inf) -> None:
+        """Until `woken` is set, `at_most` seconds have passed, or the wait is over."""
+        until = anyio.current_time() + min(self.remaining(), at_most)
+        check = still_allowed.get()
+        while not woken.is_set() and (left := until - anyio.current_time()) > 0:
+            with anyio.move_on_after(min(left, PROGRESS_EVERY)):
+                await woken.wait()
+            if check is not None:
+                check()
+            if self._on_progress is not None and not woken.is_set() and self.remaining() > 0:
+                waited = min(anyio.current_time() - self._started, self.seconds)
+                message = f"waiting for {self._what}: {waited:.0f} s of {self.seconds:g} s"
+                await self._on_progress(waited, self.seconds, message)
+        if check is not None:  # woken at once, or at the end: the caller looks again only if allowed
+            check()

@@ -1,0 +1,274 @@
+"""Workflows: a DAG of tasks created atomically, and views of its progress."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mcp_agentbus.core.models import (
+    CreateWorkflowResult,
+    GetWorkflowResult,
+    Priority,
+    Progress,
+    TaskView,
+    WorkflowSummary,
+    WorkflowView,
+    iso,
+)
+from mcp_agentbus.core.tasks import AGENT_RE, IDEMPOTENCY_KEY_RE, WORKFLOW_ID_RE, idempotency_scope
+from mcp_agentbus.errors import InvalidArgument, NotFound, PayloadTooLarge, explain_validation
+from mcp_agentbus.ids import (
+    CAPABILITY_PATTERN,
+    MAX_DEPENDENCIES,
+    MAX_DESCRIPTION,
+    MAX_REPLY_BYTES,
+    MAX_TITLE,
+    MAX_WORKFLOW_JSON_BYTES,
+    MAX_WORKFLOW_TASKS,
+    REPLY_ROOM,
+    TASK_KEY_PATTERN,
+    TaskKey,
+    encode_json,
+)
+from mcp_agentbus.redis.store import Store, require
+
+_TASK_KEY_RE = re.compile(TASK_KEY_PATTERN)
+_PROGRESS_STATES = ("blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled")
+
+
+class WorkflowTask(BaseModel):
+    """One task of a workflow, as create_workflow takes it."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt field must not vanish silently
+
+    key: TaskKey = Field(description="Unique within the workflow; dependents and `inputs` refer to it.")
+    title: str = Field(min_length=1, max_length=MAX_TITLE)
+    description: str = Field(
+        "", max_length=MAX_DESCRIPTION, description="What to do, for the agent that claims it."
+    )
+    capability: str = Field(
+        "any", pattern=CAPABILITY_PATTERN, description="Which kind of agent may claim it."
+    )
+    priority: Priority = "normal"
+    payload: Any = Field(None, description="Any JSON the worker needs.")
+    depends_on: list[TaskKey] = Field(
+        default_factory=list,
+        max_length=MAX_DEPENDENCIES,
+        description="Keys of tasks that must be done first.",
+    )
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts before the task is dead.")
+
+
+def order_tasks(tasks: Sequence[WorkflowTask]) -> list[list[int]]:
+    """Each task's dependencies as 1-based positions, refusing duplicates, unknown keys and cycles."""
+    if not tasks:
+        raise InvalidArgument("a workflow needs at least one task")
+    if len(tasks) > MAX_WORKFLOW_TASKS:
+        raise InvalidArgument(f"a workflow may have at most {MAX_WORKFLOW_TASKS} tasks, not {len(tasks)}")
+    position: dict[str, int] = {}
+    for i, task in enumerate(tasks, start=1):
+        if task.key in position:
+            raise InvalidArgument(f"task key {task.key!r} is used twice")
+        position[task.key] = i
+    deps: list[list[int]] = []
+    for task in tasks:
+        for dep in task.depends_on:
+            if dep not in position:
+                raise InvalidArgument(f"task {task.key!r} depends on unknown key {dep!r}")
+            if dep == task.key:
+                raise InvalidArgument(f"task {task.key!r} depends on itself")
+        deps.append([position[d] for d in dict.fromkeys(task.depends_on)])
+    cycle = _find_cycle(tasks, deps)
+    if cycle:
+        raise InvalidArgument("dependencies form a cycle: " + " -> ".join(cycle))
+    return deps
+
+
+def _find_cycle(tasks: Sequence[WorkflowTask], deps: list[list[int]]) -> list[str]:
+    """Keys along one dependency cycle, or [] when the graph is a DAG (iterative DFS)."""
+    state = [0] * len(tasks)  # 0 unseen, 1 on the current path, 2 finished
+    for root in range(len(tasks)):
+        if state[root]:
+            continue
+        path, stack = [root], [iter(deps[root])]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+                continue
+            node = nxt - 1
+            if state[node] == 1:
+                loop = [*path[path.index(node) :], node]
+                return [tasks[i].key for i in loop]
+            if state[node] == 0:
+                state[node] = 1
+                path.append(node)
+                stack.append(iter(deps[node]))
+    return []
+
+
+class Workflows:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def create(
+        self,
+        agent: str,
+        *,
+        title: str,
+        tasks: Sequence[WorkflowTask | Mapping[str, Any]],
+        idempotency_key: str | None = None,
+    ) -> CreateWorkflowResult:
+        require(agent, AGENT_RE, "agent id")
+        if idempotency_key is not None:
+            require(idempotency_key, IDEMPOTENCY_KEY_RE, "idempotency_key")
+        try:
+            specs = [t if isinstance(t, WorkflowTask) else WorkflowTask.model_validate(t) for t in tasks]
+        except ValidationError as exc:
+            raise InvalidArgument(f"invalid workflow task: {explain_validation(exc)}") from exc
+        deps = order_tasks(specs)
+        payloads = [encode_json(t.payload, f"payload of task {t.key!r}") for t in specs]
+        total = sum(len(p) for p in payloads)
+        if total > MAX_WORKFLOW_JSON_BYTES:
+            raise PayloadTooLarge(
+                f"this workflow's payloads total {total:,} bytes; the limit is {MAX_WORKFLOW_JSON_BYTES:,}"
+            )
+        spec = [
+            {
+                "key": t.key,
+                "title": t.title,
+                "desc": t.description,
+                "cap": t.capability,
+                "prio": t.priority,
+                "max_attempts": t.max_attempts,
+                "deps": d,
+            }
+            for t, d in zip(specs, deps, strict=True)
+        ]
+        reply = await self._store.run(
+            "create_workflow",
+            agent,
+            idempotency_scope("create_workflow", agent, idempotency_key),
+            title,
+            json.dumps(spec),
+            *payloads,
+        )
+        first = json.loads(reply[1])
+        return CreateWorkflowResult(
+            workflow_id=first["workflow_id"],
+            task_ids=dict(sorted(first["task_ids"].items(), key=lambda kv: int(kv[1][2:]))),  # creation order
+            ready=list(first["ready"] or []),  # Lua's cjson writes an empty list as {}
+            duplicate=reply[0] == "duplicate",
+        )
+
+    async def get(self, workflow_id: str | None = None, *, limit: int = 20) -> GetWorkflowResult:
+        """One workflow with every task, or (without an id) the most recent workflows."""
+        keys = self._store.keys
+        if limit < 1:
+            raise InvalidArgument("limit must be at least 1")
+        if workflow_id is None:
+            with self._store.backend():
+                ids = cast(list[str], await self._store.redis.zrevrange(keys.workflows, 0, limit - 1))
+                async with self._store.redis.pipeline(transaction=False) as pipe:
+                    for wf in ids:
+                        pipe.hgetall(keys.workflow(wf))
+                    records = await pipe.execute()
+            return GetWorkflowResult(workflows=[_summary(r) for r in records if r])
+
+        require(workflow_id, WORKFLOW_ID_RE, "workflow_id")
+        with self._store.backend():
+            record = cast(dict[str, str], await self._store.redis.hgetall(keys.workflow(workflow_id)))
+            if not record:
+                raise NotFound(f"workflow {workflow_id} does not exist (or finished before the retention)")
+            async with self._store.redis.pipeline(transaction=False) as pipe:
+                for task_id in record.get("tasks", "").split(","):
+                    pipe.hgetall(keys.task(task_id))
+                tasks = await pipe.execute()
+        key_of = {t["id"]: t.get("key") or t["id"] for t in tasks if t}
+        shown, results_left_out, tasks_left_out = _fit_tasks([task_view(t, key_of) for t in tasks if t])
+        notices = []
+        if results_left_out:
+            notices.append(
+                f"Results of {len(results_left_out)} task(s) left out, too large for one reply: "
+                f"{', '.join(results_left_out)} (their dependents still get them as inputs)."
+            )
+        if tasks_left_out:
+            left_out = ", ".join(tasks_left_out)
+            notices.append(f"{len(tasks_left_out)} task(s) left out, too many for one reply: {left_out}.")
+        view = WorkflowView(
+            **_summary(record).model_dump(),
+            tasks=shown,
+            results_left_out=results_left_out,
+            tasks_left_out=tasks_left_out,
+        )
+        return GetWorkflowResult(workflow=view, notices=notices)
+
+
+def _fit_tasks(views: list[TaskView]) -> tuple[list[TaskView], list[str], list[str]]:
+    """The task views that fit in one reply: first every task without its result, summary and error (in
+    order, while they fit), then those, in order, while they fit. Returns what is shown, the ids whose
+    result, summary and error were left out, and the ids of tasks left out altogether."""
+    budget = MAX_REPLY_BYTES - REPLY_ROOM
+    bare = [v.model_copy(update={"result": None, "summary": None, "error": None}) for v in views]
+    sizes = [_size(b) for b in bare]
+    count, used = 0, 0
+    while count < len(views) and used + sizes[count] <= budget:
+        used += sizes[count]
+        count += 1
+    shown, results_left_out = [], []
+    for view, without, base in zip(views[:count], bare, sizes, strict=False):
+        extra = _size(view) - base
+        if extra and used + extra > budget:
+            shown.append(without)
+            results_left_out.append(view.id)
+        else:
+            shown.append(view)
+            used += extra
+    return shown, results_left_out, [v.id for v in views[count:]]
+
+
+def _size(view: TaskView) -> int:
+    return len(view.model_dump_json().encode())
+
+
+def _summary(record: dict[str, str]) -> WorkflowSummary:
+    counts = {state: int(record.get(f"n:{state}", 0)) for state in _PROGRESS_STATES}
+    return WorkflowSummary(
+        workflow_id=record["id"],
+        title=record.get("title", ""),
+        status=record["status"],
+        progress=Progress(total=int(record.get("total", 0)), **counts),
+        created_at=iso(record.get("created")),
+        finished_at=iso(record.get("finished")),
+    )
+
+
+def task_view(t: dict[str, str], key_of: Mapping[str, str]) -> TaskView:
+    """A task record as agents see it; `key_of` names dependencies by key where known."""
+    deps = [d for d in t.get("deps", "").split(",") if d]
+    state = t["state"]
+    return TaskView(
+        id=t["id"],
+        key=t.get("key") or None,
+        title=t.get("title", ""),
+        state=state,
+        capability=t.get("cap", "any"),
+        priority=t.get("prio", "normal"),
+        assignee=t.get("owner") or t.get("completed_by") or None,
+        attempts=int(t.get("attempts", 0)),
+        max_attempts=int(t.get("max_attempts", 1)),
+        depends_on=[key_of.get(d, d) for d in deps],
+        result=json.loads(t["result"]) if "result" in t else None,
+        summary=t.get("summary") or None,
+        error=t.get("error") or None,
+        lease_expires_at=iso(t.get("lease_exp")),
+        due_at=iso(t.get("due")),
+        created_at=iso(t.get("created")),
+        updated_at=iso(t.get("updated")),
+    )

@@ -1,0 +1,97 @@
+"""Identifier formats and size bounds, checked before anything reaches a key or a script."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any
+
+from pydantic import StringConstraints
+
+from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge
+
+NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+CAPABILITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TASK_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TASK_ID_PATTERN = r"^t-[0-9]{1,15}$"
+WORKFLOW_ID_PATTERN = r"^wf-[0-9]{1,15}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,128}$"
+TOPIC_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
+EVENT_PATTERN_PATTERN = r"^[A-Za-z0-9_.:*?\[\]-]{1,100}$"  # shell-style: task.*, build.?
+MESSAGE_ID_PATTERN = r"^m-[0-9]{1,15}$"
+THREAD_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+RECIPIENT_PATTERN = r"^(\*|role:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$"
+CURSOR_PATTERN = r"^(0|[0-9]{1,20}-[0-9]{1,20})$"
+RESOURCE_PATTERN = (
+    r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,512}$"  # any printable name; '/' makes it hierarchical
+)
+
+AgentId = Annotated[str, StringConstraints(pattern=AGENT_PATTERN)]
+Capability = Annotated[str, StringConstraints(pattern=CAPABILITY_PATTERN)]
+TaskKey = Annotated[str, StringConstraints(pattern=TASK_KEY_PATTERN)]
+TaskId = Annotated[str, StringConstraints(pattern=TASK_ID_PATTERN)]
+WorkflowId = Annotated[str, StringConstraints(pattern=WORKFLOW_ID_PATTERN)]
+IdempotencyKey = Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTERN)]
+Resource = Annotated[str, StringConstraints(pattern=RESOURCE_PATTERN)]
+Topic = Annotated[str, StringConstraints(pattern=TOPIC_PATTERN)]
+TopicPattern = Annotated[str, StringConstraints(pattern=EVENT_PATTERN_PATTERN)]
+Cursor = Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)]
+MessageId = Annotated[str, StringConstraints(pattern=MESSAGE_ID_PATTERN)]
+ThreadId = Annotated[str, StringConstraints(pattern=THREAD_ID_PATTERN)]
+Recipient = Annotated[str, StringConstraints(pattern=RECIPIENT_PATTERN)]
+
+MAX_TITLE = 200
+MAX_DESCRIPTION = 16_384
+MAX_SUMMARY = 2_000
+MAX_ERROR = 8_192
+MAX_NOTE = 500
+MAX_STATUS = 64
+MAX_SUBJECT = 200
+MAX_BODY = 16_384
+MAX_JSON_BYTES = 65_536  # one payload or result
+MAX_WORKFLOW_JSON_BYTES = 1_048_576  # all payloads of one workflow together
+MAX_WORKFLOW_TASKS = 200
+MAX_DEPENDENCIES = 50
+MAX_CAPABILITIES = 20
+
+
+def encode_json(value: Any, field: str, limit: int = MAX_JSON_BYTES) -> str:
+    """Compact JSON text of `value`, refused past `limit` bytes or when it holds NaN or Infinity (JSON
+    has neither: stored, they would come back as null)."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"{field} contains NaN or Infinity, which JSON does not allow",
+            hint=f'Send finite numbers in {field} (or a string such as "NaN"), then call again.',
+        ) from exc
+    size = len(text.encode())
+    if size > limit:
+        raise PayloadTooLarge(f"{field} is {size:,} bytes of JSON; the limit is {limit:,} bytes")
+    return text
+
+
+def seconds(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """A duration from a caller: finite, and positive (or zero where `allow_zero`)."""
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise InvalidArgument(f"{name} must be a finite number of seconds, {bound} (got {value!r})")
+    return value
+
+
+# What one reply may carry: the JSON of a tool's structured result, or of a resource read. A read that
+# gathers items (messages, events, a workflow's results) stops adding them before this, and says what
+# waits. The text content renders the same items at most once more, so a whole reply stays well under
+# the 1 MiB the SDK's HTTP client accepts in one SSE event.
+MAX_REPLY_BYTES = 262_144
+# The bytes of the event log one read_events scan may read from Redis (topic filters skip events):
+# past it the scan stops and returns a cursor to go on from.
+MAX_EVENT_SCAN_BYTES = 4_194_304
+REPLY_ROOM = 8_192  # of a reply, kept for what surrounds its items: counts, cursors, notices
+MAX_DEPENDENTS = 1_000  # tasks that may depend on one task: bounds the work of completing or killing it
+MAX_INPUTS_BYTES = 163_840  # a claim's `inputs` (its dependencies' results together): with a payload and a
+# description, a claim stays under MAX_REPLY_BYTES
+MAX_HELD_TASKS = 1_000  # leases one agent may hold at once: bounds the work of its heartbeat and notices
+MAX_HELD_LOCKS = 200  # locks one agent may hold at once: bounds its heartbeat's work and reply
+MAX_FANOUT_RECIPIENTS = 1_000  # live agents a role: or * message may reach: bounds send_message's scan

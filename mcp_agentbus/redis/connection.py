@@ -1,0 +1,230 @@
+"""Redis clients from a URL, and the translation of connection failures into `BackendUnavailable`.
+
+| URL | client |
+|---|---|
+| ``redis://[user:pass@]host:port/db``, ``rediss://…`` (TLS), ``unix:///path.sock`` | one server |
+| ``redis+sentinel://[user:pass@]host:port[,host:port…]/service[/db]`` | the master Sentinel names |
+| ``redis+cluster://[user:pass@]host:port[,host:port…]`` | Redis Cluster from any seed nodes |
+| ``local://[/dir]`` | the user's managed local redis-server (`redis/local.py`), started if need be |
+| ``memory://[name]`` | an embedded store inside this one process |
+
+The ``+sentinel`` and ``+cluster`` schemes also come as ``rediss+…`` for TLS. A password in a Sentinel
+URL is the master's; sentinels that need their own pass ``?sentinel_password=…``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    MaxConnectionsError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from mcp_agentbus.errors import BackendUnavailable
+from mcp_agentbus.outages import Outage
+from mcp_agentbus.redis.local import LOCAL_SCHEME, LocalBus
+from mcp_agentbus.settings import DEFAULT_TIMEOUT
+
+logger = logging.getLogger(__name__)
+
+Redis = aioredis.Redis | RedisCluster
+
+# memory:// stores live as long as the process; one per name so tests can stay apart.
+_memory_servers: dict[str, Any] = {}
+
+# Connections one process keeps to a server. Past this many commands in flight at once, a command waits
+# for a free connection (up to the socket timeout) instead of failing, as redis-py's default pool would.
+MAX_CONNECTIONS = 200
+
+# How Redis says it refuses work for a while, by the first word of its error reply: what the caller
+# is told (never the host or the raw reply, which go to the log) and what to do about it.
+_RETRY_SOON = "Nothing was changed. Retry in a few seconds."
+_REFUSING: dict[str, tuple[str, str]] = {
+    "OOM": (
+        "Redis is out of memory (maxmemory reached) and refuses every change",
+        "Nothing was changed; reads still work. Changes resume when the operator frees memory or raises "
+        "maxmemory: retry in a minute, and tell the operator if it lasts.",
+    ),
+    "BUSY": ("Redis is busy running a long script and answers nothing else", _RETRY_SOON),
+    "LOADING": ("Redis is loading its data after a restart", _RETRY_SOON),
+    "READONLY": ("Redis is a read-only replica right now (a failover may be under way)", _RETRY_SOON),
+    "MASTERDOWN": ("the Redis replica has lost its master", _RETRY_SOON),
+    "NOREPLICAS": ("Redis refuses changes: too few of its replicas are reachable", _RETRY_SOON),
+    "CLUSTERDOWN": ("the Redis Cluster is down", _RETRY_SOON),
+    "TRYAGAIN": ("the Redis Cluster is moving this namespace's keys", _RETRY_SOON),
+    "MISCONF": (
+        "Redis refuses every change: it cannot save its data to disk",
+        "Nothing was changed; reads still work. The operator must fix Redis's disk (see its log); retry "
+        "later.",
+    ),
+}
+# The refusals redis-py gives classes of their own (most specific first); the rest by the reply's first word.
+_REFUSING_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (OutOfMemoryError, "OOM"),
+    (BusyLoadingError, "LOADING"),
+    (ReadOnlyError, "READONLY"),
+    (MasterDownError, "MASTERDOWN"),
+    (ClusterDownError, "CLUSTERDOWN"),
+    (TryAgainError, "TRYAGAIN"),
+)
+_outages: dict[str, Outage] = {}  # by URL: failures of calls to that Redis, logged without repeating
+
+
+def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Redis:
+    """A client for `url`; ``memory://[name]`` is an embedded store shared within this process. A
+    command that gets no answer within `timeout` seconds fails (it is not sent again: it may have run)."""
+    if url.startswith(LOCAL_SCHEME):
+        url, _ = LocalBus.from_url(url).ensure()
+    if url.startswith("memory://"):
+        import fakeredis  # imported lazily: only the embedded store needs it
+
+        name = url.removeprefix("memory://")
+        server = _memory_servers.setdefault(name, fakeredis.FakeServer())
+        client: Redis = fakeredis.FakeAsyncRedis(
+            server=server,
+            decode_responses=True,
+            connection_pool_class=aioredis.BlockingConnectionPool,
+            max_connections=MAX_CONNECTIONS,
+        )
+        return client
+    parts = urlsplit(url)
+    if parts.scheme.endswith("+cluster"):
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in _seeds(parts.netloc, 6379)],
+            username=_unquoted(parts.username),
+            password=_unquoted(parts.password),
+            ssl=parts.scheme.startswith("rediss"),
+            **_options(timeout),
+        )
+    if parts.scheme.endswith("+sentinel"):
+        service, _, db = parts.path.strip("/").partition("/")
+        if not service:
+            raise ValueError(f"{redact(url)}: name the master after the hosts, as …/mymaster")
+        sentinel_password = parse_qs(parts.query).get("sentinel_password", [None])[0]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            _seeds(parts.netloc, 26379),
+            sentinel_kwargs={"password": sentinel_password},
+            username=_unquoted(parts.username),
+            password=_unquoted(parts.password),
+            ssl=parts.scheme.startswith("rediss"),
+            db=int(db or 0),
+            max_connections=MAX_CONNECTIONS,
+            **_options(timeout),
+        )
+        master: Redis = sentinel.master_for(service)
+        return master
+    options = _options(timeout)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=options["socket_timeout"], **options
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+def _options(timeout: float) -> dict[str, Any]:
+    # A short, bounded retry rides out a lost connection (or a failover); past it a call fails with
+    # backend_unavailable. A timeout is not retried: the command may have run, and each try would add
+    # another `timeout` to the caller's wait.
+    return {
+        "decode_responses": True,
+        "socket_connect_timeout": min(2.0, timeout),
+        "socket_timeout": timeout,
+        "retry": Retry(
+            ExponentialBackoff(cap=0.5, base=0.05), retries=3, supported_errors=(RedisConnectionError,)
+        ),
+        "retry_on_error": [RedisConnectionError],
+        "health_check_interval": 30,
+    }
+
+
+def _seeds(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (after any credentials) as pairs."""
+    hosts = netloc.rpartition("@")[2]
+    pairs = []
+    for seed in hosts.split(","):
+        host, _, port = seed.rpartition(":") if seed.rpartition(":")[2].isdigit() else (seed, "", "")
+        pairs.append((host.strip("[]") or "localhost", int(port or default_port)))
+    return pairs
+
+
+def _unquoted(part: str | None) -> str | None:
+    return None if part is None else unquote(part)
+
+
+def redact(url: str) -> str:
+    """The URL with any password (in the credentials or as ``sentinel_password``) hidden, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None and "sentinel_password=" not in parts.query:
+        return url  # unchanged (urlunsplit would also turn unix:///path into unix:/path)
+    if parts.password is not None:
+        hosts = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{hosts}")
+    query = re.sub(r"(sentinel_password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit(parts._replace(query=query))
+
+
+async def close(redis: Redis) -> None:
+    """Close a client from `connect`, with the connections to the sentinels that found its master."""
+    await redis.aclose()
+    pool = getattr(redis, "connection_pool", None)
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()
+
+
+def unavailable(exc: BaseException, timeout: float | None = None) -> BackendUnavailable | None:
+    """`exc` as the `BackendUnavailable` a caller is told, when it means Redis cannot serve right now."""
+    if isinstance(exc, RedisTimeoutError | TimeoutError):
+        within = "" if timeout is None else f" within {timeout:g} s"
+        return BackendUnavailable(
+            f"Redis did not answer{within}: it may be overloaded or paused",
+            hint="Whether this call took effect is unknown: check (e.g. get_workflow, read_inbox with "
+            "peek) before repeating it, or repeat it with the same idempotency_key.",
+        )
+    if isinstance(exc, MaxConnectionsError):
+        return BackendUnavailable(
+            "this server has all its Redis connections busy", hint="Nothing was changed. Retry in a moment."
+        )
+    if isinstance(exc, ResponseError | BusyLoadingError):
+        word = next((w for kind, w in _REFUSING_KINDS if isinstance(exc, kind)), None)
+        refusing = _REFUSING.get(word or str(exc).partition(" ")[0])
+        return None if refusing is None else BackendUnavailable(refusing[0], hint=refusing[1])
+    if isinstance(exc, RedisConnectionError | OSError):
+        return BackendUnavailable("Redis is unreachable")
+    return None
+
+
+@contextmanager
+def backend(url: str, timeout: float | None = None) -> Iterator[None]:
+    """Turn Redis being unreachable, hung or refusing work into `BackendUnavailable`; the details (host,
+    Redis's own words) go to the log, once per outage rather than once per call."""
+    outage = _outages.get(url)
+    if outage is None:
+        outage = _outages[url] = Outage(f"Redis at {redact(url)}", logger)
+    try:
+        yield
+    except Exception as exc:
+        error = unavailable(exc, timeout)
+        if error is None:
+            raise
+        outage.failed(exc)
+        raise error from exc
+    outage.recovered()

@@ -1,0 +1,199 @@
+"""Every Redis key agentbus uses, built in one place.
+
+All keys of a namespace share the hash tag ``{<ns>}``, so every script touches a single Redis
+Cluster slot. Scripts receive the same key layout (`Keys.script_keys`) on every call: static keys
+by name, and *families* — a prefix to which the script appends an id (``task:`` + ``t-17``). Lua
+never invents a key of its own; the index of each entry is mirrored in ``lua/include/keys.lua``.
+
+Every key is bounded, so a namespace's memory has a ceiling (docs/limits.md has the formula). In the
+bound column, settings are ``AGENTBUS_*`` names in lower case; "retention" is ``retention_seconds``.
+Every key starts with ``ab:{<ns>}:``.
+
+| key                  | type    | holds                                   | bound                           |
+|----------------------|---------|-----------------------------------------|---------------------------------|
+| ``task:<id>``        | HASH    | one task: fields, state, lease, result  | tasks_max open; done: retention |
+| ``ready:<cap>``      | ZSET    | ready task ids, score = prio·2³² + seq  | tasks_max in all                |
+| ``wf:<id>``          | HASH    | a workflow: title, task ids, counters   | its tasks; done: retention      |
+| ``agent:<id>``       | HASH    | presence record of an agent             | agents_max (live + gone)        |
+| ``held:<agent>``     | SET     | task ids whose lease the agent holds    | tasks_max in all                |
+| ``idem:<scope>``     | STRING  | first result of an idempotent call      | expires: retention              |
+| ``events``           | STREAM  | the event log                           | event_retention ³               |
+| ``leases``           | ZSET    | claimed task ids, score = lease expiry  | tasks_max                       |
+| ``delayed``          | ZSET    | delayed/retry-pending ids, score = due  | tasks_max                       |
+| ``dead``             | ZSET    | dead task ids, score = time of death    | entries leave: retention        |
+| ``workflows``        | ZSET    | workflow ids, score = creation time     | leave with their workflow       |
+| ``agents``           | ZSET    | live agent ids, score = presence expiry | agents_max                      |
+| ``agents:gone``      | ZSET    | agents whose presence expired           | agents_max - live ⁴             |
+| ``counters``         | HASH    | ids, seq, ready:<cap> > 0, open, bytes  | fixed + one per ready cap       |
+| ``reaper``           | STRING  | which process runs the reaper           | one, expires                    |
+| ``wake``             | channel | pub/sub wake-up hints (not the truth)   | not stored                      |
+| ``lock:<resource>``  | HASH    | held lock: owner, token, fence, expiry  | locks_max                       |
+| ``agent_locks:<a>``  | SET     | resources the agent holds locks on      | locks_max in all                |
+| ``lock_queue:<res>`` | ZSET    | agents waiting for it, arrival order    | one per waiting call            |
+| ``lock_waits:<res>`` | HASH    | when each queued agent stops waiting    | as lock_queue                   |
+| ``locks``            | ZSET    | held resources, score = lock expiry     | locks_max                       |
+| ``lock_names``       | ZSET    | held resources, score 0 (by name)       | locks_max                       |
+| ``lock_fences``      | HASH    | older versions' fence per resource      | only shrinks                    |
+| ``inbox:<agent>``    | STREAM  | the agent's messages, read and unread   | inbox_max, inbox_max_bytes ¹    |
+| ``unread:<agent>``   | ZSET    | unread entry ids, score = message seq   | as its inbox                    |
+| ``msg:<id>``         | HASH    | thread and sender of a message          | newest messages_max ²           |
+| ``lost:<agent>``     | LIST    | leases and locks taken back from it     | 50; retention                   |
+| ``events:marks``     | ZSET    | an event id per 64th of the byte bound  | about 65                        |
+| ``inboxes:idle``     | ZSET    | agents not live with inboxes, by expiry | idle_inboxes_max                |
+| ``inbox_bytes``      | HASH    | bytes each inbox is charged             | one per inbox                   |
+| ``health``           | STRING  | written by /healthz: Redis takes writes | one, expires                    |
+| ``cascade``          | LIST    | cascades left for the reaper to go on   | one per dead/done task, popped  |
+| ``owned_tasks:<o>``  | ZSET    | owner o's unfinished tasks, score +inf  | tasks_max_per_owner ⁵           |
+| ``owned_agents:<o>`` | ZSET    | agents o registered, score = drop time  | agents_max_per_owner ⁵          |
+| ``owned_inboxes:<o>``| ZSET    | idle inboxes o opened, score = expiry   | idle_inboxes_max_per_owner ⁵    |
+| ``owned_locks:<o>``  | ZSET    | locks o's agents hold, score = expiry   | locks_max_per_owner ⁵           |
+| ``inbox_owners``     | HASH    | the owner each idle inbox is charged to | idle_inboxes_max                |
+
+¹ The inbox of an agent that is not live expires after the retention (and is dropped sooner, soonest to
+expire first, when more than idle_inboxes_max wait). ² Each also expires after the retention.
+³ And event_log_max_bytes of topic, agent and data (within a 64th). ⁴ Also left after the retention.
+⁵ And the namespace's bound in all: every entry is one of the namespace's tasks, agent records, idle
+inboxes or locks. An owner (``context.py``) is ``token:<grant id>`` or an agent id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from mcp_agentbus.ids import NAMESPACE_PATTERN
+
+_NAMESPACE_RE = re.compile(NAMESPACE_PATTERN)
+
+# The KEYS layout every script sees, in order (mirrored by lua/include/keys.lua). A name ending in
+# ":" is a family: the script appends an id to it.
+LAYOUT = (
+    "task:",
+    "ready:",
+    "wf:",
+    "agent:",
+    "held:",
+    "idem:",
+    "events",
+    "leases",
+    "delayed",
+    "dead",
+    "workflows",
+    "agents",
+    "agents:gone",
+    "counters",
+    "reaper",
+    "wake",
+    "lock:",
+    "agent_locks:",
+    "lock_queue:",
+    "lock_waits:",
+    "locks",
+    "lock_names",
+    "lock_fences",
+    "inbox:",
+    "unread:",
+    "msg:",
+    "lost:",
+    "cascade",
+    "events:marks",
+    "inboxes:idle",
+    "inbox_bytes",
+    "owned_tasks:",
+    "owned_agents:",
+    "owned_inboxes:",
+    "owned_locks:",
+    "inbox_owners",
+)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of one namespace."""
+
+    namespace: str
+    prefix: str = field(init=False)
+    script_keys: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not _NAMESPACE_RE.fullmatch(self.namespace):
+            raise ValueError(f"invalid namespace {self.namespace!r}: use letters, digits, '.', '_', '-'")
+        prefix = f"ab:{{{self.namespace}}}:"
+        object.__setattr__(self, "prefix", prefix)
+        object.__setattr__(self, "script_keys", tuple(prefix + name for name in LAYOUT))
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}task:{task_id}"
+
+    def workflow(self, workflow_id: str) -> str:
+        return f"{self.prefix}wf:{workflow_id}"
+
+    def agent(self, agent_id: str) -> str:
+        return f"{self.prefix}agent:{agent_id}"
+
+    def held(self, agent_id: str) -> str:
+        return f"{self.prefix}held:{agent_id}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def workflows(self) -> str:
+        return f"{self.prefix}workflows"
+
+    @property
+    def agents(self) -> str:
+        return f"{self.prefix}agents"
+
+    @property
+    def agents_gone(self) -> str:
+        return f"{self.prefix}agents:gone"
+
+    @property
+    def health(self) -> str:
+        return f"{self.prefix}health"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.prefix}wake"
+
+    def agent_locks(self, agent_id: str) -> str:
+        return f"{self.prefix}agent_locks:{agent_id}"
+
+    def lock(self, resource: str) -> str:
+        return f"{self.prefix}lock:{resource}"
+
+    def lock_queue(self, resource: str) -> str:
+        return f"{self.prefix}lock_queue:{resource}"
+
+    @property
+    def locks(self) -> str:
+        return f"{self.prefix}locks"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}leases"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}delayed"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}dead"
+
+    @property
+    def counters(self) -> str:
+        return f"{self.prefix}counters"
+
+    def unread(self, agent_id: str) -> str:
+        return f"{self.prefix}unread:{agent_id}"
+
+    @property
+    def cascade(self) -> str:
+        return f"{self.prefix}cascade"
+
+    def owned(self, kind: str, owner: str) -> str:
+        """What `owner` holds of `kind` (tasks, agents, inboxes, locks) against its share."""
+        return f"{self.prefix}owned_{kind}:{owner}"

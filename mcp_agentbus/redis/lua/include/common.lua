@@ -1,0 +1,90 @@
+-- Helpers shared by every script: server time, events, wake-ups, list fields.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Wake-ups are hints for waiters in any server process; Redis state stays the truth.
+local woken = {}
+local function wake(what)
+  if not woken[what] then
+    woken[what] = true
+    redis.call('PUBLISH', K_WAKE, what)
+  end
+end
+
+-- The event log keeps about EVENTS_MAX events and at most EVENT_LOG_MAX_BYTES (plus a 64th) of topic,
+-- agent and data. A stream trims by count or id only, so `counters.event_bytes` counts every byte ever
+-- logged and `events:marks` keeps the id of the event that crosses each 64th of the bound, scored by
+-- the bytes logged before it: trimming to the oldest mark within the bound keeps the log under it.
+local MARKS_PER_LOG = 64
+
+local function trim_events_by_bytes(id, size)
+  local before = redis.call('HINCRBY', K_COUNTERS, 'event_bytes', size) - size
+  local step = math.max(1, math.floor(EVENT_LOG_MAX_BYTES / MARKS_PER_LOG))
+  if math.floor(before / step) == math.floor((before + size) / step) then return end
+  redis.call('ZADD', K_EVENT_MARKS, before, id)
+  local floor = before + size - EVENT_LOG_MAX_BYTES
+  if floor <= 0 then return end
+  local oldest = redis.call('ZRANGEBYSCORE', K_EVENT_MARKS, floor, '+inf', 'LIMIT', 0, 1)[1]
+  if oldest then redis.call('XTRIM', K_EVENTS, 'MINID', oldest) end
+  redis.call('ZREMRANGEBYSCORE', K_EVENT_MARKS, '-inf', '(' .. floor)
+end
+
+-- Every state change appends its event here, in the same script; `data` is a table or JSON text.
+-- The wake-ups name the topic, and the workflow it concerns, for waiters and resource subscribers.
+local function emit(topic, agent, data)
+  local workflow
+  if type(data) == 'table' then
+    workflow = data.workflow
+    data = cjson.encode(data)
+  end
+  agent = agent or ''
+  local id = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX, '*', 'topic', topic, 'agent', agent,
+    'data', data)
+  trim_events_by_bytes(id, #topic + #agent + #data)
+  wake('event:' .. topic)
+  if type(workflow) == 'string' and workflow ~= '' then wake('workflow:' .. workflow) end
+  return id
+end
+
+-- Tell `agent` (in the notices of its next tool call) that something it held was taken back.
+local function tell_lost(agent, what)
+  redis.call('RPUSH', K_LOST .. agent, what)
+  redis.call('LTRIM', K_LOST .. agent, -50, -1)
+  redis.call('PEXPIRE', K_LOST .. agent, RETENTION_MS)
+end
+
+local function split(csv)
+  local out = {}
+  if csv and csv ~= '' then
+    for item in string.gmatch(csv, '[^,]+') do out[#out + 1] = item end
+  end
+  return out
+end
+
+-- Owners' shares (context.py): what an owner holds of the namespace's tasks, agent records, idle inboxes
+-- and locks is kept in `owned_<kind>:<owner>`, a ZSET whose score is when the entry stops counting
+-- (+inf while it may not), so a count never depends on every decrement having been caught. A call
+-- that came without an owner is charged to the agent it acts as.
+local function owner_for(agent)
+  if OWNER ~= '' then return OWNER end
+  return agent
+end
+
+-- How many entries of an owner's `key` count at `now`; a bounded batch of those whose time passed is
+-- dropped on the way (what is left of them is not counted either).
+local function owned_count(key, now)
+  local passed = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 20)
+  if #passed > 0 then redis.call('ZREM', key, unpack(passed)) end
+  return redis.call('ZCOUNT', key, '(' .. now, '+inf')
+end
+
+-- The refusal of a call that would take `owner`, which `has` so many, past its `share` of `what`.
+local function over_share(owner, has, share, what, refused, hint, setting)
+  local whose = string.sub(owner, 1, 6) == 'token:' and "your token's share" or ('agent ' .. owner .. "'s share")
+  return { 'invalid_argument', whose .. ' of this namespace is ' .. share .. ' ' .. what .. ' and it has ' ..
+    has .. '; ' .. refused, hint .. ' Other tokens and agents keep their own shares; the operator sets ' ..
+    'this one with AGENTBUS_' .. setting .. '.' }
+end

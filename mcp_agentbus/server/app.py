@@ -1,0 +1,374 @@
+"""The MCP server: `build_server()` wires the tools to an `AgentBus` owned by the server's lifespan,
+and turns every failure into a clear tool error instead of the SDK's generic text."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from typing import Any
+
+import anyio
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.prompts import Prompt
+from mcp.server.subscriptions import ListenHandler
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    CallToolResult,
+    EmptyResult,
+    InputRequiredResult,
+    SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
+    TextContent,
+    UnsubscribeRequestParams,
+)
+from mcp.types import Resource as MCPResource
+from mcp.types import ResourceTemplate as MCPResourceTemplate
+from mcp.types import Tool as MCPTool
+from pydantic import AnyUrl, ValidationError
+
+from mcp_agentbus import __version__
+from mcp_agentbus import context as call_context
+from mcp_agentbus.core import waiting
+from mcp_agentbus.core.tasks import AGENT_RE
+from mcp_agentbus.errors import (
+    AgentBusError,
+    BackendUnavailable,
+    Forbidden,
+    InternalError,
+    InvalidArgument,
+    NotFound,
+    explain_validation,
+)
+from mcp_agentbus.server import prompts, resources
+from mcp_agentbus.server.auth import (
+    Streams,
+    Verifier,
+    acting_agent,
+    authorize_resource,
+    current_grant,
+    kind_of,
+    limit_error,
+    may_read,
+    revoked,
+    watch_tokens,
+)
+from mcp_agentbus.server.namespaces import Namespaces
+from mcp_agentbus.server.push import Listeners
+from mcp_agentbus.server.resources import VIEWS
+from mcp_agentbus.server.schemas import compact_annotations, compact_input, compact_output
+from mcp_agentbus.server.tokens import Grant, TokensFile
+from mcp_agentbus.server.tools import TOOLS, App, select_tools
+from mcp_agentbus.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+agentbus coordinates agents through a shared Redis. Workers: heartbeat, then loop claim_task
+(with wait_seconds) -> do the work -> complete_task or fail_task with the lease_token; heartbeat more
+often than your lease lasts; acquire_lock before editing a shared file. Coordinators: create_workflow
+to split a goal into dependent tasks, get_workflow to follow it. Everyone: send_message/read_inbox to
+talk, read_events to follow what happens, and read the `notices` in every result. `agent` is your
+agent id (default: the server's AGENTBUS_AGENT): pass your own on every call when several agents (for
+example subagents) share one server. Prompts `worker` and `coordinator` teach the loop."""
+
+
+class AgentBusServer(MCPServer[App]):
+    """`MCPServer` whose tool failures are always ``{"error": {"code", "message", "hint"}}``."""
+
+    def __init__(
+        self, settings: Settings, *, legacy_subscriptions: bool = True, tokens: TokensFile | None = None
+    ) -> None:
+        listeners = Listeners(settings.namespace, tokens)  # serves subscriptions/listen (2026-07-28)
+        self.running: App | None = None  # what the lifespan holds, while it runs
+
+        @asynccontextmanager
+        async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
+            async with Namespaces.open(settings, listeners) as namespaces, anyio.create_task_group() as tg:
+                if tokens is not None:
+                    tg.start_soon(watch_tokens, tokens)
+                self.running = running = App(namespaces=namespaces, settings=settings)
+                try:
+                    yield running
+                finally:
+                    self.running = None  # no MCP request can be served from here on (see /healthz)
+                    tg.cancel_scope.cancel()
+
+        super().__init__(
+            "agentbus",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            lifespan=lifespan,
+            log_level=settings.log_level,
+            subscriptions=listeners,
+            # Plain bearer tokens: with no resource_server_url the SDK advertises no OAuth metadata, so
+            # the issuer is never shown to clients (but the SDK requires one).
+            token_verifier=None if tokens is None else Verifier(tokens),
+            auth=None
+            if tokens is None
+            else AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),
+        )
+        self._listen_handler = ListenHandler(listeners)
+        self._streams = Streams(tokens, settings.max_listen_streams_per_token)
+        self._tokens = tokens
+        self._lowlevel_server.add_request_handler(
+            "subscriptions/listen", SubscriptionsListenRequestParams, self._listen
+        )
+        # Legacy clients subscribe with resources/subscribe, which MCPServer leaves to us. Without a
+        # session to push on (stateless HTTP) it is not offered at all, rather than accepted and never kept.
+        if legacy_subscriptions:
+            self._lowlevel_server.add_request_handler(
+                "resources/subscribe", SubscribeRequestParams, self._subscribe
+            )
+            self._lowlevel_server.add_request_handler(
+                "resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe
+            )
+        self.add_prompt(Prompt.from_function(prompts.coordinator, name="coordinator"))
+        self.add_prompt(Prompt.from_function(prompts.worker, name="worker"))
+        self._settings = settings
+        self._arguments: dict[str, frozenset[str]] = {}
+        self._listed: list[MCPTool] | None = None  # the compact tools/list, built once
+        self._roles: dict[str, list[str]] = {}  # the tools each token role may call
+        try:
+            names = select_tools(settings.tools)
+        except ValueError as exc:
+            raise ValueError(f"AGENTBUS_TOOLS={exc}") from None
+        for name in names:
+            fn, annotations = TOOLS[name]
+            self.add_tool(fn, annotations=annotations, structured_output=True)
+            params = inspect.signature(fn).parameters
+            self._arguments[name] = frozenset(p for p in params if p != "ctx")
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[App, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        allowed = self._arguments.get(name)
+        if allowed is None:
+            return error_result(
+                NotFound(
+                    f"there is no tool named {name!r}", hint=f"Available tools: {', '.join(self._arguments)}."
+                )
+            )
+        grant = current_grant()
+        if grant is not None and name not in self._role_tools(grant.role):
+            return error_result(
+                Forbidden(
+                    f"the role {grant.role!r} of your token may not call {name}",
+                    hint=f"It may call: {', '.join(self._role_tools(grant.role)) or 'nothing'}. "
+                    "Ask the operator for a token with a role that includes this tool.",
+                )
+            )
+        unknown = sorted(set(arguments) - allowed)
+        if unknown:
+            return error_result(
+                InvalidArgument(
+                    f"{name} has no argument(s) {', '.join(unknown)}",
+                    hint=f"{name} accepts: {', '.join(sorted(allowed))}.",
+                )
+            )
+        allowed_to_wait = waiting.still_allowed.set(None if grant is None else self._still_granted(grant))
+        try:
+            # A token's calls use its share of the namespace's bounds; without one, the acting agent's.
+            with (
+                self._watching(name, arguments),
+                call_context.charging("" if grant is None else call_context.of_token(grant.id)),
+            ):
+                return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            return error_result(_explain(name, exc))
+        finally:
+            waiting.still_allowed.reset(allowed_to_wait)
+
+    def _still_granted(self, grant: Grant) -> Callable[[], None] | None:
+        """What a waiting call asks before it looks again: is its token's grant still in the file?"""
+        tokens = self._tokens
+        if tokens is None:
+            return None
+
+        def check() -> None:
+            if not tokens.holds(grant):
+                raise revoked()
+
+        return check
+
+    def _role_tools(self, role: str) -> list[str]:
+        """The tools of this server a token's role allows (none for a role that names no known tools);
+        worked out once per role, since every authenticated call asks."""
+        tools = self._roles.get(role)
+        if tools is None:
+            try:
+                allowed = select_tools(role)
+            except ValueError:
+                allowed = []
+            tools = self._roles[role] = [name for name in self._arguments if name in allowed]
+        return tools
+
+    async def list_tools(self) -> list[MCPTool]:
+        if self._listed is None:
+            self._listed = [
+                tool.model_copy(
+                    update={
+                        "description": " ".join((tool.description or "").split()),  # a docstring's wraps
+                        "input_schema": compact_input(tool.input_schema),
+                        "output_schema": tool.output_schema and compact_output(tool.output_schema),
+                        "annotations": compact_annotations(tool.annotations),
+                    }
+                )
+                for tool in await super().list_tools()
+            ]
+        grant = current_grant()
+        if grant is None:
+            return self._listed
+        allowed = self._role_tools(grant.role)
+        return [tool for tool in self._listed if tool.name in allowed]
+
+    def _watching(self, tool: str, arguments: dict[str, Any]) -> AbstractContextManager[Any]:
+        """Collect the acting agent's notices along with a tool call that acts."""
+        if "agent" not in self._arguments[tool]:
+            return nullcontext()
+        agent = arguments.get("agent")
+        try:
+            acting = acting_agent(agent if isinstance(agent, str) else None, self._settings.agent)
+        except AgentBusError:
+            return nullcontext()  # the tool itself reports it
+        if not AGENT_RE.fullmatch(acting):
+            return nullcontext()
+        return call_context.watching(acting, unread=tool != "read_inbox")
+
+    def _authorized(self, uri: str) -> None:
+        """`uri` may be read by the caller, else a JSON-RPC error saying why not."""
+        grant = current_grant()
+        try:
+            authorize_resource(uri, () if grant is None else self._role_tools(grant.role))
+        except AgentBusError as exc:
+            raise resource_error(uri, exc) from exc
+
+    def _readable(self, view: str) -> bool:
+        grant = current_grant()
+        return grant is None or may_read(kind_of(view), self._role_tools(grant.role))
+
+    async def list_resources(self) -> list[MCPResource]:
+        return [
+            MCPResource(uri=v.uri, name=v.name, description=v.description, mime_type="application/json")
+            for v in VIEWS
+            if "{" not in v.uri and self._readable(v.uri)
+        ]
+
+    async def list_resource_templates(self) -> list[MCPResourceTemplate]:
+        return [
+            MCPResourceTemplate(
+                uri_template=v.uri, name=v.name, description=v.description, mime_type="application/json"
+            )
+            for v in VIEWS
+            if "{" in v.uri and self._readable(v.uri)
+        ]
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[App, Any] | None = None
+    ) -> Iterable[ReadResourceContents]:
+        if context is None:
+            raise MCPError(code=INTERNAL_ERROR, message="resources are read through a client session")
+        app: App = context.request_context.lifespan_context
+        self._authorized(str(uri))
+        try:
+            text = await resources.read(app.bus, str(uri))
+        except AgentBusError as exc:
+            raise resource_error(str(uri), exc) from exc
+        return [ReadResourceContents(content=text, mime_type="application/json")]
+
+    async def _subscribe(self, ctx: ServerRequestContext[App], params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        self._authorized(uri)
+        app = ctx.lifespan_context
+        served = await app.namespaces.subscribed(app.namespace)
+        limit = self._settings.max_subscriptions_per_token
+        if not served.push.subscribe(uri, _connection(ctx), limit):
+            whose = "your token" if current_grant() else "this session"
+            raise limit_error(
+                "too_many_subscriptions",
+                f"{whose} already holds {limit} resource subscriptions on this server",
+                "Unsubscribe (resources/unsubscribe) from URIs you no longer follow, or end idle "
+                "sessions, then subscribe again.",
+                uri=uri,
+            )
+        return EmptyResult()
+
+    async def _listen(
+        self, ctx: ServerRequestContext[App], params: SubscriptionsListenRequestParams
+    ) -> SubscriptionsListenResult:
+        """The SDK's listen stream, once its URIs are checked and its namespace hears changes; it
+        ends with `forbidden` when its token is revoked or its grant changes."""
+        for uri in params.notifications.resource_subscriptions or ():
+            self._authorized(uri)
+        with self._streams.open(current_grant()) as ended:
+            app = ctx.lifespan_context
+            await app.namespaces.subscribed(app.namespace)
+            result = await self._listen_handler(ctx, params)
+        if ended.cancelled_caught:
+            error = revoked()
+            raise MCPError(
+                code=INVALID_REQUEST,
+                message=f"{error.message}. {error.hint}",
+                data={"error": error.to_dict()},
+            )
+        return result
+
+
+async def _unsubscribe(ctx: ServerRequestContext[App], params: UnsubscribeRequestParams) -> EmptyResult:
+    ctx.lifespan_context.served.push.unsubscribe(str(params.uri), _connection(ctx))
+    return EmptyResult()
+
+
+def _connection(ctx: ServerRequestContext[App]) -> Connection:
+    # The SDK (2.3) builds a ServerSession per request and gives low-level handlers no public way to
+    # the client's Connection, which outlives the request and is what an update must be sent on.
+    connection: Connection = ctx.session._connection
+    return connection
+
+
+def resource_error(uri: str, error: AgentBusError) -> MCPError:
+    """A refused resource request as a JSON-RPC error carrying the same code, message and hint."""
+    code = INTERNAL_ERROR if isinstance(error, BackendUnavailable | InternalError) else INVALID_PARAMS
+    return MCPError(
+        code=code, message=f"{error.message}. {error.hint}", data={"uri": uri, "error": error.to_dict()}
+    )
+
+
+def _explain(tool: str, exc: ToolError) -> AgentBusError:
+    cause = exc.__cause__
+    if isinstance(cause, AgentBusError):
+        return cause
+    if isinstance(cause, ValidationError):
+        return InvalidArgument(f"invalid arguments for {tool}: {explain_validation(cause)}")
+    if isinstance(exc, UnexpectedToolError):
+        logger.error("tool %s failed unexpectedly", tool, exc_info=cause or exc)
+        return InternalError(f"{tool} failed unexpectedly ({type(cause or exc).__name__})")
+    return InvalidArgument(str(exc))
+
+
+def error_result(error: AgentBusError) -> CallToolResult:
+    text = f"Error [{error.code}]: {error.message}\nHint: {error.hint}"
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content={"error": error.to_dict()},
+        is_error=True,
+    )
+
+
+def build_server(
+    settings: Settings | None = None, *, legacy_subscriptions: bool = True, tokens: TokensFile | None = None
+) -> AgentBusServer:
+    """A fresh server; its lifespan opens the bus (Redis client, wake-ups, reaper) and closes it.
+    `legacy_subscriptions=False` when legacy clients have no session to receive updates on; `tokens`
+    (HTTP only) requires a bearer token from that file on every request."""
+    return AgentBusServer(settings or Settings(), legacy_subscriptions=legacy_subscriptions, tokens=tokens)

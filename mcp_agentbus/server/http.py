@@ -1,0 +1,313 @@
+"""Streamable HTTP: the MCP endpoint at ``/mcp`` (both protocol eras) and ``/healthz``.
+
+Every process keeps only connections in memory; the bus itself is in Redis, so several processes on one
+Redis behave as one bus. Legacy (``initialize``) clients get a session bound to the process that
+created it: behind a load balancer, route them sticky on ``Mcp-Session-Id`` or run ``--stateless``.
+
+What one client can hold is bounded: legacy sessions per token and in all (`SessionCaps`; an idle one
+ends after ``AGENTBUS_SESSION_IDLE_SECONDS``, a revoked token's at once), open connections
+(uvicorn's ``limit_concurrency``), and the time to send a request (`RequestDeadline`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import ipaddress
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+import anyio
+import h11
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from mcp_agentbus import __version__
+from mcp_agentbus.core.waiting import PROGRESS_EVERY
+from mcp_agentbus.errors import BackendUnavailable
+from mcp_agentbus.redis.connection import backend, close, connect
+from mcp_agentbus.redis.keys import Keys
+from mcp_agentbus.server.app import build_server
+from mcp_agentbus.server.tokens import TokensFile
+from mcp_agentbus.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
+HEALTH_TIMEOUT = 2.0
+HEALTH_KEY_TTL_MS = 60_000
+
+logger = logging.getLogger(__name__)
+REVOKED_GRACE_SECONDS = 2 * PROGRESS_EVERY  # a waiting call notices a revocation within one tick
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_app(
+    settings: Settings,
+    *,
+    allowed_hosts: Sequence[str] = (),
+    stateless: bool = False,
+    tokens: TokensFile | None = None,
+) -> Starlette:
+    """The ASGI app of one server process. Requests must name a loopback host or one of
+    `allowed_hosts` (``host:port`` or ``host:*``), against DNS rebinding; with `tokens`, they must
+    also carry a bearer token from that file (401 otherwise) and act within its grant."""
+    server = build_server(settings, legacy_subscriptions=not stateless, tokens=tokens)
+
+    health_key = Keys(settings.namespace).health
+
+    async def healthz(_: Request) -> JSONResponse:
+        """Whether this process can serve MCP calls now (for load balancers; never authenticated): its
+        MCP endpoint runs, and its Redis answers and takes a change, which a full, busy, read-only or
+        paused Redis does not. A fresh connection each time: it is what a new request would need."""
+        if server.running is None:
+            return JSONResponse({"status": "unavailable", "mcp": "not serving (see the server log)"}, 503)
+        client = connect(settings.redis_url, timeout=HEALTH_TIMEOUT)
+        try:
+            with backend(settings.redis_url, HEALTH_TIMEOUT), anyio.fail_after(HEALTH_TIMEOUT):
+                await client.set(health_key, __version__, px=HEALTH_KEY_TTL_MS)
+        except BackendUnavailable as exc:  # the details (host, Redis's words) are in the log
+            return JSONResponse({"status": "unavailable", "redis": exc.message}, status_code=503)
+        except Exception as exc:  # e.g. an ACL that forbids the write: still not able to serve
+            logger.warning("health check failed", exc_info=True)
+            return JSONResponse({"status": "unavailable", "redis": type(exc).__name__}, status_code=503)
+        finally:
+            await close(client)
+        return JSONResponse({"status": "ok", "redis": "ok", "version": __version__})
+
+    # 'host:*' also covers the bare host: a proxy on the default port passes Host without a port.
+    hosts = [
+        *LOOPBACK_HOSTS,
+        *allowed_hosts,
+        *(h.removesuffix(":*") for h in allowed_hosts if h.endswith(":*")),
+    ]
+    security = TransportSecuritySettings(
+        allowed_hosts=hosts,
+        allowed_origins=[f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")],
+    )
+    app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        stateless_http=stateless,
+        transport_security=security,
+        session_idle_timeout=settings.session_idle_seconds,
+        max_sessions=settings.max_sessions,
+    )
+    app.add_route("/healthz", healthz, methods=["GET"])
+    app.state.agentbus = server
+    if not stateless:
+        sessions = Sessions(server.session_manager)
+        # Appended last, so it runs after the SDK's auth middleware has identified the token.
+        app.user_middleware.append(Middleware(SessionCaps, sessions=sessions, settings=settings))
+        if tokens is not None:
+            tokens.on_reload(lambda: sessions.end_revoked(tokens))
+    return app
+
+
+class Sessions:
+    """The legacy sessions of this process as the SDK's session manager holds them. The SDK (2.3)
+    offers no public view of them or their owners; this class is the one place that reads it."""
+
+    def __init__(self, manager: StreamableHTTPSessionManager) -> None:
+        self._manager = manager
+
+    def total(self) -> int:
+        return len(self._manager._server_instances)
+
+    def owned_by(self, token_id: str) -> int:
+        return sum(owner["client_id"] == token_id for owner in self._manager._session_owners.values())
+
+    def end_revoked(self, tokens: TokensFile) -> None:
+        """End every session whose token is gone from the file, shortly: its GET stream closes and
+        what it subscribed to is dropped (at once, by `Push`). The grace lets a call that waits on
+        the session see the revocation itself and answer `forbidden` rather than be cut off."""
+        loop = asyncio.get_running_loop()
+        for session_id, owner in list(self._manager._session_owners.items()):
+            transport = self._manager._server_instances.get(session_id)
+            scope = None if transport is None else transport.idle_scope
+            if scope is not None and not tokens.holds_id(owner["client_id"]):
+                loop.call_later(REVOKED_GRACE_SECONDS, scope.cancel)  # ends as if it had expired
+
+
+class SessionCaps:
+    """Admission of new legacy sessions: a token past its own cap gets 429, anyone past the
+    server-wide cap 503, each with a JSON-RPC error saying what to do, so one token cannot take
+    every session. Without tokens only the server-wide cap applies."""
+
+    def __init__(self, app: ASGIApp, sessions: Sessions, settings: Settings) -> None:
+        self._app = app
+        self._sessions = sessions
+        self._settings = settings
+        self._opening: Counter[str | None] = Counter()  # requests that may be opening one now
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _opens_session(scope):
+            await self._app(scope, receive, send)
+            return
+        user = scope.get("user")
+        owner = user.access_token.client_id if isinstance(user, AuthenticatedUser) else None
+        refusal = self._refusal(owner)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        # Counted until its answer starts (by then the SDK holds the session, if it opened one), so
+        # opening requests that race cannot overshoot a cap together.
+        self._opening[owner] += 1
+        counted = True
+
+        def uncount() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self._opening[owner] -= 1
+                if not self._opening[owner]:
+                    del self._opening[owner]
+
+        async def answering(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                uncount()
+            await send(message)
+
+        try:
+            await self._app(scope, receive, answering)
+        finally:
+            uncount()
+
+    def _refusal(self, owner: str | None) -> Response | None:
+        settings = self._settings
+        idle = f"{settings.session_idle_seconds:g} s"
+        if owner is not None:
+            held = self._sessions.owned_by(owner) + self._opening[owner]
+            if held >= settings.max_sessions_per_token:
+                logger.warning("refused a new session: token %s holds %d", owner, held)
+                return _refused(
+                    429,
+                    "too_many_sessions",
+                    f"your token already holds {held} sessions on this server (at most "
+                    f"{settings.max_sessions_per_token})",
+                    "Reuse an open session (send its Mcp-Session-Id) or end ones you no longer use "
+                    f"(HTTP DELETE with their Mcp-Session-Id); an unused session ends after {idle}.",
+                )
+        if self._sessions.total() + self._opening.total() >= settings.max_sessions:
+            logger.warning("refused a new session: %d sessions are open", self._sessions.total())
+            return _refused(
+                503,
+                "too_many_sessions",
+                f"this server holds as many sessions as it may ({settings.max_sessions})",
+                f"Retry in a while (an unused session ends after {idle}), or use another server.",
+            )
+        return None
+
+
+def _opens_session(scope: Scope) -> bool:
+    """A POST to the MCP endpoint without a session id, in a legacy protocol era: the SDK opens a
+    session for it (and discards it again unless it was a good initialize)."""
+    if scope["type"] != "http" or scope["path"] != MCP_PATH or scope["method"] != "POST":
+        return False
+    headers = dict(scope["headers"])
+    version = headers.get(b"mcp-protocol-version")
+    return b"mcp-session-id" not in headers and (
+        version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS
+    )
+
+
+def _refused(status: int, code: str, message: str, hint: str) -> Response:
+    error = {"code": code, "message": message, "hint": hint}
+    body = {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32000, "message": f"{message}. {hint}", "data": {"error": error}},
+    }
+    return Response(
+        json.dumps(body), status_code=status, media_type="application/json", headers={"Retry-After": "30"}
+    )
+
+
+class RequestDeadline(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request (headers and body) has not all
+    arrived `timeout` seconds after it began. uvicorn times out only idle kept-alive connections, so a
+    client that sent half a request would otherwise hold its connection (and a task) forever."""
+
+    timeout: ClassVar[float] = 15.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self.conn.their_state is h11.IDLE:
+            self._arm()  # the next request on a kept-alive connection begins
+        super().data_received(data)
+        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+            self._disarm()  # all of it arrived (or the connection is done with)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            logger.info(
+                "closed a connection from %s: no whole request within %g s", self.client, self.timeout
+            )
+            self.transport.close()
+
+
+def uvicorn_config(app: Starlette, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    """How uvicorn serves `app`: with our request deadline and connection limit, logging through
+    our stderr logging."""
+    import uvicorn
+
+    deadline = type("RequestDeadline", (RequestDeadline,), {"timeout": settings.http_request_timeout_seconds})
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        http=deadline,
+        limit_concurrency=settings.http_max_connections,
+    )
+
+
+def serve(app: Starlette, host: str, port: int, settings: Settings) -> None:
+    """Run `app` until interrupted."""
+    import uvicorn
+
+    # What is loaded by now lives as long as the process: keep it out of the collector's full passes,
+    # which would otherwise walk it again and again under load (pauses of 100 ms and more).
+    gc.freeze()
+    uvicorn.Server(uvicorn_config(app, host, port, settings)).run()

@@ -1,0 +1,187 @@
+"""Push: tell subscribed clients that a resource changed, whichever server process changed it.
+
+Every server process already listens to its namespace's wake-up channel, on which every script
+announces what it touched (``wakeups.py``); `resources.changed_by` maps those hints to URIs. Both
+MCP eras are served: 2026-07-28 clients listen through ``subscriptions/listen`` (the SDK's
+`SubscriptionBus`), legacy clients (``initialize`` handshake) through ``resources/subscribe``.
+With tokens, a stream or subscription lasts only while its token's grant does: before each update
+the tokens file is looked at again, and what a revoked (or changed) grant had is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskStatus
+from mcp.server.connection import Connection
+from mcp.server.subscriptions import ResourceUpdated, ServerEvent
+
+from mcp_agentbus.outages import Outage
+from mcp_agentbus.server.auth import current_grant
+from mcp_agentbus.server.resources import changed_by
+from mcp_agentbus.server.tokens import Grant, TokensFile
+
+logger = logging.getLogger(__name__)
+
+COALESCE_SECONDS = 0.02  # the hints of one change, or of a burst, become one notification per URI
+
+
+class Listeners:
+    """The `SubscriptionBus` of this process's ``subscriptions/listen`` streams (2026-07-28). A stream
+    sees the resource updates of the namespace it listened in: its token's, else the server's."""
+
+    def __init__(self, namespace: str, tokens: TokensFile | None = None) -> None:
+        self._namespace = namespace
+        self._tokens = tokens
+        self._listeners: dict[object, tuple[str, Callable[[ServerEvent], None]]] = {}
+
+    def watch(self, grant: Grant | None, on_gone: Callable[[], None]) -> Callable[[], None]:
+        """`on_gone` once `grant` is revoked or changed (never without tokens); returns the unwatch."""
+        if grant is None or self._tokens is None:
+            return lambda: None
+        return self._tokens.watch(grant, on_gone)
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        grant = current_grant()  # called inside the listen request
+        key = object()
+        self._listeners[key] = (self._namespace if grant is None else grant.namespace, listener)
+        unwatch = self.watch(grant, lambda: self._listeners.pop(key, None) and None)
+
+        def unsubscribe() -> None:
+            self._listeners.pop(key, None)
+            unwatch()
+
+        return unsubscribe
+
+    async def publish(self, event: ServerEvent) -> None:
+        """An event for every stream (the SDK's list-changed events)."""
+        await self.publish_in(None, event)
+
+    async def publish_in(self, namespace: str | None, event: ServerEvent) -> None:
+        """`event` for the streams of `namespace` (of all when None)."""
+        if self._tokens is not None:
+            self._tokens.refresh()  # drops the streams and subscriptions of revoked grants first
+        for listening_in, listener in list(self._listeners.values()):
+            if namespace is None or listening_in == namespace:
+                try:
+                    listener(event)
+                except Exception:  # one bad stream must not stop the others' updates
+                    logger.exception("a listen stream failed to take an update")
+        await anyio.lowlevel.checkpoint()
+
+
+@dataclass
+class _Subscriber:
+    """One legacy connection's subscriptions, counted against `owner`: its token, or itself."""
+
+    owner: object
+    uris: set[str]
+    unwatch: Callable[[], None]
+
+
+class Push:
+    """Resource updates of one namespace, to its subscribers in both eras."""
+
+    def __init__(self, listeners: Listeners, namespace: str) -> None:
+        self._listeners = listeners
+        self._namespace = namespace
+        self._legacy: dict[str, set[Connection]] = {}  # subscribers by URI, until their connection closes
+        self._subscribers: dict[Connection, _Subscriber] = {}
+        self._held: Counter[object] = Counter()  # subscriptions per owner
+        self._pending: set[str] = set()
+        self._due = anyio.Event()
+
+    @property
+    def subscriptions(self) -> int:
+        """Legacy subscriptions held now, a (URI, connection) pair each."""
+        return sum(len(connections) for connections in self._legacy.values())
+
+    @property
+    def uris(self) -> int:
+        """URIs someone follows (through legacy subscriptions) now."""
+        return len(self._legacy)
+
+    def subscribe(self, uri: str, connection: Connection, limit: int) -> bool:
+        """Subscribe `connection` to `uri`; False (and nothing changed) when its token (or, without
+        tokens, the connection) already holds `limit` subscriptions. The same URI again counts once."""
+        grant = current_grant()
+        subscriber = self._subscribers.get(connection)
+        if subscriber is not None and uri in subscriber.uris:
+            return True
+        owner = connection if grant is None else grant.id
+        if self._held[owner] >= limit:
+            return False
+        if subscriber is None:
+            unwatch = self._listeners.watch(grant, lambda: self._forget(connection))
+            subscriber = self._subscribers[connection] = _Subscriber(owner, set(), unwatch)
+            connection.exit_stack.callback(self._forget, connection)
+        subscriber.uris.add(uri)
+        self._held[owner] += 1
+        self._legacy.setdefault(uri, set()).add(connection)
+        return True
+
+    def unsubscribe(self, uri: str, connection: Connection) -> None:
+        subscriber = self._subscribers.get(connection)
+        if subscriber is not None and uri in subscriber.uris:
+            subscriber.uris.discard(uri)
+            self._release(subscriber.owner, 1)
+            self._drop(uri, connection)
+
+    def _forget(self, connection: Connection) -> None:
+        """Everything `connection` subscribed to: it closed, expired, failed, or lost its grant."""
+        subscriber = self._subscribers.pop(connection, None)
+        if subscriber is None:
+            return
+        subscriber.unwatch()
+        self._release(subscriber.owner, len(subscriber.uris))
+        for uri in subscriber.uris:
+            self._drop(uri, connection)
+
+    def _release(self, owner: object, count: int) -> None:
+        self._held[owner] -= count
+        if self._held[owner] <= 0:
+            del self._held[owner]
+
+    def _drop(self, uri: str, connection: Connection) -> None:
+        subscribers = self._legacy.get(uri)
+        if subscribers is not None:
+            subscribers.discard(connection)
+            if not subscribers:  # a URI nobody follows any more is not kept
+                del self._legacy[uri]
+
+    def hint(self, hint: str) -> None:
+        """A wake-up hint arrived (a `Wakeups` listener)."""
+        uris = changed_by(hint)
+        if uris:
+            self._pending |= uris
+            self._due.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Send the pending notifications until cancelled."""
+        task_status.started()
+        outage = Outage(f"resource updates of namespace {self._namespace}", logger)
+        while True:
+            await self._due.wait()
+            await anyio.sleep(COALESCE_SECONDS)
+            self._due = anyio.Event()
+            uris, self._pending = self._pending, set()
+            try:
+                await self._send(uris)
+                outage.recovered()
+            except Exception as exc:  # a failed round must not end the updates of every later change
+                await anyio.sleep(outage.failed(exc))
+
+    async def _send(self, uris: set[str]) -> None:
+        for uri in sorted(uris):
+            await self._listeners.publish_in(self._namespace, ResourceUpdated(uri=uri))
+            for connection in list(self._legacy.get(uri, ())):
+                try:
+                    await connection.send_resource_updated(uri)
+                except Exception as exc:  # a client gone mid-send must not stop the others' updates
+                    logger.debug("dropping a subscriber of %s: %s", uri, exc)
+                    self._forget(connection)
