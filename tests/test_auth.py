@@ -47,9 +47,9 @@ from test_http import (
 from test_resources import ROOT, Watcher, on_updates, read_json, subscribe, subscribed
 from test_server import WORKER_TOOLS, Bus, assert_tool_error
 
-from mcp_agentbus.cli import main as cli
+from mcp_agentbus.cli import serve as cli
+from mcp_agentbus.server.profiles import PROFILES
 from mcp_agentbus.server.tokens import TOKEN_PREFIX, TokensFile, hash_token
-from mcp_agentbus.server.tools import PROFILES
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio

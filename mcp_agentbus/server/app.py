@@ -64,11 +64,13 @@ from mcp_agentbus.server.auth import (
     watch_tokens,
 )
 from mcp_agentbus.server.namespaces import Namespaces
+from mcp_agentbus.server.profiles import select_tools
 from mcp_agentbus.server.push import Listeners
 from mcp_agentbus.server.resources import VIEWS
 from mcp_agentbus.server.schemas import compact_annotations, compact_input, compact_output
 from mcp_agentbus.server.tokens import Grant, TokensFile
-from mcp_agentbus.server.tools import TOOLS, App, select_tools
+from mcp_agentbus.server.tooling import App
+from mcp_agentbus.server.tools import TOOLS
 from mcp_agentbus.settings import Settings
 
 logger = logging.getLogger(__name__)

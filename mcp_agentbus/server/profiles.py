@@ -1,0 +1,69 @@
+"""Which tools a server offers: the tool names, the profiles (``worker``, ``coordinator``, ``all``) and
+``select_tools``. No MCP here, so ``agentbus token create`` checks a profile without loading the MCP stack."""
+
+from __future__ import annotations
+
+# Every tool, in the order tools/list shows them (server/tools.py registers the functions in this order).
+TOOL_NAMES: tuple[str, ...] = (
+    "heartbeat",
+    "list_agents",
+    "create_task",
+    "create_workflow",
+    "claim_task",
+    "complete_task",
+    "fail_task",
+    "get_workflow",
+    "send_message",
+    "read_inbox",
+    "acquire_lock",
+    "release_lock",
+    "publish_event",
+    "read_events",
+)
+
+PROFILES: dict[str, tuple[str, ...]] = {
+    "all": TOOL_NAMES,
+    "worker": (
+        "heartbeat",
+        "claim_task",
+        "complete_task",
+        "fail_task",
+        "get_workflow",
+        "send_message",
+        "read_inbox",
+        "acquire_lock",
+        "release_lock",
+        "publish_event",
+        "read_events",
+    ),
+    "coordinator": (
+        "heartbeat",
+        "list_agents",
+        "create_task",
+        "create_workflow",
+        "get_workflow",
+        "send_message",
+        "read_inbox",
+        "publish_event",
+        "read_events",
+    ),
+}
+
+
+def select_tools(profile: str) -> list[str]:
+    """Tool names for a comma list of profile names and tool names, e.g. ``worker,create_task``."""
+    names: dict[str, None] = {}
+    unknown = []
+    for item in (n.strip() for n in profile.split(",")):
+        if item in PROFILES:
+            names.update(dict.fromkeys(PROFILES[item]))
+        elif item in TOOL_NAMES:
+            names[item] = None
+        elif item:
+            unknown.append(item)
+    if unknown or not names:
+        raise ValueError(
+            f"{profile!r}: unknown tool(s) {', '.join(unknown) or '(none given)'}; use profiles "
+            f"({', '.join(PROFILES)}) and tools ({', '.join(TOOL_NAMES)}), comma-separated"
+        )
+    return list(names)

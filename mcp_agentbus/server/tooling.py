@@ -1,0 +1,69 @@
+"""What every MCP tool shares: the lifespan object (`App`), the argument types, the annotations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.ids import (
+    AgentId,
+    IdempotencyKey,
+)
+from mcp_agentbus.server.auth import acting_agent, current_grant
+from mcp_agentbus.server.namespaces import Namespaces, Served
+from mcp_agentbus.settings import Settings
+
+
+@dataclass
+class App:
+    """What the server's lifespan holds for the tools: the bus of the caller's namespace (its token's,
+    else the server's) and who the caller may act as."""
+
+    namespaces: Namespaces
+    settings: Settings
+
+    @property
+    def namespace(self) -> str:
+        grant = current_grant()
+        return self.settings.namespace if grant is None else grant.namespace
+
+    @property
+    def served(self) -> Served:
+        return self.namespaces.get(self.namespace)
+
+    @property
+    def bus(self) -> AgentBus:
+        return self.served.bus
+
+    def agent(self, agent: str | None) -> str:
+        """The acting agent: the argument, else the token's or the server's identity; checked against
+        the token."""
+        return acting_agent(agent, self.settings.agent)
+
+
+Ctx = Context[App, Any]
+
+# Every acting tool takes `agent`; the server's instructions say what it is, once, not each listing.
+AgentArg = AgentId | None
+IdempotencyArg = IdempotencyKey | None  # a well-known idea: its name says it
+LeaseToken = Annotated[str, Field(min_length=1, max_length=64)]  # claim_task's description names it
+
+WAIT = "Max wait (capped)"  # the call returns as soon as the awaited thing comes
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+IDEMPOTENT = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+ADDITIVE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+
+
+def app_of(ctx: Ctx) -> App:
+    app: App = ctx.request_context.lifespan_context
+    return app

@@ -1,0 +1,190 @@
+"""The task and workflow tools: create, claim, complete, fail, and look at a workflow."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.types import CallToolResult
+from pydantic import Field
+
+from mcp_agentbus.core.models import (
+    ClaimResult,
+    CompleteResult,
+    CreateTaskResult,
+    CreateWorkflowResult,
+    FailResult,
+    GetWorkflowResult,
+    Priority,
+)
+from mcp_agentbus.core.workflows import WorkflowTask
+from mcp_agentbus.ids import (
+    MAX_CAPABILITIES,
+    MAX_DEPENDENCIES,
+    MAX_DESCRIPTION,
+    MAX_ERROR,
+    MAX_SUMMARY,
+    MAX_TITLE,
+    MAX_WORKFLOW_TASKS,
+    Capability,
+    TaskId,
+    WorkflowId,
+)
+from mcp_agentbus.server.replies import ok
+from mcp_agentbus.server.tooling import (
+    WAIT,
+    AgentArg,
+    Ctx,
+    IdempotencyArg,
+    LeaseToken,
+    app_of,
+)
+
+
+async def create_task(
+    ctx: Ctx,
+    title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE, description="Short name of the work")],
+    description: Annotated[
+        str, Field(max_length=MAX_DESCRIPTION, description="What to do, for the worker")
+    ] = "",
+    capability: Annotated[Capability, Field(description="Which kind of agent may claim it")] = "any",
+    priority: Annotated[Priority, Field(description="FIFO within a priority")] = "normal",
+    payload: Annotated[Any, Field(description="Any JSON the worker needs, up to 64 KiB")] = None,
+    depends_on: Annotated[
+        list[TaskId], Field(max_length=MAX_DEPENDENCIES, description="Task ids that must be done first")
+    ] = [],  # noqa: B006 - pydantic copies defaults
+    workflow_id: Annotated[WorkflowId | None, Field(description="Add it to this running workflow")] = None,
+    max_attempts: Annotated[int, Field(ge=1, le=100, description="Attempts before it is dead")] = 3,
+    delay_seconds: Annotated[
+        float, Field(ge=0, le=2_592_000, description="Not claimable before this delay")
+    ] = 0,
+    idempotency_key: IdempotencyArg = None,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, CreateTaskResult]:
+    """Queue one task for a worker; for several related tasks, use create_workflow."""
+    app = app_of(ctx)
+    r = await app.bus.tasks.create(
+        app.agent(agent),
+        title=title,
+        description=description,
+        capability=capability,
+        priority=priority,
+        payload=payload,
+        depends_on=depends_on,
+        workflow_id=workflow_id,
+        max_attempts=max_attempts,
+        delay_seconds=delay_seconds,
+        idempotency_key=idempotency_key,
+    )
+    return ok(
+        r, f"Task {r.task_id} is {r.state}" + (" (created earlier with this key)." if r.duplicate else ".")
+    )
+
+
+async def create_workflow(
+    ctx: Ctx,
+    title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE, description="Name of the whole job")],
+    tasks: Annotated[
+        list[WorkflowTask],
+        Field(min_length=1, max_length=MAX_WORKFLOW_TASKS, description="The steps; depends_on names keys"),
+    ],
+    idempotency_key: IdempotencyArg = None,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, CreateWorkflowResult]:
+    """Create a DAG of tasks in one call. A task is ready once all it depends on are done, and its
+    claim carries their results as `inputs`. Returns workflow_id and task_ids by key."""
+    app = app_of(ctx)
+    r = await app.bus.workflows.create(
+        app.agent(agent), title=title, tasks=tasks, idempotency_key=idempotency_key
+    )
+    line = f"Workflow {r.workflow_id}: {len(r.task_ids)} task(s), ready now: {', '.join(r.ready)}."
+    return ok(r, line, task_ids="task_ids")
+
+
+async def claim_task(
+    ctx: Ctx,
+    capabilities: Annotated[
+        list[Capability] | None,
+        Field(max_length=MAX_CAPABILITIES, description="Default: yours plus any"),
+    ] = None,
+    wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
+    lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Default 300")] = None,
+    task_id: TaskId | None = None,  # a specific ready task
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, ClaimResult]:
+    """Take the next ready task (by priority, then age) and a lease on it; end with complete_task or
+    fail_task. task is null if none is ready."""
+    app = app_of(ctx)
+    r = await app.bus.tasks.claim(
+        app.agent(agent),
+        capabilities=capabilities,
+        lease_seconds=lease_seconds,
+        task_id=task_id,
+        wait_seconds=wait_seconds,
+        on_progress=ctx.report_progress,
+    )
+    if r.task is None:
+        return ok(r, f"No task claimed: {r.reason}.", ready_elsewhere="ready_elsewhere")
+    return ok(
+        r,
+        f"Claimed {r.task.id} '{r.task.title}' (attempt {r.task.attempt}/{r.task.max_attempts}); "
+        f"lease until {r.lease.expires_at if r.lease else '?'}.",
+        lease="lease",  # first: it must reach the model even when the task is too large for the text
+        task="task",
+    )
+
+
+async def complete_task(
+    ctx: Ctx,
+    task_id: TaskId,
+    lease_token: LeaseToken,
+    result: Annotated[Any, Field(description="JSON up to 64 KiB")] = None,  # dependents get it as inputs
+    summary: Annotated[str, Field(max_length=MAX_SUMMARY)] = "",
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, CompleteResult]:
+    """Mark your claimed task done with its result. Safe to repeat."""
+    app = app_of(ctx)
+    r = await app.bus.tasks.complete(app.agent(agent), task_id, lease_token, result=result, summary=summary)
+    line = f"Task {task_id} is done" + (" (already recorded)" if r.already_completed else "")
+    if r.unblocked:
+        line += f"; now ready: {', '.join(r.unblocked)}"
+    if r.progress is not None:
+        line += f"; workflow {r.workflow_id} {r.workflow_status}, {r.progress.done}/{r.progress.total} done"
+    return ok(r, line + ".")
+
+
+async def fail_task(
+    ctx: Ctx,
+    task_id: TaskId,
+    lease_token: LeaseToken,
+    error: Annotated[str, Field(min_length=1, max_length=MAX_ERROR)],
+    retry: Annotated[bool, Field(description="false: dead now")] = True,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, FailResult]:
+    """Your claimed task failed: retried with backoff until max_attempts, then dead. Safe to repeat."""
+    app = app_of(ctx)
+    r = await app.bus.tasks.fail(app.agent(agent), task_id, lease_token, error=error, retry=retry)
+    if r.state == "dead":
+        line = f"Task {task_id} is dead after {r.attempts} attempt(s)"
+        if r.cancelled:
+            line += f"; cancelled dependents: {', '.join(r.cancelled)}"
+    else:
+        line = (
+            f"Task {task_id} will be retried (attempt {r.attempts}/{r.max_attempts} failed) at {r.retry_at}"
+        )
+    return ok(r, line + ".")
+
+
+async def get_workflow(
+    ctx: Ctx,
+    workflow_id: WorkflowId | None = None,
+) -> Annotated[CallToolResult, GetWorkflowResult]:
+    """A workflow's status, progress and tasks; without workflow_id, recent workflows."""
+    r = await app_of(ctx).bus.workflows.get(workflow_id)
+    if r.workflow is not None:
+        w = r.workflow
+        return ok(
+            r,
+            f"Workflow {w.workflow_id} '{w.title}' is {w.status}: {w.progress.done}/{w.progress.total} done.",
+            task="workflow.tasks",
+        )
+    return ok(r, f"{len(r.workflows or [])} recent workflow(s).", workflow="workflows")
