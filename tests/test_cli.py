@@ -147,3 +147,15 @@ def test_serve_on_memory_exits_cleanly_at_end_of_input() -> None:
     assert proc.returncode == 0, proc
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
+
+
+def test_token_create_checks_the_role_without_loading_the_mcp_stack(tmp_path: Path) -> None:
+    """The profiles live in server/profiles.py, which imports no MCP: a token is made in a blink."""
+    tokens = tmp_path / "tokens.json"
+    done = run([sys.executable, "-X", "importtime", "-m", "mcp_agentbus", "token", "create", "--agent", "w-*",
+                "--role", "worker,create_task", "--tokens-file", str(tokens)])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line]
+    assert "mcp_agentbus.server.profiles" in imported
+    assert not [m for m in imported if m == "mcp" or m.startswith(("mcp.", "rich", "starlette", "uvicorn"))]
+    assert tokens.exists() and done.stdout.strip()

@@ -216,3 +216,12 @@ async def test_a_format_the_listing_leaves_out_is_still_enforced() -> None:
             error = result.structured_content["error"]
             assert error["code"] == "invalid_argument", error
             assert field in error["message"], error
+
+
+def test_the_profiles_name_every_registered_tool_in_tools_list_order() -> None:
+    """profiles.py spells the tool names without loading MCP; they must be the registered tools, in order."""
+    from mcp_agentbus.server.profiles import PROFILES, TOOL_NAMES, select_tools
+
+    assert tuple(TOOLS) == TOOL_NAMES
+    assert select_tools("all") == list(TOOLS)
+    assert all(set(names) <= set(TOOLS) for names in PROFILES.values())

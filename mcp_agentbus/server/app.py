@@ -15,13 +15,12 @@ from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts import Prompt
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
-    INVALID_PARAMS,
     INVALID_REQUEST,
     CallToolResult,
     EmptyResult,
@@ -29,13 +28,12 @@ from mcp.types import (
     SubscribeRequestParams,
     SubscriptionsListenRequestParams,
     SubscriptionsListenResult,
-    TextContent,
     UnsubscribeRequestParams,
 )
 from mcp.types import Resource as MCPResource
 from mcp.types import ResourceTemplate as MCPResourceTemplate
 from mcp.types import Tool as MCPTool
-from pydantic import AnyUrl, ValidationError
+from pydantic import AnyUrl
 
 from mcp_agentbus import __version__
 from mcp_agentbus import context as call_context
@@ -43,12 +41,9 @@ from mcp_agentbus.core import waiting
 from mcp_agentbus.core.tasks import AGENT_RE
 from mcp_agentbus.errors import (
     AgentBusError,
-    BackendUnavailable,
     Forbidden,
-    InternalError,
     InvalidArgument,
     NotFound,
-    explain_validation,
 )
 from mcp_agentbus.server import prompts, resources
 from mcp_agentbus.server.auth import (
@@ -63,6 +58,7 @@ from mcp_agentbus.server.auth import (
     revoked,
     watch_tokens,
 )
+from mcp_agentbus.server.failures import error_result, explain, resource_error
 from mcp_agentbus.server.namespaces import Namespaces
 from mcp_agentbus.server.profiles import select_tools
 from mcp_agentbus.server.push import Listeners
@@ -74,15 +70,6 @@ from mcp_agentbus.server.tools import TOOLS
 from mcp_agentbus.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-INSTRUCTIONS = """\
-agentbus coordinates agents through a shared Redis. Workers: heartbeat, then loop claim_task
-(with wait_seconds) -> do the work -> complete_task or fail_task with the lease_token; heartbeat more
-often than your lease lasts; acquire_lock before editing a shared file. Coordinators: create_workflow
-to split a goal into dependent tasks, get_workflow to follow it. Everyone: send_message/read_inbox to
-talk, read_events to follow what happens, and read the `notices` in every result. `agent` is your
-agent id (default: the server's AGENTBUS_AGENT): pass your own on every call when several agents (for
-example subagents) share one server. Prompts `worker` and `coordinator` teach the loop."""
 
 
 class AgentBusServer(MCPServer[App]):
@@ -109,7 +96,7 @@ class AgentBusServer(MCPServer[App]):
         super().__init__(
             "agentbus",
             version=__version__,
-            instructions=INSTRUCTIONS,
+            instructions=prompts.INSTRUCTIONS,
             lifespan=lifespan,
             log_level=settings.log_level,
             subscriptions=listeners,
@@ -187,7 +174,7 @@ class AgentBusServer(MCPServer[App]):
             ):
                 return await super().call_tool(name, arguments, context)
         except ToolError as exc:
-            return error_result(_explain(name, exc))
+            return error_result(explain(name, exc))
         finally:
             waiting.still_allowed.reset(allowed_to_wait)
 
@@ -336,35 +323,6 @@ def _connection(ctx: ServerRequestContext[App]) -> Connection:
     # the client's Connection, which outlives the request and is what an update must be sent on.
     connection: Connection = ctx.session._connection
     return connection
-
-
-def resource_error(uri: str, error: AgentBusError) -> MCPError:
-    """A refused resource request as a JSON-RPC error carrying the same code, message and hint."""
-    code = INTERNAL_ERROR if isinstance(error, BackendUnavailable | InternalError) else INVALID_PARAMS
-    return MCPError(
-        code=code, message=f"{error.message}. {error.hint}", data={"uri": uri, "error": error.to_dict()}
-    )
-
-
-def _explain(tool: str, exc: ToolError) -> AgentBusError:
-    cause = exc.__cause__
-    if isinstance(cause, AgentBusError):
-        return cause
-    if isinstance(cause, ValidationError):
-        return InvalidArgument(f"invalid arguments for {tool}: {explain_validation(cause)}")
-    if isinstance(exc, UnexpectedToolError):
-        logger.error("tool %s failed unexpectedly", tool, exc_info=cause or exc)
-        return InternalError(f"{tool} failed unexpectedly ({type(cause or exc).__name__})")
-    return InvalidArgument(str(exc))
-
-
-def error_result(error: AgentBusError) -> CallToolResult:
-    text = f"Error [{error.code}]: {error.message}\nHint: {error.hint}"
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)],
-        structured_content={"error": error.to_dict()},
-        is_error=True,
-    )
 
 
 def build_server(
