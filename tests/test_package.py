@@ -6,8 +6,8 @@ import re
 from importlib import resources
 
 import mcp_agentbus
-from mcp_agentbus.redis.keys import Keys
-from mcp_agentbus.redis.scripts import SCRIPT_NAMES, source
+from mcp_agentbus.redis.keys import LAYOUT, Keys
+from mcp_agentbus.redis.scripts import BOUNDS, SCRIPT_NAMES, keys_lua, lua_key_name, source
 from mcp_agentbus.redis.store import _REFUSALS
 
 
@@ -57,3 +57,18 @@ def test_namespace_is_validated() -> None:
         except ValueError:
             continue
         raise AssertionError(f"namespace {bad!r} was accepted")
+
+
+def test_every_key_a_script_names_is_generated_from_the_layout() -> None:
+    """keys.lua is written from keys.LAYOUT, not by hand: a K_* name a script uses that the layout lacks
+    would be a nil key at run time."""
+    generated = keys_lua()
+    made = set(re.findall(r"^local (K_\w+) = KEYS\[(\d+)\]$", generated, re.M))
+    assert sorted(int(i) for _, i in made) == list(range(1, len(LAYOUT) + 1))
+    assert {name for name, _ in made} == {lua_key_name(name) for name in LAYOUT}
+    for name in SCRIPT_NAMES:
+        used = set(re.findall(r"\bK_[A-Z_]+\b", source(name)))
+        assert used <= {n for n, _ in made}, (name, used - {n for n, _ in made})
+    for bound in BOUNDS:
+        assert f"local {bound.upper()} = BOUNDS[" in generated
+    assert not (resources.files("mcp_agentbus.redis") / "lua" / "include" / "keys.lua").is_file()

@@ -3,7 +3,8 @@
 All keys of a namespace share the hash tag ``{<ns>}``, so every script touches a single Redis
 Cluster slot. Scripts receive the same key layout (`Keys.script_keys`) on every call: static keys
 by name, and *families* — a prefix to which the script appends an id (``task:`` + ``t-17``). Lua
-never invents a key of its own; the index of each entry is mirrored in ``lua/include/keys.lua``.
+never invents a key of its own; each entry is a Lua local (``K_<NAME>``) in the ``keys.lua`` include
+that ``scripts.py`` generates from `LAYOUT`.
 
 Every key is bounded, so a namespace's memory has a ceiling (docs/limits.md has the formula). In the
 bound column, settings are ``AGENTBUS_*`` names in lower case; "retention" is ``retention_seconds``.
@@ -65,7 +66,7 @@ from mcp_agentbus.ids import NAMESPACE_PATTERN
 
 _NAMESPACE_RE = re.compile(NAMESPACE_PATTERN)
 
-# The KEYS layout every script sees, in order (mirrored by lua/include/keys.lua). A name ending in
+# The KEYS layout every script sees, in order (scripts.keys_lua makes their Lua locals). A name ending in
 # ":" is a family: the script appends an id to it.
 LAYOUT = (
     "task:",

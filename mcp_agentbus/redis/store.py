@@ -20,7 +20,7 @@ from mcp_agentbus.errors import (
 )
 from mcp_agentbus.redis.connection import Redis, backend
 from mcp_agentbus.redis.keys import Keys
-from mcp_agentbus.redis.scripts import Scripts
+from mcp_agentbus.redis.scripts import BOUNDS, Scripts
 from mcp_agentbus.settings import Settings
 
 # How scripts refuse a call; mirrored by REFUSED in lua/include/notices.lua.
@@ -33,24 +33,6 @@ _REFUSALS: dict[str, type[AgentBusError]] = {
     "inbox_full": InboxFull,
     "payload_too_large": PayloadTooLarge,
 }
-
-
-# The namespace's bounds every script gets, as one comma list in ARGV[1] (named in lua/include/keys.lua).
-BOUNDS = (
-    "event_retention",
-    "event_log_max_bytes",
-    "tasks_max",
-    "agents_max",
-    "inbox_max_bytes",
-    "idle_inboxes_max",
-    "fanout_max_bytes",
-    "messages_max",
-    "locks_max",
-    "tasks_max_per_owner",
-    "agents_max_per_owner",
-    "idle_inboxes_max_per_owner",
-    "locks_max_per_owner",
-)
 
 
 def common_argv(settings: Settings, owner: str = "") -> list[Any]:

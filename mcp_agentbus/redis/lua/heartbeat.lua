@@ -3,8 +3,8 @@
 -- records (live and gone) are kept: a newcomer pushes out the record of the agent gone longest. A new
 -- record is charged to the call's owner (its `owned_by`), at most AGENTS_MAX_PER_OWNER each, until the
 -- record goes: an agent that comes back under another owner stays charged to the first.
--- KEYS: the namespace layout (include/keys.lua)
--- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, agent, status, capabilities (comma list), capabilities given
+-- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, agent, status, capabilities (comma list), capabilities given
 --       ('1'|'0': '0' keeps the registered ones), note, ttl_ms
 -- returns: {'ok', joined ('1'|'0'), {task_id, expires_at_ms, ...}, live_agents, capabilities csv,
 --           joined_at_ms, now_ms, {resource, expires_at_ms, ...}, unread messages}

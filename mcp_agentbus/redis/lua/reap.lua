@@ -3,8 +3,8 @@
 -- working) and expired locks, promotes due delayed tasks, marks silent agents gone, continues the cancel and
 -- unblock cascades earlier calls left queued, and drops expired index entries. Each kind of work does at
 -- most `batch` items per call; `more` asks the caller to call again at once.
--- KEYS: the namespace layout (include/keys.lua)
--- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, reaper_id, guard_ms, batch
+-- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, reaper_id, guard_ms, batch
 -- returns: {'busy'}
 --        | {'ok', reclaimed, promoted, gone, more ('1' when a batch was full or a cascade is left),
 --           locks_expired, cascaded (tasks cancelled or unblocked by continued cascades)}
@@ -91,9 +91,9 @@ end
 -- up are forgotten; past IDLE_INBOXES_MAX, the soonest to expire are dropped now.
 for _, agent in ipairs(silent) do park_inbox(agent, now) end
 forget_expired_inboxes(now, batch)
-local idle_over = math.min(redis.call('ZCARD', K_IDLE_INBOXES) - IDLE_INBOXES_MAX, batch)
+local idle_over = math.min(redis.call('ZCARD', K_INBOXES_IDLE) - IDLE_INBOXES_MAX, batch)
 if idle_over > 0 then
-  for _, agent in ipairs(redis.call('ZRANGE', K_IDLE_INBOXES, 0, idle_over - 1)) do drop_inbox(agent) end
+  for _, agent in ipairs(redis.call('ZRANGE', K_INBOXES_IDLE, 0, idle_over - 1)) do drop_inbox(agent) end
 end
 
 local more = (#expired == batch or #stale == batch or promoted == batch or #silent == batch

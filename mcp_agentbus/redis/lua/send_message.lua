@@ -4,8 +4,8 @@
 -- (never drops an unread one). A copy to '*' or a role is bounded by FANOUT_MAX_BYTES; an agent not
 -- live gets an idle inbox (it expires after the retention), at most IDLE_INBOXES_MAX of them, and at
 -- most IDLE_INBOXES_MAX_PER_OWNER opened by the call's owner.
--- KEYS: the namespace layout (include/keys.lua)
--- ARGV: bounds (store.BOUNDS, comma list), retention_ms, notices_for, sender, idempotency scope ('' = none), to, subject, body,
+-- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, sender, idempotency scope ('' = none), to, subject, body,
 --       data (JSON text), thread_id ('' = new thread or reply_to's), reply_to ('' = none), inbox_max,
 --       max_recipients (live agents a role: or * message may reach)
 -- returns: {'ok'|'duplicate', JSON {id, thread, recipients, full, absent}}
@@ -70,7 +70,7 @@ end
 local opener -- the owner charged for the idle inbox this message opens, if it opens one
 if #absent > 0 and redis.call('EXISTS', K_INBOX .. to) == 0 then
   forget_expired_inboxes(now, 10)
-  if redis.call('ZCARD', K_IDLE_INBOXES) >= IDLE_INBOXES_MAX then
+  if redis.call('ZCARD', K_INBOXES_IDLE) >= IDLE_INBOXES_MAX then
     return { 'invalid_argument', to .. ' is not live and has no inbox, and ' .. IDLE_INBOXES_MAX ..
       ' inboxes already wait for agents that are not live (the most this namespace keeps)',
       'Check the id with list_agents: an agent that never heartbeats reads nothing. Send once it is ' ..

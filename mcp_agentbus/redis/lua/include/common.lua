@@ -14,7 +14,7 @@ local function wake(what)
   end
 end
 
--- The event log keeps about EVENTS_MAX events and at most EVENT_LOG_MAX_BYTES (plus a 64th) of topic,
+-- The event log keeps about EVENT_RETENTION events and at most EVENT_LOG_MAX_BYTES (plus a 64th) of topic,
 -- agent and data. A stream trims by count or id only, so `counters.event_bytes` counts every byte ever
 -- logged and `events:marks` keeps the id of the event that crosses each 64th of the bound, scored by
 -- the bytes logged before it: trimming to the oldest mark within the bound keeps the log under it.
@@ -24,12 +24,12 @@ local function trim_events_by_bytes(id, size)
   local before = redis.call('HINCRBY', K_COUNTERS, 'event_bytes', size) - size
   local step = math.max(1, math.floor(EVENT_LOG_MAX_BYTES / MARKS_PER_LOG))
   if math.floor(before / step) == math.floor((before + size) / step) then return end
-  redis.call('ZADD', K_EVENT_MARKS, before, id)
+  redis.call('ZADD', K_EVENTS_MARKS, before, id)
   local floor = before + size - EVENT_LOG_MAX_BYTES
   if floor <= 0 then return end
-  local oldest = redis.call('ZRANGEBYSCORE', K_EVENT_MARKS, floor, '+inf', 'LIMIT', 0, 1)[1]
+  local oldest = redis.call('ZRANGEBYSCORE', K_EVENTS_MARKS, floor, '+inf', 'LIMIT', 0, 1)[1]
   if oldest then redis.call('XTRIM', K_EVENTS, 'MINID', oldest) end
-  redis.call('ZREMRANGEBYSCORE', K_EVENT_MARKS, '-inf', '(' .. floor)
+  redis.call('ZREMRANGEBYSCORE', K_EVENTS_MARKS, '-inf', '(' .. floor)
 end
 
 -- Every state change appends its event here, in the same script; `data` is a table or JSON text.
@@ -41,7 +41,7 @@ local function emit(topic, agent, data)
     data = cjson.encode(data)
   end
   agent = agent or ''
-  local id = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX, '*', 'topic', topic, 'agent', agent,
+  local id = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENT_RETENTION, '*', 'topic', topic, 'agent', agent,
     'data', data)
   trim_events_by_bytes(id, #topic + #agent + #data)
   wake('event:' .. topic)

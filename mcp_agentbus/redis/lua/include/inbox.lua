@@ -59,7 +59,7 @@ local function park_inbox(agent, now)
   if redis.call('EXISTS', K_INBOX .. agent) == 0 then return end
   redis.call('PEXPIRE', K_INBOX .. agent, RETENTION_MS)
   redis.call('PEXPIRE', K_UNREAD .. agent, RETENTION_MS)
-  redis.call('ZADD', K_IDLE_INBOXES, now + RETENTION_MS, agent)
+  redis.call('ZADD', K_INBOXES_IDLE, now + RETENTION_MS, agent)
 end
 
 -- An idle inbox a message opened is charged to the owner of that message (`inbox_owners`), against
@@ -86,7 +86,7 @@ end
 -- The agent is live: its inbox stays until read (bounded by inbox_max and INBOX_MAX_BYTES). An inbox
 -- has an expiry exactly while it is in the idle index, so one ZREM tells whether there is work.
 local function unpark_inbox(agent)
-  if redis.call('ZREM', K_IDLE_INBOXES, agent) == 1 then
+  if redis.call('ZREM', K_INBOXES_IDLE, agent) == 1 then
     redis.call('PERSIST', K_INBOX .. agent)
     redis.call('PERSIST', K_UNREAD .. agent)
     uncharge_inbox(agent)
@@ -96,13 +96,13 @@ end
 local function drop_inbox(agent)
   redis.call('DEL', K_INBOX .. agent, K_UNREAD .. agent)
   redis.call('HDEL', K_INBOX_BYTES, agent)
-  redis.call('ZREM', K_IDLE_INBOXES, agent)
+  redis.call('ZREM', K_INBOXES_IDLE, agent)
   uncharge_inbox(agent)
 end
 
 -- Forget up to `limit` idle inboxes whose time is up (Redis has expired their keys already).
 local function forget_expired_inboxes(now, limit)
-  local due = redis.call('ZRANGEBYSCORE', K_IDLE_INBOXES, '-inf', now, 'LIMIT', 0, limit)
+  local due = redis.call('ZRANGEBYSCORE', K_INBOXES_IDLE, '-inf', now, 'LIMIT', 0, limit)
   for _, agent in ipairs(due) do drop_inbox(agent) end
   return #due
 end
