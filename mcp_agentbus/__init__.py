@@ -1,17 +1,26 @@
-"""mcp-agentbus: an MCP server that turns one Redis into a coordination bus for LLM agents."""
+"""mcp-agentbus: an MCP server that turns one Redis into a coordination bus for LLM agents.
+
+The public surface: the errors every call may raise, the typed results of the core API, `AgentBus` (the
+core API), `Settings` and `build_server` (the MCP server). The floors below load on first use: the core
+when `AgentBus` or a result model is first touched, the MCP stack only when a server is built, so quick
+commands (`agentbus hook`, `token`, `local`) and users of the core API do not pay for what they skip.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from mcp_agentbus.errors import (
     AgentBusError,
     BackendUnavailable,
     Forbidden,
+    InboxFull,
     InternalError,
     InvalidArgument,
     LeaseLost,
     NotFound,
+    NotLockOwner,
     PayloadTooLarge,
     UnknownAgent,
     WrongState,
@@ -20,37 +29,130 @@ from mcp_agentbus.settings import Settings
 
 if TYPE_CHECKING:
     from mcp_agentbus.core.bus import AgentBus
+    from mcp_agentbus.core.models import (
+        AgentView,
+        ClaimedTask,
+        ClaimResult,
+        CompleteResult,
+        CreateTaskResult,
+        CreateWorkflowResult,
+        EventView,
+        ExtendedLease,
+        ExtendedLock,
+        FailResult,
+        GetWorkflowResult,
+        HeartbeatResult,
+        HeldLock,
+        Lease,
+        ListAgentsResult,
+        LockResult,
+        LocksView,
+        MessageView,
+        Progress,
+        PublishResult,
+        ReadEventsResult,
+        ReadInboxResult,
+        ReleaseResult,
+        Result,
+        SendResult,
+        TaskView,
+        WorkflowSummary,
+        WorkflowView,
+    )
     from mcp_agentbus.server.app import build_server
 
 __version__ = "0.1.0"
 
+_RESULT_MODELS = (
+    "Result",
+    "Lease",
+    "ClaimedTask",
+    "ClaimResult",
+    "CreateTaskResult",
+    "CreateWorkflowResult",
+    "Progress",
+    "CompleteResult",
+    "FailResult",
+    "TaskView",
+    "WorkflowSummary",
+    "WorkflowView",
+    "GetWorkflowResult",
+    "AgentView",
+    "ExtendedLease",
+    "ExtendedLock",
+    "HeartbeatResult",
+    "ListAgentsResult",
+    "LockResult",
+    "HeldLock",
+    "LocksView",
+    "ReleaseResult",
+    "PublishResult",
+    "EventView",
+    "ReadEventsResult",
+    "SendResult",
+    "MessageView",
+    "ReadInboxResult",
+)
+_LAZY = {
+    "AgentBus": "mcp_agentbus.core.bus",
+    "build_server": "mcp_agentbus.server.app",
+    **dict.fromkeys(_RESULT_MODELS, "mcp_agentbus.core.models"),
+}
+
 
 def __getattr__(name: str) -> object:
-    # The core loads on first use and the MCP stack only when a server is built, so quick commands
-    # (`agentbus hook`, `token`, `local`) and users of the core API do not pay for what they skip.
-    if name == "AgentBus":
-        from mcp_agentbus.core.bus import AgentBus
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
-        return AgentBus
-    if name == "build_server":
-        from mcp_agentbus.server.app import build_server
 
-        return build_server
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 __all__ = [
     "AgentBus",
     "AgentBusError",
+    "AgentView",
     "BackendUnavailable",
+    "ClaimResult",
+    "ClaimedTask",
+    "CompleteResult",
+    "CreateTaskResult",
+    "CreateWorkflowResult",
+    "EventView",
+    "ExtendedLease",
+    "ExtendedLock",
+    "FailResult",
     "Forbidden",
+    "GetWorkflowResult",
+    "HeartbeatResult",
+    "HeldLock",
+    "InboxFull",
     "InternalError",
     "InvalidArgument",
+    "Lease",
     "LeaseLost",
+    "ListAgentsResult",
+    "LockResult",
+    "LocksView",
+    "MessageView",
     "NotFound",
+    "NotLockOwner",
     "PayloadTooLarge",
+    "Progress",
+    "PublishResult",
+    "ReadEventsResult",
+    "ReadInboxResult",
+    "ReleaseResult",
+    "Result",
+    "SendResult",
     "Settings",
+    "TaskView",
     "UnknownAgent",
+    "WorkflowSummary",
+    "WorkflowView",
     "WrongState",
     "__version__",
     "build_server",
