@@ -11,24 +11,15 @@ from typing import Any
 
 import anyio
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.connection import Connection
-from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts import Prompt
-from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
-    INVALID_REQUEST,
     CallToolResult,
-    EmptyResult,
     InputRequiredResult,
-    SubscribeRequestParams,
-    SubscriptionsListenRequestParams,
-    SubscriptionsListenResult,
-    UnsubscribeRequestParams,
 )
 from mcp.types import Resource as MCPResource
 from mcp.types import ResourceTemplate as MCPResourceTemplate
@@ -47,13 +38,11 @@ from mcp_agentbus.errors import (
 )
 from mcp_agentbus.server import prompts, resources
 from mcp_agentbus.server.auth import (
-    Streams,
     Verifier,
     acting_agent,
     authorize_resource,
     current_grant,
     kind_of,
-    limit_error,
     may_read,
     revoked,
     watch_tokens,
@@ -64,6 +53,7 @@ from mcp_agentbus.server.profiles import select_tools
 from mcp_agentbus.server.push import Listeners
 from mcp_agentbus.server.resources import VIEWS
 from mcp_agentbus.server.schemas import compact_annotations, compact_input, compact_output
+from mcp_agentbus.server.subscribing import Subscribing
 from mcp_agentbus.server.tokens import Grant, TokensFile
 from mcp_agentbus.server.tooling import App
 from mcp_agentbus.server.tools import TOOLS
@@ -107,21 +97,10 @@ class AgentBusServer(MCPServer[App]):
             if tokens is None
             else AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),
         )
-        self._listen_handler = ListenHandler(listeners)
-        self._streams = Streams(tokens, settings.max_listen_streams_per_token)
         self._tokens = tokens
-        self._lowlevel_server.add_request_handler(
-            "subscriptions/listen", SubscriptionsListenRequestParams, self._listen
+        Subscribing(settings, listeners, tokens, self._authorized).register(
+            self._lowlevel_server, legacy=legacy_subscriptions
         )
-        # Legacy clients subscribe with resources/subscribe, which MCPServer leaves to us. Without a
-        # session to push on (stateless HTTP) it is not offered at all, rather than accepted and never kept.
-        if legacy_subscriptions:
-            self._lowlevel_server.add_request_handler(
-                "resources/subscribe", SubscribeRequestParams, self._subscribe
-            )
-            self._lowlevel_server.add_request_handler(
-                "resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe
-            )
         self.add_prompt(Prompt.from_function(prompts.coordinator, name="coordinator"))
         self.add_prompt(Prompt.from_function(prompts.worker, name="worker"))
         self._settings = settings
@@ -274,55 +253,6 @@ class AgentBusServer(MCPServer[App]):
         except AgentBusError as exc:
             raise resource_error(str(uri), exc) from exc
         return [ReadResourceContents(content=text, mime_type="application/json")]
-
-    async def _subscribe(self, ctx: ServerRequestContext[App], params: SubscribeRequestParams) -> EmptyResult:
-        uri = str(params.uri)
-        self._authorized(uri)
-        app = ctx.lifespan_context
-        served = await app.namespaces.subscribed(app.namespace)
-        limit = self._settings.max_subscriptions_per_token
-        if not served.push.subscribe(uri, _connection(ctx), limit):
-            whose = "your token" if current_grant() else "this session"
-            raise limit_error(
-                "too_many_subscriptions",
-                f"{whose} already holds {limit} resource subscriptions on this server",
-                "Unsubscribe (resources/unsubscribe) from URIs you no longer follow, or end idle "
-                "sessions, then subscribe again.",
-                uri=uri,
-            )
-        return EmptyResult()
-
-    async def _listen(
-        self, ctx: ServerRequestContext[App], params: SubscriptionsListenRequestParams
-    ) -> SubscriptionsListenResult:
-        """The SDK's listen stream, once its URIs are checked and its namespace hears changes; it
-        ends with `forbidden` when its token is revoked or its grant changes."""
-        for uri in params.notifications.resource_subscriptions or ():
-            self._authorized(uri)
-        with self._streams.open(current_grant()) as ended:
-            app = ctx.lifespan_context
-            await app.namespaces.subscribed(app.namespace)
-            result = await self._listen_handler(ctx, params)
-        if ended.cancelled_caught:
-            error = revoked()
-            raise MCPError(
-                code=INVALID_REQUEST,
-                message=f"{error.message}. {error.hint}",
-                data={"error": error.to_dict()},
-            )
-        return result
-
-
-async def _unsubscribe(ctx: ServerRequestContext[App], params: UnsubscribeRequestParams) -> EmptyResult:
-    ctx.lifespan_context.served.push.unsubscribe(str(params.uri), _connection(ctx))
-    return EmptyResult()
-
-
-def _connection(ctx: ServerRequestContext[App]) -> Connection:
-    # The SDK (2.3) builds a ServerSession per request and gives low-level handlers no public way to
-    # the client's Connection, which outlives the request and is what an update must be sent on.
-    connection: Connection = ctx.session._connection
-    return connection
 
 
 def build_server(
