@@ -8,7 +8,6 @@ skipped locally, and fail under CI=true: CI must never pass on fakeredis alone.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -19,12 +18,11 @@ from pathlib import Path
 import pytest
 import redis
 from helpers import backend_url, free_port, free_ports, fresh_settings
+from helpers.redis_servers import DATA_ARGS, redis_binary, start_redis, stop_redis
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.redis.local import LocalBus
 from mcp_agentbus.settings import Settings
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
@@ -51,47 +49,6 @@ def _no_users_local_bus() -> Iterator[None]:
         yield
     LocalBus(state / "agentbus").stop()
     shutil.rmtree(state, ignore_errors=True)
-
-
-def redis_binary(name: str) -> str | None:
-    """Path of a Redis binary; None when missing locally, a failure under CI."""
-    binary = shutil.which(name)
-    if binary is None and IN_CI:
-        pytest.fail(f"{name} is not installed; CI must test against a real Redis (.ci/run installs it)")
-    return binary
-
-
-def start_redis(binary: str, port: int, workdir: Path, *args: str) -> subprocess.Popen[bytes]:
-    """A redis-server (or sentinel, with `--sentinel` in args) on 127.0.0.1:`port`, answering PING."""
-    proc = subprocess.Popen(
-        [binary, *args, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port)
-    try:
-        for _ in range(100):
-            if proc.poll() is not None:
-                break  # it exited (say, the port was taken meanwhile): whatever answers is not ours
-            try:
-                client.ping()
-                return proc
-            except redis.ConnectionError:
-                time.sleep(0.05)
-    finally:
-        client.close()
-    stop_redis([proc])
-    pytest.fail(f"redis-server {' '.join(args)} did not start on port {port}")
-
-
-def stop_redis(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        proc.wait(timeout=10)
-
-
-DATA_ARGS = ("--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction")
 
 
 @pytest.fixture
@@ -273,3 +230,11 @@ def settings(redis_url: str) -> Settings:
 async def bus(settings: Settings) -> AsyncIterator[AgentBus]:
     async with AgentBus.open(settings) as bus:
         yield bus
+
+
+# A real Redis for the tests that need one (HTTP servers, tokens), skipped without redis-server.
+@pytest.fixture(scope="module")
+def redis_url_real(real_redis_url: str | None) -> str:
+    if real_redis_url is None:
+        pytest.skip("redis-server not installed")
+    return real_redis_url

@@ -32,10 +32,10 @@ import httpx2
 import pytest
 import redis
 from helpers import free_port
+from helpers.examples import BIN, ROOT, stop, wait_until
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from test_examples import BIN, ROOT, stop, wait_until
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.server.tools import TOOLS as ALL_TOOLS

@@ -14,23 +14,20 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
+from helpers.examples import BIN, BOUND, ROOT, stop, wait_until
 from mcp import Client
 
 from mcp_agentbus import Settings, build_server
 
-ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
-BIN = Path(sys.executable).parent  # the venv's bin: `agentbus` is there
-BOUND = 90.0  # seconds any one example process may take; each finishes in a few
 KEYS = ["fetch", "count-a", "count-b", "count-c", "merge", "report"]
 REPORT = "report: 31 distinct words; most common: the (6), a (3), lease (3)"
 
@@ -48,25 +45,6 @@ def bus_env(redis_url: str, **extra: str) -> dict[str, str]:
         "AGENTBUS_TOKENS_FILE": "/nonexistent/agentbus/tokens.json",
         **extra,
     }
-
-
-def wait_until(condition: Callable[[], bool], what: str, bound: float = BOUND) -> None:
-    """Poll (bounded) until `condition()` holds."""
-    deadline = time.monotonic() + bound
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {bound} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 class Processes:

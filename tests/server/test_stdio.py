@@ -21,28 +21,14 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers.stdio import assert_clean_log, ok
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from mcp.types import CallToolResult, TextContent
 
 from mcp_agentbus.server.tools import TOOLS
 
 SERVE = [sys.executable, "-m", "mcp_agentbus", "serve"]
 TIMEOUT = 30  # bound on one test; a server process starts in about a second
-
-
-def text_of(result: CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
-
-
-async def ok(client: Client, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    result = await client.call_tool(tool, args or {})
-    assert result.is_error is not True, text_of(result)
-    assert result.structured_content is not None
-    assert text_of(result).strip() and "Traceback" not in text_of(result)
-    return result.structured_content
 
 
 @pytest.fixture
@@ -68,12 +54,6 @@ async def serve(env: dict[str, str], log: Path, mode: str = "legacy") -> AsyncIt
     with log.open("w") as errlog:
         async with Client(stdio_client(params, errlog=errlog), mode=mode) as client:
             yield client
-
-
-def assert_clean_log(log: Path) -> None:
-    text = log.read_text()
-    assert "Traceback" not in text, text
-    assert "Error executing tool" not in text, text
 
 
 @pytest.mark.anyio

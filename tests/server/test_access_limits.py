@@ -22,24 +22,14 @@ import httpx2
 import pytest
 import uvicorn
 from helpers import free_port, fresh_settings
+from helpers.commands import MODULE, assert_refused, run
+from helpers.http_servers import ERA, INIT, POST_HEADERS, SERVE, Server, bus_env, fresh, http_server
+from helpers.subscriptions import ROOT, read_json, subscribe, unsubscribe
+from helpers.tokens import assert_resource_refused, connect_as
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated, Subscription, SubscriptionLost
 from mcp.shared.exceptions import MCPError
-from test_auth import assert_resource_refused, connect_as
-from test_cli import MODULE, assert_refused, run
-from test_http import (
-    ERA,
-    INIT,
-    POST_HEADERS,
-    SERVE,
-    Server,
-    bus_env,
-    fresh,
-    http_server,
-    redis_url_real,  # noqa: F401 - the module-scoped fixture, shared with test_http
-)
-from test_resources import ROOT, read_json, subscribe, unsubscribe
 
 from mcp_agentbus.server.app import AgentBusServer
 from mcp_agentbus.server.http import build_app, uvicorn_config
@@ -69,7 +59,7 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment(redis_url_real: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:  # noqa: F811
+def deployment(redis_url_real: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     workdir = tmp_path_factory.mktemp("limits")
     tokens = TokensFile(workdir / "tokens.json")
     tokens.create(namespace=fresh("first"), agent="first", role="worker")
@@ -124,7 +114,7 @@ def assert_mcp_refused(exc: BaseException, code: str, *fragments: str) -> None:
 
 
 async def test_a_token_past_its_session_cap_is_refused_while_other_tokens_still_initialize(
-    redis_url_real: str,  # noqa: F811
+    redis_url_real: str,
     tmp_path: Path,
 ) -> None:
     """Per token 3, in all 5: one token gets 429 at its fourth; another still gets in, up to the
@@ -364,7 +354,7 @@ async def retried(attempt: Callable[[], Awaitable[Any]], code: str) -> Any:
 
 
 async def test_subscriptions_of_closed_expired_and_revoked_sessions_are_freed(
-    redis_url_real: str,  # noqa: F811
+    redis_url_real: str,
     tmp_path: Path,
 ) -> None:
     settings = fresh_settings(redis_url_real, tokens_file=tmp_path / "tokens.json", session_idle_seconds=1)
@@ -432,7 +422,7 @@ def serve_with(tokens_path: Path, redis_url: str) -> Any:
 
 
 def test_a_tokens_file_or_directory_others_could_change_is_refused_at_start(
-    redis_url_real: str,  # noqa: F811
+    redis_url_real: str,
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "conf"
@@ -456,7 +446,7 @@ def test_a_tokens_file_or_directory_others_could_change_is_refused_at_start(
 
 
 async def test_a_corrupt_tokens_file_while_serving_keeps_the_last_good_grants_and_warns_once(
-    redis_url_real: str,  # noqa: F811
+    redis_url_real: str,
     tmp_path: Path,
 ) -> None:
     tokens = TokensFile(tmp_path / "tokens.json")

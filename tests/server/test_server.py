@@ -9,52 +9,19 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import pytest
 from helpers import BACKENDS_AND_ERAS, backend_url, free_port, fresh_settings
-from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
+from helpers.mcp_session import ALL_TOOLS, WORKER_TOOLS, Bus, assert_tool_error, connect, fill, text_of
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 
 from mcp_agentbus.server.app import build_server
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
-ALL_TOOLS = {
-    "heartbeat",
-    "list_agents",
-    "create_task",
-    "create_workflow",
-    "claim_task",
-    "complete_task",
-    "fail_task",
-    "get_workflow",
-    "send_message",
-    "read_inbox",
-    "acquire_lock",
-    "release_lock",
-    "publish_event",
-    "read_events",
-}
-WORKER_TOOLS = {
-    "heartbeat",
-    "claim_task",
-    "complete_task",
-    "fail_task",
-    "get_workflow",
-    "send_message",
-    "read_inbox",
-    "acquire_lock",
-    "release_lock",
-    "publish_event",
-    "read_events",
-}
 READ_ONLY_TOOLS = {"list_agents", "get_workflow", "read_events"}
 # Arguments whose name, type and tool say all (described in the server's instructions or README).
 UNDESCRIBED_ARGS = {
@@ -93,100 +60,6 @@ TIMEOUT = 20  # bound on any one test's MCP traffic; every test finishes far soo
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def text_of(result: CallToolResult) -> str:
-    assert len(result.content) == 1, result.content
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
-
-
-def assert_readable(result: CallToolResult) -> None:
-    """A success: a readable first line (not JSON), the notices, and not the whole structured content
-    again (the text gives only what the line does not say, each part as `label: <json>`)."""
-    text = text_of(result)
-    lines = text.splitlines()
-    first = lines[0]
-    assert first.strip(), text
-    assert not first.lstrip().startswith(("{", "[")), text
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(first)
-    structured = result.structured_content or {}
-    for line in lines:
-        try:
-            repeated = json.loads(line) == structured
-        except json.JSONDecodeError:
-            continue
-        assert not repeated, f"the text repeats the whole result: {text}"
-    for notice in structured.get("notices", []):
-        assert f"Notice: {notice}" in text
-    assert "Traceback" not in text
-
-
-def assert_tool_error(result: CallToolResult, code: str, *fragments: str) -> dict[str, str]:
-    """A tool error in the agentbus shape, with a readable text and no Python internals."""
-    text = text_of(result)
-    assert result.is_error is True, text
-    assert result.structured_content is not None, text
-    assert set(result.structured_content) == {"error"}, result.structured_content
-    error = result.structured_content["error"]
-    assert set(error) == {"code", "message", "hint"}, error
-    assert error["code"] == code, error
-    assert isinstance(error["message"], str) and error["message"].strip(), error
-    assert isinstance(error["hint"], str) and error["hint"].strip(), error
-    for fragment in fragments:
-        assert fragment.lower() in error["message"].lower(), (fragment, error)
-    assert text.startswith(f"Error [{code}]: "), text
-    assert error["message"] in text and error["hint"] in text
-    assert "Traceback" not in text
-    assert "Error executing tool" not in text
-    return dict(error)
-
-
-@dataclass
-class Bus:
-    """One MCP client session, with the tools' output schemas to check results against."""
-
-    client: Client
-    schemas: dict[str, dict[str, Any]]
-
-    async def call(self, tool: str, args: dict[str, Any] | None = None, **kw: Any) -> CallToolResult:
-        return await self.client.call_tool(tool, args if args is not None else {}, **kw)
-
-    async def ok(self, tool: str, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-        """Call a tool that must succeed; check the result's shape; return its structured content."""
-        result = await self.call(tool, args, **kw)
-        assert result.is_error is not True, text_of(result)
-        assert result.structured_content is not None
-        validator(self.schemas[tool]).validate(result.structured_content)
-        assert_readable(result)
-        return result.structured_content
-
-    async def err(self, tool: str, args: dict[str, Any], code: str, *fragments: str) -> dict[str, str]:
-        return assert_tool_error(await self.call(tool, args), code, *fragments)
-
-
-_validators: dict[str, Validator] = {}
-
-
-def validator(schema: dict[str, Any]) -> Validator:
-    """A compiled validator per output schema (compiling is far slower than validating)."""
-    key = json.dumps(schema, sort_keys=True)
-    if key not in _validators:
-        cls = validator_for(schema)
-        cls.check_schema(schema)
-        _validators[key] = cls(schema)
-    return _validators[key]
-
-
-@asynccontextmanager
-async def connect(settings: Settings, mode: str) -> AsyncIterator[Bus]:
-    """A fresh server on `settings` (its lifespan opens the bus) and a client session to it."""
-    async with Client(build_server(settings), mode=mode) as client:
-        listed = await client.list_tools()
-        schemas = {t.name: t.output_schema for t in listed.tools if t.output_schema is not None}
-        yield Bus(client, schemas)
-
-
 # --- tools/list ------------------------------------------------------------------------------------
 
 
@@ -204,7 +77,7 @@ async def test_lists_exactly_the_bus_tools_fully_described(settings: Settings, m
         assert tool.input_schema["type"] == "object", tool.name
         assert tool.output_schema is not None and tool.output_schema["type"] == "object", tool.name
         for arg, schema in tool.input_schema.get("properties", {}).items():
-            # the listing is lean (tests/test_tools_size.py): only self-explanatory arguments go bare
+            # the listing is lean (tests/server/test_tools_size.py): only self-explanatory arguments go bare
             assert schema.get("description") or arg in UNDESCRIBED_ARGS, (
                 f"{tool.name}.{arg} has no description"
             )
@@ -865,17 +738,6 @@ BAD_INPUT = [
     # a tool that does not exist
     pytest.param("delete_everything", {}, "not_found", ["delete_everything"], id="unknown-tool"),
 ]
-
-
-def fill(value: Any, world: dict[str, str]) -> Any:
-    """`value` with the placeholders replaced by the ids and token of the world."""
-    if isinstance(value, str):
-        return world.get(value, value)
-    if isinstance(value, dict):
-        return {k: fill(v, world) for k, v in value.items()}
-    if isinstance(value, list):
-        return [fill(v, world) for v in value]
-    return value
 
 
 async def make_world(bus: Bus) -> dict[str, str]:

@@ -14,11 +14,11 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import DATA_ARGS
 from helpers import WAIT_BOUND, fresh_settings
-from test_auth import connect_as
-from test_http import bus_env, http_server
-from test_server import Bus, assert_tool_error
+from helpers.http_servers import bus_env, http_server
+from helpers.mcp_session import Bus, assert_tool_error
+from helpers.redis_servers import DATA_ARGS
+from helpers.tokens import connect_as
 
 from mcp_agentbus import context
 from mcp_agentbus.core.bus import AgentBus

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import redis_binary
+from helpers.redis_servers import redis_binary
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 

@@ -16,10 +16,10 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from helpers.http_servers import POST_HEADERS, Server, bus_env, connect, http_server, post_initialize
+from helpers.mcp_session import Bus, assert_readable, text_of, validator
+from helpers.mcp_session import connect as connect_in_memory
 from mcp.types import CallToolResult
-from test_http import POST_HEADERS, Server, bus_env, connect, http_server, post_initialize
-from test_server import Bus, assert_readable, text_of, validator
-from test_server import connect as connect_in_memory
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import ClaimedTask, ClaimResult, Lease

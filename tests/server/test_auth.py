@@ -14,9 +14,9 @@ import json
 import re
 import stat
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,26 +26,15 @@ import anyio.to_thread
 import httpx2
 import pytest
 from helpers import free_port
+from helpers.commands import MODULE, assert_refused, run
+from helpers.http_servers import ERA, INIT, POST_HEADERS, SERVE, Server, bus_env, fresh, http_server
+from helpers.mcp_session import WORKER_TOOLS, Bus, assert_tool_error
+from helpers.subscriptions import ROOT, Watcher, on_updates, read_json, subscribe, subscribed
+from helpers.tokens import assert_resource_refused, connect_as
 from mcp import Client
-from mcp.client.session import MessageHandlerFnT
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS
-from test_cli import MODULE, assert_refused, run
-from test_http import (
-    ERA,
-    INIT,
-    POST_HEADERS,
-    SERVE,
-    Server,
-    bus_env,
-    fresh,
-    http_server,
-    redis_url_real,  # noqa: F401 - the module-scoped fixture, shared with test_http
-)
-from test_resources import ROOT, Watcher, on_updates, read_json, subscribe, subscribed
-from test_server import WORKER_TOOLS, Bus, assert_tool_error
 
 from mcp_agentbus.cli import serve as cli
 from mcp_agentbus.server.profiles import PROFILES
@@ -75,7 +64,7 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment(redis_url_real: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:  # noqa: F811
+def deployment(redis_url_real: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     workdir = tmp_path_factory.mktemp("auth")
     path = workdir / "tokens.json"
     tokens = TokensFile(path)  # the file exists before the servers start: they require tokens
@@ -94,34 +83,6 @@ def dep(deployment: Deployment) -> Iterator[Deployment]:
 
 
 # --- clients ---------------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def connect_as(
-    server: Server,
-    mode: str,
-    token: str,
-    message_handler: MessageHandlerFnT | None = None,
-    statuses: list[int] | None = None,
-) -> AsyncIterator[Bus]:
-    """A client session to `server` with `Authorization: Bearer <token>` on every request, with the
-    output schemas of the tools its token lists; `statuses` collects every HTTP status it gets."""
-
-    async def record(response: httpx2.Response) -> None:
-        if statuses is not None:
-            statuses.append(response.status_code)
-
-    async with httpx2.AsyncClient(
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=httpx2.Timeout(30, read=300),
-        event_hooks={"response": [record]},
-    ) as http:
-        transport = streamable_http_client(server.mcp, http_client=http)
-        async with Client(transport, mode=mode, message_handler=message_handler) as client:
-            assert client.protocol_version == ERA[mode]
-            listed = await client.list_tools()
-            schemas = {t.name: t.output_schema for t in listed.tools if t.output_schema is not None}
-            yield Bus(client, schemas)
 
 
 def leaves(exc: BaseException) -> list[BaseException]:
@@ -172,15 +133,6 @@ def assert_401(response: httpx2.Response) -> None:
     assert response.headers["www-authenticate"].startswith("Bearer"), response.headers
     assert response.json()["error"] == "invalid_token", response.text
     assert "mcp-session-id" not in response.headers
-
-
-def assert_resource_refused(exc: MCPError, uri: str, code: str, *fragments: str) -> None:
-    assert exc.code == INVALID_PARAMS, exc
-    assert isinstance(exc.data, dict) and exc.data["uri"] == uri, exc.data
-    error = exc.data["error"]
-    assert error["code"] == code, error
-    for fragment in fragments:
-        assert fragment in error["message"] + error["hint"], (fragment, error)
 
 
 async def cli_async(*args: str) -> Any:
@@ -746,7 +698,7 @@ def test_token_create_prints_only_the_token_and_stores_only_its_hash(tmp_path: P
     assert all(g["sha256"] not in listed.stdout for g in grants)
 
 
-def test_the_cli_refuses_clearly_with_exit_2(redis_url_real: str, tmp_path: Path) -> None:  # noqa: F811
+def test_the_cli_refuses_clearly_with_exit_2(redis_url_real: str, tmp_path: Path) -> None:
     """An unknown role, revoking an unknown id, and serving a non-loopback address without tokens
     (which fails before binding anything). The three commands run side by side: each takes a while."""
     path = tmp_path / "tokens.json"

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from helpers import BACKENDS_AND_ERAS, backend_url, fresh_settings
-from test_server import Bus, connect, fill, text_of
+from helpers.mcp_session import Bus, connect, fill, text_of
 
 from mcp_agentbus.settings import Settings
 

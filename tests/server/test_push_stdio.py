@@ -19,10 +19,10 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers.subscriptions import Watcher, on_updates, subscribed
 from mcp import Client, StdioServerParameters
 from mcp.client.session import MessageHandlerFnT
 from mcp.client.stdio import stdio_client
-from test_resources import Watcher, on_updates, subscribed
 
 pytestmark = pytest.mark.anyio
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.anyio
 
 
 def _load_bench() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "tools_size.py"
+    path = Path(__file__).resolve().parents[2] / "bench" / "tools_size.py"
     spec = importlib.util.spec_from_file_location("tools_size", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -20,10 +20,10 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import TaskGroup
+from helpers.stdio import assert_clean_log, ok
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
-from test_stdio import assert_clean_log, ok
 
 pytestmark = pytest.mark.anyio
 

@@ -26,8 +26,10 @@ import anyio
 import httpx2
 import pytest
 import redis
-from conftest import start_redis, stop_redis
 from helpers import free_port, fresh_settings
+from helpers.http_servers import Server, bus_env, connect, fresh, http_server, throwaway_redis
+from helpers.mcp_session import Bus
+from helpers.redis_servers import start_redis, stop_redis
 from redis.exceptions import (
     ClusterDownError,
     MasterDownError,
@@ -37,8 +39,6 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from test_http import Server, bus_env, connect, fresh, http_server, throwaway_redis
-from test_server import Bus
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import BackendUnavailable

@@ -10,8 +10,8 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import DATA_ARGS
 from helpers import fresh_settings, view_of
+from helpers.redis_servers import DATA_ARGS
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import ClaimResult

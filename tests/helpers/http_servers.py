@@ -1,0 +1,189 @@
+"""Real HTTP server processes on a Redis, and raw requests to them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+import redis
+from mcp import Client
+from mcp.client.session import MessageHandlerFnT
+from mcp.client.streamable_http import streamable_http_client
+
+from helpers import free_port
+from helpers.mcp_session import Bus
+
+SERVE = [sys.executable, "-m", "mcp_agentbus", "serve"]
+
+
+START_BOUND = 20.0  # seconds a server process may take to answer /healthz (it takes about one)
+
+
+ERA = {"legacy": "2025-11-25", "auto": "2026-07-28"}
+
+
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "by-hand", "version": "0"},
+    },
+}
+
+
+POST_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mcp(self) -> str:
+        return f"{self.base}/mcp"
+
+    @property
+    def healthz(self) -> str:
+        return f"{self.base}/healthz"
+
+    def assert_clean_log(self) -> None:
+        text = self.log.read_text()
+        assert "Traceback" not in text, text
+        assert "Error executing tool" not in text, text
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """Poll /healthz (bounded) until it answers 200; False when the process exited first."""
+    deadline = time.monotonic() + START_BOUND
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return True
+        except httpx2.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"the server on port {port} did not become healthy within {START_BOUND} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def http_server(env: dict[str, str], log: Path, *flags: str) -> Iterator[Server]:
+    """`agentbus serve --transport http` on a free loopback port, healthy, terminated on exit; its
+    stdout and stderr go to `log`. A port taken between picking it and binding it is picked again."""
+    for _ in range(3):
+        port = free_port()
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [*SERVE, "--transport", "http", "--host", "127.0.0.1", "--port", str(port), *flags],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=log.parent,
+            )
+        try:
+            if _wait_healthy(proc, port):
+                yield Server(proc, port, log)
+                return
+            text = log.read_text()
+            if "address already in use" not in text.lower():
+                pytest.fail(f"the server exited with {proc.returncode}:\n{text}")
+        finally:
+            _stop(proc)
+    pytest.fail("no free port could be bound in three tries")
+
+
+def bus_env(redis_url: str, namespace: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "AGENTBUS_REDIS_URL": redis_url,
+        "AGENTBUS_NAMESPACE": namespace,
+        "AGENTBUS_AGENT": "http-default",
+        "AGENTBUS_MAX_WAIT_SECONDS": "5",
+        "AGENTBUS_REAPER_INTERVAL_SECONDS": "0.2",
+        "AGENTBUS_TOKENS_FILE": "/nonexistent/agentbus/tokens.json",  # no auth, whatever the user has
+    }
+
+
+@asynccontextmanager
+async def connect(
+    server: Server, mode: str, message_handler: MessageHandlerFnT | None = None
+) -> AsyncIterator[Bus]:
+    """A client session to `server` over streamable HTTP, with the tools' output schemas."""
+    transport = streamable_http_client(server.mcp)
+    async with Client(transport, mode=mode, message_handler=message_handler) as client:
+        assert client.protocol_version == ERA[mode]
+        listed = await client.list_tools()
+        schemas = {t.name: t.output_schema for t in listed.tools if t.output_schema is not None}
+        yield Bus(client, schemas)
+
+
+def fresh(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def throwaway_redis(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A redis-server of this test's own, on a free loopback port, stopped on exit."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not installed")
+    port = free_port()
+    args = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(
+        [binary, *args, "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    pytest.fail("the throwaway redis-server did not start")
+                time.sleep(0.05)
+        yield proc, url
+    finally:
+        client.close()
+        _stop(proc)
+
+
+def post_initialize(server: Server, host: str | None = None) -> httpx2.Response:
+    headers = dict(POST_HEADERS)
+    if host is not None:
+        headers["Host"] = host
+    return httpx2.post(server.mcp, json=INIT, headers=headers, timeout=5)
