@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Annotated, Any
 
 from pydantic import StringConstraints
@@ -40,6 +41,22 @@ Cursor = Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)]
 MessageId = Annotated[str, StringConstraints(pattern=MESSAGE_ID_PATTERN)]
 ThreadId = Annotated[str, StringConstraints(pattern=THREAD_ID_PATTERN)]
 Recipient = Annotated[str, StringConstraints(pattern=RECIPIENT_PATTERN)]
+
+# The checkers the core runs before an identifier reaches a key (the same patterns as the types above).
+NAMESPACE_RE = re.compile(NAMESPACE_PATTERN)
+AGENT_RE = re.compile(AGENT_PATTERN)
+CAPABILITY_RE = re.compile(CAPABILITY_PATTERN)
+TASK_KEY_RE = re.compile(TASK_KEY_PATTERN)
+TASK_ID_RE = re.compile(TASK_ID_PATTERN)
+WORKFLOW_ID_RE = re.compile(WORKFLOW_ID_PATTERN)
+IDEMPOTENCY_KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
+TOPIC_RE = re.compile(TOPIC_PATTERN)
+EVENT_PATTERN_RE = re.compile(EVENT_PATTERN_PATTERN)
+MESSAGE_ID_RE = re.compile(MESSAGE_ID_PATTERN)
+THREAD_ID_RE = re.compile(THREAD_ID_PATTERN)
+RECIPIENT_RE = re.compile(RECIPIENT_PATTERN)
+CURSOR_RE = re.compile(CURSOR_PATTERN)
+RESOURCE_RE = re.compile(RESOURCE_PATTERN)
 
 MAX_TITLE = 200
 MAX_DESCRIPTION = 16_384

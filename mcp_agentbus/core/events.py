@@ -5,31 +5,29 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from mcp_agentbus.core.models import EventView, PublishResult, ReadEventsResult, iso
-from mcp_agentbus.core.tasks import AGENT_RE, IDEMPOTENCY_KEY_RE, idempotency_scope
+from mcp_agentbus.core.tasks import idempotency_scope
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
 from mcp_agentbus.core.wakeups import Wakeups
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.ids import (
-    CURSOR_PATTERN,
-    EVENT_PATTERN_PATTERN,
+    AGENT_RE,
+    CURSOR_RE,
+    EVENT_PATTERN_RE,
+    IDEMPOTENCY_KEY_RE,
     MAX_EVENT_SCAN_BYTES,
     MAX_JSON_BYTES,
     MAX_REPLY_BYTES,
     REPLY_ROOM,
-    TOPIC_PATTERN,
+    TOPIC_RE,
     encode_json,
 )
 from mcp_agentbus.redis.store import Store, require
 
-TOPIC_RE = re.compile(TOPIC_PATTERN)
-EVENT_PATTERN_RE = re.compile(EVENT_PATTERN_PATTERN)
-CURSOR_RE = re.compile(CURSOR_PATTERN)
 BUS_TOPICS = ("task.", "workflow.", "lock.", "agent.", "message.")  # written only by the bus itself
 MAX_LIMIT = 500
 SCAN_FACTOR = 10  # entries scanned per requested event when filtering by topic, so a read stays bounded

@@ -7,33 +7,31 @@ at send time, so each recipient reads it once, at its own pace, whichever server
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 
 from mcp_agentbus.core.models import MessageView, ReadInboxResult, SendResult, iso
-from mcp_agentbus.core.tasks import AGENT_RE, IDEMPOTENCY_KEY_RE, idempotency_scope
+from mcp_agentbus.core.tasks import idempotency_scope
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
 from mcp_agentbus.core.wakeups import Wakeups
 from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge
 from mcp_agentbus.ids import (
+    AGENT_RE,
+    IDEMPOTENCY_KEY_RE,
     MAX_BODY,
     MAX_FANOUT_RECIPIENTS,
     MAX_REPLY_BYTES,
     MAX_SUBJECT,
-    MESSAGE_ID_PATTERN,
-    RECIPIENT_PATTERN,
+    MESSAGE_ID_RE,
+    RECIPIENT_RE,
     REPLY_ROOM,
-    THREAD_ID_PATTERN,
+    THREAD_ID_RE,
     encode_json,
 )
 from mcp_agentbus.redis.store import Store, require
 
-RECIPIENT_RE = re.compile(RECIPIENT_PATTERN)
-THREAD_ID_RE = re.compile(THREAD_ID_PATTERN)
-MESSAGE_ID_RE = re.compile(MESSAGE_ID_PATTERN)
 MAX_READ = 100
 
 

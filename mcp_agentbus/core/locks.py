@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import secrets
 from typing import Any, cast
 
@@ -11,14 +10,12 @@ import anyio
 import anyio.lowlevel
 
 from mcp_agentbus.core.models import HeldLock, LockResult, LocksView, ReleaseResult, iso
-from mcp_agentbus.core.tasks import AGENT_RE
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
 from mcp_agentbus.core.wakeups import Wakeups
 from mcp_agentbus.errors import InvalidArgument
-from mcp_agentbus.ids import MAX_HELD_LOCKS, RESOURCE_PATTERN, seconds
+from mcp_agentbus.ids import AGENT_RE, MAX_HELD_LOCKS, RESOURCE_RE, seconds
 from mcp_agentbus.redis.store import Store, require
 
-RESOURCE_RE = re.compile(RESOURCE_PATTERN)
 MAX_LISTED_LOCKS = 1000
 QUEUE_SLACK = 2.0  # seconds a waiter keeps its place beyond its wait, to cover a retry in flight
 

@@ -14,8 +14,7 @@ from mcp_agentbus.core.models import (
     ListAgentsResult,
     iso,
 )
-from mcp_agentbus.core.tasks import AGENT_RE, CAPABILITY_RE
-from mcp_agentbus.ids import seconds
+from mcp_agentbus.ids import AGENT_RE, CAPABILITY_RE, seconds
 from mcp_agentbus.redis.store import Store, require
 
 MAX_LISTED_AGENTS = 1000

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import secrets
 from collections.abc import Sequence
 from typing import Any, get_args
@@ -28,26 +27,21 @@ from mcp_agentbus.core.waiting import ProgressCallback, Wait
 from mcp_agentbus.core.wakeups import Wakeups
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.ids import (
-    AGENT_PATTERN,
-    CAPABILITY_PATTERN,
-    IDEMPOTENCY_KEY_PATTERN,
+    AGENT_RE,
+    CAPABILITY_RE,
+    IDEMPOTENCY_KEY_RE,
     MAX_DEPENDENCIES,
     MAX_DEPENDENTS,
     MAX_HELD_TASKS,
     MAX_INPUTS_BYTES,
     MAX_WORKFLOW_TASKS,
-    TASK_ID_PATTERN,
-    WORKFLOW_ID_PATTERN,
+    TASK_ID_RE,
+    WORKFLOW_ID_RE,
     encode_json,
     seconds,
 )
 from mcp_agentbus.redis.store import Store, require
 
-AGENT_RE = re.compile(AGENT_PATTERN)
-CAPABILITY_RE = re.compile(CAPABILITY_PATTERN)
-TASK_ID_RE = re.compile(TASK_ID_PATTERN)
-WORKFLOW_ID_RE = re.compile(WORKFLOW_ID_PATTERN)
-IDEMPOTENCY_KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
 PRIORITIES = get_args(Priority)
 
 

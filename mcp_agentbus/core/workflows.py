@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -19,10 +18,12 @@ from mcp_agentbus.core.models import (
     WorkflowView,
     iso,
 )
-from mcp_agentbus.core.tasks import AGENT_RE, IDEMPOTENCY_KEY_RE, WORKFLOW_ID_RE, idempotency_scope
+from mcp_agentbus.core.tasks import idempotency_scope
 from mcp_agentbus.errors import InvalidArgument, NotFound, PayloadTooLarge, explain_validation
 from mcp_agentbus.ids import (
+    AGENT_RE,
     CAPABILITY_PATTERN,
+    IDEMPOTENCY_KEY_RE,
     MAX_DEPENDENCIES,
     MAX_DESCRIPTION,
     MAX_REPLY_BYTES,
@@ -30,13 +31,12 @@ from mcp_agentbus.ids import (
     MAX_WORKFLOW_JSON_BYTES,
     MAX_WORKFLOW_TASKS,
     REPLY_ROOM,
-    TASK_KEY_PATTERN,
+    WORKFLOW_ID_RE,
     TaskKey,
     encode_json,
 )
 from mcp_agentbus.redis.store import Store, require
 
-_TASK_KEY_RE = re.compile(TASK_KEY_PATTERN)
 _PROGRESS_STATES = ("blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled")
 
 

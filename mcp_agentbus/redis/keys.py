@@ -59,12 +59,9 @@ inboxes or locks. An owner (``context.py``) is ``token:<grant id>`` or an agent 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from mcp_agentbus.ids import NAMESPACE_PATTERN
-
-_NAMESPACE_RE = re.compile(NAMESPACE_PATTERN)
+from mcp_agentbus.ids import NAMESPACE_RE
 
 # The KEYS layout every script sees, in order (scripts.keys_lua makes their Lua locals). A name ending in
 # ":" is a family: the script appends an id to it.
@@ -117,7 +114,7 @@ class Keys:
     script_keys: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        if not _NAMESPACE_RE.fullmatch(self.namespace):
+        if not NAMESPACE_RE.fullmatch(self.namespace):
             raise ValueError(f"invalid namespace {self.namespace!r}: use letters, digits, '.', '_', '-'")
         prefix = f"ab:{{{self.namespace}}}:"
         object.__setattr__(self, "prefix", prefix)

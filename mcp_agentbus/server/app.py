@@ -29,13 +29,13 @@ from pydantic import AnyUrl
 from mcp_agentbus import __version__
 from mcp_agentbus import context as call_context
 from mcp_agentbus.core import waiting
-from mcp_agentbus.core.tasks import AGENT_RE
 from mcp_agentbus.errors import (
     AgentBusError,
     Forbidden,
     InvalidArgument,
     NotFound,
 )
+from mcp_agentbus.ids import AGENT_RE
 from mcp_agentbus.server import prompts, resources
 from mcp_agentbus.server.auth import (
     Verifier,

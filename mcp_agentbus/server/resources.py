@@ -8,10 +8,9 @@ import re
 from dataclasses import dataclass
 
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.core.events import EVENT_PATTERN_RE
 from mcp_agentbus.core.models import Result
-from mcp_agentbus.core.tasks import AGENT_RE, WORKFLOW_ID_RE
 from mcp_agentbus.errors import InvalidArgument, NotFound
+from mcp_agentbus.ids import AGENT_RE, EVENT_PATTERN_RE, WORKFLOW_ID_RE
 from mcp_agentbus.server.replies import keep_fitting
 
 
