@@ -287,3 +287,23 @@ async def test_workflows_older_than_the_retention_leave_the_index_behind_ones_st
                 await anyio.sleep(0.1)
         kept = [await bus.redis.zscore(index, wf.workflow_id) for wf in running]
         assert None not in kept  # still running: listed
+
+
+async def test_an_expired_workflow_created_in_the_same_millisecond_as_a_page_end_still_leaves_the_index(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reaper's page cursor must not step over workflows that share the score (creation ms) the last
+    page ended on: two workflows are often created within one millisecond."""
+    monkeypatch.setattr(reaper, "BATCH", 2)
+    async with AgentBus.open(fresh_settings(redis_url, retention_seconds=1)) as bus:
+        one_task = [{"key": "a", "title": "a"}]
+        first, second = [
+            await bus.workflows.create("boss", title=f"long {n}", tasks=one_task) for n in range(2)
+        ]
+        index = key(bus, "workflows")
+        # Old enough for the sweep; the expired one (no record) ties with the page's last, sorting after it.
+        await bus.redis.zadd(index, {first.workflow_id: 1, second.workflow_id: 2, "wf-999999": 2})
+        with anyio.fail_after(WAIT_BOUND):
+            while await bus.redis.zscore(index, "wf-999999") is not None:
+                await anyio.sleep(0.1)
+        assert [await bus.redis.zscore(index, wf.workflow_id) for wf in (first, second)] == [1, 2]

@@ -75,16 +75,23 @@ for _, index in ipairs({ K_DEAD, K_AGENTS_GONE }) do
   forgotten = math.max(forgotten, #old)
 end
 -- Workflows created before the horizon leave the index once their record has expired. Those still
--- running stay, so the look goes on from where the last sweep stopped (counters.wf_scan), a page a sweep.
+-- running stay, so the look goes on from where the last sweep stopped, a page a sweep: from the score
+-- (creation ms) the last page ended on (counters.wf_scan), past the `wf_skip` workflows of that score it
+-- already looked at (several are often created in one millisecond; Redis orders them by id).
 local from = redis.call('HGET', K_COUNTERS, 'wf_scan') or '-inf'
-local page = redis.call('ZRANGEBYSCORE', K_WORKFLOWS, from, horizon, 'WITHSCORES', 'LIMIT', 0, batch)
+local skip = tonumber(redis.call('HGET', K_COUNTERS, 'wf_skip') or '0')
+local page = redis.call('ZRANGEBYSCORE', K_WORKFLOWS, from, horizon, 'WITHSCORES', 'LIMIT', skip, batch)
+local last, kept_at_last = page[#page], 0
 for i = 1, #page, 2 do
-  if redis.call('EXISTS', K_WF .. page[i]) == 0 then redis.call('ZREM', K_WORKFLOWS, page[i]) end
+  local gone = redis.call('EXISTS', K_WF .. page[i]) == 0
+  if gone then redis.call('ZREM', K_WORKFLOWS, page[i]) end
+  if page[i + 1] == last and not gone then kept_at_last = kept_at_last + 1 end
 end
 if #page < 2 * batch then
-  redis.call('HDEL', K_COUNTERS, 'wf_scan')
+  redis.call('HDEL', K_COUNTERS, 'wf_scan', 'wf_skip')
 else
-  redis.call('HSET', K_COUNTERS, 'wf_scan', '(' .. page[#page])
+  if page[2] == last and from == last then kept_at_last = kept_at_last + skip end  -- still the same ms
+  redis.call('HSET', K_COUNTERS, 'wf_scan', last, 'wf_skip', kept_at_last)
 end
 
 -- Inbox quotas: the inboxes of agents gone silent start to expire (idle); idle inboxes whose time is
