@@ -208,10 +208,7 @@ async def depth_section(run: Run) -> list[Row]:
     API, the depths interleaved in rounds, each compared with the shallowest. Every namespace is
     dropped when the section ends: the end-of-run cleanup scans the whole keyspace once per namespace."""
     plan = run.plan
-    # tasks_max (100,000 by default) would refuse the deepest fill: each namespace admits its depth.
-    queues = [
-        run.namespace(f"depth-{depth}", tasks_max=max(depth, default("tasks_max"))) for depth in plan.depths
-    ]
+    queues = [run.namespace(f"depth-{depth}") for depth in plan.depths]
     try:
         for settings, depth in zip(queues, plan.depths, strict=True):
             await fill_queue(run, settings, depth, report=depth == plan.depths[-1])
