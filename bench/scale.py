@@ -105,6 +105,28 @@ class Pipelined:
             await pool.release(connection)
 
 
+def send_command(raw: Pipelined, settings: Settings, to: str) -> bytes:
+    """send_message of BODY from the bench agent to `to`, with the arguments `Inbox.send` passes."""
+    return raw.command(
+        "send_message",
+        AGENT,
+        "",
+        to,
+        "bench",
+        BODY,
+        "null",
+        "",
+        "",
+        settings.inbox_max,
+        MAX_FANOUT_RECIPIENTS,
+    )
+
+
+def read_command(raw: Pipelined) -> bytes:
+    """read_inbox of READER's unread messages (100, the most; not peeking), as `Inbox.read` asks."""
+    return raw.command("read_inbox", READER, 100, "0", "", READ_BUDGET)
+
+
 async def on_two_connections(count: int, work: Callable[[int], Awaitable[None]]) -> None:
     """`work(share)` twice at once, the shares adding up to `count`: Redis runs one connection's batch
     while Python packs or reads the other's."""
@@ -343,22 +365,8 @@ async def warm_up(run: Run) -> None:
     settings = run.namespace("warm-up")
     raw = await Pipelined.load(run.redis, settings, "publish_event", "send_message", "read_inbox")
     publish = raw.command("publish_event", AGENT, "", "bench.tick", '{"n": 1}')
-    send = raw.command(
-        "send_message",
-        AGENT,
-        "",
-        READER,
-        "bench",
-        BODY,
-        "null",
-        "",
-        "",
-        settings.inbox_max,
-        MAX_FANOUT_RECIPIENTS,
-    )
-    for reply in await raw.send(
-        [publish, send, raw.command("read_inbox", READER, 100, "0", "", READ_BUDGET)]
-    ):
+    send = send_command(raw, settings, READER)
+    for reply in await raw.send([publish, send, read_command(raw)]):
         expect_ok("warm-up", reply)
     await server_memory(run.redis)
 
@@ -414,20 +422,8 @@ async def inbox_stream(run: Run) -> None:
     """Messages to one agent that reads its inbox every READ_EVERY messages, as a worker would."""
     settings = inbox_settings(run, "inbox")
     raw = await Pipelined.load(run.redis, settings, "send_message", "read_inbox")
-    message = raw.command(
-        "send_message",
-        AGENT,
-        "",
-        READER,
-        "bench",
-        BODY,
-        "null",
-        "",
-        "",
-        settings.inbox_max,
-        MAX_FANOUT_RECIPIENTS,
-    )
-    read = raw.command("read_inbox", READER, 100, "0", "", READ_BUDGET)  # limit 100 (the most), not peeking
+    message = send_command(raw, settings, READER)
+    read = read_command(raw)  # limit 100 (the most), not peeking
     reads = BATCH // READ_EVERY  # per write, each after its READ_EVERY messages
 
     async def send(count: int) -> None:
@@ -475,19 +471,7 @@ async def unread_stream(run: Run) -> None:
     rest, saying so, rather than grow or drop an unread one."""
     settings = inbox_settings(run, "unread")
     raw = await Pipelined.load(run.redis, settings, "send_message")
-    message = raw.command(
-        "send_message",
-        AGENT,
-        "",
-        AWAY,
-        "bench",
-        BODY,
-        "null",
-        "",
-        "",
-        settings.inbox_max,
-        MAX_FANOUT_RECIPIENTS,
-    )
+    message = send_command(raw, settings, AWAY)
     outcomes = {"ok": 0, "inbox_full": 0}
 
     async def send(count: int) -> None:
