@@ -26,6 +26,7 @@ from mcp_agentbus.ids import (
     TOPIC_RE,
     encode_json,
 )
+from mcp_agentbus.redis.replies import PUBLISH_EVENT
 from mcp_agentbus.redis.store import Store, require
 
 BUS_TOPICS = ("task.", "workflow.", "lock.", "agent.", "message.")  # written only by the bus itself
@@ -56,10 +57,8 @@ class Events:
         if idempotency_key is not None:
             require(idempotency_key, IDEMPOTENCY_KEY_RE, "idempotency_key")
         scope = idempotency_scope("publish_event", agent, idempotency_key)
-        status, event_id = await self._store.run(
-            "publish_event", agent, scope, topic, encode_json(data, "data")
-        )
-        return PublishResult(event_id=event_id, duplicate=status == "duplicate")
+        published = await self._store.run(PUBLISH_EVENT, agent, scope, topic, encode_json(data, "data"))
+        return PublishResult(event_id=published.event_id, duplicate=published.duplicate)
 
     async def read(
         self,

@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
-import anyio.lowlevel
-
 from mcp_agentbus.core.models import MessageView, ReadInboxResult, SendResult, iso
 from mcp_agentbus.core.tasks import idempotency_scope
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
@@ -30,6 +27,7 @@ from mcp_agentbus.ids import (
     THREAD_ID_RE,
     encode_json,
 )
+from mcp_agentbus.redis.replies import READ_INBOX, SEND_MESSAGE, UNREAD_MESSAGES, InboxEntry, InboxRead
 from mcp_agentbus.redis.store import Store, require
 
 MAX_READ = 100
@@ -67,8 +65,8 @@ class Inbox:
             raise PayloadTooLarge(f"body is {len(body):,} characters; the limit is {MAX_BODY:,}")
         if len(subject) > MAX_SUBJECT:
             raise InvalidArgument(f"subject is {len(subject):,} characters; the limit is {MAX_SUBJECT}")
-        status, result = await self._store.run(
-            "send_message",
+        sent = await self._store.run(
+            SEND_MESSAGE,
             agent,
             idempotency_scope("send_message", agent, idempotency_key),
             to,
@@ -80,8 +78,7 @@ class Inbox:
             self._store.settings.inbox_max,
             MAX_FANOUT_RECIPIENTS,
         )
-        sent = json.loads(result)
-        full, absent = list(sent["full"] or ()), list(sent["absent"] or ())
+        full, absent = list(sent.result["full"] or ()), list(sent.result["absent"] or ())
         notices = [f"{name} is not alive on the bus now; the message waits in its inbox." for name in absent]
         if full:
             notices.append(
@@ -89,11 +86,11 @@ class Inbox:
                 f"{self._store.settings.inbox_max} unread messages."
             )
         return SendResult(
-            message_id=sent["id"],
-            thread_id=sent["thread"],
-            recipients=sent["recipients"],
+            message_id=sent.result["id"],
+            thread_id=sent.result["thread"],
+            recipients=sent.result["recipients"],
             undelivered=full,
-            duplicate=status == "duplicate",
+            duplicate=sent.duplicate,
             notices=notices,
         )
 
@@ -117,34 +114,37 @@ class Inbox:
         wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, "a message", on_progress)
         while True:
             with self._wakeups.expect((f"inbox:{agent}",)) as woken:
-                found, remaining, full = await self._read_once(agent, limit, peek, thread_id or "")
-                if found or wait.remaining() <= 0:
+                read = await self._read_once(agent, limit, peek, thread_id or "")
+                if read.entries or wait.remaining() <= 0:
+                    fit = _fit_notice(len(read.entries), read.unread_remaining, peek) if read.full else []
                     return ReadInboxResult(
-                        messages=[_message(m) for m in found],
-                        unread_remaining=remaining,
-                        notices=wait.notices + (_fit_notice(len(found), remaining, peek) if full else []),
+                        messages=[_message(m) for m in read.entries],
+                        unread_remaining=read.unread_remaining,
+                        notices=wait.notices + fit,
                     )
                 await wait.sleep(woken)
 
-    async def _read_once(
-        self, agent: str, limit: int, peek: bool, thread_id: str
-    ) -> tuple[list[list[Any]], int, bool]:
-        """One read that is never half-done: if the caller is cancelled (a client that disconnected or
-        timed out) while it runs, the messages it marked read are marked unread again. It takes only
-        what fits in one reply (the script stops there and marks read only those)."""
-        with anyio.CancelScope(shield=True):
-            _, found, remaining, full = await self._store.run(
-                "read_inbox", agent, limit, "1" if peek else "0", thread_id, MAX_REPLY_BYTES - REPLY_ROOM
-            )
-        try:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        except anyio.get_cancelled_exc_class():
-            if found and not peek:
-                restore = [part for m in found for part in (m[0], m[1].removeprefix("m-"))]
-                with anyio.CancelScope(shield=True):
-                    await self._store.run("unread_messages", agent, *restore)
-            raise
-        return found, int(remaining), full == 1
+    async def _read_once(self, agent: str, limit: int, peek: bool, thread_id: str) -> InboxRead:
+        """One read that is never half-done: the messages it marked read for a caller that is cancelled
+        meanwhile (a client that disconnected or timed out) are marked unread again. It takes only what
+        fits in one reply (the script stops there and marks read only those)."""
+
+        async def mark_unread(read: InboxRead) -> None:
+            if read.entries and not peek:
+                restore = [
+                    part for m in read.entries for part in (m.entry_id, m.message_id.removeprefix("m-"))
+                ]
+                await self._store.run(UNREAD_MESSAGES, agent, *restore)
+
+        return await self._store.run_or_undo(
+            READ_INBOX,
+            agent,
+            limit,
+            "1" if peek else "0",
+            thread_id,
+            MAX_REPLY_BYTES - REPLY_ROOM,
+            undo=mark_unread,
+        )
 
 
 def _fit_notice(returned: int, remaining: int, peek: bool) -> list[str]:
@@ -153,16 +153,15 @@ def _fit_notice(returned: int, remaining: int, peek: bool) -> list[str]:
     return [f"{remaining} more unread message(s) did not fit in this reply: call read_inbox again for them."]
 
 
-def _message(entry: list[Any]) -> MessageView:
-    entry_id, id_, sender, to, subject, body, data, thread, reply_to = entry
+def _message(entry: InboxEntry) -> MessageView:
     return MessageView(
-        id=id_,
-        sender=sender,
-        to=to,
-        subject=subject,
-        body=body,
-        data=json.loads(data),
-        thread_id=thread,
-        reply_to=reply_to or None,
-        sent_at=iso(entry_id.partition("-")[0]) or "",
+        id=entry.message_id,
+        sender=entry.sender,
+        to=entry.to,
+        subject=entry.subject,
+        body=entry.body,
+        data=json.loads(entry.data),
+        thread_id=entry.thread_id,
+        reply_to=entry.reply_to or None,
+        sent_at=iso(entry.entry_id.partition("-")[0]) or "",
     )

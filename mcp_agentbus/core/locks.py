@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Any, cast
+from typing import cast
 
 import anyio
-import anyio.lowlevel
 
 from mcp_agentbus.core.models import HeldLock, LockResult, LocksView, ReleaseResult, iso
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
 from mcp_agentbus.core.wakeups import Wakeups
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.ids import AGENT_RE, MAX_HELD_LOCKS, RESOURCE_RE, seconds
+from mcp_agentbus.redis.replies import ACQUIRE_LOCK, LEAVE_LOCK_QUEUE, RELEASE_LOCK, Granted, Held, Queued
 from mcp_agentbus.redis.store import Store, require
 
 MAX_LISTED_LOCKS = 1000
@@ -78,73 +78,43 @@ class Locks:
                 with self._wakeups.expect(("lock",)) as woken:
                     remaining = wait.remaining()
                     reply = await self._try(agent, resource, ttl_ms, token, remaining)
-                    if reply[0] == "ok" or remaining <= 0:
-                        return self._result(resource, reply, wait.notices)
+                    if isinstance(reply, Granted) or remaining <= 0:
+                        return _result(resource, reply, wait.notices)
                     queued = True
                     # Come back at the holder's expiry even if no hint arrives.
-                    expires_in = (int(reply[3]) - int(reply[5])) / 1000 if reply[0] == "held" else math.inf
+                    expires_in = (
+                        (reply.expires_at_ms - reply.now_ms) / 1000 if isinstance(reply, Held) else math.inf
+                    )
                     await wait.sleep(woken, at_most=max(0.0, expires_in))
         finally:
             if queued:
                 with anyio.CancelScope(shield=True):
-                    await self._store.run("leave_lock_queue", agent, resource)
+                    await self._store.run(LEAVE_LOCK_QUEUE, agent, resource)
 
-    async def _try(self, agent: str, resource: str, ttl_ms: int, token: str, remaining: float) -> list[Any]:
-        """One attempt, never half-done: a grant that races the caller's cancellation is released."""
+    async def _try(
+        self, agent: str, resource: str, ttl_ms: int, token: str, remaining: float
+    ) -> Granted | Held | Queued:
+        """One attempt, never half-done: a grant that races the caller's cancellation is released, and a
+        place in the queue it took is left."""
         queue_ms = math.ceil((max(remaining, 0) + QUEUE_SLACK) * 1000)
-        with anyio.CancelScope(shield=True):
-            reply = await self._store.run(
-                "acquire_lock",
-                agent,
-                resource,
-                ttl_ms,
-                token,
-                "1" if remaining > 0 else "0",
-                queue_ms,
-                MAX_HELD_LOCKS,
-            )
-        try:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                if reply[0] == "ok" and reply[4] == "0":
-                    await self._store.run("release_lock", agent, resource, token)
-                elif reply[0] != "ok" and remaining > 0:  # the script queued us: leave the queue
-                    await self._store.run("leave_lock_queue", agent, resource)
-            raise
-        return reply
 
-    @staticmethod
-    def _result(resource: str, reply: list[Any], notices: list[str]) -> LockResult:
-        if reply[0] == "ok":
-            _, token, fence, expires, extended = reply
-            return LockResult(
-                acquired=True,
-                resource=resource,
-                lock_token=token,
-                fencing_token=int(fence),
-                expires_at=iso(expires),
-                extended=extended == "1",
-                notices=notices,
-            )
-        if reply[0] == "held":
-            _, conflict, holder, expires, waiters, _now = reply
-            return LockResult(
-                acquired=False,
-                resource=resource,
-                expires_at=iso(expires),
-                holder=holder,
-                conflicting_resource=conflict,
-                waiters=int(waiters),
-                notices=notices,
-            )
-        _, first, waiters, _now = reply
-        return LockResult(
-            acquired=False,
-            resource=resource,
-            holder=first,
-            waiters=int(waiters),
-            notices=[*notices, f"{resource} is free, but {first} has been waiting for it longer."],
+        async def undo(reply: Granted | Held | Queued) -> None:
+            if isinstance(reply, Granted):
+                if not reply.extended:  # a lock held before this call stays held
+                    await self._store.run(RELEASE_LOCK, agent, resource, token)
+            elif remaining > 0:  # the script queued us
+                await self._store.run(LEAVE_LOCK_QUEUE, agent, resource)
+
+        return await self._store.run_or_undo(
+            ACQUIRE_LOCK,
+            agent,
+            resource,
+            ttl_ms,
+            token,
+            "1" if remaining > 0 else "0",
+            queue_ms,
+            MAX_HELD_LOCKS,
+            undo=undo,
         )
 
     async def held(self, limit: int = MAX_LISTED_LOCKS) -> LocksView:
@@ -180,5 +150,35 @@ class Locks:
     async def release(self, agent: str, resource: str, lock_token: str) -> ReleaseResult:
         require(agent, AGENT_RE, "agent id")
         resource = canonical(resource)
-        _, released, reason = await self._store.run("release_lock", agent, resource, lock_token)
-        return ReleaseResult(released=released == "1", resource=resource, reason=reason or None)
+        released = await self._store.run(RELEASE_LOCK, agent, resource, lock_token)
+        return ReleaseResult(released=released.released, resource=resource, reason=released.reason or None)
+
+
+def _result(resource: str, reply: Granted | Held | Queued, notices: list[str]) -> LockResult:
+    if isinstance(reply, Granted):
+        return LockResult(
+            acquired=True,
+            resource=resource,
+            lock_token=reply.lock_token,
+            fencing_token=reply.fencing_token,
+            expires_at=iso(reply.expires_at_ms),
+            extended=reply.extended,
+            notices=notices,
+        )
+    if isinstance(reply, Held):
+        return LockResult(
+            acquired=False,
+            resource=resource,
+            expires_at=iso(reply.expires_at_ms),
+            holder=reply.holder,
+            conflicting_resource=reply.conflicting_resource,
+            waiters=reply.waiters,
+            notices=notices,
+        )
+    return LockResult(
+        acquired=False,
+        resource=resource,
+        holder=reply.first_waiter,
+        waiters=reply.waiters,
+        notices=[*notices, f"{resource} is free, but {reply.first_waiter} has been waiting for it longer."],
+    )

@@ -15,6 +15,7 @@ from mcp_agentbus.core.models import (
     iso,
 )
 from mcp_agentbus.ids import AGENT_RE, CAPABILITY_RE, seconds
+from mcp_agentbus.redis.replies import HEARTBEAT
 from mcp_agentbus.redis.store import Store, require
 
 MAX_LISTED_AGENTS = 1000
@@ -39,8 +40,8 @@ class Presence:
         for cap in capabilities or ():
             require(cap, CAPABILITY_RE, "capability")
         ttl_ms = math.ceil(seconds(ttl_seconds, "ttl_seconds") * 1000)
-        reply = await self._store.run(
-            "heartbeat",
+        beat = await self._store.run(
+            HEARTBEAT,
             agent,
             status,
             ",".join(dict.fromkeys(capabilities or ())),
@@ -48,34 +49,29 @@ class Presence:
             note,
             ttl_ms,
         )
-        _, joined, extended, live, caps, joined_at, now, locks, unread = reply
         view = AgentView(
             agent=agent,
             status=status,
             alive=True,
-            capabilities=_CAPS_RE.findall(caps),
+            capabilities=beat.capabilities,
             note=note,
-            last_seen=iso(now),
-            expires_at=iso(int(now) + ttl_ms),
-            joined_at=iso(joined_at),
-            tasks=extended[::2],
-            locks=locks[::2],
+            last_seen=iso(beat.now_ms),
+            expires_at=iso(beat.now_ms + ttl_ms),
+            joined_at=iso(beat.joined_at_ms),
+            tasks=list(beat.leases),
+            locks=list(beat.locks),
         )
-        leases = [
-            ExtendedLease(task_id=extended[i], expires_at=iso(extended[i + 1]) or "")
-            for i in range(0, len(extended), 2)
-        ]
-        locks_extended = [
-            ExtendedLock(resource=locks[i], expires_at=iso(locks[i + 1]) or "")
-            for i in range(0, len(locks), 2)
-        ]
         return HeartbeatResult(
             agent=view,
-            joined=joined == "1",
-            leases_extended=leases,
-            locks_extended=locks_extended,
-            live_agents=int(live),
-            unread_messages=int(unread),
+            joined=beat.joined,
+            leases_extended=[
+                ExtendedLease(task_id=task, expires_at=iso(ms) or "") for task, ms in beat.leases.items()
+            ],
+            locks_extended=[
+                ExtendedLock(resource=res, expires_at=iso(ms) or "") for res, ms in beat.locks.items()
+            ],
+            live_agents=beat.live_agents,
+            unread_messages=beat.unread,
         )
 
     async def list_agents(

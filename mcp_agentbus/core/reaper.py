@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import anyio
 
 from mcp_agentbus.outages import Outage
+from mcp_agentbus.redis.replies import REAP
 from mcp_agentbus.redis.store import Store
 
 logger = logging.getLogger(__name__)
@@ -39,16 +40,15 @@ class Reaper:
         """One full sweep; None when another process holds the reaper role."""
         total = Sweep()
         while True:
-            reply = await self._store.run("reap", self.id, self._guard_ms, BATCH)
-            if reply[0] == "busy":
+            reaped = await self._store.run(REAP, self.id, self._guard_ms, BATCH)
+            if reaped is None:
                 return None
-            _, reclaimed, promoted, gone, more, locks_expired, cascaded = reply
-            total.reclaimed += reclaimed
-            total.locks_expired += locks_expired
-            total.promoted += promoted
-            total.gone += gone
-            total.cascaded += cascaded
-            if more != "1":
+            total.reclaimed += reaped.reclaimed
+            total.locks_expired += reaped.locks_expired
+            total.promoted += reaped.promoted
+            total.gone += reaped.gone
+            total.cascaded += reaped.cascaded
+            if not reaped.more:
                 return total
 
     async def run(self) -> None:

@@ -7,10 +7,7 @@ import math
 import random
 import secrets
 from collections.abc import Sequence
-from typing import Any, get_args
-
-import anyio
-import anyio.lowlevel
+from typing import Any, cast, get_args
 
 from mcp_agentbus.core.models import (
     ClaimedTask,
@@ -40,6 +37,15 @@ from mcp_agentbus.ids import (
     encode_json,
     seconds,
 )
+from mcp_agentbus.redis.replies import (
+    CLAIM_TASK,
+    COMPLETE_TASK,
+    CREATE_TASK,
+    FAIL_TASK,
+    RELEASE_TASK,
+    Claimed,
+    NothingReady,
+)
 from mcp_agentbus.redis.store import Store, require
 
 PRIORITIES = get_args(Priority)
@@ -50,7 +56,7 @@ def idempotency_scope(tool: str, agent: str, key: str | None) -> str:
     return f"{tool}:{agent}:{key}" if key else ""
 
 
-def parse_progress(fields: Sequence[Any]) -> tuple[str | None, Progress | None]:
+def parse_progress(fields: Sequence[str | None]) -> tuple[str | None, Progress | None]:
     """(status, counts) from the PROGRESS_FIELDS a script returns for a workflow."""
     if not fields or fields[0] is None:
         return None, None
@@ -108,8 +114,8 @@ class Tasks:
         if max_attempts < 1:
             raise InvalidArgument("max_attempts must be at least 1")
         seconds(delay_seconds, "delay_seconds", allow_zero=True)
-        reply = await self._store.run(
-            "create_task",
+        created = await self._store.run(
+            CREATE_TASK,
             agent,
             idempotency_scope("create_task", agent, idempotency_key),
             title,
@@ -125,7 +131,7 @@ class Tasks:
             MAX_DEPENDENTS,
             MAX_INPUTS_BYTES,
         )
-        return CreateTaskResult(**json.loads(reply[1]), duplicate=reply[0] == "duplicate")
+        return CreateTaskResult(**created.result, duplicate=created.duplicate)
 
     async def claim(
         self,
@@ -155,16 +161,18 @@ class Tasks:
                 with self._wakeups.claiming(topics) as waiter:
                     try:
                         reply = await self._claim_once(agent, lease_ms, task_id or "", ",".join(caps))
-                        result = self._claim_result(reply, wait.notices)
                         # This attempt looked after the owed wake-ups came: a task answers one of them
                         # (the others announced tasks for other claimers); no task, and what they
                         # announced is taken already.
-                        owed = owed - 1 if result.task is not None and owed else 0
-                        if result.task is not None or wait.remaining() <= 0 or task_id is not None:
-                            return result
-                        topics = [f"task:{c}" for c in result.capabilities]
+                        owed = owed - 1 if isinstance(reply, Claimed) and owed else 0
+                        if isinstance(reply, Claimed):
+                            return _claimed(reply, wait.notices)
+                        if wait.remaining() <= 0 or task_id is not None:
+                            return _nothing_ready(reply, wait.notices)
+                        topics = [f"task:{c}" for c in reply.capabilities]
                         # A delayed task that falls due is a reason to look again, hint or not.
-                        due_in = (int(reply[3]) - int(reply[5])) / 1000 if reply[3] != "" else math.inf
+                        due = reply.next_due_ms
+                        due_in = math.inf if due is None else (due - reply.now_ms) / 1000
                         await wait.sleep(waiter.event, at_most=max(0.0, due_in))
                     finally:
                         owed += waiter.hints  # those that came during the attempt or the sleep
@@ -172,73 +180,17 @@ class Tasks:
             if owed:  # leaving (a task taken, the wait over, cancelled): the rest go to other claimers
                 self._wakeups.pass_on(topics, owed)
 
-    async def _claim_once(self, agent: str, lease_ms: int, task_id: str, caps: str) -> list[Any]:
-        """One claim attempt that is never half-done: if the caller is cancelled (a client that
-        disconnected or timed out) while the script runs, a task it got is handed straight back."""
+    async def _claim_once(self, agent: str, lease_ms: int, task_id: str, caps: str) -> Claimed | NothingReady:
+        """One claim attempt that is never half-done: a task got by a caller that is cancelled meanwhile
+        (a client that disconnected or timed out) is handed straight back."""
         token = secrets.token_urlsafe(12)
-        with anyio.CancelScope(shield=True):
-            reply = await self._store.run("claim_task", agent, lease_ms, token, task_id, caps, MAX_HELD_TASKS)
-        try:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        except anyio.get_cancelled_exc_class():
-            if reply[0] == "ok":
-                with anyio.CancelScope(shield=True):
-                    await self._store.run("release_task", agent, reply[1], token)
-            raise
-        return reply
 
-    def _claim_result(self, reply: list[Any], notices: list[str]) -> ClaimResult:
-        if reply[0] == "empty":
-            _, caps, delayed, next_due, elsewhere, _now = reply
-            others = {elsewhere[i]: int(elsewhere[i + 1]) for i in range(0, len(elsewhere), 2)}
-            return ClaimResult(
-                task=None,
-                reason="no ready task for your capabilities",
-                capabilities=caps,
-                ready_elsewhere=others,
-                delayed=int(delayed),
-                next_due_at=iso(next_due),
-                notices=notices,
-            )
-        (
-            _,
-            id_,
-            key,
-            wf,
-            title,
-            desc,
-            payload,
-            cap,
-            prio,
-            attempt,
-            max_attempts,
-            fence,
-            token,
-            expires,
-            inputs,
-        ) = reply
-        # The script's reply has a fixed, trusted shape: skip re-validation on the hot path.
-        return ClaimResult.model_construct(
-            task=ClaimedTask.model_construct(
-                id=id_,
-                key=key or None,
-                workflow_id=wf or None,
-                title=title,
-                description=desc,
-                capability=cap,
-                priority=prio,
-                payload=json.loads(payload),
-                attempt=int(attempt),
-                max_attempts=int(max_attempts),
-                inputs={inputs[i]: json.loads(inputs[i + 1]) for i in range(0, len(inputs), 2)},
-            ),
-            lease=Lease.model_construct(lease_token=token, fence=int(fence), expires_at=iso(expires) or ""),
-            reason=None,
-            capabilities=[cap],
-            ready_elsewhere={},
-            delayed=0,
-            next_due_at=None,
-            notices=notices,
+        async def hand_back(reply: Claimed | NothingReady) -> None:
+            if isinstance(reply, Claimed):
+                await self._store.run(RELEASE_TASK, agent, reply.task_id, token)
+
+        return await self._store.run_or_undo(
+            CLAIM_TASK, agent, lease_ms, token, task_id, caps, MAX_HELD_TASKS, undo=hand_back
         )
 
     async def complete(
@@ -247,17 +199,16 @@ class Tasks:
         require(agent, AGENT_RE, "agent id")
         require(task_id, TASK_ID_RE, "task_id")
         encoded = "null" if result is None else encode_json(result, "result")
-        reply = await self._store.run(
-            "complete_task", agent, task_id, lease_token, encoded, summary, MAX_INPUTS_BYTES
+        done = await self._store.run(
+            COMPLETE_TASK, agent, task_id, lease_token, encoded, summary, MAX_INPUTS_BYTES
         )
-        _, already, unblocked, wf, progress, more = reply
-        status, counts = parse_progress(progress)
+        status, counts = parse_progress(done.progress)
         return CompleteResult(
-            notices=[UNBLOCKING_MORE.format(task=task_id, n=len(unblocked))] if more == "1" else [],
+            notices=[UNBLOCKING_MORE.format(task=task_id, n=len(done.unblocked))] if done.more else [],
             task_id=task_id,
-            already_completed=already == "1",
-            unblocked=unblocked,
-            workflow_id=wf or None,
+            already_completed=done.already,
+            unblocked=done.unblocked,
+            workflow_id=done.workflow_id or None,
             workflow_status=status,
             progress=counts,
         )
@@ -267,8 +218,8 @@ class Tasks:
     ) -> FailResult:
         require(agent, AGENT_RE, "agent id")
         require(task_id, TASK_ID_RE, "task_id")
-        reply = await self._store.run(
-            "fail_task",
+        failed = await self._store.run(
+            FAIL_TASK,
             agent,
             task_id,
             lease_token,
@@ -278,14 +229,53 @@ class Tasks:
             math.ceil(self._settings.retry_backoff_seconds * 1000),
             math.ceil(self._settings.retry_backoff_max_seconds * 1000),
         )
-        _, already, state, due, cancelled, attempts, max_attempts, more = reply
         return FailResult(
-            notices=[CANCELLING_MORE.format(task=task_id, n=len(cancelled))] if more == "1" else [],
+            notices=[CANCELLING_MORE.format(task=task_id, n=len(failed.cancelled))] if failed.more else [],
             task_id=task_id,
-            state=state,
-            retry_at=iso(due) if state != "dead" else None,
-            attempts=int(attempts),
-            max_attempts=int(max_attempts),
-            cancelled=cancelled,
-            already_failed=already == "1",
+            state=failed.state,
+            retry_at=iso(failed.retry_at_ms) if failed.state != "dead" else None,
+            attempts=failed.attempts,
+            max_attempts=failed.max_attempts,
+            cancelled=failed.cancelled,
+            already_failed=failed.already,
         )
+
+
+def _nothing_ready(reply: NothingReady, notices: list[str]) -> ClaimResult:
+    return ClaimResult(
+        task=None,
+        reason="no ready task for your capabilities",
+        capabilities=reply.capabilities,
+        ready_elsewhere=reply.ready_elsewhere,
+        delayed=reply.delayed,
+        next_due_at=iso(reply.next_due_ms),
+        notices=notices,
+    )
+
+
+def _claimed(claimed: Claimed, notices: list[str]) -> ClaimResult:
+    # The script's reply has a fixed, trusted shape: skip re-validation on the hot path.
+    return ClaimResult.model_construct(
+        task=ClaimedTask.model_construct(
+            id=claimed.task_id,
+            key=claimed.key or None,
+            workflow_id=claimed.workflow_id or None,
+            title=claimed.title,
+            description=claimed.description,
+            capability=claimed.capability,
+            priority=cast(Priority, claimed.priority),
+            payload=json.loads(claimed.payload),
+            attempt=claimed.attempt,
+            max_attempts=claimed.max_attempts,
+            inputs={key: json.loads(result) for key, result in claimed.inputs.items()},
+        ),
+        lease=Lease.model_construct(
+            lease_token=claimed.lease_token, fence=claimed.fence, expires_at=iso(claimed.expires_at_ms) or ""
+        ),
+        reason=None,
+        capabilities=[claimed.capability],
+        ready_elsewhere={},
+        delayed=0,
+        next_due_at=None,
+        notices=notices,
+    )

@@ -35,6 +35,7 @@ from mcp_agentbus.ids import (
     TaskKey,
     encode_json,
 )
+from mcp_agentbus.redis.replies import CREATE_WORKFLOW
 from mcp_agentbus.redis.store import Store, require
 
 _PROGRESS_STATES = ("blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled")
@@ -151,20 +152,20 @@ class Workflows:
             }
             for t, d in zip(specs, deps, strict=True)
         ]
-        reply = await self._store.run(
-            "create_workflow",
+        created = await self._store.run(
+            CREATE_WORKFLOW,
             agent,
             idempotency_scope("create_workflow", agent, idempotency_key),
             title,
             json.dumps(spec),
             *payloads,
         )
-        first = json.loads(reply[1])
+        first = created.result
         return CreateWorkflowResult(
             workflow_id=first["workflow_id"],
             task_ids=dict(sorted(first["task_ids"].items(), key=lambda kv: int(kv[1][2:]))),  # creation order
             ready=list(first["ready"] or []),  # Lua's cjson writes an empty list as {}
-            duplicate=reply[0] == "duplicate",
+            duplicate=created.duplicate,
         )
 
     async def get(self, workflow_id: str | None = None, *, limit: int = 20) -> GetWorkflowResult:

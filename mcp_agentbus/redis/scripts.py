@@ -10,9 +10,11 @@ another round trip. redis-py's `Script` handles EVALSHA with the NOSCRIPT fallba
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 from redis.commands.core import AsyncScript
 
@@ -23,7 +25,37 @@ _INCLUDE = "--@include "
 _KEYS = "keys.lua"  # generated, not a file
 
 _LUA = resources.files("mcp_agentbus.redis") / "lua"
-SCRIPT_NAMES = tuple(sorted(p.name.removesuffix(".lua") for p in _LUA.iterdir() if p.name.endswith(".lua")))
+
+# One per file in lua/ (a test holds them equal), so a misspelt script fails type-checking.
+ScriptName = Literal[
+    "acquire_lock",
+    "claim_task",
+    "clock",
+    "complete_task",
+    "create_task",
+    "create_workflow",
+    "fail_task",
+    "heartbeat",
+    "leave_lock_queue",
+    "publish_event",
+    "read_inbox",
+    "reap",
+    "release_lock",
+    "release_task",
+    "send_message",
+    "unread_messages",
+]
+SCRIPT_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Script(Generic[R]):
+    """A script and how to read its reply (replies.py): its flat array, once any refusal is raised."""
+
+    name: ScriptName
+    read: Callable[[list[Any]], R]
 
 
 # The namespace's bounds every script gets, as one comma list in ARGV[1]; in Lua, each is the local named
@@ -101,9 +133,9 @@ class Scripts:
     """The registered scripts of one Redis client, called by name."""
 
     def __init__(self, redis: Redis) -> None:
-        self._scripts: dict[str, AsyncScript] = {
+        self._scripts: dict[ScriptName, AsyncScript] = {
             name: redis.register_script(source(name)) for name in SCRIPT_NAMES
         }
 
-    async def __call__(self, name: str, keys: tuple[str, ...], args: list[Any]) -> Any:
+    async def __call__(self, name: ScriptName, keys: tuple[str, ...], args: list[Any]) -> Any:
         return await self._scripts[name](keys=keys, args=args)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+import anyio
+import anyio.lowlevel
 
 from mcp_agentbus import context
 from mcp_agentbus.errors import (
@@ -20,8 +24,12 @@ from mcp_agentbus.errors import (
 )
 from mcp_agentbus.redis.connection import Redis, backend
 from mcp_agentbus.redis.keys import Keys
-from mcp_agentbus.redis.scripts import BOUNDS, Scripts
+from mcp_agentbus.redis.replies import CLOCK
+from mcp_agentbus.redis.scripts import BOUNDS, Script, Scripts
 from mcp_agentbus.settings import Settings
+
+R = TypeVar("R")
+Arg = str | int | float  # what a script's ARGV takes
 
 # How scripts refuse a call; mirrored by REFUSED in lua/include/notices.lua.
 _REFUSALS: dict[str, type[AgentBusError]] = {
@@ -53,28 +61,42 @@ class Store:
         self.keys = Keys(self.settings.namespace)
         self.scripts = Scripts(self.redis)
 
-    async def run(self, script: str, *args: Any) -> list[Any]:
-        """Run `script` with the namespace's key layout; a refusal {code, message[, hint]} raises.
-        Inside `context.watching(agent)`, the reply also brings that agent's notices; inside
-        `context.charging(owner)`, what it creates is charged to that owner's share."""
+    async def run(self, script: Script[R], *args: Arg) -> R:
+        """Run `script` with the namespace's key layout and read its typed reply (replies.py); a refusal
+        {code, message[, hint]} raises. Inside `context.watching(agent)`, the reply also brings that
+        agent's notices; inside `context.charging(owner)`, what it creates is charged to that owner's
+        share."""
         watch = context.watched()
         notices_for = "" if watch is None else watch.agent
         common = common_argv(self.settings, context.owner())
         with self.backend():
             reply: list[Any] = await self.scripts(
-                script, self.keys.script_keys, [*common, notices_for, *args]
+                script.name, self.keys.script_keys, [*common, notices_for, *args]
             )
         if watch is not None:
             watch.add(reply.pop())
         refusal = _REFUSALS.get(reply[0])
         if refusal is not None:
             raise refusal(reply[1], hint=reply[2] if len(reply) > 2 else None)
+        return script.read(reply)
+
+    async def run_or_undo(self, script: Script[R], *args: Arg, undo: Callable[[R], Awaitable[None]]) -> R:
+        """Run `script` to its end even if the caller is cancelled meanwhile (a client that disconnected or
+        timed out); if it was, `undo` what the script did before the cancellation goes on, so no grant
+        (a lease, a lock, messages marked read) is kept for a caller that never hears of it."""
+        with anyio.CancelScope(shield=True):
+            reply = await self.run(script, *args)
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await undo(reply)
+            raise
         return reply
 
     async def now_ms(self) -> int:
         """The Redis clock, from the namespace's own server (which, on a Cluster, is not just any node)."""
-        _, now = await self.run("clock")
-        return int(now)
+        return await self.run(CLOCK)
 
     def backend(self) -> AbstractContextManager[None]:
         """Context manager for direct reads: Redis unreachable, hung or refusing is `BackendUnavailable`."""

@@ -11,6 +11,7 @@ from mcp_agentbus import context
 from mcp_agentbus.core import notices
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.ids import MAX_REPLY_BYTES
+from mcp_agentbus.redis.replies import READ_INBOX
 from mcp_agentbus.redis.scripts import source
 from mcp_agentbus.settings import Settings
 
@@ -210,12 +211,11 @@ async def test_what_was_taken_back_waits_for_a_watched_call(bus: AgentBus) -> No
 async def test_without_watching_the_store_runs_as_before(bus: AgentBus) -> None:
     await bus.inbox.send("bob", "a", "hi", subject="hello")
     assert context.watched() is None
-    reply = await bus.store.run("read_inbox", "a", 20, "1", "", MAX_REPLY_BYTES)
-    assert reply[0] == "ok" and len(reply) == 4, "an unwatched reply is the script's own, nothing added"
-    assert [m[5] for m in reply[1]] == ["hi"] and int(reply[2]) == 1
+    reply = await bus.store.run(READ_INBOX, "a", 20, "1", "", MAX_REPLY_BYTES)
+    assert [m.body for m in reply.entries] == ["hi"] and reply.unread_remaining == 1
 
     with context.watching("a") as watch:
-        watched_reply = await bus.store.run("read_inbox", "a", 20, "1", "", MAX_REPLY_BYTES)
+        watched_reply = await bus.store.run(READ_INBOX, "a", 20, "1", "", MAX_REPLY_BYTES)
     assert watched_reply == reply, "a watched call gets the same reply; the notices go to the watch"
     assert notices.lines(watch) == [
         "1 unread message(s) in your inbox, newest from bob: 'hello' (read_inbox)."

@@ -13,6 +13,8 @@ from helpers import fresh_settings
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.tasks import Tasks
+from mcp_agentbus.redis.replies import Claimed, NothingReady
+from mcp_agentbus.redis.scripts import Script
 from mcp_agentbus.redis.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -33,11 +35,11 @@ def count_scripts(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     runs: Counter[str] = Counter()
     real = Store.run
 
-    async def run(store: Store, name: str, *args: Any) -> list[Any]:
+    async def run(store: Store, script: Script[Any], *args: Any) -> Any:
         try:
-            return await real(store, name, *args)
+            return await real(store, script, *args)
         finally:
-            runs[name] += 1  # counted once it has run: a claim that ran and found nothing is waiting
+            runs[script.name] += 1  # counted once it has run: a claim that ran and found nothing is waiting
 
     monkeypatch.setattr(Store, "run", run)
     return runs
@@ -77,7 +79,7 @@ async def test_a_claimer_woken_then_gone_hands_its_task_to_another(
     looks: Counter[str] = Counter()
     real = Tasks._claim_once
 
-    async def claim_once(self: Tasks, agent: str, *args: Any) -> list[Any]:
+    async def claim_once(self: Tasks, agent: str, *args: Any) -> Claimed | NothingReady:
         looks[agent] += 1
         if agent == "leaver" and looks[agent] == 2:  # woken, and cancelled before it looks again
             scopes[agent].cancel()
@@ -137,7 +139,7 @@ async def test_a_wake_up_that_comes_while_a_claimer_is_looking_is_not_lost(
     real = Tasks._claim_once
     looks: Counter[str] = Counter()
 
-    async def claim_once(self: Tasks, agent: str, *args: Any) -> list[Any]:
+    async def claim_once(self: Tasks, agent: str, *args: Any) -> Claimed | NothingReady:
         reply = await real(self, agent, *args)
         looks[agent] += 1
         if agent == "slow" and looks[agent] == 2:

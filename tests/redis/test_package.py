@@ -5,9 +5,21 @@ from __future__ import annotations
 import re
 from importlib import resources
 
+from mcp_agentbus.redis import replies
 from mcp_agentbus.redis.keys import LAYOUT, Keys
-from mcp_agentbus.redis.scripts import BOUNDS, SCRIPT_NAMES, keys_lua, lua_key_name, source
+from mcp_agentbus.redis.scripts import BOUNDS, SCRIPT_NAMES, Script, keys_lua, lua_key_name, source
 from mcp_agentbus.redis.store import _REFUSALS
+
+
+def test_the_script_names_are_the_lua_files() -> None:
+    files = resources.files("mcp_agentbus.redis") / "lua"
+    on_disk = {p.name.removesuffix(".lua") for p in files.iterdir() if p.name.endswith(".lua")}
+    assert set(SCRIPT_NAMES) == on_disk
+
+
+def test_every_script_has_one_typed_reader() -> None:
+    defined = [v for v in vars(replies).values() if isinstance(v, Script)]
+    assert sorted(s.name for s in defined) == sorted(SCRIPT_NAMES)
 
 
 def test_every_script_has_a_contract_header_and_resolved_includes() -> None:

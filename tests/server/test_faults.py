@@ -45,6 +45,7 @@ from mcp_agentbus.errors import BackendUnavailable
 from mcp_agentbus.outages import Outage
 from mcp_agentbus.redis.connection import backend
 from mcp_agentbus.redis.keys import Keys
+from mcp_agentbus.redis.scripts import Script
 from mcp_agentbus.redis.store import Store
 from mcp_agentbus.server.http import build_app
 
@@ -232,11 +233,11 @@ class Flaky:
         self.failed = 0
         real = Store.run
 
-        async def run(store: Store, name: str, *args: Any) -> list[Any]:
-            if name == script and self.failed < times:
+        async def run(store: Store, called: Script[Any], *args: Any) -> Any:
+            if called.name == script and self.failed < times:
                 self.failed += 1
                 raise error
-            return await real(store, name, *args)
+            return await real(store, called, *args)
 
         monkeypatch.setattr(Store, "run", run)
 

@@ -40,6 +40,7 @@ from mcp.types import (
 )
 
 from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.redis.replies import RELEASE_TASK
 from mcp_agentbus.server.app import build_server
 from mcp_agentbus.settings import Settings
 
@@ -605,10 +606,10 @@ async def test_a_handed_back_claim_notifies_its_workflow(settings: Settings) -> 
                 claim = await changer.ok("claim_task", {"agent": "alice"})
                 await w.expect(wf)
                 # what Tasks._claim_once does when its caller is cancelled once the claim went through
-                reply = await core.store.run(
-                    "release_task", "alice", claim["task"]["id"], claim["lease"]["lease_token"]
+                released = await core.store.run(
+                    RELEASE_TASK, "alice", claim["task"]["id"], claim["lease"]["lease_token"]
                 )
-                assert reply == ["ok", "1"]
+                assert released
                 view = await read_json(watcher_client(w), wf)
                 assert view["workflow"]["tasks"][0]["state"] == "ready", "the workflow did change"
                 told = await w.another(wf, within=MISSING)
