@@ -40,6 +40,9 @@ LAST_ID = f"{MAX_ID_PART}-{MAX_ID_PART}"
 
 
 class Events:
+    """The namespace's event log (a capped Redis Stream): agents publish their own topics, the bus writes
+    its own (``task.*``, ``agent.*``…) in the scripts that change state, and anyone reads after a cursor."""
+
     def __init__(self, store: Store, wakeups: Wakeups) -> None:
         self._store = store
         self._wakeups = wakeups
@@ -47,6 +50,8 @@ class Events:
     async def publish(
         self, agent: str, topic: str, data: Any = None, *, idempotency_key: str | None = None
     ) -> PublishResult:
+        """Append an event on `topic` (not one of the bus's own); a repeated `idempotency_key` returns the
+        first event's id."""
         require(agent, AGENT_RE, "agent id")
         require(topic, TOPIC_RE, "topic")
         if topic.startswith(BUS_TOPICS):

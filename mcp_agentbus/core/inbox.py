@@ -34,6 +34,8 @@ MAX_READ = 100
 
 
 class Inbox:
+    """Send to an agent, a role or everyone; read once, oldest first, with a server-side wait."""
+
     def __init__(self, store: Store, wakeups: Wakeups) -> None:
         self._store = store
         self._wakeups = wakeups

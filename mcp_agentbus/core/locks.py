@@ -51,6 +51,8 @@ def canonical(resource: str) -> str:
 
 
 class Locks:
+    """Acquire, release and list locks on resources (file paths lock what lies below a directory)."""
+
     def __init__(self, store: Store, wakeups: Wakeups) -> None:
         self._store = store
         self._wakeups = wakeups
@@ -148,6 +150,7 @@ class Locks:
         return LocksView(locks=locks)
 
     async def release(self, agent: str, resource: str, lock_token: str) -> ReleaseResult:
+        """Release the lock `lock_token` holds; one already expired or released says so (not an error)."""
         require(agent, AGENT_RE, "agent id")
         resource = canonical(resource)
         released = await self._store.run(RELEASE_LOCK, agent, resource, lock_token)

@@ -23,6 +23,8 @@ _CAPS_RE = re.compile(r"[^,]+")
 
 
 class Presence:
+    """Who is on the bus: heartbeats register an agent and extend what it holds; listing reads them."""
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -77,6 +79,8 @@ class Presence:
     async def list_agents(
         self, *, capability: str | None = None, include_gone: bool = False
     ) -> ListAgentsResult:
+        """Live agents (with `include_gone`, recently gone ones too), optionally only those with
+        `capability`."""
         if capability is not None:
             require(capability, CAPABILITY_RE, "capability")
         keys, redis = self._store.keys, self._store.redis

@@ -21,6 +21,8 @@ BATCH = 100  # bounds the work of one script call, so Redis is never blocked for
 
 @dataclass
 class Sweep:
+    """What one sweep did, summed over its batches (for the log)."""
+
     reclaimed: int = 0
     locks_expired: int = 0
     promoted: int = 0
@@ -29,6 +31,9 @@ class Sweep:
 
 
 class Reaper:
+    """Takes back what the dead left: expired leases and locks, gone agents, due delayed tasks, and
+    cascades a call left unfinished. One process of a namespace holds the role at a time."""
+
     def __init__(self, store: Store) -> None:
         self._store = store
         self.id = uuid.uuid4().hex

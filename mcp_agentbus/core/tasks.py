@@ -78,6 +78,8 @@ CANCELLING_MORE = (
 
 
 class Tasks:
+    """Create, claim, complete and fail tasks; a claim leases the task to one agent, fenced."""
+
     def __init__(self, store: Store, wakeups: Wakeups) -> None:
         self._store = store
         self._wakeups = wakeups
@@ -98,6 +100,8 @@ class Tasks:
         delay_seconds: float = 0,
         idempotency_key: str | None = None,
     ) -> CreateTaskResult:
+        """Queue one task (`ready`, `delayed`, or `blocked` until `depends_on` are done); a repeated
+        `idempotency_key` returns the first call's task."""
         require(agent, AGENT_RE, "agent id")
         require(capability, CAPABILITY_RE, "capability")
         if priority not in PRIORITIES:
@@ -196,6 +200,8 @@ class Tasks:
     async def complete(
         self, agent: str, task_id: str, lease_token: str, *, result: Any = None, summary: str = ""
     ) -> CompleteResult:
+        """Record `result` for the task `lease_token` holds and release its dependents; repeating it with
+        the same lease changes nothing."""
         require(agent, AGENT_RE, "agent id")
         require(task_id, TASK_ID_RE, "task_id")
         encoded = "null" if result is None else encode_json(result, "result")
@@ -216,6 +222,8 @@ class Tasks:
     async def fail(
         self, agent: str, task_id: str, lease_token: str, *, error: str, retry: bool = True
     ) -> FailResult:
+        """Give the task back: retried after a backoff while attempts are left and `retry`, else dead
+        (and its dependents cancelled)."""
         require(agent, AGENT_RE, "agent id")
         require(task_id, TASK_ID_RE, "task_id")
         failed = await self._store.run(

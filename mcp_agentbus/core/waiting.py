@@ -19,6 +19,8 @@ still_allowed: ContextVar[Callable[[], None] | None] = ContextVar("still_allowed
 
 
 class Wait:
+    """A call's server-side wait: what is left of it (capped by the server), its notices and progress."""
+
     def __init__(
         self, wait_seconds: float, max_wait: float, what: str, on_progress: ProgressCallback | None = None
     ) -> None:
@@ -35,6 +37,7 @@ class Wait:
         self._started = anyio.current_time()
 
     def remaining(self) -> float:
+        """Seconds left of the wait (≤ 0 once it is over)."""
         return self._started + self.seconds - anyio.current_time()
 
     async def sleep(self, woken: anyio.Event, at_most: float = math.inf) -> None:

@@ -29,16 +29,22 @@ ONE_AT_A_TIME = "task:"
 
 @dataclass(eq=False)
 class Waiter:
+    """One call waiting in this process, and the topics it waits on (None = any)."""
+
     topics: Collection[str] | None
     event: anyio.Event
     claimer: bool  # takes one-at-a-time hints one at a time, and hands on those it does not use
     hints: int = 0  # one-at-a-time hints handed to this claimer alone
 
     def wants(self, topics: Collection[str] | None) -> bool:
+        """Whether a hint on `topics` concerns this waiter."""
         return self.topics is None or topics is None or not set(self.topics).isdisjoint(topics)
 
 
 class Wakeups:
+    """The process's one subscription to the namespace's wake-up channel, and the waiters it wakes: a
+    script that changes state publishes hints; a waiter looks again when one concerns it."""
+
     def __init__(self, redis: Redis, channel: str) -> None:
         self._redis = redis
         self._channel = channel

@@ -115,6 +115,8 @@ def _find_cycle(tasks: Sequence[WorkflowTask], deps: list[list[int]]) -> list[st
 
 
 class Workflows:
+    """Create a DAG of tasks in one call, and look at a workflow or the recent ones."""
+
     def __init__(self, store: Store) -> None:
         self._store = store
 

@@ -52,6 +52,8 @@ def common_argv(settings: Settings, owner: str = "") -> list[Any]:
 
 @dataclass
 class Store:
+    """One namespace on one Redis: its keys, its scripts, and the bounds every script gets."""
+
     redis: Redis
     settings: Settings
     keys: Keys = field(init=False)

@@ -32,14 +32,14 @@ if crowded then
   return { 'wrong_state', 'more than ' .. BELOW_MAX .. ' expired locks below ' .. res .. ' are being taken ' ..
     'back; ' .. res .. ' was not locked', 'Call acquire_lock again in a second or two.' }
 end
-if conflict == res and held[1] == agent then -- the holder again: extend, same token and fence
+if conflict == res and held.owner == agent then -- the holder again: extend, same token and fence
   local expires = now + ttl_ms
   redis.call('HSET', K_LOCK .. res, 'expires', expires, 'ttl_ms', ttl_ms)
   redis.call('ZADD', K_LOCKS, expires, res)
   local charged = redis.call('HGET', K_LOCK .. res, 'owned_by')
   if charged then redis.call('ZADD', K_OWNED_LOCKS .. charged, expires, res) end
   wake('locks')
-  return { 'ok', held[2], held[3], expires, '1' }
+  return { 'ok', held.token, held.fence, expires, '1' }
 end
 
 local first = redis.call('ZRANGE', queue, 0, 0)[1]
@@ -52,7 +52,7 @@ if conflict or (first and first ~= agent) then
     redis.call('HSET', waits, agent, now + queue_ms)
   end
   local waiters = redis.call('ZCARD', queue)
-  if conflict then return { 'held', conflict, held[1], held[4], waiters, now } end
+  if conflict then return { 'held', conflict, held.owner, held.expires, waiters, now } end
   return { 'queued', first, waiters, now }
 end
 

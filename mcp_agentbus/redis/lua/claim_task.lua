@@ -28,10 +28,10 @@ promote_due(now, 100)
 
 local id, cap
 if wanted ~= '' then
-  local f = redis.call('HMGET', K_TASK .. wanted, 'state', 'cap')
-  if not f[1] then return { 'not_found', 'task ' .. wanted .. ' does not exist' } end
-  if f[1] ~= 'ready' then return { 'wrong_state', 'task ' .. wanted .. ' is ' .. f[1] .. ', not ready' } end
-  id, cap = wanted, f[2]
+  local state, its_cap = unpack(redis.call('HMGET', K_TASK .. wanted, 'state', 'cap'))
+  if not state then return { 'not_found', 'task ' .. wanted .. ' does not exist' } end
+  if state ~= 'ready' then return { 'wrong_state', 'task ' .. wanted .. ' is ' .. state .. ', not ready' } end
+  id, cap = wanted, its_cap
 else
   local caps = split(caps_csv)
   if #caps == 0 then
@@ -70,14 +70,16 @@ local expires = now + lease_ms
 redis.call('HSET', K_TASK .. id, 'token', token, 'owner', agent, 'lease_ms', lease_ms, 'lease_exp', expires)
 redis.call('ZADD', K_LEASES, expires, id)
 redis.call('SADD', K_HELD .. agent, id)
-local t = redis.call('HMGET', K_TASK .. id, 'key', 'wf', 'title', 'desc', 'payload', 'prio', 'max_attempts', 'deps')
-set_state(id, t[2], 'ready', 'claimed', now)
-emit('task.claimed', agent, { task = id, workflow = t[2], attempt = attempt, fence = fence })
+local key, wf, title, desc, payload, prio, max_attempts, deps = unpack(redis.call('HMGET', K_TASK .. id,
+  'key', 'wf', 'title', 'desc', 'payload', 'prio', 'max_attempts', 'deps'))
+set_state(id, wf, 'ready', 'claimed', now)
+emit('task.claimed', agent, { task = id, workflow = wf, attempt = attempt, fence = fence })
 
 local inputs = {}
-for _, dep in ipairs(split(t[8])) do
-  local d = redis.call('HMGET', K_TASK .. dep, 'key', 'result')
-  inputs[#inputs + 1] = (d[1] and d[1] ~= '') and d[1] or dep
-  inputs[#inputs + 1] = d[2] or 'null'
+for _, dep in ipairs(split(deps)) do
+  local dep_key, dep_result = unpack(redis.call('HMGET', K_TASK .. dep, 'key', 'result'))
+  inputs[#inputs + 1] = (dep_key and dep_key ~= '') and dep_key or dep
+  inputs[#inputs + 1] = dep_result or 'null'
 end
-return { 'ok', id, t[1] or '', t[2], t[3], t[4], t[5], cap, t[6], attempt, t[7], fence, token, expires, inputs }
+return { 'ok', id, key or '', wf, title, desc, payload, cap, prio, attempt, max_attempts, fence, token,
+  expires, inputs }

@@ -14,23 +14,23 @@
 
 local agent, id, token, result, summary = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local max_inputs = tonumber(ARGV[9])
-local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner', 'wf', 'done_token', 'fence',
-  'dependents')
-if not f[1] then return { 'not_found', 'task ' .. id .. ' does not exist' } end
-if f[1] == 'done' and f[5] == token then return { 'ok', '1', {}, f[4], progress(f[4]), '0' } end
-if f[1] ~= 'claimed' and f[6] == '0' then
-  return { 'wrong_state', 'task ' .. id .. ' has never been claimed (it is ' .. f[1] .. '); claim it first' }
+local state, lease_token, owner, wf, done_token, fence, dependents = unpack(redis.call('HMGET', K_TASK .. id,
+  'state', 'token', 'owner', 'wf', 'done_token', 'fence', 'dependents'))
+if not state then return { 'not_found', 'task ' .. id .. ' does not exist' } end
+if state == 'done' and done_token == token then return { 'ok', '1', {}, wf, progress(wf), '0' } end
+if state ~= 'claimed' and fence == '0' then
+  return { 'wrong_state', 'task ' .. id .. ' has never been claimed (it is ' .. state .. '); claim it first' }
 end
-if f[1] ~= 'claimed' or f[2] ~= token then
-  return { 'lease_lost', 'your lease on task ' .. id .. ' is no longer valid (the task is now ' .. f[1] .. ')' }
+if state ~= 'claimed' or lease_token ~= token then
+  return { 'lease_lost', 'your lease on task ' .. id .. ' is no longer valid (the task is now ' .. state .. ')' }
 end
 
 -- At most MAX_DEPENDENTS dependents (create_task), each a read here and an increment below.
 local receivers = {}
-for _, dep in ipairs(split(f[7])) do
-  local d = redis.call('HMGET', K_TASK .. dep, 'state', 'in_bytes')
-  if d[1] == 'blocked' then
-    local total = tonumber(d[2] or 0) + #result
+for _, dep in ipairs(split(dependents)) do
+  local dep_state, in_bytes = unpack(redis.call('HMGET', K_TASK .. dep, 'state', 'in_bytes'))
+  if dep_state == 'blocked' then
+    local total = tonumber(in_bytes or 0) + #result
     if total > max_inputs then
       return { 'payload_too_large', 'result is ' .. thousands(#result) .. ' bytes of JSON; with it the '
         .. 'inputs of dependent task ' .. dep .. ' (the results of the tasks it depends on, delivered with '
@@ -44,13 +44,13 @@ for _, dep in ipairs(split(f[7])) do
 end
 
 local now = now_ms()
-drop_lease(id, f[3])
+drop_lease(id, owner)
 redis.call('HSET', K_TASK .. id, 'result', result, 'summary', summary, 'done_token', token,
   'completed_by', agent, 'finished', now)
 redis.call('HDEL', K_TASK .. id, 'error')
 for _, dep in ipairs(receivers) do redis.call('HINCRBY', K_TASK .. dep, 'in_bytes', #result) end
-set_state(id, f[4], 'claimed', 'done', now)
-emit('task.completed', agent, { task = id, workflow = f[4], summary = summary })
+set_state(id, wf, 'claimed', 'done', now)
+emit('task.completed', agent, { task = id, workflow = wf, summary = summary })
 local unblocked, more = unblock_dependents(id, now)
-settle(id, f[4], now)
-return { 'ok', '0', unblocked, f[4], progress(f[4]), more and '1' or '0' }
+settle(id, wf, now)
+return { 'ok', '0', unblocked, wf, progress(wf), more and '1' or '0' }

@@ -33,11 +33,11 @@ local over = over_task_share(owner, 1, 'the task was not created')
 if over then return over end
 
 if wf ~= '' then
-  local w = redis.call('HMGET', K_WF .. wf, 'status', 'total')
-  if not w[1] then return { 'not_found', 'workflow ' .. wf .. ' does not exist' } end
-  if w[1] ~= 'running' then return { 'wrong_state', 'workflow ' .. wf .. ' is already ' .. w[1] } end
-  if tonumber(w[2]) >= max_tasks then
-    return { 'invalid_argument', 'workflow ' .. wf .. ' already has ' .. w[2] .. ' tasks, the most a workflow '
+  local status, total = unpack(redis.call('HMGET', K_WF .. wf, 'status', 'total'))
+  if not status then return { 'not_found', 'workflow ' .. wf .. ' does not exist' } end
+  if status ~= 'running' then return { 'wrong_state', 'workflow ' .. wf .. ' is already ' .. status } end
+  if tonumber(total) >= max_tasks then
+    return { 'invalid_argument', 'workflow ' .. wf .. ' already has ' .. total .. ' tasks, the most a workflow '
       .. 'may have', 'Create this task without workflow_id, or start a new workflow with create_workflow; '
       .. 'depends_on may name tasks of any workflow.' }
   end
@@ -45,8 +45,7 @@ end
 
 local deps, waiting, inputs = split(deps_csv), {}, 0
 for _, dep in ipairs(deps) do
-  local d = redis.call('HMGET', K_TASK .. dep, 'state', 'dependents')
-  local state = d[1]
+  local state, its_dependents = unpack(redis.call('HMGET', K_TASK .. dep, 'state', 'dependents'))
   if not state then return { 'invalid_argument', 'depends_on names unknown task ' .. dep } end
   if state == 'dead' or state == 'cancelled' then
     return { 'wrong_state', 'dependency ' .. dep .. ' is ' .. state .. ', so this task could never run' }
@@ -55,7 +54,8 @@ for _, dep in ipairs(deps) do
     local size = redis.call('HSTRLEN', K_TASK .. dep, 'result')
     inputs = inputs + (size > 0 and size or 4) -- a claim sends a missing result as null
   else
-    local dependents = (d[2] and d[2] ~= '') and select(2, string.gsub(d[2], ',', '')) + 1 or 0
+    local dependents = (its_dependents and its_dependents ~= '')
+      and select(2, string.gsub(its_dependents, ',', '')) + 1 or 0
     if dependents >= max_dependents then
       return { 'invalid_argument', 'task ' .. dep .. ' already has ' .. thousands(dependents)
         .. ' dependents, the most one task may have', 'Let fewer tasks wait for ' .. dep .. ' directly: '

@@ -12,34 +12,35 @@
 
 local agent, id, token, err, retry = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1'
 local jitter, base_ms, cap_ms = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner', 'wf', 'attempts', 'max_attempts',
-  'failed_token', 'failed_outcome', 'fence')
-if not f[1] then return { 'not_found', 'task ' .. id .. ' does not exist' } end
-local attempts, max_attempts = tonumber(f[5]), tonumber(f[6])
-if f[7] == token and f[2] ~= token then -- a repeat: report what the first call did
-  local outcome = cjson.decode(f[8])
+local state, lease_token, owner, wf, attempts, max_attempts, failed_token, failed_outcome, fence =
+  unpack(redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner', 'wf', 'attempts', 'max_attempts',
+    'failed_token', 'failed_outcome', 'fence'))
+if not state then return { 'not_found', 'task ' .. id .. ' does not exist' } end
+attempts, max_attempts = tonumber(attempts), tonumber(max_attempts)
+if failed_token == token and lease_token ~= token then -- a repeat: report what the first call did
+  local outcome = cjson.decode(failed_outcome)
   return { 'ok', '1', outcome[1], outcome[2], {}, outcome[3], max_attempts, '0' }
 end
-if f[1] ~= 'claimed' and f[9] == '0' then
-  return { 'wrong_state', 'task ' .. id .. ' has never been claimed (it is ' .. f[1] .. '); claim it first' }
+if state ~= 'claimed' and fence == '0' then
+  return { 'wrong_state', 'task ' .. id .. ' has never been claimed (it is ' .. state .. '); claim it first' }
 end
-if f[1] ~= 'claimed' or f[2] ~= token then
-  return { 'lease_lost', 'your lease on task ' .. id .. ' is no longer valid (the task is now ' .. f[1] .. ')' }
+if state ~= 'claimed' or lease_token ~= token then
+  return { 'lease_lost', 'your lease on task ' .. id .. ' is no longer valid (the task is now ' .. state .. ')' }
 end
 
 local now = now_ms()
-drop_lease(id, f[3])
+drop_lease(id, owner)
 redis.call('HSET', K_TASK .. id, 'error', err, 'failed_token', token)
 if retry and attempts < max_attempts then
   local delay = math.floor(math.min(cap_ms, base_ms * 2 ^ (attempts - 1)) * (0.5 + 0.5 * jitter))
-  release(id, f[4], 'claimed', now + delay, now)
-  local state = redis.call('HGET', K_TASK .. id, 'state')
-  emit('task.failed', agent, { task = id, workflow = f[4], error = err, attempt = attempts,
+  release(id, wf, 'claimed', now + delay, now)
+  state = redis.call('HGET', K_TASK .. id, 'state')
+  emit('task.failed', agent, { task = id, workflow = wf, error = err, attempt = attempts,
     retry_at = now + delay })
   redis.call('HSET', K_TASK .. id, 'failed_outcome', cjson.encode({ state, now + delay, attempts }))
   return { 'ok', '0', state, now + delay, {}, attempts, max_attempts, '0' }
 end
-emit('task.failed', agent, { task = id, workflow = f[4], error = err, attempt = attempts })
+emit('task.failed', agent, { task = id, workflow = wf, error = err, attempt = attempts })
 redis.call('HSET', K_TASK .. id, 'failed_outcome', cjson.encode({ 'dead', '', attempts }))
-local cancelled, more = kill(id, f[4], 'claimed', err, now, agent)
+local cancelled, more = kill(id, wf, 'claimed', err, now, agent)
 return { 'ok', '0', 'dead', '', cancelled, attempts, max_attempts, more and '1' or '0' }

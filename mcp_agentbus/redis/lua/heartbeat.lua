@@ -53,18 +53,18 @@ redis.call('PERSIST', K_AGENT .. agent)
 redis.call('ZADD', K_AGENTS, now + ttl_ms, agent)
 redis.call('ZREM', K_AGENTS_GONE, agent)
 unpark_inbox(agent)
-local info = redis.call('HMGET', K_AGENT .. agent, 'caps', 'joined_at')
+local registered_caps, joined_at = unpack(redis.call('HMGET', K_AGENT .. agent, 'caps', 'joined_at'))
 if joined then
-  emit('agent.joined', agent, { agent = agent, status = status, capabilities = split(info[1]) })
+  emit('agent.joined', agent, { agent = agent, status = status, capabilities = split(registered_caps) })
 elseif was ~= status then
   emit('agent.status', agent, { agent = agent, status = status, was = was })
 end
 
 local extended = {}
 for _, id in ipairs(redis.call('SMEMBERS', K_HELD .. agent)) do
-  local f = redis.call('HMGET', K_TASK .. id, 'state', 'owner', 'lease_ms')
-  if f[1] == 'claimed' and f[2] == agent then
-    local expires = now + tonumber(f[3])
+  local state, owner, lease_ms = unpack(redis.call('HMGET', K_TASK .. id, 'state', 'owner', 'lease_ms'))
+  if state == 'claimed' and owner == agent then
+    local expires = now + tonumber(lease_ms)
     redis.call('HSET', K_TASK .. id, 'lease_exp', expires)
     redis.call('ZADD', K_LEASES, expires, id)
     extended[#extended + 1] = id
@@ -75,12 +75,13 @@ for _, id in ipairs(redis.call('SMEMBERS', K_HELD .. agent)) do
 end
 local locks = {}
 for _, res in ipairs(redis.call('SMEMBERS', K_AGENT_LOCKS .. agent)) do
-  local l = redis.call('HMGET', K_LOCK .. res, 'owner', 'ttl_ms', 'owned_by')
-  if l[1] == agent then
-    local expires = now + tonumber(l[2])
+  local owner, lock_ttl_ms, owned_by = unpack(redis.call('HMGET', K_LOCK .. res, 'owner', 'ttl_ms',
+    'owned_by'))
+  if owner == agent then
+    local expires = now + tonumber(lock_ttl_ms)
     redis.call('HSET', K_LOCK .. res, 'expires', expires)
     redis.call('ZADD', K_LOCKS, expires, res)
-    if l[3] then redis.call('ZADD', K_OWNED_LOCKS .. l[3], expires, res) end
+    if owned_by then redis.call('ZADD', K_OWNED_LOCKS .. owned_by, expires, res) end
     locks[#locks + 1] = res
     locks[#locks + 1] = expires
     wake('locks')
@@ -90,4 +91,4 @@ for _, res in ipairs(redis.call('SMEMBERS', K_AGENT_LOCKS .. agent)) do
 end
 local live = redis.call('ZCOUNT', K_AGENTS, now, '+inf')
 local unread = redis.call('ZCARD', K_UNREAD .. agent)
-return { 'ok', joined and '1' or '0', extended, live, info[1] or '', info[2], now, locks, unread }
+return { 'ok', joined and '1' or '0', extended, live, registered_caps or '', joined_at, now, locks, unread }

@@ -23,18 +23,19 @@ cascade_budget = batch -- shared by the cascades of tasks killed below and the c
 local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, batch)
 local reclaimed = 0
 for _, id in ipairs(expired) do
-  local f = redis.call('HMGET', K_TASK .. id, 'state', 'owner', 'lease_exp', 'attempts', 'max_attempts', 'wf')
-  if f[1] ~= 'claimed' then
+  local state, owner, lease_exp, attempts, max_attempts, wf = unpack(redis.call('HMGET', K_TASK .. id,
+    'state', 'owner', 'lease_exp', 'attempts', 'max_attempts', 'wf'))
+  if state ~= 'claimed' then
     redis.call('ZREM', K_LEASES, id)
-  elseif tonumber(f[3]) <= now then
+  elseif tonumber(lease_exp) <= now then
     reclaimed = reclaimed + 1
-    local attempts, max_attempts = tonumber(f[4]), tonumber(f[5])
-    local err = 'lease expired on attempt ' .. attempts .. ' (' .. f[2] .. ' stopped without completing)'
-    drop_lease(id, f[2])
-    tell_lost(f[2], 'task ' .. id)
-    emit('task.reclaimed', f[2], { task = id, workflow = f[6], attempt = attempts })
+    attempts, max_attempts = tonumber(attempts), tonumber(max_attempts)
+    local err = 'lease expired on attempt ' .. attempts .. ' (' .. owner .. ' stopped without completing)'
+    drop_lease(id, owner)
+    tell_lost(owner, 'task ' .. id)
+    emit('task.reclaimed', owner, { task = id, workflow = wf, attempt = attempts })
     if attempts >= max_attempts then
-      kill(id, f[6], 'claimed', err, now, '')
+      kill(id, wf, 'claimed', err, now, '')
     else
       redis.call('HSET', K_TASK .. id, 'error', err)
       make_ready(id, now)

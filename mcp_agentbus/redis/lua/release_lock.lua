@@ -7,12 +7,12 @@
 --@include locks.lua
 
 local agent, res, token = ARGV[4], ARGV[5], ARGV[6]
-local l = redis.call('HMGET', K_LOCK .. res, 'owner', 'token')
-if not l[1] then
+local owner, lock_token = unpack(redis.call('HMGET', K_LOCK .. res, 'owner', 'token'))
+if not owner then
   return { 'ok', '0', 'no lock is held on ' .. res .. ' (it was released, or it expired)' }
 end
-if l[2] ~= token then
-  return { 'not_lock_owner', res .. ' is held by ' .. l[1] .. ' under another lock_token' }
+if lock_token ~= token then
+  return { 'not_lock_owner', res .. ' is held by ' .. owner .. ' under another lock_token' }
 end
-drop_lock(res, l[1], 'lock.released')
+drop_lock(res, owner, 'lock.released')
 return { 'ok', '1', '' }

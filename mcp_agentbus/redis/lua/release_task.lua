@@ -8,11 +8,12 @@
 --@include tasks.lua
 
 local agent, id, token = ARGV[4], ARGV[5], ARGV[6]
-local f = redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner', 'wf')
-if f[1] ~= 'claimed' or f[2] ~= token then return { 'ok', '0' } end
+local state, lease_token, owner, wf = unpack(redis.call('HMGET', K_TASK .. id, 'state', 'token', 'owner',
+  'wf'))
+if state ~= 'claimed' or lease_token ~= token then return { 'ok', '0' } end
 local now = now_ms()
-drop_lease(id, f[3])
+drop_lease(id, owner)
 redis.call('HINCRBY', K_TASK .. id, 'attempts', -1)
 make_ready(id, now)
-emit('task.released', agent, { task = id, workflow = f[4] })
+emit('task.released', agent, { task = id, workflow = wf })
 return { 'ok', '1' }

@@ -26,21 +26,22 @@ local function drop_lock(res, owner, topic)
   wake('lock')
 end
 
--- The live lock on exactly `res` ({owner, token, fence, expires}), or nil. An expired one is taken
--- back on the way, so expiry never depends on the reaper having run.
+-- The live lock on exactly `res` ({owner =, token =, fence =, expires =}), or nil. An expired one is
+-- taken back on the way, so expiry never depends on the reaper having run.
 local function live_lock(res, now)
-  local l = redis.call('HMGET', K_LOCK .. res, 'owner', 'token', 'fence', 'expires')
-  if not l[1] then -- not held; also heals an index entry left without its lock
+  local owner, token, fence, expires = unpack(redis.call('HMGET', K_LOCK .. res, 'owner', 'token', 'fence',
+    'expires'))
+  if not owner then -- not held; also heals an index entry left without its lock
     redis.call('ZREM', K_LOCK_NAMES, res)
     redis.call('ZREM', K_LOCKS, res)
     return nil
   end
-  if tonumber(l[4]) <= now then
-    drop_lock(res, l[1], 'lock.expired')
-    tell_lost(l[1], 'lock ' .. res)
+  if tonumber(expires) <= now then
+    drop_lock(res, owner, 'lock.expired')
+    tell_lost(owner, 'lock ' .. res)
     return nil
   end
-  return l
+  return { owner = owner, token = token, fence = fence, expires = expires }
 end
 
 local BELOW_MAX = 1000 -- names below a directory one acquire looks at, at most
@@ -61,8 +62,8 @@ local function overlapping(res, now)
   end
   for _, name in ipairs(names) do
     if name ~= '' then
-      local l = live_lock(name, now)
-      if l then return name, l end
+      local lock = live_lock(name, now)
+      if lock then return name, lock end
     end
   end
   -- Below it: a range of the name index, a page at a time. The first expired locks found on the way are
@@ -73,8 +74,8 @@ local function overlapping(res, now)
     local below = redis.call('ZRANGEBYLEX', K_LOCK_NAMES, first, '[' .. path .. '/\255', 'LIMIT', 0, 50)
     for _, name in ipairs(below) do
       if dropped < BELOW_DROPS then
-        local l = live_lock(name, now)
-        if l then return name, l end
+        local lock = live_lock(name, now)
+        if lock then return name, lock end
         dropped = dropped + 1
       elseif tonumber(redis.call('ZSCORE', K_LOCKS, name) or 0) > now then
         return name, live_lock(name, now)

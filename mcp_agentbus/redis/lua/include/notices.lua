@@ -24,19 +24,20 @@ local function notices(agent, tell_lost)
 
   local expiring = {}
   for _, id in ipairs(redis.call('SMEMBERS', K_HELD .. agent)) do
-    local t = redis.call('HMGET', K_TASK .. id, 'state', 'owner', 'lease_exp', 'lease_ms')
-    if t[1] == 'claimed' and t[2] == agent and soon(tonumber(t[3]) - now, tonumber(t[4])) then
+    local state, owner, lease_exp, lease_ms = unpack(redis.call('HMGET', K_TASK .. id, 'state', 'owner',
+      'lease_exp', 'lease_ms'))
+    if state == 'claimed' and owner == agent and soon(tonumber(lease_exp) - now, tonumber(lease_ms)) then
       expiring[#expiring + 1] = 'task'
       expiring[#expiring + 1] = id
-      expiring[#expiring + 1] = math.max(0, tonumber(t[3]) - now)
+      expiring[#expiring + 1] = math.max(0, tonumber(lease_exp) - now)
     end
   end
   for _, res in ipairs(redis.call('SMEMBERS', K_AGENT_LOCKS .. agent)) do
-    local l = redis.call('HMGET', K_LOCK .. res, 'owner', 'expires', 'ttl_ms')
-    if l[1] == agent and soon(tonumber(l[2]) - now, tonumber(l[3])) then
+    local owner, expires, ttl_ms = unpack(redis.call('HMGET', K_LOCK .. res, 'owner', 'expires', 'ttl_ms'))
+    if owner == agent and soon(tonumber(expires) - now, tonumber(ttl_ms)) then
       expiring[#expiring + 1] = 'lock'
       expiring[#expiring + 1] = res
-      expiring[#expiring + 1] = math.max(0, tonumber(l[2]) - now)
+      expiring[#expiring + 1] = math.max(0, tonumber(expires) - now)
     end
   end
 

@@ -35,13 +35,13 @@ local function over_task_share(owner, count, refused)
 end
 
 local function make_ready(id, now)
-  local f = redis.call('HMGET', K_TASK .. id, 'cap', 'prio', 'wf', 'state')
+  local cap, prio, wf, state = unpack(redis.call('HMGET', K_TASK .. id, 'cap', 'prio', 'wf', 'state'))
   local seq = redis.call('HINCRBY', K_COUNTERS, 'seq', 1)
-  redis.call('ZADD', K_READY .. f[1], PRIORITY_RANK[f[2]] * PRIORITY_SPAN + seq, id)
-  redis.call('HINCRBY', K_COUNTERS, 'ready:' .. f[1], 1)
+  redis.call('ZADD', K_READY .. cap, PRIORITY_RANK[prio] * PRIORITY_SPAN + seq, id)
+  redis.call('HINCRBY', K_COUNTERS, 'ready:' .. cap, 1)
   redis.call('HDEL', K_TASK .. id, 'due')
-  set_state(id, f[3], f[4], 'ready', now)
-  wake('task:' .. f[1])
+  set_state(id, wf, state, 'ready', now)
+  wake('task:' .. cap)
 end
 
 local function make_delayed(id, wf, old, due, now)
@@ -59,10 +59,10 @@ local function promote_due(now, limit)
   local ids = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
     redis.call('ZREM', K_DELAYED, id)
-    local f = redis.call('HMGET', K_TASK .. id, 'state', 'wf')
-    if f[1] == 'delayed' then
+    local state, wf = unpack(redis.call('HMGET', K_TASK .. id, 'state', 'wf'))
+    if state == 'delayed' then
       make_ready(id, now)
-      emit('task.ready', '', { task = id, workflow = f[2] })
+      emit('task.ready', '', { task = id, workflow = wf })
     end
   end
   return #ids
@@ -89,16 +89,17 @@ local function settle(id, wf, now)
     redis.call('PEXPIRE', K_TASK .. id, RETENTION_MS)
     return
   end
-  local p = redis.call('HMGET', K_WF .. wf, 'total', 'n:done', 'n:dead', 'n:cancelled', 'status', 'tasks')
-  local total, done = tonumber(p[1]), tonumber(p[2] or 0)
-  local dead, cancelled = tonumber(p[3] or 0), tonumber(p[4] or 0)
-  if p[5] ~= 'running' or done + dead + cancelled < total then return end
-  local status = (done == total) and 'done' or 'failed'
+  local total, done, dead, cancelled, status, tasks = unpack(redis.call('HMGET', K_WF .. wf, 'total', 'n:done',
+    'n:dead', 'n:cancelled', 'status', 'tasks'))
+  total, done = tonumber(total), tonumber(done or 0)
+  dead, cancelled = tonumber(dead or 0), tonumber(cancelled or 0)
+  if status ~= 'running' or done + dead + cancelled < total then return end
+  status = (done == total) and 'done' or 'failed'
   redis.call('HSET', K_WF .. wf, 'status', status, 'finished', now)
   emit('workflow.finished', '', { workflow = wf, status = status, done = done, dead = dead,
     cancelled = cancelled })
   redis.call('PEXPIRE', K_WF .. wf, RETENTION_MS)
-  for _, tid in ipairs(split(p[6])) do redis.call('PEXPIRE', K_TASK .. tid, RETENTION_MS) end
+  for _, tid in ipairs(split(tasks)) do redis.call('PEXPIRE', K_TASK .. tid, RETENTION_MS) end
 end
 
 -- 1234567 as '1,234,567', for messages.
@@ -119,9 +120,9 @@ local cascade_budget = CASCADE_BATCH -- what is left of this call's; the reaper 
 -- Why the dependents of `id` are cancelled: it is dead, or it was cancelled for that same reason. nil
 -- when it is neither (any more): then nothing below it is cancelled on its account.
 local function cancel_reason(id)
-  local f = redis.call('HMGET', K_TASK .. id, 'state', 'error')
-  if f[1] == 'dead' then return 'dependency ' .. id .. ' is dead: ' .. (f[2] or '') end
-  if f[1] == 'cancelled' then return f[2] or '' end
+  local state, err = unpack(redis.call('HMGET', K_TASK .. id, 'state', 'error'))
+  if state == 'dead' then return 'dependency ' .. id .. ' is dead: ' .. (err or '') end
+  if state == 'cancelled' then return err or '' end
   return nil
 end
 
@@ -139,22 +140,23 @@ local function cascade(entry, now, agent, continued)
     for n = from + 1, upto do
       local dep = deps[n]
       if kind == 'u' then
-        local d = redis.call('HMGET', K_TASK .. dep, 'state', 'wf', 'due')
-        if d[1] == 'blocked' and redis.call('HINCRBY', K_TASK .. dep, 'pending', -1) <= 0 then
-          local due = tonumber(d[3] or 0)
-          release(dep, d[2], 'blocked', due, now)
+        local state, wf, due = unpack(redis.call('HMGET', K_TASK .. dep, 'state', 'wf', 'due'))
+        if state == 'blocked' and redis.call('HINCRBY', K_TASK .. dep, 'pending', -1) <= 0 then
+          due = tonumber(due or 0)
+          release(dep, wf, 'blocked', due, now)
           touched[#touched + 1] = dep
-          if continued and due <= now then emit('task.ready', '', { task = dep, workflow = d[2] }) end
+          if continued and due <= now then emit('task.ready', '', { task = dep, workflow = wf }) end
         end
       else
-        local d = redis.call('HMGET', K_TASK .. dep, 'state', 'wf', 'dependents')
-        if d[1] == 'blocked' then
+        local state, wf, its_dependents = unpack(redis.call('HMGET', K_TASK .. dep, 'state', 'wf',
+          'dependents'))
+        if state == 'blocked' then
           redis.call('HSET', K_TASK .. dep, 'error', reason)
-          set_state(dep, d[2], 'blocked', 'cancelled', now)
-          emit('task.cancelled', agent, { task = dep, workflow = d[2], reason = reason })
+          set_state(dep, wf, 'blocked', 'cancelled', now)
+          emit('task.cancelled', agent, { task = dep, workflow = wf, reason = reason })
           touched[#touched + 1] = dep
-          if d[3] and d[3] ~= '' then queue[#queue + 1] = 'k:' .. dep .. ':0' end
-          settle(dep, d[2], now)
+          if its_dependents and its_dependents ~= '' then queue[#queue + 1] = 'k:' .. dep .. ':0' end
+          settle(dep, wf, now)
         end
       end
     end
