@@ -30,6 +30,7 @@ class Watch:
     unread: bool = True  # read_inbox reports unread messages itself
     state: list[Any] | None = None  # [unread, newest, expiring] as of the last script the call ran
     lost: list[str] = field(default_factory=list)  # taken back, told once: gathered over every script
+    stay_ms: int = 0  # how long the call may wait: the agent's presence lasts at least that long
 
     def add(self, notices: list[Any]) -> None:
         """The notices a script appended to its reply."""

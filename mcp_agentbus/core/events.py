@@ -73,11 +73,13 @@ class Events:
         limit: int = 50,
         wait_seconds: float = 0,
         on_progress: ProgressCallback | None = None,
+        agent: str | None = None,
     ) -> ReadEventsResult:
         """Events after the cursor `after` ("0" = the beginning, None = from now) whose topic matches
         one of `topics` (shell-style patterns like ``task.*``), oldest first. A read stops before its
         reply would pass MAX_REPLY_BYTES, or once it has read MAX_EVENT_SCAN_BYTES of the log, and then
-        returns at once (without waiting) with the cursor to go on from."""
+        returns at once (without waiting) with the cursor to go on from. A wait for `agent` also ends
+        when news for it comes (a message, or something it held taken back)."""
         patterns = list(topics or ())
         for pattern in patterns:
             require(pattern, EVENT_PATTERN_RE, "topic pattern")
@@ -89,16 +91,21 @@ class Events:
         notices = wait.notices
         cursor = after if after is not None else await self._newest()
         check_trimmed = after is not None and after != "0"
+        stopped: str | None = None  # why the wait ended early, once it has
         while True:
-            with self._wakeups.expect() as woken:
+            with self._wakeups.expect() as waiter:
                 scan = await self._scan(patterns, cursor, limit, with_oldest=check_trimmed)
                 cursor = scan.cursor
                 if check_trimmed:
                     notices += _trimmed_notice(cast(str, after), scan.oldest)
                     check_trimmed = False
-                if scan.stopped or scan.events or wait.remaining() <= 0:
-                    return ReadEventsResult(events=scan.events, cursor=cursor, notices=notices + scan.notices)
-                await wait.sleep(woken)
+                if scan.stopped or scan.events or wait.remaining() <= 0 or stopped is not None:
+                    told = [stopped] if stopped is not None and not scan.events else []
+                    return ReadEventsResult(
+                        events=scan.events, cursor=cursor, notices=notices + told + scan.notices
+                    )
+                await wait.sleep(waiter.event)
+                stopped = waiter.stopped_by_news(agent)
 
     async def recent(self, pattern: str, limit: int = 50) -> ReadEventsResult:
         """The newest events (up to `limit`, oldest first, within MAX_REPLY_BYTES) whose topic matches

@@ -12,7 +12,7 @@ from typing import Any
 from mcp_agentbus.core.models import MessageView, ReadInboxResult, SendResult, iso
 from mcp_agentbus.core.tasks import idempotency_scope
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
-from mcp_agentbus.core.wakeups import Wakeups
+from mcp_agentbus.core.wakeups import Wakeups, news_for
 from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge
 from mcp_agentbus.ids import (
     AGENT_RE,
@@ -114,17 +114,21 @@ class Inbox:
         if not 1 <= limit <= MAX_READ:
             raise InvalidArgument(f"limit must be between 1 and {MAX_READ} (got {limit})")
         wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, "a message", on_progress)
+        awaited = (f"inbox:{agent}", f"message:{agent}")
+        stopped: str | None = None  # why the wait ended early (a loss), once it has
         while True:
-            with self._wakeups.expect((f"inbox:{agent}",)) as woken:
+            with self._wakeups.expect((*awaited, *news_for(agent))) as waiter:
                 read = await self._read_once(agent, limit, peek, thread_id or "")
-                if read.entries or wait.remaining() <= 0:
+                if read.entries or wait.remaining() <= 0 or stopped is not None:
                     fit = _fit_notice(len(read.entries), read.unread_remaining, peek) if read.full else []
+                    told = [stopped] if stopped is not None and not read.entries else []
                     return ReadInboxResult(
                         messages=[_message(m) for m in read.entries],
                         unread_remaining=read.unread_remaining,
-                        notices=wait.notices + fit,
+                        notices=wait.notices + told + fit,
                     )
-                await wait.sleep(woken)
+                await wait.sleep(waiter.event)
+                stopped = waiter.stopped_by_news(agent, awaited=awaited)
 
     async def _read_once(self, agent: str, limit: int, peek: bool, thread_id: str) -> InboxRead:
         """One read that is never half-done: the messages it marked read for a caller that is cancelled

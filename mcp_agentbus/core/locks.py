@@ -10,7 +10,7 @@ import anyio
 
 from mcp_agentbus.core.models import HeldLock, LockResult, LocksView, ReleaseResult, iso
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
-from mcp_agentbus.core.wakeups import Wakeups
+from mcp_agentbus.core.wakeups import Wakeups, news_for
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.ids import AGENT_RE, MAX_HELD_LOCKS, RESOURCE_RE, seconds
 from mcp_agentbus.redis.replies import ACQUIRE_LOCK, LEAVE_LOCK_QUEUE, RELEASE_LOCK, Granted, Held, Queued
@@ -75,19 +75,22 @@ class Locks:
         ttl_ms = math.ceil(ttl_seconds * 1000)
         token = secrets.token_urlsafe(12)
         queued = False
+        stopped: str | None = None  # why the wait ended early, once it has
         try:
             while True:
-                with self._wakeups.expect(("lock",)) as woken:
-                    remaining = wait.remaining()
+                with self._wakeups.expect(("lock", *news_for(agent))) as waiter:
+                    remaining = 0.0 if stopped is not None else wait.remaining()
                     reply = await self._try(agent, resource, ttl_ms, token, remaining)
                     if isinstance(reply, Granted) or remaining <= 0:
-                        return _result(resource, reply, wait.notices)
+                        told = [stopped] if stopped is not None and not isinstance(reply, Granted) else []
+                        return _result(resource, reply, wait.notices + told)
                     queued = True
                     # Come back at the holder's expiry even if no hint arrives.
                     expires_in = (
                         (reply.expires_at_ms - reply.now_ms) / 1000 if isinstance(reply, Held) else math.inf
                     )
-                    await wait.sleep(woken, at_most=max(0.0, expires_in))
+                    await wait.sleep(waiter.event, at_most=max(0.0, expires_in))
+                    stopped = waiter.stopped_by_news(agent)  # one last try, then say so
         finally:
             if queued:
                 with anyio.CancelScope(shield=True):

@@ -15,11 +15,18 @@ from mcp_agentbus.core.models import (
     iso,
 )
 from mcp_agentbus.ids import AGENT_RE, CAPABILITY_RE, seconds
-from mcp_agentbus.redis.replies import HEARTBEAT
+from mcp_agentbus.redis.replies import HEARTBEAT, Left
 from mcp_agentbus.redis.store import Store, require
 
 MAX_LISTED_AGENTS = 1000
 _CAPS_RE = re.compile(r"[^,]+")
+
+
+OFFLINE = "offline"  # the status that leaves the bus
+LAPSED = (
+    "You had been reported gone at {at} (no call for longer than your ttl_seconds); you are live again. "
+    "Other agents saw agent.gone, then agent.joined."
+)
 
 
 class Presence:
@@ -51,6 +58,8 @@ class Presence:
             note,
             ttl_ms,
         )
+        if isinstance(beat, Left):
+            return _left(agent, note, beat)
         view = AgentView(
             agent=agent,
             status=status,
@@ -63,6 +72,7 @@ class Presence:
             tasks=list(beat.leases),
             locks=list(beat.locks),
         )
+        lapsed = [] if beat.gone_at_ms is None else [LAPSED.format(at=iso(beat.gone_at_ms))]
         return HeartbeatResult(
             agent=view,
             joined=beat.joined,
@@ -74,6 +84,7 @@ class Presence:
             ],
             live_agents=beat.live_agents,
             unread_messages=beat.unread,
+            notices=lapsed,
         )
 
     async def list_agents(
@@ -122,3 +133,33 @@ class Presence:
                 )
             )
         return ListAgentsResult(agents=agents)
+
+
+def _left(agent: str, note: str, left: Left) -> HeartbeatResult:
+    held = [f"task {task} (lease until {iso(ms)})" for task, ms in left.leases.items()]
+    held += [f"lock {res} (until {iso(ms)})" for res, ms in left.locks.items()]
+    still = (
+        f"You still hold {', '.join(held)}: complete, fail or release them, or they expire on their own."
+        if held
+        else "You hold no lease or lock."
+    )
+    return HeartbeatResult(
+        agent=AgentView(
+            agent=agent,
+            status=OFFLINE,
+            alive=False,
+            capabilities=[],
+            note=note,
+            last_seen=iso(left.now_ms),
+            expires_at=None,
+            joined_at=None,
+            tasks=list(left.leases),
+            locks=list(left.locks),
+        ),
+        joined=False,
+        leases_extended=[],
+        locks_extended=[],
+        live_agents=left.live_agents,
+        unread_messages=left.unread,
+        notices=[f"You left the bus (agent.left); others no longer see you as live. {still}"],
+    )

@@ -21,7 +21,7 @@ from mcp_agentbus.core.models import (
     iso,
 )
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
-from mcp_agentbus.core.wakeups import Wakeups
+from mcp_agentbus.core.wakeups import Wakeups, news_for
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.ids import (
     AGENT_RE,
@@ -158,8 +158,10 @@ class Tasks:
             lease_seconds = self._settings.lease_seconds
         lease_ms = math.ceil(seconds(lease_seconds, "lease_seconds") * 1000)
         wait = Wait(wait_seconds, self._settings.max_wait_seconds, "a task", on_progress)
-        topics: list[str] | None = [f"task:{c}" for c in caps] if caps else None
+        news = news_for(agent)  # a message for the agent or a loss ends the wait too
+        topics: list[str] | None = [*(f"task:{c}" for c in caps), *news] if caps else None
         owed = 0  # wake-ups for ready tasks this claimer alone got, not yet answered by an attempt
+        stopped: str | None = None  # why the wait ended early, once it has
         try:
             while True:
                 with self._wakeups.claiming(topics) as waiter:
@@ -171,13 +173,16 @@ class Tasks:
                         owed = owed - 1 if isinstance(reply, Claimed) and owed else 0
                         if isinstance(reply, Claimed):
                             return _claimed(reply, wait.notices)
+                        if stopped is not None:
+                            return _nothing_ready(reply, [*wait.notices, stopped], interrupted=True)
                         if wait.remaining() <= 0 or task_id is not None:
                             return _nothing_ready(reply, wait.notices)
-                        topics = [f"task:{c}" for c in reply.capabilities]
+                        topics = [*(f"task:{c}" for c in reply.capabilities), *news]
                         # A delayed task that falls due is a reason to look again, hint or not.
                         due = reply.next_due_ms
                         due_in = math.inf if due is None else (due - reply.now_ms) / 1000
                         await wait.sleep(waiter.event, at_most=max(0.0, due_in))
+                        stopped = waiter.stopped_by_news(agent)  # one last look, then say so
                     finally:
                         owed += waiter.hints  # those that came during the attempt or the sleep
         finally:
@@ -249,10 +254,10 @@ class Tasks:
         )
 
 
-def _nothing_ready(reply: NothingReady, notices: list[str]) -> ClaimResult:
+def _nothing_ready(reply: NothingReady, notices: list[str], *, interrupted: bool = False) -> ClaimResult:
     return ClaimResult(
         task=None,
-        reason="no ready task for your capabilities",
+        reason="interrupted" if interrupted else "no ready task for your capabilities",
         capabilities=reply.capabilities,
         ready_elsewhere=reply.ready_elsewhere,
         delayed=reply.delayed,

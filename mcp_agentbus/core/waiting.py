@@ -11,10 +11,12 @@ from contextvars import ContextVar
 
 import anyio
 
+from mcp_agentbus import context
 from mcp_agentbus.ids import seconds
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 PROGRESS_EVERY = 1.0  # seconds between progress notifications
+STAY_SLACK = 2.0  # seconds a waiting agent's presence lasts beyond its wait: the last look and the reply
 still_allowed: ContextVar[Callable[[], None] | None] = ContextVar("still_allowed", default=None)
 
 
@@ -32,6 +34,11 @@ class Wait:
             )
             wait_seconds = max_wait
         self.seconds = wait_seconds
+        watch = context.watched()
+        if (
+            watch is not None and wait_seconds > 0
+        ):  # a waiting agent is working: its presence outlasts the wait
+            watch.stay_ms = max(watch.stay_ms, math.ceil((wait_seconds + STAY_SLACK) * 1000))
         self._what = what
         self._on_progress = on_progress
         self._started = anyio.current_time()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from anyio.abc import TaskStatus
@@ -27,6 +27,18 @@ logger = logging.getLogger(__name__)
 ONE_AT_A_TIME = "task:"
 
 
+def news_for(agent: str | None) -> tuple[str, ...]:
+    """The hints that end any wait of `agent` early: a message delivered to it (direct, role or
+    broadcast: ``message:``), or a lease or lock of its taken back (``lost:``)."""
+    return () if agent is None else (f"message:{agent}", f"lost:{agent}")
+
+
+STOPPED_FOR_MESSAGE = "Stopped waiting early: a message arrived for you (read_inbox)."
+STOPPED_FOR_LOSS = (
+    "Stopped waiting early: a lease or lock of yours was taken back (see the notice naming it)."
+)
+
+
 @dataclass(eq=False)
 class Waiter:
     """One call waiting in this process, and the topics it waits on (None = any)."""
@@ -35,10 +47,26 @@ class Waiter:
     event: anyio.Event
     claimer: bool  # takes one-at-a-time hints one at a time, and hands on those it does not use
     hints: int = 0  # one-at-a-time hints handed to this claimer alone
+    heard: set[str] = field(default_factory=set)  # the topics of the hints that woke it
 
     def wants(self, topics: Collection[str] | None) -> bool:
         """Whether a hint on `topics` concerns this waiter."""
         return self.topics is None or topics is None or not set(self.topics).isdisjoint(topics)
+
+    def wake(self, topic: str | None) -> None:
+        if topic is not None:
+            self.heard.add(topic)
+        self.event.set()
+
+    def stopped_by_news(self, agent: str | None, *, awaited: Collection[str] = ()) -> str | None:
+        """The notice saying why a wait of `agent` ended early, if news for it (`news_for`) woke it; a
+        topic the wait itself awaits (`awaited`) is no such news."""
+        heard = self.heard.difference(awaited)
+        if agent is not None and f"message:{agent}" in heard:
+            return STOPPED_FOR_MESSAGE
+        if agent is not None and f"lost:{agent}" in heard:
+            return STOPPED_FOR_LOSS
+        return None
 
 
 class Wakeups:
@@ -55,12 +83,10 @@ class Wakeups:
         """Also hand every hint to `listener` (synchronous; it must not raise)."""
         self._listeners.append(listener)
 
-    @contextmanager
-    def expect(self, topics: Collection[str] | None = None) -> Iterator[anyio.Event]:
-        """An event set when one of `topics` (any, if None) is published. Enter it *before* checking
-        state, so a hint published between the check and the wait is not missed."""
-        with self._registered(Waiter(topics, anyio.Event(), claimer=False)) as waiter:
-            yield waiter.event
+    def expect(self, topics: Collection[str] | None = None) -> AbstractContextManager[Waiter]:
+        """A waiter whose event is set when one of `topics` (any, if None) is published. Enter it *before*
+        checking state, so a hint published between the check and the wait is not missed."""
+        return self._registered(Waiter(topics, anyio.Event(), claimer=False))
 
     def claiming(self, topics: Collection[str] | None) -> AbstractContextManager[Waiter]:
         """`expect` for a claimer: a ready task's hint wakes one claimer (`Waiter.hints` counts those it
@@ -89,7 +115,7 @@ class Wakeups:
         for waiter in self._waiters:
             if waiter.claimer and waiter.wants(topics):
                 if not waiter.event.is_set():
-                    waiter.event.set()
+                    waiter.wake(None)  # a task announced for any claimer of the capability: no news
                     waiter.hints += 1
                     return True
                 woken = woken or waiter
@@ -102,12 +128,12 @@ class Wakeups:
         if topic is not None and topic.startswith(ONE_AT_A_TIME):
             for waiter in self._waiters:  # waiters that are not claimers hear it as any other hint
                 if not waiter.claimer and waiter.wants((topic,)):
-                    waiter.event.set()
+                    waiter.wake(topic)
             self._wake_one((topic,))
             return
         for waiter in self._waiters:
             if topic is None or waiter.topics is None or topic in waiter.topics:
-                waiter.event.set()
+                waiter.wake(topic)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Listen until cancelled, resubscribing (with a backoff) after a lost connection or any other

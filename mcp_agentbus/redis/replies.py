@@ -121,20 +121,39 @@ class Beat(NamedTuple):
     now_ms: int
     locks: dict[str, int]  # resource → new expiry (ms)
     unread: int
+    gone_at_ms: int | None  # it re-joined: when it had been reported gone
 
 
-def _heartbeat(reply: list[Any]) -> Beat:
-    _, joined, leases, live, caps, joined_at, now, locks, unread = reply
+class Left(NamedTuple):
+    """Status 'offline': the agent left; what it still holds expires as usual."""
+
+    leases: dict[str, int]  # task id → lease expiry (ms)
+    locks: dict[str, int]  # resource → expiry (ms)
+    now_ms: int
+    live_agents: int
+    unread: int
+
+
+def _heartbeat(reply: list[Any]) -> Beat | Left:
+    if reply[0] == "left":
+        _, leases, locks, now, live, unread = reply
+        return Left(_expiries(leases), _expiries(locks), int(now), int(live), int(unread))
+    _, joined, leases, live, caps, joined_at, now, locks, unread, gone_at = reply
     return Beat(
         _flag(joined),
-        {task: int(ms) for task, ms in _pairs(leases).items()},
+        _expiries(leases),
         int(live),
         [cap for cap in caps.split(",") if cap],
         int(joined_at),
         int(now),
-        {res: int(ms) for res, ms in _pairs(locks).items()},
+        _expiries(locks),
         int(unread),
+        _ms(gone_at),
     )
+
+
+def _expiries(flat: list[Any]) -> dict[str, int]:
+    return {name: int(ms) for name, ms in _pairs(flat).items()}
 
 
 class Granted(NamedTuple):

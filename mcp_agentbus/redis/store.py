@@ -69,11 +69,11 @@ class Store:
         agent's notices; inside `context.charging(owner)`, what it creates is charged to that owner's
         share."""
         watch = context.watched()
-        notices_for = "" if watch is None else watch.agent
+        caller = "" if watch is None else f"{watch.agent},{watch.stay_ms}"
         common = common_argv(self.settings, context.owner())
         with self.backend():
             reply: list[Any] = await self.scripts(
-                script.name, self.keys.script_keys, [*common, notices_for, *args]
+                script.name, self.keys.script_keys, [*common, caller, *args]
             )
         if watch is not None:
             watch.add(reply.pop())

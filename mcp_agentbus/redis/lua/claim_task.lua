@@ -5,7 +5,7 @@
 -- dependencies completed); the counters it lists when nothing is ready are those of capabilities that
 -- have ready tasks.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, agent, lease_ms, lease_token, task_id ('' = best),
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, lease_ms, lease_token, task_id ('' = best),
 --       capabilities (comma list; '' = the agent's registered ones plus 'any'), max_held
 -- returns: {'ok', id, key, workflow, title, description, payload, capability, priority, attempt,
 --           max_attempts, fence, lease_token, expires_at_ms, {dep_key, dep_result, ...}}

@@ -1,7 +1,7 @@
 -- clock: the Redis time, for views that compare stored expiries with it. Changes nothing.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT); on a Cluster they route the call
 -- to the namespace's shard
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller
 -- returns: {'ok', now_ms}
 --@include keys.lua
 --@include common.lua

@@ -3,7 +3,7 @@
 -- a blocked dependent (the results of all it depends on, which its claim carries) exceed max_inputs_bytes
 -- is refused, nothing written and the lease kept; each dependent's 'in_bytes' counts its inputs so far.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, agent, task_id, lease_token, result (JSON text), summary,
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, task_id, lease_token, result (JSON text), summary,
 --       max_inputs_bytes
 -- returns: {'ok', already ('1'|'0'), {unblocked id, ...}, workflow_id, {progress fields},
 --           more ('1' when unblocking further dependents was left to the reaper)}

@@ -2,7 +2,7 @@
 -- bounded by MAX_WORKFLOW_TASKS (checked by workflows.py), and since its tasks depend only on one another,
 -- none of them can reach MAX_DEPENDENTS here.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, agent, idempotency scope ('' = none), title,
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none), title,
 --       spec (JSON list of {key, title, desc, cap, prio, max_attempts, deps: [1-based positions]},
 --       already checked: keys unique, positions valid, no cycle), then one payload (JSON text) per task
 -- returns: {'ok', result_json} | {'duplicate', first_result_json} | {'invalid_argument', message, hint}

@@ -1,22 +1,49 @@
 -- heartbeat: register or refresh an agent and extend every lease and lock it holds, in one step. A
--- live agent's inbox does not expire. At most AGENTS_MAX agents are live, and at most AGENTS_MAX
+-- live agent's inbox does not expire. Status 'offline' leaves instead: presence removed at once
+-- ('agent.left'), leases and locks kept until they expire (the reply lists them). At most AGENTS_MAX agents are live, and at most AGENTS_MAX
 -- records (live and gone) are kept: a newcomer pushes out the record of the agent gone longest. A new
 -- record is charged to the call's owner (its `owned_by`), at most AGENTS_MAX_PER_OWNER each, until the
 -- record goes: an agent that comes back under another owner stays charged to the first.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, agent, status, capabilities (comma list), capabilities given
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, status, capabilities (comma list), capabilities given
 --       ('1'|'0': '0' keeps the registered ones), note, ttl_ms
 -- returns: {'ok', joined ('1'|'0'), {task_id, expires_at_ms, ...}, live_agents, capabilities csv,
---           joined_at_ms, now_ms, {resource, expires_at_ms, ...}, unread messages}
+--           joined_at_ms, now_ms, {resource, expires_at_ms, ...}, unread messages,
+--           gone_at_ms | '' (when it re-joined after its presence had lapsed)}
+--        | {'left', {task_id, expires_at_ms, ...}, {resource, expires_at_ms, ...}, now_ms, live_agents,
+--           unread messages} (status 'offline')
 --        | {'invalid_argument', message, hint} (AGENTS_MAX agents are live, or the owner's share is used)
 --@include keys.lua
 --@include common.lua
+--@include inbox.lua
+--@include presence.lua
 
 local agent, status, caps, caps_given, note, ttl_ms = ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8],
   tonumber(ARGV[9])
 local now = now_ms()
+if status == 'offline' then
+  if redis.call('ZSCORE', K_AGENTS, agent) then leave(agent, now, 'agent.left') end
+  local leases, locks = {}, {}
+  for _, id in ipairs(redis.call('SMEMBERS', K_HELD .. agent)) do
+    local state, owner, lease_exp = unpack(redis.call('HMGET', K_TASK .. id, 'state', 'owner', 'lease_exp'))
+    if state == 'claimed' and owner == agent then
+      leases[#leases + 1] = id
+      leases[#leases + 1] = lease_exp
+    end
+  end
+  for _, res in ipairs(redis.call('SMEMBERS', K_AGENT_LOCKS .. agent)) do
+    local owner, expires = unpack(redis.call('HMGET', K_LOCK .. res, 'owner', 'expires'))
+    if owner == agent then
+      locks[#locks + 1] = res
+      locks[#locks + 1] = expires
+    end
+  end
+  return { 'left', leases, locks, now, redis.call('ZCOUNT', K_AGENTS, now, '+inf'),
+    redis.call('ZCARD', K_UNREAD .. agent) }
+end
 local joined = not redis.call('ZSCORE', K_AGENTS, agent)
 local was, charged = unpack(redis.call('HMGET', K_AGENT .. agent, 'status', 'owned_by'))
+local gone_at = joined and was == 'gone' and redis.call('ZSCORE', K_AGENTS_GONE, agent) or false
 if joined then
   local live = redis.call('ZCARD', K_AGENTS)
   if live >= AGENTS_MAX then
@@ -91,4 +118,5 @@ for _, res in ipairs(redis.call('SMEMBERS', K_AGENT_LOCKS .. agent)) do
 end
 local live = redis.call('ZCOUNT', K_AGENTS, now, '+inf')
 local unread = redis.call('ZCARD', K_UNREAD .. agent)
-return { 'ok', joined and '1' or '0', extended, live, registered_caps or '', joined_at, now, locks, unread }
+return { 'ok', joined and '1' or '0', extended, live, registered_caps or '', joined_at, now, locks, unread,
+  gone_at or '' }

@@ -1,6 +1,6 @@
 -- leave_lock_queue: a waiter gives up its place (it timed out or went away), so the next can go.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, agent, resource
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, resource
 -- returns: {'ok'}
 --@include keys.lua
 --@include common.lua

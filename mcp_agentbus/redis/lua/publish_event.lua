@@ -1,6 +1,6 @@
 -- publish_event: append a user event to the namespace's event log.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, agent, idempotency scope ('' = none), topic, data (JSON text)
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none), topic, data (JSON text)
 -- returns: {'ok', event_id} | {'duplicate', first_event_id}
 --@include keys.lua
 --@include common.lua

@@ -4,7 +4,7 @@
 -- unblock cascades earlier calls left queued, and drops expired index entries. Each kind of work does at
 -- most `batch` items per call; `more` asks the caller to call again at once.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, reaper_id, guard_ms, batch
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, reaper_id, guard_ms, batch
 -- returns: {'busy'}
 --        | {'ok', reclaimed, promoted, gone, more ('1' when a batch was full or a cascade is left),
 --           locks_expired, cascaded (tasks cancelled or unblocked by continued cascades)}
@@ -50,21 +50,14 @@ local promoted = promote_due(now, batch)
 local cascaded = continue_cascades(now)
 
 local silent = redis.call('ZRANGEBYSCORE', K_AGENTS, '-inf', now, 'LIMIT', 0, batch)
+local gone = 0
 for _, agent in ipairs(silent) do
-  redis.call('ZREM', K_AGENTS, agent)
-  redis.call('ZADD', K_AGENTS_GONE, now, agent)
-  redis.call('HSET', K_AGENT .. agent, 'status', 'gone')
-  redis.call('PEXPIRE', K_AGENT .. agent, RETENTION_MS)
-  -- Its owner's share is used by its record until the record expires (the key too, once nothing in
-  -- it counts for good).
-  local owner = redis.call('HGET', K_AGENT .. agent, 'owned_by')
-  if owner then
-    redis.call('ZADD', K_OWNED_AGENTS .. owner, now + RETENTION_MS, agent)
-    if redis.call('ZCOUNT', K_OWNED_AGENTS .. owner, '+inf', '+inf') == 0 then
-      redis.call('PEXPIRE', K_OWNED_AGENTS .. owner, RETENTION_MS)
-    end
+  if redis.call('SCARD', K_HELD .. agent) > 0 or redis.call('SCARD', K_AGENT_LOCKS .. agent) > 0 then
+    renew_presence(agent, now, 0) -- silent, but it holds work: it is working, not gone
+  else
+    leave(agent, now, 'agent.gone')
+    gone = gone + 1
   end
-  emit('agent.gone', agent, { agent = agent })
 end
 
 -- Index entries past the retention, a batch of each: a burst of deaths must not return as one long call.
@@ -97,7 +90,6 @@ end
 
 -- Inbox quotas: the inboxes of agents gone silent start to expire (idle); idle inboxes whose time is
 -- up are forgotten; past IDLE_INBOXES_MAX, the soonest to expire are dropped now.
-for _, agent in ipairs(silent) do park_inbox(agent, now) end
 forget_expired_inboxes(now, batch)
 local idle_over = math.min(redis.call('ZCARD', K_INBOXES_IDLE) - IDLE_INBOXES_MAX, batch)
 if idle_over > 0 then
@@ -106,4 +98,4 @@ end
 
 local more = (#expired == batch or #stale == batch or promoted == batch or #silent == batch
   or forgotten == batch or redis.call('LLEN', K_CASCADE) > 0) and '1' or '0'
-return { 'ok', reclaimed, promoted, #silent, more, #stale, cascaded }
+return { 'ok', reclaimed, promoted, gone, more, #stale, cascaded }

@@ -1,6 +1,6 @@
 -- release_lock: give a lock up; only its token can.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, agent, resource, lock_token
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, resource, lock_token
 -- returns: {'ok', released ('1'|'0'), reason} | {'not_lock_owner', message}
 --@include keys.lua
 --@include common.lua

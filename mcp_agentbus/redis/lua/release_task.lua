@@ -1,7 +1,7 @@
 -- release_task: hand a just-claimed task back untouched (its claimer went away before seeing it).
 -- The attempt is not counted; the fence still grows, so the released lease can never be used.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, agent, task_id, lease_token
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, task_id, lease_token
 -- returns: {'ok', released ('1'|'0')}
 --@include keys.lua
 --@include common.lua

@@ -5,7 +5,7 @@
 -- live gets an idle inbox (it expires after the retention), at most IDLE_INBOXES_MAX of them, and at
 -- most IDLE_INBOXES_MAX_PER_OWNER opened by the call's owner.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, sender, idempotency scope ('' = none), to, subject, body,
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, sender, idempotency scope ('' = none), to, subject, body,
 --       data (JSON text), thread_id ('' = new thread or reply_to's), reply_to ('' = none), inbox_max,
 --       max_recipients (live agents a role: or * message may reach)
 -- returns: {'ok'|'duplicate', JSON {id, thread, recipients, full, absent}}
@@ -125,6 +125,7 @@ for _, agent in ipairs(delivered) do
   redis.call('ZADD', K_UNREAD .. agent, seq, entry)
   redis.call('HINCRBY', K_INBOX_BYTES, agent, size)
   wake('inbox:' .. agent)
+  wake('message:' .. agent) -- news that ends the agent's other waits (core/wakeups.py)
 end
 for _, agent in ipairs(absent) do
   park_inbox(agent, now)

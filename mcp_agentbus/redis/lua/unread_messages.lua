@@ -1,6 +1,6 @@
 -- unread_messages: mark messages unread again, for a read whose caller was cut off before it got them.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
--- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, notices_for, agent, entry_id, sequence, entry_id, sequence, ...
+-- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, entry_id, sequence, entry_id, sequence, ...
 -- returns: {'ok', restored}
 --@include keys.lua
 --@include common.lua

@@ -51,6 +51,7 @@ end
 
 -- Tell `agent` (in the notices of its next tool call) that something it held was taken back.
 local function tell_lost(agent, what)
+  wake('lost:' .. agent) -- news that ends the agent's waits (core/wakeups.py)
   redis.call('RPUSH', K_LOST .. agent, what)
   redis.call('LTRIM', K_LOST .. agent, -50, -1)
   redis.call('PEXPIRE', K_LOST .. agent, RETENTION_MS)

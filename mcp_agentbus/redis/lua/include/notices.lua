@@ -1,7 +1,7 @@
 -- Notices: what an agent should know now — unread messages, its leases and locks about to expire,
 -- and those taken back from it since it was last told (each told once, so not on a refused call,
 -- whose result shows no notices). scripts.py ends every script with `return with_notices(main())`,
--- so a call made for an agent (ARGV[3] = notices_for) carries its notices in the same reply, as one
+-- so a call made for an agent (CALLER) carries its notices in the same reply, as one
 -- last element:
 -- {unread, {newest_from, newest_subject_or_body} | {}, {kind, name, ms_left, ...}, {'task <id>' | 'lock <res>', ...}}
 -- (needs keys.lua, common.lua and inbox.lua)
@@ -54,6 +54,6 @@ local REFUSED = { not_found = true, wrong_state = true, lease_lost = true, inval
   not_lock_owner = true, inbox_full = true, payload_too_large = true }
 
 local function with_notices(reply)
-  if NOTICES_FOR ~= '' then reply[#reply + 1] = notices(NOTICES_FOR, not REFUSED[reply[1]]) end
+  if CALLER ~= '' then reply[#reply + 1] = notices(CALLER, not REFUSED[reply[1]]) end
   return reply
 end
