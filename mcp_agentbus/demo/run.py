@@ -27,7 +27,8 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text
 
-from mcp_agentbus.cli.views import render, take
+from mcp_agentbus.cli.views import Section, render, take
+from mcp_agentbus.cli.words import counted
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import WorkflowView
 from mcp_agentbus.demo.analysis import source_files
@@ -59,6 +60,19 @@ class Outcome:
     topics: Counter[str]
     reclaimed: list[tuple[str, str]]  # (agent that lost it, task id)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    workers: int = 0
+    bus_seconds: float = 0.0  # until the bus served MCP (on local://, starting its Redis if need be)
+    joined_seconds: float | None = None  # until every worker process had started and heartbeated
+
+    def took(self) -> str:
+        """How long the run took and what the first part of it was spent on."""
+        workers = counted(self.workers, "worker process", "worker processes")
+        startup = f"{self.bus_seconds:.1f} s starting the bus"
+        if self.joined_seconds is not None:
+            startup += (
+                f" and {self.joined_seconds - self.bus_seconds:.1f} s more until its {workers} had joined"
+            )
+        return f"in {self.seconds:.1f} s, including {startup}"
 
 
 async def run_demo(
@@ -77,8 +91,10 @@ async def run_demo(
     (out / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     async with serving(settings) as url, AgentBus.open(settings, reaper=False) as bus:
+        bus_seconds = time.monotonic() - started
         console.print(
-            f"[bold]agentbus demo[/]: {len(files)} files of {root} · {workers} worker processes · "
+            f"[bold]agentbus demo[/]: {counted(len(files), 'file')} of {root} · "
+            f"{counted(workers, 'worker process', 'worker processes')} · "
             f"MCP at {url} · namespace {settings.namespace}"
         )
         async with Client(streamable_http_client(url), mode="legacy") as client:
@@ -107,15 +123,17 @@ async def run_demo(
             )
             workflow_id = created["workflow_id"]
             async with spawned(url, root, out, workers, pace) as procs:
-                messages = await follow(bus, coordinator, workflow_id, procs, console)
+                messages, joined_at = await follow(bus, coordinator, workflow_id, procs, console)
                 await leave(procs)
             await coordinator("heartbeat", status="done", ttl_seconds=1)
         workflow = (await bus.workflows.get(workflow_id)).workflow
         assert workflow is not None
         topics, reclaimed = await tally(bus)
+    joined = None if joined_at is None else joined_at - started
     return Outcome(
-        workflow, time.monotonic() - started, out, url, settings.namespace, topics, reclaimed, messages
-    )
+        workflow, time.monotonic() - started, out, url, settings.namespace, topics, reclaimed, messages,
+        workers, bus_seconds, joined,
+    )  # fmt: skip
 
 
 @asynccontextmanager
@@ -173,10 +191,13 @@ async def spawned(url: str, root: Path, out: Path, workers: int, pace: float) ->
 
 async def follow(
     bus: AgentBus, coordinator: Agent, workflow_id: str, procs: list[Process], console: Console
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], float | None]:
     """Show the bus until the workflow finishes (or every worker has stopped): a live view on a terminal,
-    event lines otherwise. The coordinator reads its inbox meanwhile; its messages are returned."""
+    event lines otherwise. The coordinator reads its inbox meanwhile. Returns its messages and when
+    (time.monotonic) every worker had joined the bus."""
     messages: list[dict[str, Any]] = []
+    joined_at = None
+    workers = {f"worker-{n}" for n in range(1, len(procs) + 1)}
     last_event = "0-0"
     live = Live(console=console, auto_refresh=False) if console.is_terminal else None
     try:
@@ -187,15 +208,16 @@ async def follow(
                 inbox = await coordinator("read_inbox", limit=50)
                 messages += inbox["messages"]
                 snap = await take(bus, workflow_id=workflow_id, events=6)
+                if joined_at is None and workers <= {a.agent for a in snap.agents}:
+                    joined_at = time.monotonic()
                 if live is not None:
                     live.update(
-                        Group(render(snap, title="agentbus demo", max_tasks=10), _inbox(messages)),
-                        refresh=True,
+                        render(snap, title="agentbus demo", fit=True, extra=_inbox(messages)), refresh=True
                     )
                 else:
                     last_event = await _print_events(bus, last_event, console)
                 if snap.workflow is not None and snap.workflow.status != "running":
-                    return messages
+                    return messages, joined_at
                 if all(proc.returncode is not None for proc in procs):
                     raise DemoFailed("every worker stopped before the workflow finished")
                 await anyio.sleep(TICK)
@@ -213,11 +235,18 @@ async def leave(procs: list[Process]) -> None:
             await proc.wait()
 
 
-def _inbox(messages: list[dict[str, Any]]) -> RenderableType:
-    if not messages:
-        return Text("coordinator's inbox: empty", style="dim")
-    lines = [f"  {m['from']}: {m['subject']} — {m['body']}" for m in messages[-4:]]
-    return Text("coordinator's inbox:\n" + "\n".join(lines))
+def _inbox(messages: list[dict[str, Any]]) -> Section:
+    """The coordinator's messages, the latest first (a view cut short keeps those)."""
+    rows: list[tuple[RenderableType, ...]] = [
+        (m["from"], f"{m['subject']} — {m['body']}") for m in reversed(messages)
+    ]
+    return Section(
+        "Coordinator's inbox",
+        ("from", "message"),
+        rows,
+        wide=("message",),
+        empty="coordinator's inbox: empty",
+    )
 
 
 async def _print_events(bus: AgentBus, after: str, console: Console) -> str:
@@ -251,7 +280,7 @@ def summary(outcome: Outcome) -> RenderableType:
     retried = [t for t in w.tasks if t.attempts > 1]
     lines = [
         f"[bold]{w.title}[/]: workflow {w.workflow_id} {w.status}, "
-        f"{w.progress.done}/{w.progress.total} tasks done in {outcome.seconds:.1f} s",
+        f"{w.progress.done}/{w.progress.total} tasks done {outcome.took()}",
     ]
     for agent, task_id in outcome.reclaimed:
         task = by_id.get(task_id)
@@ -265,7 +294,7 @@ def summary(outcome: Outcome) -> RenderableType:
         f"claims {t['task.claimed']}, completions {t['task.completed']}, leases taken back "
         f"{t['task.reclaimed']}, retried tasks {len(retried)}, lock grants {t['lock.acquired']}, messages "
         f"{t['message.sent']}, events published {t['demo.big_file']}, events in all {t.total()}",
-        f"the coordinator's inbox: {len(outcome.messages)} messages"
+        f"the coordinator's inbox: {counted(len(outcome.messages), 'message')}"
         + "".join(f"\n  {m['from']}: {m['subject']} — {m['body']}" for m in outcome.messages[:6]),
         f"report: {outcome.out / 'report.md'} · notes (written under a lock): {outcome.out / 'notes.md'} · "
         f"worker logs: {outcome.out / 'logs'}",
