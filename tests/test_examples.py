@@ -212,7 +212,9 @@ async def test_subagent_prompt_calls_real_tools_with_real_arguments_always_namin
         jsonschema.validate(arguments, schemas[tool])
 
 
-def test_runner_as_the_readme_runs_it_exits_once_the_workflow_is_done(redis_url_real: str, tmp_path: Path) -> None:
+def test_runner_as_the_readme_runs_it_exits_once_the_workflow_is_done(
+    redis_url_real: str, tmp_path: Path
+) -> None:
     """`python examples/runner.py 3`, no other argument: its workers stop once idle, so it exits."""
     with processes(tmp_path, bus_env(redis_url_real)) as procs:
         start_coordinator(procs)

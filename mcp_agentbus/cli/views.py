@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from rich import box
-from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -77,7 +77,7 @@ async def take(bus: AgentBus, *, workflow_id: str | None = None, events: int = 8
     return Snapshot(
         namespace=bus.settings.namespace,
         now_ms=await bus.store.now_ms(),
-        agents=(await bus.presence.list_agents()).agents,
+        agents=(await bus.presence.list_agents(include_gone=True)).agents,  # a crash shows as gone
         workflows=(await bus.workflows.get(None, limit=10)).workflows or [],
         ready={
             k.removeprefix("ready:"): int(v) for k, v in counters.items() if k.startswith("ready:") and int(v)
@@ -125,9 +125,10 @@ class View:
         snap, width = self.snap, options.max_width
         alive = sum(a.alive for a in snap.agents)
         running = sum(w.status == "running" for w in snap.workflows)
+        clock = f" · {_clock(snap.now_ms)}" if width >= WIDE else ""  # narrow: the counts matter more
         yield Text.assemble(
             (self.title, "bold"),
-            f"  {snap.namespace} · {_clock(snap.now_ms)} · {counted(alive, 'agent')} alive · "
+            f"  {snap.namespace}{clock} · {counted(alive, 'agent')} alive · "
             f"{counted(running, 'workflow')} running",
             no_wrap=True,
             overflow="ellipsis",
@@ -190,16 +191,19 @@ def _table(section: Section, rows: int, compact: bool) -> RenderableType:
     cut = rows < len(section.rows)
     for row in section.rows[: rows - 1 if cut else rows]:
         table.add_row(*row)
-    if cut:
-        left = len(section.rows) - rows + 1
-        table.add_row(Text(f"… {left} more {section.title.lower()}", style="dim"))
-    return table
+    if not cut:
+        return table
+    left = len(section.rows) - rows + 1  # on a line of its own, so that no column widens for it
+    return Group(table, Text(f"… {left} more: {section.title.lower()}", style="dim"))
 
 
 def _agents(snap: Snapshot) -> Section:
     rows: list[tuple[RenderableType, ...]] = []
     for a in sorted(snap.agents, key=lambda a: not a.alive):
-        status = Text(a.status if a.alive else f"gone ({a.status})", style="" if a.alive else "dim red")
+        status = Text(
+            a.status if a.alive or a.status == "gone" else f"gone ({a.status})",
+            style="" if a.alive else "dim red",
+        )
         seen = f"{_ago(snap.now_ms, a.last_seen)} ago" if a.last_seen else ""
         rows.append((a.agent, status, " ".join([*a.tasks, *a.locks]), seen))
     return Section(
