@@ -33,6 +33,7 @@ from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import WorkflowView
 from mcp_agentbus.demo.analysis import source_files
 from mcp_agentbus.demo.worker import Agent, DemoFailed
+from mcp_agentbus.ids import MAX_DEPENDENCIES
 from mcp_agentbus.server.http import build_app
 from mcp_agentbus.settings import Settings
 
@@ -78,7 +79,7 @@ class Outcome:
 async def run_demo(
     root: Path, out: Path, *, workers: int, pace: float, limit: int, redis_url: str | None, console: Console
 ) -> Outcome:
-    files = source_files(root, limit)
+    files = source_files(root, min(limit, MAX_DEPENDENCIES))  # the merge task depends on each of them
     if not files:
         raise DemoFailed(f"there are no Python files under {root} to analyse; pass --dir with some")
     settings = Settings(
