@@ -3,7 +3,10 @@ namespace (built through the core API) rendered by rich as a terminal of that si
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import sys
 
 import anyio
 import pytest
@@ -11,6 +14,7 @@ from rich.console import Console
 
 from mcp_agentbus.cli.views import Section, Snapshot, render, take
 from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio
 FILES = [f"mcp_agentbus/server/tools_{name}.py" for name in ("coordination", "messages", "tasks", "events")]
@@ -82,3 +86,21 @@ async def test_a_live_view_says_what_a_short_terminal_leaves_out(bus: AgentBus) 
     assert "more" in text or "not shown" in text, text
     everything = draw(snap, 80, fit=False)  # `status` prints it all and lets the terminal scroll
     assert all(f"analyse-{n}" in everything for n in range(1, 5)), everything
+
+
+async def test_piped_status_keeps_every_line_whole(bus: AgentBus, settings: Settings) -> None:
+    """Not a terminal: no row is wrapped or cut, so each event's JSON is on its one line."""
+    if settings.redis_url.startswith("memory://"):
+        pytest.skip("another process cannot look into memory://; the redis half runs this")
+    snap = await demo_like(bus)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTBUS_")}
+    env |= {"AGENTBUS_REDIS_URL": settings.redis_url, "AGENTBUS_NAMESPACE": settings.namespace}
+    env["COLUMNS"] = "80"
+    command = [sys.executable, "-m", "mcp_agentbus", "status", "--workflow", snap.workflow.workflow_id]  # type: ignore[union-attr]
+    with anyio.fail_after(60):
+        done = await anyio.run_process(command, env=env, check=False)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr
+    big = next(line for line in out.splitlines() if "demo.big_file" in line)
+    assert json.loads(big[big.index("{") :].rstrip()) == BIG, big
+    assert "…" not in out, out
