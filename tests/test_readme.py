@@ -23,6 +23,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,11 @@ def test_the_readme_marks_the_blocks_that_run() -> None:
 
 
 def test_every_marked_readme_block_runs_as_written(tmp_path: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="ab-") as state:
+        run_the_readme(tmp_path, Path(state))
+
+
+def run_the_readme(tmp_path: Path, state: Path) -> None:
     claude = shutil.which("claude")
     if claude is None and os.environ.get("CI") == "true":
         pytest.fail("CI must install Claude Code (npm install -g @anthropic-ai/claude-code): see .ci/run")
@@ -86,6 +92,7 @@ def test_every_marked_readme_block_runs_as_written(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTBUS_", "XDG_"))}
     env |= {
         "HOME": str(home),
+        "XDG_STATE_HOME": str(state),  # the local bus's socket path must stay short (unix sockets)
         "PATH": os.pathsep.join([str(BIN), *([str(Path(claude).parent)] if claude else []), env["PATH"]]),
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
