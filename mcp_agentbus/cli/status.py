@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mcp_agentbus.core.bus import AgentBus
 
 
-PIPED_WIDTH = 1000  # columns `status` draws to when its output is not a terminal
+PIPED_WIDTH = 100_000  # columns `status` draws to when its output is not a terminal: no line is cut
 
 
 def view_settings(flags: dict[str, Any]) -> Settings:

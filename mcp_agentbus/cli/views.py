@@ -146,7 +146,7 @@ class View:
             head = 1 if compact else 3
             budget = console.height - 2 - sum(head if s.rows else 1 for s in sections)
         for section, rows in zip(sections, _share([len(s.rows) for s in sections], budget), strict=True):
-            yield _table(section, rows, compact)
+            yield _table(section, rows, compact, console, options)
             if section.title == "Workflows":
                 yield _queues(snap)
 
@@ -168,7 +168,9 @@ def _share(sizes: list[int], budget: int | None) -> list[int]:
     return shown
 
 
-def _table(section: Section, rows: int, compact: bool) -> RenderableType:
+def _table(
+    section: Section, rows: int, compact: bool, console: Console, options: ConsoleOptions
+) -> RenderableType:
     if not section.rows:
         return Text(section.empty, style="dim")
     if not rows:  # no room left in a live view: say what is not shown
@@ -176,14 +178,13 @@ def _table(section: Section, rows: int, compact: bool) -> RenderableType:
             f"{section.title}: {len(section.rows)} not shown (a taller terminal shows them)", style="dim"
         )
     if compact:
-        table = Table(box=None, pad_edge=False, expand=bool(section.wide), header_style="bold underline")
+        table = Table(box=None, pad_edge=False, header_style="bold underline")
     else:
         table = Table(
             title=section.title,
             title_justify="left",
             box=box.SIMPLE_HEAD,
             pad_edge=False,
-            expand=bool(section.wide),
         )
     for column in section.columns:
         wide = column in section.wide
@@ -191,6 +192,9 @@ def _table(section: Section, rows: int, compact: bool) -> RenderableType:
     cut = rows < len(section.rows)
     for row in section.rows[: rows - 1 if cut else rows]:
         table.add_row(*row)
+    # Too wide for the terminal: the wide columns give way (cut with an ellipsis), the others keep their
+    # width; otherwise each column takes what it needs (piped output is never padded out to the width).
+    table.expand = table.__rich_measure__(console, options).maximum > options.max_width
     if not cut:
         return table
     left = len(section.rows) - rows + 1  # on a line of its own, so that no column widens for it

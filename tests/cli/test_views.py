@@ -104,3 +104,4 @@ async def test_piped_status_keeps_every_line_whole(bus: AgentBus, settings: Sett
     big = next(line for line in out.splitlines() if "demo.big_file" in line)
     assert json.loads(big[big.index("{") :].rstrip()) == BIG, big
     assert "…" not in out, out
+    assert max(map(len, out.splitlines())) < len(big) + 10, out  # and nothing padded out to a width
