@@ -177,18 +177,15 @@ def _table(
         return Text(
             f"{section.title}: {len(section.rows)} not shown (a taller terminal shows them)", style="dim"
         )
-    if compact:
-        table = Table(box=None, pad_edge=False, header_style="bold underline")
-    else:
-        table = Table(
-            title=section.title,
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-        )
-    for column in section.columns:
-        wide = column in section.wide
-        table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1 if wide else None)
+    # Compact: one header line. Otherwise the title, the header and its rule (no edges): three lines, as
+    # the budget counts; and at least the title's width, or it would wrap.
+    table = Table(box=None, pad_edge=False, header_style="bold underline") if compact else Table(
+        title=section.title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+        min_width=len(section.title),
+    )  # fmt: skip
+    for column in section.columns:  # the first wide column gets the most room
+        ratio = len(section.wide) - section.wide.index(column) if column in section.wide else None
+        table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=ratio)
     cut = rows < len(section.rows)
     for row in section.rows[: rows - 1 if cut else rows]:
         table.add_row(*row)

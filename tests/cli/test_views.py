@@ -77,6 +77,9 @@ async def test_a_wider_terminal_shows_the_task_notes_and_whole_event_data(bus: A
     wide = draw(snap, 240, height=60)
     assert '"note": "' + "x" * 80 + '"}' in wide, wide  # the whole JSON, on one line
     assert "Tasks of wf-" in wide and "Events" in wide  # room for the tables' titles
+    for height in (40, 41):  # tall enough for the titles: they count in what fits
+        tall = draw(snap, 120, height=height, extra=Section("Inbox", ("m",), [("x",)] * 30))
+        assert len(tall.splitlines()) <= height and "Tasks of wf-" in tall, tall
 
 
 async def test_a_live_view_says_what_a_short_terminal_leaves_out(bus: AgentBus) -> None:
