@@ -119,5 +119,6 @@ def run_the_readme(tmp_path: Path, state: Path) -> None:
                 ["kill", pid], capture_output=True, check=False
             )  # what the README put in the background
         subprocess.run([str(BIN / "agentbus"), "local", "stop"], env=env, capture_output=True, check=False)
-    if claude is not None:
-        assert {line.split(":")[0] for line in servers} == {"agentbus", "agentbus-http"}, servers
+    if claude is None:  # outside CI only (checked above); said, not silent
+        pytest.skip("every README block ran but the Claude Code ones: `claude` is not installed here")
+    assert {line.split(":")[0] for line in servers} == {"agentbus", "agentbus-http"}, servers
