@@ -116,7 +116,7 @@ async def run(args: argparse.Namespace) -> int:
         outcome = json.dumps(task["result"]) if task["state"] == "done" else task["error"]
         print(
             f"  {task['key']:<8} {task['state']:<9} by {task['assignee']} "
-            f"in {task['attempts']} attempt(s): {outcome}"
+            f"in {task['attempts']} attempt{'s' if task['attempts'] != 1 else ''}: {outcome}"
         )
     report = next(task for task in view["tasks"] if task["key"] == "report")
     print(f"report: {report['result']}", flush=True)

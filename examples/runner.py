@@ -5,7 +5,9 @@ Code workers instead.
     python examples/runner.py 3                        # worker-1, worker-2, worker-3
     python examples/runner.py 2 --prefix indexer -- --capabilities text --idle-exit 30
 
-Arguments after `--` go to every worker. They all inherit this environment, so they join the same
+Arguments after `--` go to every worker. Unless they say otherwise (`--idle-exit 0` keeps them
+waiting for good), each worker stops after 10 s without a task, so the runner exits once the work is
+done. They all inherit this environment, so they join the same
 AGENTBUS_NAMESPACE. Ctrl-C (or SIGTERM) stops them all; a task one of them held goes back to the
 queue when its lease expires. Exits 0 when every worker exited 0.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 WORKER = Path(__file__).with_name("worker.py")
+IDLE_EXIT = "10"  # seconds without a task before a worker stops, unless the worker arguments say
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -34,6 +37,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.count < 1:
         parser.error("count must be at least 1")
     args.worker_args = argv[split + 1 :]
+    if not any(a.startswith("--idle-exit") for a in args.worker_args):
+        args.worker_args += ["--idle-exit", IDLE_EXIT]
     return args
 
 

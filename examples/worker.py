@@ -144,7 +144,7 @@ async def run(args: argparse.Namespace) -> int:
             state.update(status="idle", note="")
             idle_since = anyio.current_time()
 
-        print(f"{me}: finished after {done} task(s)", flush=True)
+        print(f"{me}: finished after {done} task{'s' if done != 1 else ''}", flush=True)
         tg.cancel_scope.cancel()
     return 0
 

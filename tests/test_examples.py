@@ -29,6 +29,7 @@ from mcp_agentbus import Settings, build_server
 
 EXAMPLES = ROOT / "examples"
 KEYS = ["fetch", "count-a", "count-b", "count-c", "merge", "report"]
+RUNNER_IDLE_EXIT = 10  # examples/runner.py: a worker stops after this many seconds without a task
 REPORT = "report: 31 distinct words; most common: the (6), a (3), lease (3)"
 
 
@@ -129,7 +130,8 @@ def assert_workflow_done_once_each(coordinator_out: str, worker_outs: list[str])
     assert "workflow done: 6/6 done" in coordinator_out, coordinator_out
     for key in KEYS:
         attempts = 2 if key == "count-b" else 1
-        assert re.search(rf"^  {key} +done +by \S+ in {attempts} attempt\(s\)", coordinator_out, re.M), (
+        said = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        assert re.search(rf"^  {key} +done +by \S+ in {said}:", coordinator_out, re.M), (
             key,
             coordinator_out,
         )
@@ -209,3 +211,20 @@ async def test_subagent_prompt_calls_real_tools_with_real_arguments_always_namin
         assert arguments["agent"] == "<your-id>", (tool, arguments)
         assert set(arguments) <= set(schemas[tool]["properties"]), (tool, arguments)
         jsonschema.validate(arguments, schemas[tool])
+
+
+def test_runner_as_the_readme_runs_it_exits_once_the_workflow_is_done(
+    redis_url_real: str, tmp_path: Path
+) -> None:
+    """`python examples/runner.py 3`, no other argument: its workers stop once idle, so it exits."""
+    with processes(tmp_path, bus_env(redis_url_real)) as procs:
+        start_coordinator(procs)
+        runner = procs.start("runner", str(EXAMPLES / "runner.py"), "3")
+        coordinator_out = procs.finish("coordinator")
+        # The workflow is done; the workers' idle exit is the rest of the bound.
+        wait_until(lambda: runner.poll() is not None, "the runner to exit", bound=RUNNER_IDLE_EXIT + 30)
+        runner_out = procs.finish("runner")
+    for name in ("worker-1", "worker-2", "worker-3"):
+        assert f"{name}: no task for {RUNNER_IDLE_EXIT} s, stopping" in runner_out, runner_out
+        assert f"runner: {name} exited with 0" in runner_out, runner_out
+    assert_workflow_done_once_each(coordinator_out, [runner_out])

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import anyio
 
 from mcp_agentbus.redis.connection import Redis, close, connect, redact
-from mcp_agentbus.redis.local import LOCAL_SCHEME, LocalBus, LocalBusError
+from mcp_agentbus.redis.local import LOCAL_SCHEME, LocalBus, find_server, no_server_message
 from mcp_agentbus.redis.store import Store
 from mcp_agentbus.settings import Settings
 
@@ -36,14 +36,12 @@ async def diagnose(settings: Settings) -> list[Check]:
     checks = []
     if settings.redis_url.startswith(LOCAL_SCHEME):
         local = LocalBus.from_url(settings.redis_url)
-        try:
-            socket_url, started = await anyio.to_thread.run_sync(local.ensure)
-        except LocalBusError as exc:
-            problem, _, ways = str(exc).partition("\n")
-            return [Check("local bus", "fail", problem, ways.strip())]
-        how = "started it" if started else "running"
+        # Doctor only looks: starting the bus is `serve`'s (or `agentbus local start`'s) business.
+        socket_url = await anyio.to_thread.run_sync(local.join)
+        if socket_url is None:
+            return [_not_running(local)]
         checks.append(
-            Check("local bus", "ok", f"{how}: {local.directory} (shared by your agentbus processes)")
+            Check("local bus", "ok", f"running: {local.directory} (shared by your agentbus processes)")
         )
         settings = settings.model_copy(update={"redis_url": socket_url})
     url = redact(settings.redis_url)
@@ -81,6 +79,17 @@ async def diagnose(settings: Settings) -> list[Check]:
         return checks
     finally:
         await close(redis)
+
+
+def _not_running(local: LocalBus) -> Check:
+    if find_server() is None:
+        return Check("local bus", "fail", f"not running ({local.directory})", no_server_message())
+    return Check(
+        "local bus",
+        "warn",
+        f"not running ({local.directory}): agentbus serve starts it when it first needs it",
+        "`agentbus local start` starts it now; run `agentbus doctor` again to check it.",
+    )
 
 
 async def _info(redis: Redis) -> dict[str, Any]:

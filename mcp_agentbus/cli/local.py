@@ -7,6 +7,7 @@ import sys
 import click
 
 from mcp_agentbus.cli.common import fail, load_settings
+from mcp_agentbus.cli.words import counted
 from mcp_agentbus.redis.local import LOCAL_SCHEME, LocalBus, LocalBusError
 
 
@@ -78,5 +79,5 @@ def local_stop(redis_url: str | None) -> None:
     others = int(info.get("connected_clients", 1)) - 1
     click.echo(
         f"stopped the local bus in {bus.directory}"
-        + (f" ({others} clients were connected)" if others else "")
+        + (f" ({counted(others, 'client was', 'clients were')} connected)" if others else "")
     )

@@ -136,7 +136,8 @@ def demo(root: Path, workers: int, out: Path | None, pace: float, limit: int, re
 
     from rich.console import Console
 
-    from mcp_agentbus.demo.run import run_demo, summary
+    from mcp_agentbus.demo.outcome import summary
+    from mcp_agentbus.demo.run import run_demo
     from mcp_agentbus.demo.worker import DemoFailed
 
     if redis_url is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,9 @@ from mcp_agentbus.settings import Settings
 if TYPE_CHECKING:
     from mcp_agentbus.cli.views import Snapshot
     from mcp_agentbus.core.bus import AgentBus
+
+
+PIPED_WIDTH = 100_000  # columns `status` draws to when its output is not a terminal: no line is cut
 
 
 def view_settings(flags: dict[str, Any]) -> Settings:
@@ -84,7 +88,9 @@ def status(workflow_id: str | None, as_json: bool, **flags: Any) -> None:
     if as_json:
         click.echo(snap.to_json())
     else:
-        Console().print(render(snap))
+        # Piped, nothing is cut to a terminal's width: each row stays one line, its JSON whole.
+        console = Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH)
+        console.print(render(snap))
 
 
 @click.command()
@@ -92,6 +98,7 @@ def status(workflow_id: str | None, as_json: bool, **flags: Any) -> None:
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True, help="Seconds.")
 def watch(workflow_id: str | None, interval: float, **flags: Any) -> None:
     """`status`, live, until Ctrl-C."""
+    from rich.console import RenderableType
     from rich.live import Live
     from rich.text import Text
 
@@ -101,11 +108,13 @@ def watch(workflow_id: str | None, interval: float, **flags: Any) -> None:
 
     async def follow() -> None:
         async with looking(settings) as bus:
-            with Live(render(await take(bus, workflow_id=workflow_id)), auto_refresh=False) as live:
+            first = render(await take(bus, workflow_id=workflow_id), fit=True)
+            with Live(first, auto_refresh=False) as live:
                 while True:
                     await anyio.sleep(interval)
+                    view: RenderableType
                     try:
-                        view = render(await take(bus, workflow_id=workflow_id))
+                        view = render(await take(bus, workflow_id=workflow_id), fit=True)
                     except AgentBusError as exc:  # Redis went away: say so and keep trying
                         view = Text(f"{exc} (retrying every {interval:g} s)", style="bold red")
                     live.update(view, refresh=True)

@@ -7,6 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mcp_agentbus.cli.words import counted
+
 SKIPPED_DIRS = {"__pycache__", "node_modules", "site-packages"}
 
 
@@ -61,6 +63,11 @@ def analyse(root: Path, relative: str) -> dict[str, Any]:
     return finding
 
 
+def size(finding: dict[str, Any]) -> str:
+    """ "120 lines, 1 function": how big one file is."""
+    return f"{counted(finding['lines'], 'line')}, {counted(finding['functions'], 'function')}"
+
+
 def report(root: Path, findings: list[dict[str, Any]]) -> str:
     """One Markdown report from every file's findings."""
     total = sum(f["lines"] for f in findings)
@@ -72,21 +79,22 @@ def report(root: Path, findings: list[dict[str, Any]]) -> str:
         reverse=True,
     )[:5]
     out = [
-        f"# {root.name}: {len(findings)} Python files, {total:,} lines",
+        f"# {root.name}: {counted(len(findings), 'Python file')}, {counted(total, 'line')}",
         "",
         f"- code lines: {sum(f['code_lines'] for f in findings):,}",
-        f"- functions: {sum(f['functions'] for f in findings):,}, classes: "
-        f"{sum(f['classes'] for f in findings):,}",
+        f"- {counted(sum(f['functions'] for f in findings), 'function')}, "
+        f"{counted(sum(f['classes'] for f in findings), 'class', 'classes')}",
         "- most imported: " + ", ".join(f"`{m}` ({n})" for m, n in imports.most_common(6)),
         "",
         "## Biggest files",
         "",
-        *(f"- `{f['file']}`: {f['lines']} lines, {f['functions']} functions" for f in biggest),
+        *(f"- `{f['file']}`: {size(f)}" for f in biggest),
         "",
         "## Longest functions",
         "",
         *(
-            f"- `{f['longest_function']['name']}` in `{f['file']}`: {f['longest_function']['lines']} lines"
+            f"- `{f['longest_function']['name']}` in `{f['file']}`: "
+            f"{counted(f['longest_function']['lines'], 'line')}"
             for f in longest
         ),
     ]

@@ -4,16 +4,13 @@ do it, a live view of the bus while they work, and a summary at the end."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,22 +19,21 @@ import uvicorn
 from anyio.abc import Process
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, RenderableType
 from rich.live import Live
-from rich.markdown import Markdown
-from rich.text import Text
 
-from mcp_agentbus.cli.views import render, take
+from mcp_agentbus.cli.views import Section, render, take
+from mcp_agentbus.cli.words import counted
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.core.models import WorkflowView
 from mcp_agentbus.demo.analysis import source_files
+from mcp_agentbus.demo.outcome import Events, Outcome, tally
 from mcp_agentbus.demo.worker import Agent, DemoFailed
+from mcp_agentbus.ids import MAX_DEPENDENCIES
 from mcp_agentbus.server.http import build_app
 from mcp_agentbus.settings import Settings
 
 TIMEOUT = 75.0  # the demo takes well under a minute; past this something is wrong
 TICK = 0.25
-Events = list[tuple[str, dict[str, str]]]  # XRANGE of the event log
 SHOWN_TOPICS = (
     "agent.",
     "task.claimed",
@@ -49,22 +45,10 @@ SHOWN_TOPICS = (
 )
 
 
-@dataclass
-class Outcome:
-    workflow: WorkflowView
-    seconds: float
-    out: Path
-    url: str
-    namespace: str
-    topics: Counter[str]
-    reclaimed: list[tuple[str, str]]  # (agent that lost it, task id)
-    messages: list[dict[str, Any]] = field(default_factory=list)
-
-
 async def run_demo(
     root: Path, out: Path, *, workers: int, pace: float, limit: int, redis_url: str | None, console: Console
 ) -> Outcome:
-    files = source_files(root, limit)
+    files = source_files(root, min(limit, MAX_DEPENDENCIES))  # the merge task depends on each of them
     if not files:
         raise DemoFailed(f"there are no Python files under {root} to analyse; pass --dir with some")
     settings = Settings(
@@ -77,8 +61,10 @@ async def run_demo(
     (out / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     async with serving(settings) as url, AgentBus.open(settings, reaper=False) as bus:
+        bus_seconds = time.monotonic() - started
         console.print(
-            f"[bold]agentbus demo[/]: {len(files)} files of {root} · {workers} worker processes · "
+            f"[bold]agentbus demo[/]: {counted(len(files), 'file')} of {root} · "
+            f"{counted(workers, 'worker process', 'worker processes')} · "
             f"MCP at {url} · namespace {settings.namespace}"
         )
         async with Client(streamable_http_client(url), mode="legacy") as client:
@@ -107,15 +93,17 @@ async def run_demo(
             )
             workflow_id = created["workflow_id"]
             async with spawned(url, root, out, workers, pace) as procs:
-                messages = await follow(bus, coordinator, workflow_id, procs, console)
+                messages, joined_at = await follow(bus, coordinator, workflow_id, procs, console)
                 await leave(procs)
             await coordinator("heartbeat", status="done", ttl_seconds=1)
         workflow = (await bus.workflows.get(workflow_id)).workflow
         assert workflow is not None
         topics, reclaimed = await tally(bus)
+    joined = None if joined_at is None else joined_at - started
     return Outcome(
-        workflow, time.monotonic() - started, out, url, settings.namespace, topics, reclaimed, messages
-    )
+        workflow, time.monotonic() - started, out, url, settings.namespace, topics, reclaimed, messages,
+        workers, bus_seconds, joined,
+    )  # fmt: skip
 
 
 @asynccontextmanager
@@ -173,10 +161,13 @@ async def spawned(url: str, root: Path, out: Path, workers: int, pace: float) ->
 
 async def follow(
     bus: AgentBus, coordinator: Agent, workflow_id: str, procs: list[Process], console: Console
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], float | None]:
     """Show the bus until the workflow finishes (or every worker has stopped): a live view on a terminal,
-    event lines otherwise. The coordinator reads its inbox meanwhile; its messages are returned."""
+    event lines otherwise. The coordinator reads its inbox meanwhile. Returns its messages and when
+    (time.monotonic) every worker had joined the bus."""
     messages: list[dict[str, Any]] = []
+    joined_at = None
+    workers = {f"worker-{n}" for n in range(1, len(procs) + 1)}
     last_event = "0-0"
     live = Live(console=console, auto_refresh=False) if console.is_terminal else None
     try:
@@ -187,15 +178,16 @@ async def follow(
                 inbox = await coordinator("read_inbox", limit=50)
                 messages += inbox["messages"]
                 snap = await take(bus, workflow_id=workflow_id, events=6)
+                if joined_at is None and workers <= {a.agent for a in snap.agents}:
+                    joined_at = time.monotonic()
                 if live is not None:
                     live.update(
-                        Group(render(snap, title="agentbus demo", max_tasks=10), _inbox(messages)),
-                        refresh=True,
+                        render(snap, title="agentbus demo", fit=True, extra=_inbox(messages)), refresh=True
                     )
                 else:
                     last_event = await _print_events(bus, last_event, console)
                 if snap.workflow is not None and snap.workflow.status != "running":
-                    return messages
+                    return messages, joined_at
                 if all(proc.returncode is not None for proc in procs):
                     raise DemoFailed("every worker stopped before the workflow finished")
                 await anyio.sleep(TICK)
@@ -213,11 +205,18 @@ async def leave(procs: list[Process]) -> None:
             await proc.wait()
 
 
-def _inbox(messages: list[dict[str, Any]]) -> RenderableType:
-    if not messages:
-        return Text("coordinator's inbox: empty", style="dim")
-    lines = [f"  {m['from']}: {m['subject']} — {m['body']}" for m in messages[-4:]]
-    return Text("coordinator's inbox:\n" + "\n".join(lines))
+def _inbox(messages: list[dict[str, Any]]) -> Section:
+    """The coordinator's messages, the latest first (a view cut short keeps those)."""
+    rows: list[tuple[RenderableType, ...]] = [
+        (m["from"], f"{m['subject']} — {m['body']}") for m in reversed(messages)
+    ]
+    return Section(
+        "Coordinator's inbox",
+        ("from", "message"),
+        rows,
+        wide=("message",),
+        empty="coordinator's inbox: empty",
+    )
 
 
 async def _print_events(bus: AgentBus, after: str, console: Console) -> str:
@@ -231,48 +230,3 @@ async def _print_events(bus: AgentBus, after: str, console: Console) -> str:
             )
         after = event_id
     return after
-
-
-async def tally(bus: AgentBus) -> tuple[Counter[str], list[tuple[str, str]]]:
-    """How many events of each topic, and each lease taken back (from whom, which task)."""
-    entries = cast(Events, await bus.redis.xrange(bus.store.keys.events))
-    topics = Counter(fields["topic"] for _, fields in entries)
-    reclaimed = [
-        (fields.get("agent", ""), json.loads(fields.get("data", "{}")).get("task", ""))
-        for _, fields in entries
-        if fields["topic"] == "task.reclaimed"
-    ]
-    return topics, reclaimed
-
-
-def summary(outcome: Outcome) -> RenderableType:
-    w = outcome.workflow
-    by_id = {t.id: t for t in w.tasks}
-    retried = [t for t in w.tasks if t.attempts > 1]
-    lines = [
-        f"[bold]{w.title}[/]: workflow {w.workflow_id} {w.status}, "
-        f"{w.progress.done}/{w.progress.total} tasks done in {outcome.seconds:.1f} s",
-    ]
-    for agent, task_id in outcome.reclaimed:
-        task = by_id.get(task_id)
-        if task is not None:
-            lines.append(
-                f"{agent} crashed holding [bold]{task.title}[/]; its lease expired, the reaper put the task "
-                f"back, and {task.assignee} finished it on attempt {task.attempts}"
-            )
-    t = outcome.topics
-    lines += [
-        f"claims {t['task.claimed']}, completions {t['task.completed']}, leases taken back "
-        f"{t['task.reclaimed']}, retried tasks {len(retried)}, lock grants {t['lock.acquired']}, messages "
-        f"{t['message.sent']}, events published {t['demo.big_file']}, events in all {t.total()}",
-        f"the coordinator's inbox: {len(outcome.messages)} messages"
-        + "".join(f"\n  {m['from']}: {m['subject']} — {m['body']}" for m in outcome.messages[:6]),
-        f"report: {outcome.out / 'report.md'} · notes (written under a lock): {outcome.out / 'notes.md'} · "
-        f"worker logs: {outcome.out / 'logs'}",
-    ]
-    report = (
-        (outcome.out / "report.md").read_text(encoding="utf-8")
-        if (outcome.out / "report.md").exists()
-        else ""
-    )
-    return Group(Text.from_markup("\n".join(lines)), Text(), Markdown(report))

@@ -20,7 +20,8 @@ import anyio
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_agentbus.demo.analysis import analyse, report
+from mcp_agentbus.cli.words import counted
+from mcp_agentbus.demo.analysis import analyse, report, size
 
 LEASE_SECONDS = 3  # short, so a crash is noticed within seconds
 PRESENCE_SECONDS = 5
@@ -95,7 +96,7 @@ async def work(url: str, agent: str, root: Path, out: Path, pace: float) -> None
 
 async def analyse_one(call: Agent, task: dict[str, Any], root: Path, out: Path) -> dict[str, Any]:
     finding = analyse(root, task["payload"]["path"])
-    line = f"- `{finding['file']}`: {finding['lines']} lines, {finding['functions']} functions"
+    line = f"- `{finding['file']}`: {size(finding)}"
     await append_under_lock(call, out / NOTES, line, task)
     if finding["lines"] >= BIG_FILE_LINES:
         await call(
@@ -105,10 +106,10 @@ async def analyse_one(call: Agent, task: dict[str, Any], root: Path, out: Path) 
             "send_message",
             to="coordinator",
             subject="big file",
-            body=f"{finding['file']} has {finding['lines']} lines",
+            body=f"{finding['file']} has {counted(finding['lines'], 'line')}",
             data={"file": finding["file"]},
         )
-    return {**finding, "summary": f"{finding['lines']} lines, {finding['functions']} functions"}
+    return {**finding, "summary": size(finding)}
 
 
 async def merge(call: Agent, task: dict[str, Any], root: Path, out: Path) -> dict[str, Any]:
@@ -120,7 +121,10 @@ async def merge(call: Agent, task: dict[str, Any], root: Path, out: Path) -> dic
     finally:
         await call("release_lock", resource="file:report.md", lock_token=lock["lock_token"])
     await call("send_message", to="*", subject="report ready", body=str(out / "report.md"))
-    return {"report": str(out / "report.md"), "summary": f"report of {len(findings)} files written"}
+    return {
+        "report": str(out / "report.md"),
+        "summary": f"report of {counted(len(findings), 'file')} written",
+    }
 
 
 async def append_under_lock(call: Agent, path: Path, line: str, task: dict[str, Any]) -> None:

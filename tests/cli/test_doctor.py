@@ -6,12 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
 import redis
 
 from mcp_agentbus.cli.doctor import Check, _version, diagnose
+from mcp_agentbus.redis.local import LocalBus
 from mcp_agentbus.settings import Settings
 
 DOCTOR = [sys.executable, "-m", "mcp_agentbus", "doctor"]
@@ -97,3 +99,25 @@ def test_memory_is_named_as_a_single_process_bus() -> None:
 def test_redis_older_than_7_fails(version: str, status: str) -> None:
     check = _version({"redis_version": version})
     assert check.status == status and version in check.detail
+
+
+def test_doctor_reports_a_stopped_local_bus_as_not_running_and_does_not_start_it(tmp_path: Path) -> None:
+    directory = tmp_path / "bus"
+    proc = doctor(f"local://{directory}")
+    assert proc.returncode == 0, proc  # not running is the normal state before the first serve
+    assert proc.stdout.startswith(f"WARN  local bus: not running ({directory})"), proc.stdout
+    assert "agentbus local start" in proc.stdout  # what to do to have it checked
+    assert len(proc.stdout.splitlines()) == 2, proc.stdout  # nothing else is checked against nothing
+    assert not (directory / "redis.sock").exists()
+
+
+def test_doctor_checks_a_running_local_bus_it_did_not_start(tmp_path: Path) -> None:
+    bus = LocalBus(tmp_path / "bus")
+    bus.ensure()
+    try:
+        proc = doctor(f"local://{bus.directory}")
+    finally:
+        bus.stop()
+    assert proc.returncode == 0, proc
+    assert proc.stdout.startswith(f"ok    local bus: running: {bus.directory}"), proc.stdout
+    assert "ok    persistence: AOF on" in proc.stdout and "ok    maxmemory-policy: noeviction" in proc.stdout
