@@ -151,6 +151,15 @@ async def test_watch_shows_changes_live_until_interrupted(bus: AgentBus, setting
         await bus.presence.heartbeat("second-agent")
         read_until("second-agent")
         proc.send_signal(signal.SIGINT)
+        # Keep reading: a view that cannot write its last frames to a full terminal never exits.
+        deadline = time.monotonic() + TIMEOUT
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "watch did not end on Ctrl-C"
+            if select.select([leader], [], [], 0.1)[0]:
+                try:
+                    screen += os.read(leader, 65536).decode(errors="replace")
+                except OSError:  # the terminal closed as the process ended
+                    break
         assert proc.wait(timeout=TIMEOUT) == 0
     finally:
         if proc.poll() is None:
