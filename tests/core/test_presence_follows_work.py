@@ -9,12 +9,12 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from helpers import WAIT_BOUND
 
 from mcp_agentbus import context
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import AgentView
 from mcp_agentbus.core.wakeups import STOPPED_FOR_LOSS, STOPPED_FOR_MESSAGE
-from tests.helpers import WAIT_BOUND
 
 pytestmark = pytest.mark.anyio
 
