@@ -40,7 +40,7 @@ async def test_versions_start_at_one_and_grow_with_every_write(bus: AgentBus) ->
 async def test_a_key_is_canonical_like_a_lock_resource(bus: AgentBus) -> None:
     await bus.state.set("a", "./results//x/../y", value=1)
     assert (await bus.state.get("results/y")).entries[0].value == 1
-    with pytest.raises(InvalidArgument, match="key '../up' climbs above"):
+    with pytest.raises(InvalidArgument, match=r"key '\.\./up' climbs above"):
         await bus.state.set("a", "../up", value=1)
 
 
