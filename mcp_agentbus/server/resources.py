@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import Result
 from mcp_agentbus.errors import InvalidArgument, NotFound
-from mcp_agentbus.ids import AGENT_RE, EVENT_PATTERN_RE, WORKFLOW_ID_RE
+from mcp_agentbus.ids import AGENT_RE, EVENT_PATTERN_RE, RESOURCE_RE, WORKFLOW_ID_RE
 from mcp_agentbus.server.replies import keep_fitting
 
 
@@ -42,6 +42,11 @@ VIEWS = (
         "events",
         "The newest events of a topic, e.g. task.completed; patterns such as task.* or * also work.",
     ),
+    View(
+        "agentbus://state/{key}",
+        "state",
+        "One shared-state key (get_state): its value, version, who set it and when, and its expiry.",
+    ),
 )
 PREFIX = "agentbus://"
 INBOX_PEEK_LIMIT = 100
@@ -53,6 +58,7 @@ _ARGUMENT: dict[str, re.Pattern[str] | None] = {  # the format of each view's va
     "inbox": AGENT_RE,
     "locks": None,
     "events": EVENT_PATTERN_RE,
+    "state": RESOURCE_RE,  # a key: path-like, so the rest of the URI, slashes and all
 }
 
 
@@ -86,6 +92,8 @@ async def read(bus: AgentBus, uri: str) -> str:
         locks = await bus.locks.held()
         locks.locks, locks.notices = keep_fitting(locks.locks, "lock(s)", "the soonest to expire are shown")
         view = locks
+    elif kind == "state":
+        view = await bus.state.get(arg)
     else:
         view = await bus.events.recent(arg)
     # Notices only when the read itself has some (what it left out): resources are nobody's own view.
@@ -102,6 +110,8 @@ def changed_by(hint: str) -> set[str]:
         return {f"{PREFIX}workflows", f"{PREFIX}workflows/{subject}"}
     if kind == "locks":  # a lock extended, or a waiter queued or gone
         return {f"{PREFIX}locks"}
+    if kind == "state":  # set, deleted or expired
+        return {f"{PREFIX}state/{subject}"}
     if kind != "event":
         return set()
     # An event is announced under its exact topic, each dotted prefix with '.*', and '*'.
