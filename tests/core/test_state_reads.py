@@ -3,6 +3,8 @@ that a write (from another bus on the same Redis), a deletion or an expiry ends 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import pytest
 from helpers import fresh_settings, ms_of
@@ -134,3 +136,19 @@ async def test_a_wait_ends_when_the_key_is_deleted_or_expires(bus: AgentBus) -> 
     with anyio.fail_after(WOKEN):  # nobody writes: the wait wakes itself at the expiry
         assert (await bus.state.get("brief", after_version=1, wait_seconds=WAIT)).entries == []
     assert written.expires_at is not None and ms_of(written.expires_at) > 0
+
+
+async def test_a_wait_reads_redis_once_and_then_only_on_a_wake_up(own_redis: Callable[..., str]) -> None:
+    """No polling: a second-long wait on a quiet key reads the key once (and once more at its end)."""
+    url = own_redis()
+    async with AgentBus.open(fresh_settings(url), reaper=False) as bus:
+        await bus.state.set("a", "quiet", value=1)
+
+        async def reads() -> int:
+            stats = await bus.redis.info("commandstats")
+            return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
+
+        before = await reads()
+        with anyio.fail_after(WOKEN):
+            await bus.state.get("quiet", after_version=1, wait_seconds=1)
+        assert await reads() - before <= 2
