@@ -111,11 +111,8 @@ class State:
         otherwise `written` is False and the result carries the key's version and value."""
         require(agent, AGENT_RE, "agent id")
         key = canonical(key, "key")
-        given = [
-            name for name, on in (("value", value is not None), ("increment", increment is not None)) if on
-        ]
-        if delete:
-            given.append("delete")
+        ops = (("value", value is not None), ("increment", increment is not None), ("delete", delete))
+        given = [name for name, on in ops if on]
         if len(given) != 1:
             got = ", ".join(given) or "none"
             raise InvalidArgument(
