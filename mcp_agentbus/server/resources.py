@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import Result
@@ -49,6 +50,7 @@ VIEWS = (
     ),
 )
 PREFIX = "agentbus://"
+URL_SAFE = "/:@!$&'()*+,;=[]?#~"  # what a URL type (pydantic's AnyUrl) leaves as it is in a path
 INBOX_PEEK_LIMIT = 100
 
 
@@ -65,6 +67,8 @@ _ARGUMENT: dict[str, re.Pattern[str] | None] = {  # the format of each view's va
 def parse(uri: str) -> tuple[str, str]:
     """(view, argument) of an agentbus URI; refused unless it names a view with a valid argument."""
     kind, _, arg = uri.removeprefix(PREFIX).partition("/")
+    if kind == "state":  # a key may have characters a client's URL type percent-encodes
+        arg = unquote(arg)
     pattern = _ARGUMENT.get(kind)
     if not uri.startswith(PREFIX) or kind not in _ARGUMENT or (pattern is None and arg):
         raise NotFound(f"there is no resource {uri!r}", hint="Resources: " + ", ".join(v.uri for v in VIEWS))
@@ -110,8 +114,8 @@ def changed_by(hint: str) -> set[str]:
         return {f"{PREFIX}workflows", f"{PREFIX}workflows/{subject}"}
     if kind == "locks":  # a lock extended, or a waiter queued or gone
         return {f"{PREFIX}locks"}
-    if kind == "state":  # set, deleted or expired
-        return {f"{PREFIX}state/{subject}"}
+    if kind == "state":  # set, deleted or expired: under the key as it is, and percent-encoded
+        return {f"{PREFIX}state/{subject}", f"{PREFIX}state/{quote(subject, safe=URL_SAFE)}"}
     if kind != "event":
         return set()
     # An event is announced under its exact topic, each dotted prefix with '.*', and '*'.

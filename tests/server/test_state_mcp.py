@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import pytest
@@ -16,9 +17,11 @@ from helpers.http_servers import connect as connect_http
 from helpers.mcp_session import connect, text_of
 from helpers.subscriptions import ROOT, Watcher, on_updates, read_json, subscribed
 from mcp import Client
+from pydantic import AnyUrl
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.server.app import build_server
+from mcp_agentbus.server.resources import URL_SAFE
 from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -207,3 +210,17 @@ async def test_a_wait_in_one_server_process_ends_on_a_write_through_another(
                     await anyio.sleep(0.3)
                     await writer.ok("set_state", {"key": "phase", "value": "test"})
     assert [(e["value"], e["version"]) for e in got["read"]["entries"]] == [("test", 2)]
+
+
+async def test_a_key_a_url_type_percent_encodes_is_read_and_pushed_under_that_uri(settings: Settings) -> None:
+    key = "notes/résumé 1"
+    uri = f"{ROOT}state/{quote(key, safe=URL_SAFE)}"
+    assert str(AnyUrl(uri)) == uri  # what a client's URL type would send
+    with anyio.fail_after(TIMEOUT):
+        async with connect(settings, "legacy") as writer, watching(settings, "legacy", uri) as watcher:
+            await watcher.drain()
+            await writer.ok("set_state", {"key": key, "value": "v"})
+            await watcher.expect(uri)
+            assert watcher.client is not None
+            view = await read_json(watcher.client, uri)
+    assert [(e["key"], e["value"]) for e in view["entries"]] == [(key, "v")]
