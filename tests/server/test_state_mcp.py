@@ -224,3 +224,13 @@ async def test_a_key_a_url_type_percent_encodes_is_read_and_pushed_under_that_ur
             assert watcher.client is not None
             view = await read_json(watcher.client, uri)
     assert [(e["key"], e["value"]) for e in view["entries"]] == [(key, "v")]
+
+
+async def test_get_state_with_agent_carries_that_agents_notices(settings: Settings, mode: str) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with connect(settings, mode) as bus:
+            await bus.ok("send_message", {"agent": "planner", "to": "reader", "body": "stop work on auth"})
+            read = await bus.ok("get_state", {"key": "plan", "agent": "reader"})
+            listed = await bus.ok("get_state", {"prefix": "", "agent": "reader"})
+    for result in (read, listed):
+        assert any("unread" in n and "planner" in n for n in result["notices"]), result
