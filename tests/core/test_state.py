@@ -7,13 +7,13 @@ import json
 
 import anyio
 import pytest
-from helpers import fresh_settings, ms_of, redis_ms, until_redis_time
+from helpers import ALSO_ON_CLUSTER, fresh_settings, ms_of, redis_ms, until_redis_time
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge, WrongState
 from mcp_agentbus.settings import Settings
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, ALSO_ON_CLUSTER]
 
 
 async def state_events(bus: AgentBus) -> list[tuple[str, dict[str, object]]]:

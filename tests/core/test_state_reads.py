@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import anyio
 import pytest
-from helpers import fresh_settings, ms_of
+from helpers import ALSO_ON_CLUSTER, fresh_settings, ms_of
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument
@@ -19,6 +19,7 @@ WAIT = 5.0  # the wait each waiting test asks for (the settings' cap); each is w
 WOKEN = 3.0  # bound on a wait that a change must end: below WAIT, so only a wake-up can meet it
 
 
+@ALSO_ON_CLUSTER
 async def test_a_prefix_lists_every_key_under_it_sorted(bus: AgentBus) -> None:
     for key in ("results/b", "results/a", "results-old/x", "plan", "results/c/d"):
         await bus.state.set("a", key, value=key)
@@ -36,6 +37,7 @@ async def test_a_prefix_lists_every_key_under_it_sorted(bus: AgentBus) -> None:
     ]
 
 
+@ALSO_ON_CLUSTER
 async def test_pages_of_a_listing_cover_each_key_once_and_the_last_has_no_cursor(bus: AgentBus) -> None:
     keys = [f"k/{n:02}" for n in range(23)]
     for key in keys:
@@ -53,6 +55,7 @@ async def test_pages_of_a_listing_cover_each_key_once_and_the_last_has_no_cursor
     assert seen == [k for k in keys if k != "k/05"]
 
 
+@ALSO_ON_CLUSTER
 async def test_a_listing_stops_before_its_reply_is_too_large_and_goes_on_by_cursor(redis_url: str) -> None:
     async with AgentBus.open(fresh_settings(redis_url)) as bus:
         for n in range(6):
@@ -79,6 +82,7 @@ async def test_bad_reads_are_refused_with_what_to_pass(bus: AgentBus) -> None:
             await bus.state.get(**kwargs)  # type: ignore[arg-type]
 
 
+@ALSO_ON_CLUSTER
 async def test_a_wait_for_a_newer_version_ends_when_another_bus_writes_it(settings: Settings) -> None:
     async with AgentBus.open(settings) as waiter, AgentBus.open(settings) as writer:
         await writer.state.set("planner", "plan", value="draft")
