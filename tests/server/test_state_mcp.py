@@ -1,8 +1,9 @@
 """set_state, get_state and the agentbus://state/{key} resource through the real MCP client: in process on
-both backends and both eras, and across real HTTP server processes on one real Redis."""
+both backends and both eras, and across real server processes (HTTP and stdio) on one real Redis."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +17,8 @@ from helpers.http_servers import bus_env, fresh, http_server
 from helpers.http_servers import connect as connect_http
 from helpers.mcp_session import connect, text_of
 from helpers.subscriptions import ROOT, Watcher, on_updates, read_json, subscribed
-from mcp import Client
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from pydantic import AnyUrl
 
 from mcp_agentbus.core.bus import AgentBus
@@ -234,3 +236,50 @@ async def test_get_state_with_agent_carries_that_agents_notices(settings: Settin
             listed = await bus.ok("get_state", {"prefix": "", "agent": "reader"})
     for result in (read, listed):
         assert any("unread" in n and "planner" in n for n in result["notices"]), result
+
+
+@asynccontextmanager
+async def over_stdio(
+    redis_url: str, namespace: str, agent: str, log: Path, mode: str
+) -> AsyncIterator[Client]:
+    """`agentbus serve` as a stdio subprocess (as hosts run it) and a client session to it."""
+    env = {**bus_env(redis_url, namespace), "AGENTBUS_AGENT": agent}
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_agentbus", "serve"], env=env)
+    with log.open("w") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode=mode) as client:
+            yield client
+
+
+async def test_two_stdio_server_processes_share_state_and_its_waits(
+    redis_url_real: str, tmp_path: Path
+) -> None:
+    namespace = fresh("state-stdio")
+    got: dict[str, Any] = {}
+    with anyio.fail_after(30):
+        async with (
+            over_stdio(redis_url_real, namespace, "agent-a", tmp_path / "a.log", "legacy") as a,
+            over_stdio(redis_url_real, namespace, "agent-b", tmp_path / "b.log", "auto") as b,
+        ):
+
+            async def add(client: Client) -> None:
+                result = await client.call_tool("set_state", {"key": "done", "increment": 1})
+                assert result.is_error is not True, text_of(result)
+
+            async with anyio.create_task_group() as tg:
+                for n in range(20):
+                    tg.start_soon(add, a if n % 2 else b)
+
+            async def wait_in_a() -> None:
+                args = {"key": "done", "after_version": 20, "wait_seconds": 5}
+                got["read"] = (await a.call_tool("get_state", args)).structured_content
+
+            with anyio.fail_after(WOKEN):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(wait_in_a)
+                    await anyio.sleep(0.3)
+                    await add(b)
+    assert [(e["value"], e["version"], e["updated_by"]) for e in got["read"]["entries"]] == [
+        (21, 21, "agent-b")
+    ]
+    for log in (tmp_path / "a.log", tmp_path / "b.log"):
+        assert "Traceback" not in log.read_text()
