@@ -117,7 +117,7 @@ class State:
             got = ", ".join(given) or "none"
             raise InvalidArgument(
                 f"set_state takes exactly one of value, increment or delete (got {got})",
-                hint="Pass value (any JSON but null) to write it, increment to add a number, or delete: true.",
+                hint="Pass value (any JSON but null) to write, increment to add a number, or delete: true.",
             )
         if if_version is not None and if_version < 0:
             raise InvalidArgument(f"if_version must be 0 or more (got {if_version})")
