@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         100_000, ge=100, description="Message records (for reply_to) kept: the newest this many."
     )
     locks_max: int = Field(100_000, ge=1, description="Locks held at once in a namespace; more are refused.")
+    state_keys_max: int = Field(
+        10_000, ge=1, description="Shared-state keys (set_state) a namespace holds at once; more are refused."
+    )
+    state_value_max_bytes: int = Field(
+        65_536, ge=1_024, le=65_536, description="Bytes of JSON one shared-state value may have."
+    )
     # Each owner's share of those bounds (an owner: a token, or the agent a call acts as without one), so
     # one cannot use a bound up for the others; a tenth of each, so it takes ten owners to fill one.
     tasks_max_per_owner: int = Field(
@@ -138,6 +144,11 @@ class Settings(BaseSettings):
     )
     locks_max_per_owner: int = Field(
         10_000, ge=1, description="Locks one token's agents (or one agent, without tokens) hold at once."
+    )
+    state_keys_max_per_owner: int = Field(
+        1_000,
+        ge=1,
+        description="Shared-state keys one token (or agent, without tokens) created that are set.",
     )
 
     @field_validator("redis_url")

@@ -15,6 +15,7 @@ from mcp_agentbus.core.inbox import Inbox
 from mcp_agentbus.core.locks import Locks
 from mcp_agentbus.core.presence import Presence
 from mcp_agentbus.core.reaper import Reaper
+from mcp_agentbus.core.state import State
 from mcp_agentbus.core.tasks import Tasks
 from mcp_agentbus.core.wakeups import Wakeups
 from mcp_agentbus.core.workflows import Workflows
@@ -40,7 +41,7 @@ async def background(*work: Callable[..., Coroutine[Any, Any, None]]) -> AsyncIt
 
 
 class AgentBus:
-    """Tasks, workflows, presence, inboxes, locks and events of one namespace.
+    """Tasks, workflows, presence, inboxes, locks, events and shared state of one namespace.
 
     Use `AgentBus.open(settings)`, which also runs the wake-up listener and the reaper::
 
@@ -60,6 +61,7 @@ class AgentBus:
         self.inbox = Inbox(self.store, self.wakeups)
         self.locks = Locks(self.store, self.wakeups)
         self.events = Events(self.store, self.wakeups)
+        self.state = State(self.store, self.wakeups)
         self.reaper = Reaper(self.store)
 
     @classmethod

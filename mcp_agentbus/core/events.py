@@ -29,7 +29,8 @@ from mcp_agentbus.ids import (
 from mcp_agentbus.redis.replies import PUBLISH_EVENT
 from mcp_agentbus.redis.store import Store, require
 
-BUS_TOPICS = ("task.", "workflow.", "lock.", "agent.", "message.")  # written only by the bus itself
+# Written only by the bus itself.
+BUS_TOPICS = ("task.", "workflow.", "lock.", "agent.", "message.", "state.")
 MAX_LIMIT = 500
 SCAN_FACTOR = 10  # entries scanned per requested event when filtering by topic, so a read stays bounded
 # An entry of the log is at most its data (MAX_JSON_BYTES) plus id, topic, agent and field names; the

@@ -20,11 +20,12 @@ MAX_LISTED_LOCKS = 1000
 QUEUE_SLACK = 2.0  # seconds a waiter keeps its place beyond its wait, to cover a retry in flight
 
 
-def canonical(resource: str) -> str:
+def canonical(resource: str, what: str = "resource") -> str:
     """The one name of a resource, so that ``x``, ``./x`` and ``src/../x`` are one lock: a path-like name
     (one with '/') loses ``.`` segments and repeated slashes and has ``..`` resolved; a leading '/' and a
-    trailing '/' (a directory) are kept. A path that climbs above where it starts is refused."""
-    require(resource, RESOURCE_RE, "resource")
+    trailing '/' (a directory) are kept. A path that climbs above where it starts is refused. Shared-state
+    keys are named the same way (`what` names the argument in errors)."""
+    require(resource, RESOURCE_RE, what)
     if "/" not in resource and resource not in (".", ".."):
         return resource
     parts: list[str] = []
@@ -32,7 +33,7 @@ def canonical(resource: str) -> str:
         if part == "..":
             if not parts:
                 raise InvalidArgument(
-                    f"resource {resource!r} climbs above where it starts",
+                    f"{what} {resource!r} climbs above where it starts",
                     hint="Name paths from the project root, without '..' (e.g. src/app.py or src/).",
                 )
             parts.pop()
@@ -43,8 +44,8 @@ def canonical(resource: str) -> str:
         if root:
             return root
         raise InvalidArgument(
-            f"resource {resource!r} names no file or directory",
-            hint="Lock what you will change: a file (src/app.py) or a directory (src/).",
+            f"{what} {resource!r} names no file or directory",
+            hint="Name a file (src/app.py), a directory (src/) or a plain name (plan).",
         )
     directory = "/" if resource.endswith(("/", "/.", "/..")) else ""
     return root + "/".join(parts) + directory

@@ -49,12 +49,20 @@ Every key starts with ``ab:{<ns>}:``.
 | ``owned_inboxes:<o>``| ZSET    | idle inboxes o opened, score = expiry   | idle_inboxes_max_per_owner ⁵    |
 | ``owned_locks:<o>``  | ZSET    | locks o's agents hold, score = expiry   | locks_max_per_owner ⁵           |
 | ``inbox_owners``     | HASH    | the owner each idle inbox is charged to | idle_inboxes_max                |
+| ``state:<key>``      | HASH    | a shared-state key: value, version, ... | state_keys_max ⁶                |
+| ``state_keys``       | ZSET    | state keys, score 0 (by name)           | state_keys_max ⁶                |
+| ``state_expiry``     | ZSET    | state keys with a ttl, score = expiry   | state_keys_max                  |
+| ``state_tombs``      | ZSET    | deleted state keys, score = last version| state_keys_max ⁷                |
+| ``owned_state:<o>``  | ZSET    | state keys o created, score = expiry    | state_keys_max_per_owner ⁵      |
 
 ¹ The inbox of an agent that is not live expires after the retention (and is dropped sooner, soonest to
 expire first, when more than idle_inboxes_max wait). ² Each also expires after the retention.
 ³ And event_log_max_bytes of topic, agent and data (within a 64th). ⁴ Also left after the retention.
 ⁵ And the namespace's bound in all: every entry is one of the namespace's tasks, agent records, idle
 inboxes or locks. An owner (``context.py``) is ``token:<grant id>`` or an agent id.
+⁶ Live keys; expired ones are not shown and go (as deleted) at the next set_state, 20 a call, so live
+and expired together stay within the bound. ⁷ Past it the lowest versions go and ``counters.state_floor``
+keeps the highest of them: a key with no tombstone continues above it (``lua/set_state.lua``).
 """
 
 from __future__ import annotations
@@ -102,6 +110,11 @@ LAYOUT = (
     "owned_inboxes:",
     "owned_locks:",
     "inbox_owners",
+    "state:",
+    "state_keys",
+    "state_expiry",
+    "state_tombs",
+    "owned_state:",
 )
 
 
@@ -192,6 +205,17 @@ class Keys:
     def cascade(self) -> str:
         return f"{self.prefix}cascade"
 
+    def state(self, key: str) -> str:
+        return f"{self.prefix}state:{key}"
+
+    @property
+    def state_keys(self) -> str:
+        return f"{self.prefix}state_keys"
+
+    @property
+    def state_tombs(self) -> str:
+        return f"{self.prefix}state_tombs"
+
     def owned(self, kind: str, owner: str) -> str:
-        """What `owner` holds of `kind` (tasks, agents, inboxes, locks) against its share."""
+        """What `owner` holds of `kind` (tasks, agents, inboxes, locks, state) against its share."""
         return f"{self.prefix}owned_{kind}:{owner}"

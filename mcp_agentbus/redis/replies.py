@@ -239,6 +239,19 @@ def _reap(reply: list[Any]) -> Reaped | None:
     return Reaped(reclaimed, promoted, gone, _flag(more), locks_expired, cascaded)
 
 
+class StateWritten(NamedTuple):
+    duplicate: bool  # an idempotency_key repeated: the first call's outcome
+    outcome: str  # written | deleted | conflict (if_version did not match) | absent (nothing to delete)
+    version: int  # after the call (conflict: the current one; 0 = not set)
+    value: str  # JSON text, '' for none
+    expires_ms: int  # 0 = never
+
+
+def _set_state(reply: list[Any]) -> StateWritten:
+    status, outcome, version, value, expires = reply
+    return StateWritten(status == "duplicate", outcome, int(version), value, int(expires))
+
+
 ACQUIRE_LOCK = Script("acquire_lock", _acquire)
 CLAIM_TASK = Script("claim_task", _claim)
 CLOCK = Script("clock", lambda reply: int(reply[1]))
@@ -254,4 +267,5 @@ REAP = Script("reap", _reap)
 RELEASE_LOCK = Script("release_lock", lambda reply: LockReleased(_flag(reply[1]), reply[2]))
 RELEASE_TASK = Script("release_task", lambda reply: _flag(reply[1]))  # released: the lease was still this one
 SEND_MESSAGE = Script("send_message", _recorded)
+SET_STATE = Script("set_state", _set_state)
 UNREAD_MESSAGES = Script("unread_messages", lambda reply: int(reply[1]))  # how many were marked unread again

@@ -43,6 +43,7 @@ ScriptName = Literal[
     "release_lock",
     "release_task",
     "send_message",
+    "set_state",
     "unread_messages",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)

@@ -83,6 +83,7 @@ RESOURCE_TOOLS: dict[str, tuple[str, ...]] = {
     "inbox": ("read_inbox",),
     "locks": ("acquire_lock", "list_agents"),  # both show who holds which lock
     "events": ("read_events",),
+    "state": ("get_state",),
 }
 
 

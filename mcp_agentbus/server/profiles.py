@@ -19,6 +19,8 @@ TOOL_NAMES: tuple[str, ...] = (
     "release_lock",
     "publish_event",
     "read_events",
+    "set_state",
+    "get_state",
 )
 
 PROFILES: dict[str, tuple[str, ...]] = {
@@ -35,6 +37,8 @@ PROFILES: dict[str, tuple[str, ...]] = {
         "release_lock",
         "publish_event",
         "read_events",
+        "set_state",
+        "get_state",
     ),
     "coordinator": (
         "heartbeat",
@@ -46,6 +50,8 @@ PROFILES: dict[str, tuple[str, ...]] = {
         "read_inbox",
         "publish_event",
         "read_events",
+        "set_state",
+        "get_state",
     ),
 }
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import Result
 from mcp_agentbus.errors import InvalidArgument, NotFound
-from mcp_agentbus.ids import AGENT_RE, EVENT_PATTERN_RE, WORKFLOW_ID_RE
+from mcp_agentbus.ids import AGENT_RE, EVENT_PATTERN_RE, RESOURCE_RE, WORKFLOW_ID_RE
 from mcp_agentbus.server.replies import keep_fitting
 
 
@@ -42,8 +43,14 @@ VIEWS = (
         "events",
         "The newest events of a topic, e.g. task.completed; patterns such as task.* or * also work.",
     ),
+    View(
+        "agentbus://state/{key}",
+        "state",
+        "One shared-state key (get_state): its value, version, who set it and when, and its expiry.",
+    ),
 )
 PREFIX = "agentbus://"
+URL_SAFE = "/:@!$&'()*+,;=[]?#~"  # what a URL type (pydantic's AnyUrl) leaves as it is in a path
 INBOX_PEEK_LIMIT = 100
 
 
@@ -53,12 +60,15 @@ _ARGUMENT: dict[str, re.Pattern[str] | None] = {  # the format of each view's va
     "inbox": AGENT_RE,
     "locks": None,
     "events": EVENT_PATTERN_RE,
+    "state": RESOURCE_RE,  # a key: path-like, so the rest of the URI, slashes and all
 }
 
 
 def parse(uri: str) -> tuple[str, str]:
     """(view, argument) of an agentbus URI; refused unless it names a view with a valid argument."""
     kind, _, arg = uri.removeprefix(PREFIX).partition("/")
+    if kind == "state":  # a key may have characters a client's URL type percent-encodes
+        arg = unquote(arg)
     pattern = _ARGUMENT.get(kind)
     if not uri.startswith(PREFIX) or kind not in _ARGUMENT or (pattern is None and arg):
         raise NotFound(f"there is no resource {uri!r}", hint="Resources: " + ", ".join(v.uri for v in VIEWS))
@@ -86,6 +96,8 @@ async def read(bus: AgentBus, uri: str) -> str:
         locks = await bus.locks.held()
         locks.locks, locks.notices = keep_fitting(locks.locks, "lock(s)", "the soonest to expire are shown")
         view = locks
+    elif kind == "state":
+        view = await bus.state.get(arg)
     else:
         view = await bus.events.recent(arg)
     # Notices only when the read itself has some (what it left out): resources are nobody's own view.
@@ -102,6 +114,8 @@ def changed_by(hint: str) -> set[str]:
         return {f"{PREFIX}workflows", f"{PREFIX}workflows/{subject}"}
     if kind == "locks":  # a lock extended, or a waiter queued or gone
         return {f"{PREFIX}locks"}
+    if kind == "state":  # set, deleted or expired: under the key as it is, and percent-encoded
+        return {f"{PREFIX}state/{subject}", f"{PREFIX}state/{quote(subject, safe=URL_SAFE)}"}
     if kind != "event":
         return set()
     # An event is announced under its exact topic, each dotted prefix with '.*', and '*'.

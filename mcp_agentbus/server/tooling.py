@@ -9,6 +9,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from mcp_agentbus import context
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.ids import (
     AgentId,
@@ -62,6 +63,13 @@ IDEMPOTENT = ToolAnnotations(
 ADDITIVE = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
 )
+
+
+def caller() -> str | None:
+    """The agent this call acts for, as the server worked it out once for the call (app.py), if any:
+    read-only tools use it for its notices and to end their waits on news for it."""
+    watch = context.watched()
+    return None if watch is None else watch.agent
 
 
 def app_of(ctx: Ctx) -> App:

@@ -1,7 +1,7 @@
 """The MCP tools: typed, bounded arguments in; one core call; a structured result plus a readable line out.
 
 Each concept's tools live in a module of their own (``tools_tasks``, ``tools_messages``,
-``tools_coordination``), on what they share (``tooling``); this is their list, in the order
+``tools_coordination``, ``tools_state``), on what they share (``tooling``); this is their list, in the order
 ``tools/list`` shows them. The profiles (which tools a server offers) are in ``profiles.py``, which
 loads no MCP.
 """
@@ -23,6 +23,7 @@ from mcp_agentbus.server.tools_coordination import (
     release_lock,
 )
 from mcp_agentbus.server.tools_messages import read_inbox, send_message
+from mcp_agentbus.server.tools_state import OVERWRITES, get_state, set_state
 from mcp_agentbus.server.tools_tasks import (
     claim_task,
     complete_task,
@@ -47,4 +48,6 @@ TOOLS: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {
     "release_lock": (release_lock, IDEMPOTENT),
     "publish_event": (publish_event, ADDITIVE),
     "read_events": (read_events, READ_ONLY),
+    "set_state": (set_state, OVERWRITES),
+    "get_state": (get_state, READ_ONLY),
 }

@@ -32,6 +32,8 @@ ALL_TOOLS = {
     "release_lock",
     "publish_event",
     "read_events",
+    "set_state",
+    "get_state",
 }
 
 
@@ -47,6 +49,8 @@ WORKER_TOOLS = {
     "release_lock",
     "publish_event",
     "read_events",
+    "set_state",
+    "get_state",
 }
 
 

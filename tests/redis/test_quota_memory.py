@@ -44,6 +44,7 @@ BOUNDS: dict[str, Any] = {
     "fanout_max_bytes": 65_536,
     "messages_max": 100,
     "locks_max": 40,
+    "state_keys_max": 20,
 }
 
 # The most one item takes in Redis, by what the tools accept (limits.py) and what a script keeps.
@@ -55,6 +56,7 @@ TASK = 140_000  # title 200 and description 16,384 characters (4 bytes each at m
 AGENT = 2_700 + 50 * 600  # presence record (status, note, 20 capabilities, owner's entry), lost-list of 50
 LOCK = 12_500  # a 512-character resource (up to 2 KB) in its hash key, three indexes and its owner's
 MESSAGE_RECORD = 300  # msg:<id>: thread and sender
+STATE_KEY = 12_000  # a 512-character key (up to 2 KB) in its record, two indexes, its owner's and a tombstone
 NAMESPACE = 65_536  # counters, reaper key, event marks
 
 
@@ -64,6 +66,7 @@ def ceiling(s: Settings) -> float:
     events = s.event_log_max_bytes * 65 / 64 + MAX_EVENT + (s.event_retention + 100) * EVENT_ENTRY
     inboxes = (s.agents_max + s.idle_inboxes_max) * (s.inbox_max_bytes + INBOX_KEYS)
     items = s.tasks_max * TASK + s.agents_max * AGENT + s.locks_max * LOCK + s.messages_max * MESSAGE_RECORD
+    items += s.state_keys_max * (s.state_value_max_bytes + STATE_KEY)
     return ALLOCATOR * (events + inboxes + items) + NAMESPACE
 
 
@@ -115,7 +118,18 @@ async def flood(bus: AgentBus, round_: int) -> None:
         await accepted(bus.locks.acquire("flooder", f"{round_}/{n}/" + "r" * 500, ttl_seconds=3_600))
         for n in range(s.locks_max + 10)
     ]
-    for flooded in (agents, ghosts, broadcasts, tasks, locks):
+    states = [  # every other key expires at once, and the next writes clear it as a deletion (a tombstone)
+        await accepted(
+            bus.state.set(
+                "flooder",
+                f"{round_}/{n}/" + "s" * 500,
+                value="v" * 60_000,
+                ttl_seconds=0.05 if n % 2 else None,
+            )
+        )
+        for n in range(2 * s.state_keys_max + 10)
+    ]
+    for flooded in (agents, ghosts, broadcasts, tasks, locks, states):
         assert not all(flooded), "a flood never reached its bound"
     for n in range(s.messages_max + 50):  # the worker reads its inbox as it goes, as workers do
         await bus.inbox.read("worker", limit=100)

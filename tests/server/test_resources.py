@@ -98,6 +98,7 @@ async def test_lists_the_views_as_json_resources_and_templates(settings: Setting
         (f"{ROOT}workflows/{{workflow_id}}", "workflow"),
         (f"{ROOT}inbox/{{agent}}", "inbox"),
         (f"{ROOT}events/{{topic}}", "events"),
+        (f"{ROOT}state/{{key}}", "state"),
     ]
     for item in [*listed, *templates]:
         assert isinstance(item, Resource | ResourceTemplate)

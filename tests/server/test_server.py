@@ -22,7 +22,8 @@ from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
-READ_ONLY_TOOLS = {"list_agents", "get_workflow", "read_events"}
+READ_ONLY_TOOLS = {"list_agents", "get_workflow", "read_events", "get_state"}
+OVERWRITING_TOOLS = {"set_state"}  # destructive: it overwrites and deletes values
 # Arguments whose name, type and tool say all (described in the server's instructions or README).
 UNDESCRIBED_ARGS = {
     "agent",
@@ -43,6 +44,15 @@ UNDESCRIBED_ARGS = {
     "ttl_seconds",
     "lock_token",
     "resource",  # described on acquire_lock, not again on release_lock
+    # set_state / get_state: their descriptions say what each argument does
+    "key",
+    "value",
+    "increment",
+    "delete",
+    "if_version",
+    "prefix",
+    "cursor",
+    "after_version",
 }
 ERROR_CODES = {
     "invalid_argument",
@@ -86,7 +96,7 @@ async def test_lists_exactly_the_bus_tools_fully_described(settings: Settings, m
         assert tool.annotations is not None, tool.name
         assert bool(tool.annotations.read_only_hint) is (tool.name in READ_ONLY_TOOLS), tool.name
         assert tool.annotations.open_world_hint is False, tool.name
-        if tool.name not in READ_ONLY_TOOLS:
+        if tool.name not in READ_ONLY_TOOLS | OVERWRITING_TOOLS:
             assert tool.annotations.destructive_hint is False, tool.name
 
     by_name = {t.name: t for t in tools}
@@ -735,6 +745,55 @@ BAD_INPUT = [
         "get_workflow", {"workflow_id": "wf-999999"}, "not_found", ["wf-999999"], id="get_workflow-unknown"
     ),
     pytest.param("get_workflow", {"id": WORKFLOW}, "invalid_argument", ["id"], id="get_workflow-unknown-arg"),
+    # set_state / get_state
+    pytest.param("set_state", {"key": "k"}, "invalid_argument", ["exactly one"], id="set_state-no-op"),
+    pytest.param(
+        "set_state",
+        {"key": "k", "value": 1, "delete": True},
+        "invalid_argument",
+        ["exactly one"],
+        id="set_state-two",
+    ),
+    pytest.param(
+        "set_state", {"key": "../k", "value": 1}, "invalid_argument", ["key"], id="set_state-climbs"
+    ),
+    pytest.param("set_state", {"key": "", "value": 1}, "invalid_argument", ["key"], id="set_state-empty-key"),
+    pytest.param("set_state", {"key": "k", "value": BIG}, "payload_too_large", ["value"], id="set_state-big"),
+    pytest.param(
+        "set_state",
+        {"key": "k", "value": 1, "ttl_seconds": 0},
+        "invalid_argument",
+        ["ttl"],
+        id="set_state-ttl-0",
+    ),
+    pytest.param(
+        "set_state",
+        {"key": "k", "value": 1, "if_version": -1},
+        "invalid_argument",
+        ["if_version"],
+        id="set_state-v",
+    ),
+    pytest.param(
+        "set_state",
+        {"key": "k", "increment": "one"},
+        "invalid_argument",
+        ["increment"],
+        id="set_state-inc-str",
+    ),
+    pytest.param("get_state", {}, "invalid_argument", ["key or prefix"], id="get_state-neither"),
+    pytest.param(
+        "get_state", {"key": "a", "prefix": "a"}, "invalid_argument", ["key or prefix"], id="get_state-both"
+    ),
+    pytest.param(
+        "get_state",
+        {"key": "a", "wait_seconds": 1},
+        "invalid_argument",
+        ["after_version"],
+        id="get_state-wait",
+    ),
+    pytest.param(
+        "get_state", {"prefix": "a", "limit": 201}, "invalid_argument", ["limit"], id="get_state-limit"
+    ),
     # a tool that does not exist
     pytest.param("delete_everything", {}, "not_found", ["delete_everything"], id="unknown-tool"),
 ]

@@ -62,6 +62,17 @@ SPEC_ARGUMENTS = {
     "release_lock": {"resource", "lock_token", "agent"},
     "publish_event": {"topic", "data", "idempotency_key", "agent"},
     "read_events": {"topics", "after", "limit", "wait_seconds"},
+    "set_state": {
+        "key",
+        "value",
+        "increment",
+        "delete",
+        "if_version",
+        "ttl_seconds",
+        "idempotency_key",
+        "agent",
+    },
+    "get_state": {"key", "prefix", "limit", "cursor", "after_version", "wait_seconds", "agent"},
 }
 WORKFLOW_TASK_FIELDS = {
     "key",
@@ -82,6 +93,7 @@ REQUIRED = {
     "acquire_lock": ["resource"],
     "release_lock": ["resource", "lock_token"],
     "publish_event": ["topic"],
+    "set_state": ["key"],
 }
 # Keywords the listing leaves to the server's own validation, or that only humans read.
 NOT_LISTED = {"title", "pattern", "minLength", "maxLength", "$ref", "$defs", "anyOf"}
@@ -160,7 +172,7 @@ async def test_types_enums_and_bounds_stay(listed: list[Tool]) -> None:
     for tool in ("heartbeat", "acquire_lock"):
         ttl = args[tool]["ttl_seconds"]
         assert (ttl["type"], ttl["minimum"], ttl["maximum"], ttl["default"]) == ("integer", 1, 86_400, 60)
-    for tool in ("claim_task", "read_inbox", "acquire_lock", "read_events"):
+    for tool in ("claim_task", "read_inbox", "acquire_lock", "read_events", "get_state"):
         wait = args[tool]["wait_seconds"]
         assert (wait["type"], wait["minimum"]) == ("number", 0), tool
         assert "capped" in wait["description"], tool
