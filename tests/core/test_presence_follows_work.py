@@ -226,3 +226,11 @@ async def test_an_inbox_wait_still_returns_the_message_it_waited_for(bus: AgentB
     )
     assert [m.body for m in got.messages] == ["here it is"]
     assert STOPPED_FOR_MESSAGE not in got.notices
+
+
+async def test_a_state_wait_ends_when_a_message_arrives_for_the_agent(bus: AgentBus) -> None:
+    got = await ended_early(
+        lambda: bus.state.get("plan/current", after_version=0, wait_seconds=LONG_WAIT, agent="planner"),
+        lambda: bus.inbox.send("coordinator", "planner", "the plan changed in chat"),
+    )
+    assert got.entries == [] and STOPPED_FOR_MESSAGE in got.notices
