@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.errors import UnknownAgent
 from mcp_agentbus.ids import (
     AgentId,
     IdempotencyKey,
@@ -45,10 +47,17 @@ class App:
         the token."""
         return acting_agent(agent, self.settings.agent)
 
+    def reader(self, agent: str | None) -> None:
+        """Check the agent a read-only call names, before the read: it is named only for its notices
+        (`AgentBus.gather_notices` after the read), so naming none is no error (no notices then), but a
+        token may not look at another agent's."""
+        with suppress(UnknownAgent):
+            self.agent(agent)
+
 
 Ctx = Context[App, Any]
 
-# Every acting tool takes `agent`; the server's instructions say what it is, once, not each listing.
+# Every tool takes `agent`; the server's instructions say what it is, once, not each listing.
 AgentArg = AgentId | None
 IdempotencyArg = IdempotencyKey | None  # a well-known idea: its name says it
 LeaseToken = Annotated[str, Field(min_length=1, max_length=64)]  # claim_task's description names it

@@ -69,9 +69,13 @@ async def list_agents(
     ctx: Ctx,
     capability: Annotated[Capability | None, Field(description="Only agents with it")] = None,
     include_gone: Annotated[bool, Field(description="Also agents whose heartbeat lapsed")] = False,
+    agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ListAgentsResult]:
     """Who is on the bus: each agent's status, capabilities, last seen, and tasks and locks held."""
-    r = await app_of(ctx).bus.presence.list_agents(capability=capability, include_gone=include_gone)
+    app = app_of(ctx)
+    app.reader(agent)
+    r = await app.bus.presence.list_agents(capability=capability, include_gone=include_gone)
+    await app.bus.gather_notices()
     r.agents, left_out = keep_fitting(r.agents, "agent(s)", "pass capability to list fewer")
     r.notices += left_out
     alive = sum(a.alive for a in r.agents)
@@ -145,10 +149,13 @@ async def read_events(
     ] = None,
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 50,
     wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
+    agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ReadEventsResult]:
     """The event log, oldest first; pass the returned cursor as after next time."""
-
-    r = await app_of(ctx).bus.events.read(
+    app = app_of(ctx)
+    app.reader(agent)
+    r = await app.bus.events.read(
         topics=topics, after=after, limit=limit, wait_seconds=wait_seconds, on_progress=ctx.report_progress
     )
+    await app.bus.gather_notices()
     return ok(r, f"{len(r.events)} event(s); next cursor {r.cursor}.", event="events")

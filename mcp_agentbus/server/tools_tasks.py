@@ -177,9 +177,13 @@ async def fail_task(
 async def get_workflow(
     ctx: Ctx,
     workflow_id: WorkflowId | None = None,
+    agent: AgentArg = None,
 ) -> Annotated[CallToolResult, GetWorkflowResult]:
     """A workflow's status, progress and tasks; without workflow_id, recent workflows."""
-    r = await app_of(ctx).bus.workflows.get(workflow_id)
+    app = app_of(ctx)
+    app.reader(agent)
+    r = await app.bus.workflows.get(workflow_id)
+    await app.bus.gather_notices()
     if r.workflow is not None:
         w = r.workflow
         return ok(

@@ -97,8 +97,8 @@ async def test_lists_exactly_the_bus_tools_fully_described(settings: Settings, m
     assert by_name["release_lock"].annotations.idempotent_hint is True
     assert set(by_name["complete_task"].input_schema["required"]) == {"task_id", "lease_token"}
     assert set(by_name["create_workflow"].input_schema["required"]) == {"title", "tasks"}
-    # every acting tool takes the optional `agent`
-    for name in ALL_TOOLS - READ_ONLY_TOOLS:  # every acting tool
+    # every tool takes the optional `agent` (read-only ones for its notices)
+    for name in ALL_TOOLS:
         assert "agent" in by_name[name].input_schema["properties"], name
         assert "agent" not in by_name[name].input_schema.get("required", []), name
 
@@ -358,7 +358,9 @@ BAD_INPUT = [
     pytest.param(
         "list_agents", {"include_gone": "maybe"}, "invalid_argument", ["include_gone"], id="list_agents-bool"
     ),
-    pytest.param("list_agents", {"agent": "me"}, "invalid_argument", ["agent"], id="list_agents-unknown-arg"),
+    pytest.param(
+        "list_agents", {"agents": "me"}, "invalid_argument", ["agents"], id="list_agents-unknown-arg"
+    ),
     # create_task
     pytest.param(
         "create_task", {}, "invalid_argument", ["title", "required"], id="create_task-missing-title"

@@ -34,10 +34,10 @@ def _load_bench() -> ModuleType:
 
 tools_size = _load_bench()
 
-# SPEC.md "Tools": every tool's arguments (the contract), `agent` included where the tool acts.
+# SPEC.md "Tools": every tool's arguments (the contract), `agent` included ("Every tool takes `agent`").
 SPEC_ARGUMENTS = {
     "heartbeat": {"status", "capabilities", "note", "ttl_seconds", "agent"},
-    "list_agents": {"capability", "include_gone"},
+    "list_agents": {"capability", "include_gone", "agent"},
     "create_task": {
         "title",
         "description",
@@ -55,13 +55,13 @@ SPEC_ARGUMENTS = {
     "claim_task": {"capabilities", "wait_seconds", "lease_seconds", "task_id", "agent"},
     "complete_task": {"task_id", "lease_token", "result", "summary", "agent"},
     "fail_task": {"task_id", "lease_token", "error", "retry", "agent"},
-    "get_workflow": {"workflow_id"},
+    "get_workflow": {"workflow_id", "agent"},
     "send_message": {"to", "body", "subject", "thread_id", "reply_to", "data", "idempotency_key", "agent"},
     "read_inbox": {"limit", "wait_seconds", "peek", "thread_id", "agent"},
     "acquire_lock": {"resource", "ttl_seconds", "wait_seconds", "agent"},
     "release_lock": {"resource", "lock_token", "agent"},
     "publish_event": {"topic", "data", "idempotency_key", "agent"},
-    "read_events": {"topics", "after", "limit", "wait_seconds"},
+    "read_events": {"topics", "after", "limit", "wait_seconds", "agent"},
 }
 WORKFLOW_TASK_FIELDS = {
     "key",
