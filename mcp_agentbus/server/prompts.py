@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 
-# The server's instructions (sent once at initialize): the loop of each role, in one paragraph.
-INSTRUCTIONS = """\
+
+def instructions(wait_cap: float) -> str:
+    """The server's instructions (sent once at initialize): the loop of each role, in one paragraph, and
+    this server's cap on waits."""
+    return f"""\
 agentbus coordinates agents through a shared Redis. Workers: heartbeat, then loop claim_task
 (with wait_seconds) -> do the work -> complete_task or fail_task with the lease_token; heartbeat more
 often than your lease lasts; acquire_lock before editing a shared file. Coordinators: create_workflow
 to split a goal into dependent tasks, get_workflow to follow it. Everyone: send_message/read_inbox to
 talk, read_events to follow what happens, and read the `notices` in every result. `agent` is your
 agent id (default: the server's AGENTBUS_AGENT): pass your own on every call when several agents (for
-example subagents) share one server. Prompts `worker` and `coordinator` teach the loop."""
+example subagents) share one server. A wait (wait_seconds) lasts at most {wait_cap:g} s on this
+server: call again to wait longer. Prompts `worker` and `coordinator` teach the loop."""
 
 
 def coordinator(goal: str = "", agent: str = "coordinator") -> str:

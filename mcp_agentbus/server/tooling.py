@@ -18,6 +18,7 @@ from mcp_agentbus.ids import (
 )
 from mcp_agentbus.server.auth import acting_agent, current_grant
 from mcp_agentbus.server.namespaces import Namespaces, Served
+from mcp_agentbus.server.schemas import WAIT_CAP
 from mcp_agentbus.settings import Settings
 
 
@@ -62,7 +63,7 @@ AgentArg = AgentId | None
 IdempotencyArg = IdempotencyKey | None  # a well-known idea: its name says it
 LeaseToken = Annotated[str, Field(min_length=1, max_length=64)]  # claim_task's description names it
 
-WAIT = "Max wait (capped)"  # the call returns as soon as the awaited thing comes
+WAIT = f"Max wait, cap {WAIT_CAP}"  # the call returns as soon as the awaited thing comes
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 IDEMPOTENT = ToolAnnotations(

@@ -163,7 +163,7 @@ async def test_types_enums_and_bounds_stay(listed: list[Tool]) -> None:
     for tool in ("claim_task", "read_inbox", "acquire_lock", "read_events"):
         wait = args[tool]["wait_seconds"]
         assert (wait["type"], wait["minimum"]) == ("number", 0), tool
-        assert "capped" in wait["description"], tool
+        assert "cap 25 s" in wait["description"], tool  # the default max_wait_seconds
     assert args["create_task"]["priority"]["enum"] == ["low", "normal", "high", "urgent"]
     assert args["create_task"]["priority"]["default"] == "normal"
     assert args["create_task"]["max_attempts"] | {"description": ""} == {
@@ -183,6 +183,25 @@ async def test_types_enums_and_bounds_stay(listed: list[Tool]) -> None:
     for tool, arguments in args.items():
         if "agent" in arguments:
             assert arguments["agent"] == {"type": "string"}, tool
+
+
+@pytest.mark.parametrize("cap", [7, 0.5])
+async def test_every_wait_and_the_instructions_state_this_servers_cap(cap: float) -> None:
+    """An agent learns the cap before it trips over it: each wait_seconds says it, and the server's
+    instructions say it once."""
+    settings = Settings(redis_url="memory://", namespace="tools-size-cap", agent=None, max_wait_seconds=cap)
+    async with Client(build_server(settings)) as client:
+        tools = (await client.list_tools()).tools
+        instructions = client.instructions
+    waits = {
+        t.name: t.input_schema["properties"]["wait_seconds"]
+        for t in tools
+        if "wait_seconds" in t.input_schema["properties"]
+    }
+    assert set(waits) == {"claim_task", "read_inbox", "acquire_lock", "read_events"}
+    for tool, wait in waits.items():
+        assert f"cap {cap:g} s" in wait["description"], (tool, wait)
+    assert instructions is not None and instructions.count(f"{cap:g} s") == 1, instructions
 
 
 async def test_listed_hints_mean_what_the_tools_declare(listed: list[Tool]) -> None:
