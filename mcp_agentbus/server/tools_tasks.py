@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mcp.types import CallToolResult
 from pydantic import Field
@@ -13,8 +13,9 @@ from mcp_agentbus.core.models import (
     CreateTaskResult,
     CreateWorkflowResult,
     FailResult,
-    GetWorkflowResult,
+    GetWorkflowReply,
     Priority,
+    WorkflowSummary,
 )
 from mcp_agentbus.core.workflows import WorkflowTask
 from mcp_agentbus.ids import (
@@ -177,18 +178,22 @@ async def fail_task(
 async def get_workflow(
     ctx: Ctx,
     workflow_id: WorkflowId | None = None,
+    detail: Annotated[Literal["full", "summary"], Field(description="summary: no results")] = "full",
     agent: AgentArg = None,
-) -> Annotated[CallToolResult, GetWorkflowResult]:
+) -> Annotated[CallToolResult, GetWorkflowReply]:
     """A workflow's status, progress and tasks; without workflow_id, recent workflows."""
     app = app_of(ctx)
     app.reader(agent)
+    if workflow_id is not None and detail == "summary":
+        brief = await app.bus.workflows.brief(workflow_id)
+        await app.bus.gather_notices()
+        return ok(brief, _progress_line(brief.workflow), task="workflow.tasks")
     r = await app.bus.workflows.get(workflow_id)
     await app.bus.gather_notices()
     if r.workflow is not None:
-        w = r.workflow
-        return ok(
-            r,
-            f"Workflow {w.workflow_id} '{w.title}' is {w.status}: {w.progress.done}/{w.progress.total} done.",
-            task="workflow.tasks",
-        )
+        return ok(r, _progress_line(r.workflow), task="workflow.tasks")
     return ok(r, f"{len(r.workflows or [])} recent workflow(s).", workflow="workflows")
+
+
+def _progress_line(w: WorkflowSummary) -> str:
+    return f"Workflow {w.workflow_id} '{w.title}' is {w.status}: {w.progress.done}/{w.progress.total} done."

@@ -55,7 +55,7 @@ SPEC_ARGUMENTS = {
     "claim_task": {"capabilities", "wait_seconds", "lease_seconds", "task_id", "agent"},
     "complete_task": {"task_id", "lease_token", "result", "summary", "agent"},
     "fail_task": {"task_id", "lease_token", "error", "retry", "agent"},
-    "get_workflow": {"workflow_id", "agent"},
+    "get_workflow": {"workflow_id", "detail", "agent"},
     "send_message": {"to", "body", "subject", "thread_id", "reply_to", "data", "idempotency_key", "agent"},
     "read_inbox": {"limit", "wait_seconds", "peek", "thread_id", "agent"},
     "acquire_lock": {"resource", "ttl_seconds", "wait_seconds", "agent"},
