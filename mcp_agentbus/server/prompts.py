@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from mcp_agentbus.server.tooling import FENCES
+
 
 def instructions(wait_cap: float) -> str:
     """The server's instructions (sent once at initialize): the loop of each role, in one paragraph, and
@@ -45,7 +47,8 @@ def worker(agent: str = "worker", capabilities: str = "") -> str:
 2. claim_task(agent, wait_seconds=20). If task is null, read_inbox and claim again.
 3. Do the task: its description, payload and `inputs` (results of the tasks it depends on). Before
    changing a file, acquire_lock(resource=<path>); if refused, work on something else or wait
-   (wait_seconds); release_lock when done. Pass task_id + fence along with side effects.
+   (wait_seconds); release_lock when done. {FENCES} So pass task_id + fence with whatever you
+   write for the task, and the fencing_token with each write to a file you locked.
 4. heartbeat every ~30 s while working: it keeps your lease and locks alive. If a call says
    lease_lost, stop: the task was given to someone else.
 5. complete_task(task_id, lease_token, result, summary) — or fail_task(task_id, lease_token,

@@ -28,17 +28,21 @@ from mcp_agentbus.ids import (
 )
 from mcp_agentbus.server.replies import keep_fitting, ok
 from mcp_agentbus.server.tooling import (
+    FENCES,
     WAIT,
     AgentArg,
     Ctx,
     IdempotencyArg,
     app_of,
+    described,
 )
 
 
 async def heartbeat(
     ctx: Ctx,
-    status: Annotated[str, Field(min_length=1, max_length=MAX_STATUS)] = "idle",
+    status: Annotated[
+        str, Field(min_length=1, max_length=MAX_STATUS, description="e.g. idle, busy")
+    ] = "idle",
     capabilities: Annotated[
         list[Capability] | None,
         Field(
@@ -50,8 +54,7 @@ async def heartbeat(
     ttl_seconds: Annotated[int, Field(ge=1, le=86_400, description="Gone after this long silent")] = 60,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, HeartbeatResult]:
-    """Say you are alive; extends all your leases and locks. Call it within your shortest lease or
-    ttl."""
+    """Say you are alive, within your shortest lease or ttl; extends your leases and locks."""
     app = app_of(ctx)
     r = await app.bus.presence.heartbeat(
         app.agent(agent), status=status, capabilities=capabilities, note=note, ttl_seconds=ttl_seconds
@@ -83,17 +86,19 @@ async def list_agents(
     return ok(r, line, agent="agents")
 
 
-ResourceArg = Annotated[Resource, Field(description="Usually a path; 'dir/' covers all below it")]
+ResourceArg = Annotated[Resource, Field(description="A path; 'dir/' covers all below it")]
 
 
+@described(f"Lock what you will change; refused while an overlapping lock is held. {FENCES}")
 async def acquire_lock(
     ctx: Ctx,
     resource: ResourceArg,
-    ttl_seconds: Annotated[int, Field(ge=1, le=86_400)] = 60,  # heartbeat extends it
+    ttl_seconds: Annotated[
+        int, Field(ge=1, le=86_400, description="Expires unless heartbeat extends it")
+    ] = 60,
     wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, LockResult]:
-    """Lock what you will change; refused while an overlapping lock is held (naming its holder)."""
     app = app_of(ctx)
     r = await app.bus.locks.acquire(
         app.agent(agent),
@@ -130,7 +135,7 @@ async def publish_event(
     idempotency_key: IdempotencyArg = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, PublishResult]:
-    """Announce an event to every reader of the event log."""
+    """Add an event to the log."""
     app = app_of(ctx)
     r = await app.bus.events.publish(app.agent(agent), topic, data, idempotency_key=idempotency_key)
     return ok(
@@ -142,16 +147,14 @@ async def read_events(
     ctx: Ctx,
     topics: Annotated[
         list[TopicPattern] | None,
-        Field(max_length=20, description="e.g. task.*; default all"),
+        Field(max_length=20, description="e.g. task.*; omit: all"),
     ] = None,
-    after: Annotated[
-        Cursor | None, Field(description="Cursor from the last read; '0': start; omit: now")
-    ] = None,
-    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 50,
+    after: Annotated[Cursor | None, Field(description="Last cursor; '0': start; omit: now")] = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Max events")] = 50,
     wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ReadEventsResult]:
-    """The event log, oldest first; pass the returned cursor as after next time."""
+    """The event log, oldest first; pass the cursor back as after."""
     app = app_of(ctx)
     app.reader(agent)
     r = await app.bus.events.read(

@@ -32,12 +32,14 @@ from mcp_agentbus.ids import (
 )
 from mcp_agentbus.server.replies import ok
 from mcp_agentbus.server.tooling import (
+    FENCES,
     WAIT,
     AgentArg,
     Ctx,
     IdempotencyArg,
     LeaseToken,
     app_of,
+    described,
 )
 
 
@@ -109,11 +111,10 @@ async def claim_task(
     ] = None,
     wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
     lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Default 300")] = None,
-    task_id: TaskId | None = None,  # a specific ready task
+    task_id: Annotated[TaskId | None, Field(description="Only this ready task")] = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ClaimResult]:
-    """Take the next ready task (by priority, then age) and a lease on it; end with complete_task or
-    fail_task. task is null if none is ready."""
+    """Lease the next ready task (by priority, then age); end with complete_task or fail_task."""
     app = app_of(ctx)
     r = await app.bus.tasks.claim(
         app.agent(agent),
@@ -134,6 +135,7 @@ async def claim_task(
     )
 
 
+@described(f"Mark your claimed task done with its result. {FENCES}")
 async def complete_task(
     ctx: Ctx,
     task_id: TaskId,
@@ -142,7 +144,6 @@ async def complete_task(
     summary: Annotated[str, Field(max_length=MAX_SUMMARY)] = "",
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, CompleteResult]:
-    """Mark your claimed task done with its result. Safe to repeat."""
     app = app_of(ctx)
     r = await app.bus.tasks.complete(app.agent(agent), task_id, lease_token, result=result, summary=summary)
     line = f"Task {task_id} is done" + (" (already recorded)" if r.already_completed else "")
@@ -153,6 +154,7 @@ async def complete_task(
     return ok(r, line + ".")
 
 
+@described(f"Your claimed task failed: retried until max_attempts, then dead. {FENCES}")
 async def fail_task(
     ctx: Ctx,
     task_id: TaskId,
@@ -161,7 +163,6 @@ async def fail_task(
     retry: Annotated[bool, Field(description="false: dead now")] = True,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, FailResult]:
-    """Your claimed task failed: retried with backoff until max_attempts, then dead. Safe to repeat."""
     app = app_of(ctx)
     r = await app.bus.tasks.fail(app.agent(agent), task_id, lease_token, error=error, retry=retry)
     if r.state == "dead":

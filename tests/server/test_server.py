@@ -26,7 +26,6 @@ READ_ONLY_TOOLS = {"list_agents", "get_workflow", "read_events"}
 # Arguments whose name, type and tool say all (described in the server's instructions or README).
 UNDESCRIBED_ARGS = {
     "agent",
-    "status",
     "note",
     "task_id",
     "lease_token",
@@ -39,8 +38,6 @@ UNDESCRIBED_ARGS = {
     "reply_to",
     "data",
     "idempotency_key",
-    "limit",
-    "ttl_seconds",
     "lock_token",
     "resource",  # described on acquire_lock, not again on release_lock
 }

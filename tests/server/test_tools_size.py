@@ -173,7 +173,13 @@ async def test_types_enums_and_bounds_stay(listed: list[Tool]) -> None:
         "default": 3,
         "description": "",
     }
-    assert args["read_inbox"]["limit"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
+    assert args["read_inbox"]["limit"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "default": 20,
+        "description": "Max messages",
+    }
     assert args["fail_task"]["retry"]["default"] is True
     assert args["heartbeat"]["capabilities"]["type"] == "array"
     assert args["heartbeat"]["capabilities"]["items"] == {"type": "string"}
