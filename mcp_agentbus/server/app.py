@@ -201,9 +201,7 @@ class AgentBusServer(MCPServer[App]):
         return [tool for tool in self._listed if tool.name in allowed]
 
     def _watching(self, tool: str, arguments: dict[str, Any]) -> AbstractContextManager[Any]:
-        """Collect the acting agent's notices along with a tool call that acts."""
-        if "agent" not in self._arguments[tool]:
-            return nullcontext()
+        """Collect the notices of the agent a tool call is made for (every tool takes `agent`), if any."""
         agent = arguments.get("agent")
         try:
             acting = acting_agent(agent if isinstance(agent, str) else None, self._settings.agent)
