@@ -67,7 +67,7 @@ def found(result: Result) -> bool:
 
 
 def cap_notices(result: Result) -> list[str]:
-    return [n for n in result.notices if "cap" in n]
+    return [n for n in result.notices if "server's cap" in n]
 
 
 @pytest.mark.parametrize("wait", WAITS, ids=lambda w: w.__name__)
