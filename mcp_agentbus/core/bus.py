@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from mcp_agentbus import context
 from mcp_agentbus.core.events import Events
 from mcp_agentbus.core.inbox import Inbox
 from mcp_agentbus.core.locks import Locks
@@ -86,6 +87,14 @@ class AgentBus:
             if reaper:
                 tg.start_soon(self.reaper.run)
             task_status.started()
+
+    async def gather_notices(self) -> None:
+        """Bring the notices of the agent the call is watched for (`context.watching`) when the call ran
+        no script that brought them (a read): the clock script changes nothing, and like every script
+        it appends them to its reply."""
+        watch = context.watched()
+        if watch is not None and watch.state is None:
+            await self.store.now_ms()
 
     async def ping(self) -> None:
         """Raise `BackendUnavailable` unless Redis answers."""

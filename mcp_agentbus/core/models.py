@@ -129,6 +129,16 @@ class TaskView(BaseModel):
     updated_at: str | None = None
 
 
+class TaskBrief(BaseModel):
+    """A task in get_workflow's summary: where it stands and who has it, not what it produced."""
+
+    id: str
+    key: str | None = None
+    state: TaskState
+    assignee: str | None = Field(None, description="The agent holding the lease, or that completed it.")
+    attempts: int
+
+
 class WorkflowSummary(BaseModel):
     workflow_id: str
     title: str
@@ -149,11 +159,26 @@ class WorkflowView(WorkflowSummary):
     )
 
 
+class WorkflowBrief(WorkflowSummary):
+    tasks: list[TaskBrief]
+
+
+class GetWorkflowBriefResult(Result):
+    workflow: WorkflowBrief = Field(description="The workflow asked for, in summary: no results or errors.")
+
+
 class GetWorkflowResult(Result):
     workflow: WorkflowView | None = Field(None, description="The workflow asked for.")
     workflows: list[WorkflowSummary] | None = Field(
         None, description="Recent workflows, when no id was given."
     )
+
+
+class GetWorkflowReply(Result):
+    """get_workflow's result in either detail: the SDK checks a tool's result against one model."""
+
+    workflow: WorkflowView | WorkflowBrief | None = None
+    workflows: list[WorkflowSummary] | None = None
 
 
 class AgentView(BaseModel):

@@ -21,24 +21,21 @@ still_allowed: ContextVar[Callable[[], None] | None] = ContextVar("still_allowed
 
 
 class Wait:
-    """A call's server-side wait: what is left of it (capped by the server), its notices and progress."""
+    """A call's server-side wait: what is left of it (capped by the server), its notices and progress.
+    `notices` is the list the wait's result carries: it gets the cap's notice only once the wait has
+    really run for the whole cap, having been asked for more (a wait answered sooner says nothing of
+    the cap)."""
 
     def __init__(
         self, wait_seconds: float, max_wait: float, what: str, on_progress: ProgressCallback | None = None
     ) -> None:
         seconds(wait_seconds, "wait_seconds", allow_zero=True)
         self.notices: list[str] = []
-        if wait_seconds > max_wait:
-            self.notices.append(
-                f"wait_seconds={wait_seconds:g} is above this server's cap; waited at most {max_wait:g} s."
-            )
-            wait_seconds = max_wait
-        self.seconds = wait_seconds
+        self._asked = wait_seconds if wait_seconds > max_wait else None
+        self.seconds = min(wait_seconds, max_wait)
         watch = context.watched()
-        if (
-            watch is not None and wait_seconds > 0
-        ):  # a waiting agent is working: its presence outlasts the wait
-            watch.stay_ms = max(watch.stay_ms, math.ceil((wait_seconds + STAY_SLACK) * 1000))
+        if watch is not None and self.seconds > 0:  # a waiting agent works: its presence outlasts the wait
+            watch.stay_ms = max(watch.stay_ms, math.ceil((self.seconds + STAY_SLACK) * 1000))
         self._what = what
         self._on_progress = on_progress
         self._started = anyio.current_time()
@@ -62,3 +59,9 @@ class Wait:
                 await self._on_progress(waited, self.seconds, message)
         if check is not None:  # woken at once, or at the end: the caller looks again only if allowed
             check()
+        if self._asked is not None and self.remaining() <= 0:
+            self.notices.append(
+                f"wait_seconds={self._asked:g} is above this server's cap: waited {self.seconds:g} s, "
+                "the most it waits."
+            )
+            self._asked = None  # said once

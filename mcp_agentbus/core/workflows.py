@@ -10,10 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_agentbus.core.models import (
     CreateWorkflowResult,
+    GetWorkflowBriefResult,
     GetWorkflowResult,
     Priority,
     Progress,
+    TaskBrief,
     TaskView,
+    WorkflowBrief,
     WorkflowSummary,
     WorkflowView,
     iso,
@@ -184,17 +187,9 @@ class Workflows:
                     records = await pipe.execute()
             return GetWorkflowResult(workflows=[_summary(r) for r in records if r])
 
-        require(workflow_id, WORKFLOW_ID_RE, "workflow_id")
-        with self._store.backend():
-            record = cast(dict[str, str], await self._store.redis.hgetall(keys.workflow(workflow_id)))
-            if not record:
-                raise NotFound(f"workflow {workflow_id} does not exist (or finished before the retention)")
-            async with self._store.redis.pipeline(transaction=False) as pipe:
-                for task_id in record.get("tasks", "").split(","):
-                    pipe.hgetall(keys.task(task_id))
-                tasks = await pipe.execute()
-        key_of = {t["id"]: t.get("key") or t["id"] for t in tasks if t}
-        shown, results_left_out, tasks_left_out = _fit_tasks([task_view(t, key_of) for t in tasks if t])
+        record, tasks = await self._load(workflow_id)
+        key_of = {t["id"]: t.get("key") or t["id"] for t in tasks}
+        shown, results_left_out, tasks_left_out = _fit_tasks([task_view(t, key_of) for t in tasks])
         notices = []
         if results_left_out:
             notices.append(
@@ -211,6 +206,28 @@ class Workflows:
             tasks_left_out=tasks_left_out,
         )
         return GetWorkflowResult(workflow=view, notices=notices)
+
+    async def brief(self, workflow_id: str) -> GetWorkflowBriefResult:
+        """One workflow in summary, for a coordinator that follows it: its progress, and each task's
+        state, assignee and attempts, without results, summaries or errors. Every task fits in one reply
+        (MAX_WORKFLOW_TASKS briefs of at most a few hundred bytes each: tests/core/test_workflows.py)."""
+        record, tasks = await self._load(workflow_id)
+        briefs = [TaskBrief.model_validate(task_view(t, {}), from_attributes=True) for t in tasks]
+        return GetWorkflowBriefResult(workflow=WorkflowBrief(**_summary(record).model_dump(), tasks=briefs))
+
+    async def _load(self, workflow_id: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """A workflow's record and its tasks' records, in creation order."""
+        require(workflow_id, WORKFLOW_ID_RE, "workflow_id")
+        keys = self._store.keys
+        with self._store.backend():
+            record = cast(dict[str, str], await self._store.redis.hgetall(keys.workflow(workflow_id)))
+            if not record:
+                raise NotFound(f"workflow {workflow_id} does not exist (or finished before the retention)")
+            async with self._store.redis.pipeline(transaction=False) as pipe:
+                for task_id in record.get("tasks", "").split(","):
+                    pipe.hgetall(keys.task(task_id))
+                tasks = await pipe.execute()
+        return record, [t for t in tasks if t]
 
 
 def _fit_tasks(views: list[TaskView]) -> tuple[list[TaskView], list[str], list[str]]:

@@ -86,7 +86,7 @@ class AgentBusServer(MCPServer[App]):
         super().__init__(
             "agentbus",
             version=__version__,
-            instructions=prompts.INSTRUCTIONS,
+            instructions=prompts.instructions(settings.max_wait_seconds),
             lifespan=lifespan,
             log_level=settings.log_level,
             subscriptions=listeners,
@@ -187,7 +187,7 @@ class AgentBusServer(MCPServer[App]):
                 tool.model_copy(
                     update={
                         "description": " ".join((tool.description or "").split()),  # a docstring's wraps
-                        "input_schema": compact_input(tool.input_schema),
+                        "input_schema": compact_input(tool.input_schema, self._settings.max_wait_seconds),
                         "output_schema": tool.output_schema and compact_output(tool.output_schema),
                         "annotations": compact_annotations(tool.annotations),
                     }
@@ -201,9 +201,7 @@ class AgentBusServer(MCPServer[App]):
         return [tool for tool in self._listed if tool.name in allowed]
 
     def _watching(self, tool: str, arguments: dict[str, Any]) -> AbstractContextManager[Any]:
-        """Collect the acting agent's notices along with a tool call that acts."""
-        if "agent" not in self._arguments[tool]:
-            return nullcontext()
+        """Collect the notices of the agent a tool call is made for (every tool takes `agent`), if any."""
         agent = arguments.get("agent")
         try:
             acting = acting_agent(agent if isinstance(agent, str) else None, self._settings.agent)

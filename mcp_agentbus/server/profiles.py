@@ -35,8 +35,6 @@ PROFILES: dict[str, tuple[str, ...]] = {
         "read_inbox",
         "acquire_lock",
         "release_lock",
-        "publish_event",
-        "read_events",
         "set_state",
         "get_state",
     ),

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 
-# The server's instructions (sent once at initialize): the loop of each role, in one paragraph.
-INSTRUCTIONS = """\
+from mcp_agentbus.server.tooling import FENCES
+
+
+def instructions(wait_cap: float) -> str:
+    """The server's instructions (sent once at initialize): the loop of each role, in one paragraph, and
+    this server's cap on waits."""
+    return f"""\
 agentbus coordinates agents through a shared Redis. Workers: heartbeat, then loop claim_task
 (with wait_seconds) -> do the work -> complete_task or fail_task with the lease_token; heartbeat more
 often than your lease lasts; acquire_lock before editing a shared file. Coordinators: create_workflow
-to split a goal into dependent tasks, get_workflow to follow it. Everyone: send_message/read_inbox to
-talk, read_events to follow what happens, and read the `notices` in every result. `agent` is your
+to split a goal into dependent tasks, get_workflow and read_events to follow it. Everyone:
+send_message/read_inbox to talk, set_state/get_state to share small values (a plan, a counter), and
+read the `notices` in every result. `agent` is your
 agent id (default: the server's AGENTBUS_AGENT): pass your own on every call when several agents (for
-example subagents) share one server. Prompts `worker` and `coordinator` teach the loop."""
+example subagents) share one server. A wait (wait_seconds) lasts at most {wait_cap:g} s on this
+server: call again to wait longer. Prompts `worker` and `coordinator` teach the loop."""
 
 
 def coordinator(goal: str = "", agent: str = "coordinator") -> str:
@@ -41,7 +48,8 @@ def worker(agent: str = "worker", capabilities: str = "") -> str:
 2. claim_task(agent, wait_seconds=20). If task is null, read_inbox and claim again.
 3. Do the task: its description, payload and `inputs` (results of the tasks it depends on). Before
    changing a file, acquire_lock(resource=<path>); if refused, work on something else or wait
-   (wait_seconds); release_lock when done. Pass task_id + fence along with side effects.
+   (wait_seconds); release_lock when done. {FENCES} So pass task_id + fence with whatever you
+   write for the task, and the fencing_token with each write to a file you locked.
 4. heartbeat every ~30 s while working: it keeps your lease and locks alive. If a call says
    lease_lost, stop: the task was given to someone else.
 5. complete_task(task_id, lease_token, result, summary) — or fail_task(task_id, lease_token,

@@ -10,6 +10,9 @@ server validates every argument with the full model, so nothing is accepted that
 would refuse, and a bad value gets an ``invalid_argument`` error that names the field and its format.
 Nested models are inlined (no ``$defs``/``$ref``).
 
+A description may name the server's wait cap as WAIT_CAP: each server's listing says its own
+(settings ``max_wait_seconds``), so an agent knows it before it waits.
+
 Tool annotations keep the hints that differ from MCP's defaults.
 
 Results are published as a bare object: the SDK client validates every structured result against
@@ -24,13 +27,15 @@ from typing import Any
 
 from mcp.types import ToolAnnotations
 
+WAIT_CAP = "<wait cap>"  # in a description: the server's cap on wait_seconds, e.g. "25 s"
 _DROPPED = frozenset({"title", "pattern", "minLength", "maxLength"})
 _EMPTY_DEFAULTS: tuple[Any, ...] = (None, "", 0, [], {})  # False == 0, so false is among them
 
 
-def compact_input(schema: dict[str, Any]) -> dict[str, Any]:
+def compact_input(schema: dict[str, Any], wait_cap: float) -> dict[str, Any]:
     defs: dict[str, Any] = schema.get("$defs", {})
-    properties = {name: _argument(p, defs) for name, p in schema.get("properties", {}).items()}
+    cap = f"{wait_cap:g} s"
+    properties = {name: _argument(p, defs, cap) for name, p in schema.get("properties", {}).items()}
     out: dict[str, Any] = {"type": "object", "properties": properties}
     if schema.get("required"):
         out["required"] = schema["required"]
@@ -60,18 +65,20 @@ def compact_annotations(annotations: ToolAnnotations | None) -> ToolAnnotations 
     )
 
 
-def _argument(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
-    """One argument (or a field of a nested argument), compacted."""
+def _argument(prop: dict[str, Any], defs: dict[str, Any], cap: str) -> dict[str, Any]:
+    """One argument (or a field of a nested argument), compacted; `cap` fills in WAIT_CAP."""
     out = _optional(_strip(prop, defs))
     if "default" in out and out["default"] is not True and out["default"] in _EMPTY_DEFAULTS:
         del out["default"]
+    if isinstance(out.get("description"), str):
+        out["description"] = out["description"].replace(WAIT_CAP, cap)
     nested = out.get("properties")
     if isinstance(nested, dict):
         out.pop("description", None)  # a model's docstring: the argument's own description says it
-        out["properties"] = {name: _argument(p, defs) for name, p in nested.items()}
+        out["properties"] = {name: _argument(p, defs, cap) for name, p in nested.items()}
     items = out.get("items")
     if isinstance(items, dict):
-        out["items"] = _argument(items, defs)
+        out["items"] = _argument(items, defs, cap)
     return out
 
 

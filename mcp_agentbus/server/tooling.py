@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
@@ -11,13 +13,17 @@ from pydantic import Field
 
 from mcp_agentbus import context
 from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.errors import UnknownAgent
 from mcp_agentbus.ids import (
     AgentId,
     IdempotencyKey,
 )
 from mcp_agentbus.server.auth import acting_agent, current_grant
 from mcp_agentbus.server.namespaces import Namespaces, Served
+from mcp_agentbus.server.schemas import WAIT_CAP
 from mcp_agentbus.settings import Settings
+
+Tool = TypeVar("Tool", bound=Callable[..., Any])
 
 
 @dataclass
@@ -46,15 +52,35 @@ class App:
         the token."""
         return acting_agent(agent, self.settings.agent)
 
+    def reader(self, agent: str | None) -> None:
+        """Check the agent a read-only call names, before the read: it is named only for its notices
+        (`AgentBus.gather_notices` after the read), so naming none is no error (no notices then), but a
+        token may not look at another agent's."""
+        with suppress(UnknownAgent):
+            self.agent(agent)
+
 
 Ctx = Context[App, Any]
 
-# Every acting tool takes `agent`; the server's instructions say what it is, once, not each listing.
+# Every tool takes `agent`; the server's instructions say what it is, once, not each listing.
 AgentArg = AgentId | None
 IdempotencyArg = IdempotencyKey | None  # a well-known idea: its name says it
 LeaseToken = Annotated[str, Field(min_length=1, max_length=64)]  # claim_task's description names it
 
-WAIT = "Max wait (capped)"  # the call returns as soon as the awaited thing comes
+WAIT = f"Max wait, cap {WAIT_CAP}"  # the call returns as soon as the awaited thing comes
+# Which fence guards what, said alike wherever a fence is handed out or used (descriptions, prompts, README).
+FENCES = "A lease's fence guards its task's side effects; a lock's fencing_token, writes to its resource."
+
+
+def described(description: str) -> Callable[[Tool], Tool]:
+    """Give a tool its description (what a docstring would be) when it is built from parts, e.g. FENCES."""
+
+    def describe(tool: Tool) -> Tool:
+        tool.__doc__ = description
+        return tool
+
+    return describe
+
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 IDEMPOTENT = ToolAnnotations(

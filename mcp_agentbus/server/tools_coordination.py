@@ -28,17 +28,21 @@ from mcp_agentbus.ids import (
 )
 from mcp_agentbus.server.replies import keep_fitting, ok
 from mcp_agentbus.server.tooling import (
+    FENCES,
     WAIT,
     AgentArg,
     Ctx,
     IdempotencyArg,
     app_of,
+    described,
 )
 
 
 async def heartbeat(
     ctx: Ctx,
-    status: Annotated[str, Field(min_length=1, max_length=MAX_STATUS)] = "idle",
+    status: Annotated[
+        str, Field(min_length=1, max_length=MAX_STATUS, description="e.g. idle, busy")
+    ] = "idle",
     capabilities: Annotated[
         list[Capability] | None,
         Field(
@@ -50,8 +54,7 @@ async def heartbeat(
     ttl_seconds: Annotated[int, Field(ge=1, le=86_400, description="Gone after this long silent")] = 60,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, HeartbeatResult]:
-    """Say you are alive; extends all your leases and locks. Call it within your shortest lease or
-    ttl."""
+    """Say you are alive, within your shortest lease or ttl; extends your leases and locks."""
     app = app_of(ctx)
     r = await app.bus.presence.heartbeat(
         app.agent(agent), status=status, capabilities=capabilities, note=note, ttl_seconds=ttl_seconds
@@ -69,9 +72,13 @@ async def list_agents(
     ctx: Ctx,
     capability: Annotated[Capability | None, Field(description="Only agents with it")] = None,
     include_gone: Annotated[bool, Field(description="Also agents whose heartbeat lapsed")] = False,
+    agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ListAgentsResult]:
     """Who is on the bus: each agent's status, capabilities, last seen, and tasks and locks held."""
-    r = await app_of(ctx).bus.presence.list_agents(capability=capability, include_gone=include_gone)
+    app = app_of(ctx)
+    app.reader(agent)
+    r = await app.bus.presence.list_agents(capability=capability, include_gone=include_gone)
+    await app.bus.gather_notices()
     r.agents, left_out = keep_fitting(r.agents, "agent(s)", "pass capability to list fewer")
     r.notices += left_out
     alive = sum(a.alive for a in r.agents)
@@ -79,17 +86,19 @@ async def list_agents(
     return ok(r, line, agent="agents")
 
 
-ResourceArg = Annotated[Resource, Field(description="Usually a path; 'dir/' covers all below it")]
+ResourceArg = Annotated[Resource, Field(description="A path; 'dir/' covers all below it")]
 
 
+@described(f"Lock what you will change; refused while an overlapping lock is held. {FENCES}")
 async def acquire_lock(
     ctx: Ctx,
     resource: ResourceArg,
-    ttl_seconds: Annotated[int, Field(ge=1, le=86_400)] = 60,  # heartbeat extends it
+    ttl_seconds: Annotated[
+        int, Field(ge=1, le=86_400, description="Expires unless heartbeat extends it")
+    ] = 60,
     wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, LockResult]:
-    """Lock what you will change; refused while an overlapping lock is held (naming its holder)."""
     app = app_of(ctx)
     r = await app.bus.locks.acquire(
         app.agent(agent),
@@ -126,7 +135,7 @@ async def publish_event(
     idempotency_key: IdempotencyArg = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, PublishResult]:
-    """Announce an event to every reader of the event log."""
+    """Add an event to the log."""
     app = app_of(ctx)
     r = await app.bus.events.publish(app.agent(agent), topic, data, idempotency_key=idempotency_key)
     return ok(
@@ -138,17 +147,18 @@ async def read_events(
     ctx: Ctx,
     topics: Annotated[
         list[TopicPattern] | None,
-        Field(max_length=20, description="e.g. task.*; default all"),
+        Field(max_length=20, description="e.g. task.*; omit: all"),
     ] = None,
-    after: Annotated[
-        Cursor | None, Field(description="Cursor from the last read; '0': start; omit: now")
-    ] = None,
-    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 50,
+    after: Annotated[Cursor | None, Field(description="Last cursor; '0': start; omit: now")] = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Max events")] = 50,
     wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
+    agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ReadEventsResult]:
-    """The event log, oldest first; pass the returned cursor as after next time."""
-
-    r = await app_of(ctx).bus.events.read(
+    """The event log, oldest first; pass the cursor back as after."""
+    app = app_of(ctx)
+    app.reader(agent)
+    r = await app.bus.events.read(
         topics=topics, after=after, limit=limit, wait_seconds=wait_seconds, on_progress=ctx.report_progress
     )
+    await app.bus.gather_notices()
     return ok(r, f"{len(r.events)} event(s); next cursor {r.cursor}.", event="events")

@@ -43,7 +43,7 @@ async def send_message(
     idempotency_key: IdempotencyArg = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, SendResult]:
-    """Send a message to agents' durable inboxes."""
+    """Send to agents' durable inboxes."""
     app = app_of(ctx)
     r = await app.bus.inbox.send(
         app.agent(agent),
@@ -61,13 +61,13 @@ async def send_message(
 
 async def read_inbox(
     ctx: Ctx,
-    limit: Annotated[int, Field(ge=1, le=MAX_READ)] = 20,
+    limit: Annotated[int, Field(ge=1, le=MAX_READ, description="Max messages")] = 20,
     wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
-    peek: Annotated[bool, Field(description="Don't mark them read")] = False,
+    peek: Annotated[bool, Field(description="Don't mark read")] = False,
     thread_id: Annotated[ThreadId | None, Field(description="Only this thread")] = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ReadInboxResult]:
-    """Your unread messages, oldest first; each is returned once."""
+    """Your unread messages, oldest first."""
     app = app_of(ctx)
     r = await app.bus.inbox.read(
         app.agent(agent),

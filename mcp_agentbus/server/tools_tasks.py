@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mcp.types import CallToolResult
 from pydantic import Field
@@ -13,8 +13,9 @@ from mcp_agentbus.core.models import (
     CreateTaskResult,
     CreateWorkflowResult,
     FailResult,
-    GetWorkflowResult,
+    GetWorkflowReply,
     Priority,
+    WorkflowSummary,
 )
 from mcp_agentbus.core.workflows import WorkflowTask
 from mcp_agentbus.ids import (
@@ -31,12 +32,14 @@ from mcp_agentbus.ids import (
 )
 from mcp_agentbus.server.replies import ok
 from mcp_agentbus.server.tooling import (
+    FENCES,
     WAIT,
     AgentArg,
     Ctx,
     IdempotencyArg,
     LeaseToken,
     app_of,
+    described,
 )
 
 
@@ -108,11 +111,10 @@ async def claim_task(
     ] = None,
     wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
     lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Default 300")] = None,
-    task_id: TaskId | None = None,  # a specific ready task
+    task_id: Annotated[TaskId | None, Field(description="Only this ready task")] = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ClaimResult]:
-    """Take the next ready task (by priority, then age) and a lease on it; end with complete_task or
-    fail_task. task is null if none is ready."""
+    """Lease the next ready task (by priority, then age); end with complete_task or fail_task."""
     app = app_of(ctx)
     r = await app.bus.tasks.claim(
         app.agent(agent),
@@ -133,6 +135,7 @@ async def claim_task(
     )
 
 
+@described(f"Mark your claimed task done with its result. {FENCES}")
 async def complete_task(
     ctx: Ctx,
     task_id: TaskId,
@@ -141,7 +144,6 @@ async def complete_task(
     summary: Annotated[str, Field(max_length=MAX_SUMMARY)] = "",
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, CompleteResult]:
-    """Mark your claimed task done with its result. Safe to repeat."""
     app = app_of(ctx)
     r = await app.bus.tasks.complete(app.agent(agent), task_id, lease_token, result=result, summary=summary)
     line = f"Task {task_id} is done" + (" (already recorded)" if r.already_completed else "")
@@ -152,6 +154,7 @@ async def complete_task(
     return ok(r, line + ".")
 
 
+@described(f"Your claimed task failed: retried until max_attempts, then dead. {FENCES}")
 async def fail_task(
     ctx: Ctx,
     task_id: TaskId,
@@ -160,7 +163,6 @@ async def fail_task(
     retry: Annotated[bool, Field(description="false: dead now")] = True,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, FailResult]:
-    """Your claimed task failed: retried with backoff until max_attempts, then dead. Safe to repeat."""
     app = app_of(ctx)
     r = await app.bus.tasks.fail(app.agent(agent), task_id, lease_token, error=error, retry=retry)
     if r.state == "dead":
@@ -177,14 +179,22 @@ async def fail_task(
 async def get_workflow(
     ctx: Ctx,
     workflow_id: WorkflowId | None = None,
-) -> Annotated[CallToolResult, GetWorkflowResult]:
+    detail: Annotated[Literal["full", "summary"], Field(description="summary: no results")] = "full",
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, GetWorkflowReply]:
     """A workflow's status, progress and tasks; without workflow_id, recent workflows."""
-    r = await app_of(ctx).bus.workflows.get(workflow_id)
+    app = app_of(ctx)
+    app.reader(agent)
+    if workflow_id is not None and detail == "summary":
+        brief = await app.bus.workflows.brief(workflow_id)
+        await app.bus.gather_notices()
+        return ok(brief, _progress_line(brief.workflow), task="workflow.tasks")
+    r = await app.bus.workflows.get(workflow_id)
+    await app.bus.gather_notices()
     if r.workflow is not None:
-        w = r.workflow
-        return ok(
-            r,
-            f"Workflow {w.workflow_id} '{w.title}' is {w.status}: {w.progress.done}/{w.progress.total} done.",
-            task="workflow.tasks",
-        )
+        return ok(r, _progress_line(r.workflow), task="workflow.tasks")
     return ok(r, f"{len(r.workflows or [])} recent workflow(s).", workflow="workflows")
+
+
+def _progress_line(w: WorkflowSummary) -> str:
+    return f"Workflow {w.workflow_id} '{w.title}' is {w.status}: {w.progress.done}/{w.progress.total} done."

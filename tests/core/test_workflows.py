@@ -7,8 +7,16 @@ from typing import Any
 import pytest
 
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.core.models import ClaimResult, Lease
+from mcp_agentbus.core.models import (
+    ClaimResult,
+    GetWorkflowBriefResult,
+    Lease,
+    Progress,
+    TaskBrief,
+    WorkflowBrief,
+)
 from mcp_agentbus.errors import InvalidArgument, NotFound, PayloadTooLarge
+from mcp_agentbus.ids import MAX_REPLY_BYTES, MAX_TITLE, MAX_WORKFLOW_TASKS, REPLY_ROOM
 
 pytestmark = pytest.mark.anyio
 
@@ -266,3 +274,58 @@ async def test_a_bad_agent_id_cannot_create_a_workflow(bus: AgentBus) -> None:
     with pytest.raises(InvalidArgument, match="agent id"):
         await bus.workflows.create("bad agent", title="x", tasks=[{"key": "a", "title": "a"}])
     assert (await bus.workflows.get()).workflows == []
+
+
+async def test_a_summary_shows_states_assignees_and_progress_without_results(bus: AgentBus) -> None:
+    """get_workflow detail "summary", for coordinators that poll: where each task stands and who has
+    it; no results, summaries or errors."""
+    created = await bus.workflows.create("planner", title="ship auth", tasks=DIAMOND)
+    ids = created.task_ids
+    a = await bus.tasks.claim("researcher")
+    await bus.tasks.complete("researcher", ids["a"], leased(a).lease_token, result={"notes": "x" * 500})
+    b = await bus.tasks.claim("coder", task_id=ids["b"])
+    await bus.tasks.fail("coder", ids["b"], leased(b).lease_token, error="flaky", retry=False)
+    await bus.tasks.claim("tester", task_id=ids["c"])
+
+    full = await bus.workflows.get(created.workflow_id)
+    brief = await bus.workflows.brief(created.workflow_id)
+    assert full.workflow is not None
+    shown = brief.workflow.model_dump(mode="json")
+    assert {k: v for k, v in shown.items() if k != "tasks"} == full.workflow.model_dump(
+        mode="json",
+        include={"workflow_id", "title", "status", "progress", "created_at", "finished_at"},
+    )
+    assert shown["tasks"] == [
+        {"id": ids["a"], "key": "a", "state": "done", "assignee": "researcher", "attempts": 1},
+        {"id": ids["b"], "key": "b", "state": "dead", "assignee": None, "attempts": 1},
+        {"id": ids["c"], "key": "c", "state": "claimed", "assignee": "tester", "attempts": 1},
+        {"id": ids["d"], "key": "d", "state": "cancelled", "assignee": None, "attempts": 0},
+    ]
+    assert "x" * 500 not in brief.model_dump_json() and "flaky" not in brief.model_dump_json()
+    assert len(brief.model_dump_json()) < len(full.model_dump_json())
+
+
+async def test_a_summary_of_an_unknown_or_malformed_workflow_is_refused(bus: AgentBus) -> None:
+    with pytest.raises(NotFound, match="wf-404"):
+        await bus.workflows.brief("wf-404")
+    with pytest.raises(InvalidArgument, match="workflow_id"):
+        await bus.workflows.brief("x")
+
+
+def test_a_summary_of_the_largest_workflow_fits_in_one_reply() -> None:
+    """A summary lists every task (Workflows.brief fits none out): the largest has MAX_WORKFLOW_TASKS
+    tasks with the longest key and assignee ids."""
+    longest = "x" * 64
+    brief = TaskBrief(id="t-" + "9" * 18, key=longest, state="cancelled", assignee=longest, attempts=100)
+    view = WorkflowBrief(
+        workflow_id="wf-" + "9" * 18,
+        title="\U0001f600" * MAX_TITLE,  # 4 bytes each
+        status="running",
+        progress=Progress(total=10**6, blocked=10**6, ready=10**6, delayed=10**6, claimed=10**6),
+        created_at="2026-12-03T17:00:00.000Z",
+        finished_at="2026-12-03T17:00:00.000Z",
+        tasks=[brief] * MAX_WORKFLOW_TASKS,
+    )
+    assert (
+        len(GetWorkflowBriefResult(workflow=view).model_dump_json().encode()) + REPLY_ROOM <= MAX_REPLY_BYTES
+    )

@@ -47,8 +47,6 @@ WORKER_TOOLS = {
     "read_inbox",
     "acquire_lock",
     "release_lock",
-    "publish_event",
-    "read_events",
     "set_state",
     "get_state",
 }

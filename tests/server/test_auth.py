@@ -295,6 +295,9 @@ async def test_acting_as_an_agent_outside_the_glob_is_forbidden_and_changes_noth
                 ("acquire_lock", {"agent": "boss", "resource": "src/app.py"}, "boss"),
                 ("publish_event", {"agent": "boss", "topic": "deploy.go"}, "boss"),
                 ("read_inbox", {"agent": "boss"}, "boss"),
+                # a read names an agent only for its notices, and another agent's are not the token's
+                ("get_workflow", {"agent": "boss"}, "boss"),
+                ("read_events", {"agent": "boss"}, "boss"),
             ]
             for tool, args, who in attempts:
                 error = await w.err(tool, args, "forbidden", who)

@@ -66,7 +66,9 @@ async def test_a_claim_waiting_15_s_returns_within_a_second_of_a_message_to_its_
                 await anyio.sleep(0.5)
                 assert not got, "the claim did not wait"
                 sent_at = time.monotonic()
-                await coordinator.ok("send_message", {"agent": "boss", "to": "role:build", "body": "work is over"})
+                await coordinator.ok(
+                    "send_message", {"agent": "boss", "to": "role:build", "body": "work is over"}
+                )
     claim = got["claim"]
     assert claim["task"] is None and claim["reason"] == "interrupted"
     assert any("a message arrived for you" in n for n in claim["notices"])

@@ -27,7 +27,6 @@ OVERWRITING_TOOLS = {"set_state"}  # destructive: it overwrites and deletes valu
 # Arguments whose name, type and tool say all (described in the server's instructions or README).
 UNDESCRIBED_ARGS = {
     "agent",
-    "status",
     "note",
     "task_id",
     "lease_token",
@@ -40,8 +39,6 @@ UNDESCRIBED_ARGS = {
     "reply_to",
     "data",
     "idempotency_key",
-    "limit",
-    "ttl_seconds",
     "lock_token",
     "resource",  # described on acquire_lock, not again on release_lock
     # set_state / get_state: their descriptions say what each argument does
@@ -107,8 +104,8 @@ async def test_lists_exactly_the_bus_tools_fully_described(settings: Settings, m
     assert by_name["release_lock"].annotations.idempotent_hint is True
     assert set(by_name["complete_task"].input_schema["required"]) == {"task_id", "lease_token"}
     assert set(by_name["create_workflow"].input_schema["required"]) == {"title", "tasks"}
-    # every acting tool takes the optional `agent`
-    for name in ALL_TOOLS - READ_ONLY_TOOLS:  # every acting tool
+    # every tool takes the optional `agent` (read-only ones for its notices)
+    for name in ALL_TOOLS:
         assert "agent" in by_name[name].input_schema["properties"], name
         assert "agent" not in by_name[name].input_schema.get("required", []), name
 
@@ -368,7 +365,9 @@ BAD_INPUT = [
     pytest.param(
         "list_agents", {"include_gone": "maybe"}, "invalid_argument", ["include_gone"], id="list_agents-bool"
     ),
-    pytest.param("list_agents", {"agent": "me"}, "invalid_argument", ["agent"], id="list_agents-unknown-arg"),
+    pytest.param(
+        "list_agents", {"agents": "me"}, "invalid_argument", ["agents"], id="list_agents-unknown-arg"
+    ),
     # create_task
     pytest.param(
         "create_task", {}, "invalid_argument", ["title", "required"], id="create_task-missing-title"

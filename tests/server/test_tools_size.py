@@ -34,10 +34,10 @@ def _load_bench() -> ModuleType:
 
 tools_size = _load_bench()
 
-# SPEC.md "Tools": every tool's arguments (the contract), `agent` included where the tool acts.
+# SPEC.md "Tools": every tool's arguments (the contract), `agent` included ("Every tool takes `agent`").
 SPEC_ARGUMENTS = {
     "heartbeat": {"status", "capabilities", "note", "ttl_seconds", "agent"},
-    "list_agents": {"capability", "include_gone"},
+    "list_agents": {"capability", "include_gone", "agent"},
     "create_task": {
         "title",
         "description",
@@ -55,13 +55,13 @@ SPEC_ARGUMENTS = {
     "claim_task": {"capabilities", "wait_seconds", "lease_seconds", "task_id", "agent"},
     "complete_task": {"task_id", "lease_token", "result", "summary", "agent"},
     "fail_task": {"task_id", "lease_token", "error", "retry", "agent"},
-    "get_workflow": {"workflow_id"},
+    "get_workflow": {"workflow_id", "detail", "agent"},
     "send_message": {"to", "body", "subject", "thread_id", "reply_to", "data", "idempotency_key", "agent"},
     "read_inbox": {"limit", "wait_seconds", "peek", "thread_id", "agent"},
     "acquire_lock": {"resource", "ttl_seconds", "wait_seconds", "agent"},
     "release_lock": {"resource", "lock_token", "agent"},
     "publish_event": {"topic", "data", "idempotency_key", "agent"},
-    "read_events": {"topics", "after", "limit", "wait_seconds"},
+    "read_events": {"topics", "after", "limit", "wait_seconds", "agent"},
     "set_state": {
         "key",
         "value",
@@ -175,7 +175,7 @@ async def test_types_enums_and_bounds_stay(listed: list[Tool]) -> None:
     for tool in ("claim_task", "read_inbox", "acquire_lock", "read_events", "get_state"):
         wait = args[tool]["wait_seconds"]
         assert (wait["type"], wait["minimum"]) == ("number", 0), tool
-        assert "capped" in wait["description"], tool
+        assert "cap 25 s" in wait["description"], tool  # the default max_wait_seconds
     assert args["create_task"]["priority"]["enum"] == ["low", "normal", "high", "urgent"]
     assert args["create_task"]["priority"]["default"] == "normal"
     assert args["create_task"]["max_attempts"] | {"description": ""} == {
@@ -185,7 +185,13 @@ async def test_types_enums_and_bounds_stay(listed: list[Tool]) -> None:
         "default": 3,
         "description": "",
     }
-    assert args["read_inbox"]["limit"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
+    assert args["read_inbox"]["limit"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "default": 20,
+        "description": "Max messages",
+    }
     assert args["fail_task"]["retry"]["default"] is True
     assert args["heartbeat"]["capabilities"]["type"] == "array"
     assert args["heartbeat"]["capabilities"]["items"] == {"type": "string"}
@@ -195,6 +201,25 @@ async def test_types_enums_and_bounds_stay(listed: list[Tool]) -> None:
     for tool, arguments in args.items():
         if "agent" in arguments:
             assert arguments["agent"] == {"type": "string"}, tool
+
+
+@pytest.mark.parametrize("cap", [7, 0.5])
+async def test_every_wait_and_the_instructions_state_this_servers_cap(cap: float) -> None:
+    """An agent learns the cap before it trips over it: each wait_seconds says it, and the server's
+    instructions say it once."""
+    settings = Settings(redis_url="memory://", namespace="tools-size-cap", agent=None, max_wait_seconds=cap)
+    async with Client(build_server(settings)) as client:
+        tools = (await client.list_tools()).tools
+        instructions = client.instructions
+    waits = {
+        t.name: t.input_schema["properties"]["wait_seconds"]
+        for t in tools
+        if "wait_seconds" in t.input_schema["properties"]
+    }
+    assert set(waits) == {"claim_task", "read_inbox", "acquire_lock", "read_events"}
+    for tool, wait in waits.items():
+        assert f"cap {cap:g} s" in wait["description"], (tool, wait)
+    assert instructions is not None and instructions.count(f"{cap:g} s") == 1, instructions
 
 
 async def test_listed_hints_mean_what_the_tools_declare(listed: list[Tool]) -> None:
