@@ -34,6 +34,7 @@ from mcp_agentbus.server.tooling import (
     Ctx,
     IdempotencyArg,
     app_of,
+    caller,
     described,
 )
 
@@ -41,7 +42,7 @@ from mcp_agentbus.server.tooling import (
 async def heartbeat(
     ctx: Ctx,
     status: Annotated[
-        str, Field(min_length=1, max_length=MAX_STATUS, description="e.g. idle, busy")
+        str, Field(min_length=1, max_length=MAX_STATUS, description="e.g. idle, busy; offline: leave")
     ] = "idle",
     capabilities: Annotated[
         list[Capability] | None,
@@ -59,6 +60,8 @@ async def heartbeat(
     r = await app.bus.presence.heartbeat(
         app.agent(agent), status=status, capabilities=capabilities, note=note, ttl_seconds=ttl_seconds
     )
+    if not r.agent.alive:  # status offline
+        return ok(r, f"{r.agent.agent} left the bus; {r.live_agents} agent(s) alive.")
     verb = "joined" if r.joined else "is alive"
     return ok(
         r,
@@ -158,7 +161,12 @@ async def read_events(
     app = app_of(ctx)
     app.reader(agent)
     r = await app.bus.events.read(
-        topics=topics, after=after, limit=limit, wait_seconds=wait_seconds, on_progress=ctx.report_progress
+        topics=topics,
+        after=after,
+        limit=limit,
+        wait_seconds=wait_seconds,
+        on_progress=ctx.report_progress,
+        agent=caller(),  # news for it ends the wait
     )
     await app.bus.gather_notices()
     return ok(r, f"{len(r.events)} event(s); next cursor {r.cursor}.", event="events")
