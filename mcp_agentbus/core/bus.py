@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
@@ -10,7 +11,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from mcp_agentbus import context
+from mcp_agentbus.context import Caller
 from mcp_agentbus.core.events import Events
 from mcp_agentbus.core.inbox import Inbox
 from mcp_agentbus.core.locks import Locks
@@ -21,6 +22,7 @@ from mcp_agentbus.core.tasks import Tasks
 from mcp_agentbus.core.wakeups import Wakeups
 from mcp_agentbus.core.workflows import Workflows
 from mcp_agentbus.redis.connection import Redis, close, connect
+from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.redis.store import Store
 from mcp_agentbus.settings import Settings
 
@@ -54,16 +56,27 @@ class AgentBus:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.store = Store(redis, settings)
-        self.wakeups = Wakeups(redis, self.store.keys.wake)
-        self.tasks = Tasks(self.store, self.wakeups)
-        self.workflows = Workflows(self.store)
-        self.presence = Presence(self.store)
-        self.inbox = Inbox(self.store, self.wakeups)
-        self.locks = Locks(self.store, self.wakeups)
-        self.events = Events(self.store, self.wakeups)
-        self.state = State(self.store, self.wakeups)
+        self.wakeups = Wakeups(redis, Keys(settings.namespace).wake)
+        self._serve(Store(redis, settings))
         self.reaper = Reaper(self.store)
+
+    def _serve(self, store: Store) -> None:
+        self.store = store
+        self.tasks = Tasks(store, self.wakeups)
+        self.workflows = Workflows(store)
+        self.presence = Presence(store)
+        self.inbox = Inbox(store, self.wakeups)
+        self.locks = Locks(store, self.wakeups)
+        self.events = Events(store, self.wakeups)
+        self.state = State(store, self.wakeups)
+
+    def acting(self, caller: Caller) -> AgentBus:
+        """This bus for one call made for `caller` (context.py): every script the call runs renews its
+        agent's presence, brings that agent's notices into its watch, and charges its owner. The view
+        shares the Redis client, the wake-ups and the reaper."""
+        view = copy.copy(self)
+        view._serve(self.store.acting(caller))
+        return view
 
     @classmethod
     @asynccontextmanager
@@ -89,10 +102,10 @@ class AgentBus:
             task_status.started()
 
     async def gather_notices(self) -> None:
-        """Bring the notices of the agent the call is watched for (`context.watching`) when the call ran
-        no script that brought them (a read): the clock script changes nothing, and like every script
-        it appends them to its reply."""
-        watch = context.watched()
+        """Bring the notices of the agent this view's call is made for (`acting`) when the call ran no
+        script that brought them (a read): the clock script changes nothing, and like every script it
+        renews that agent's presence and appends its notices to its reply."""
+        watch = self.store.caller.watch
         if watch is not None and watch.state is None:
             await self.store.now_ms()
 

@@ -88,7 +88,7 @@ class Events:
             _check_cursor(after)
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_LIMIT}")
-        wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, "events", on_progress)
+        wait = Wait(self._store, wait_seconds, "events", on_progress)
         notices = wait.notices
         cursor = after if after is not None else await self._newest()
         check_trimmed = after is not None and after != "0"

@@ -113,7 +113,7 @@ class Inbox:
             require(thread_id, THREAD_ID_RE, "thread_id")
         if not 1 <= limit <= MAX_READ:
             raise InvalidArgument(f"limit must be between 1 and {MAX_READ} (got {limit})")
-        wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, "a message", on_progress)
+        wait = Wait(self._store, wait_seconds, "a message", on_progress)
         awaited = (f"inbox:{agent}", f"message:{agent}")
         stopped: str | None = None  # why the wait ended early (a loss), once it has
         while True:

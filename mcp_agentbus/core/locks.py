@@ -72,7 +72,7 @@ class Locks:
         require(agent, AGENT_RE, "agent id")
         resource = canonical(resource)
         seconds(ttl_seconds, "ttl_seconds")
-        wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, resource, on_progress)
+        wait = Wait(self._store, wait_seconds, resource, on_progress)
         ttl_ms = math.ceil(ttl_seconds * 1000)
         token = secrets.token_urlsafe(12)
         queued = False

@@ -194,7 +194,7 @@ class State:
             )
         if after_version is not None and after_version < 0:
             raise InvalidArgument(f"after_version must be 0 or more (got {after_version})")
-        wait = Wait(wait_seconds, self._store.settings.max_wait_seconds, key, on_progress)
+        wait = Wait(self._store, wait_seconds, key, on_progress)
         stopped: str | None = None  # why the wait ended early, once it has
         while True:
             with self._wakeups.expect((f"state:{key}", *news_for(agent))) as waiter:

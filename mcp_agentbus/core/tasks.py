@@ -157,7 +157,7 @@ class Tasks:
         if lease_seconds is None:
             lease_seconds = self._settings.lease_seconds
         lease_ms = math.ceil(seconds(lease_seconds, "lease_seconds") * 1000)
-        wait = Wait(wait_seconds, self._settings.max_wait_seconds, "a task", on_progress)
+        wait = Wait(self._store, wait_seconds, "a task", on_progress)
         news = news_for(agent)  # a message for the agent or a loss ends the wait too
         topics: list[str] | None = [*(f"task:{c}" for c in caps), *news] if caps else None
         owed = 0  # wake-ups for ready tasks this claimer alone got, not yet answered by an attempt

@@ -1,23 +1,21 @@
 """A server-side wait: capped by the server's maximum, ended early by a wake-up, and reporting
-progress to the caller about once a second while it lasts. The edge may set `still_allowed` for a
-call: it is asked after every wake-up and tick, and raises to end a wait whose caller lost the right
-to it (a revoked token), before the wait's final script runs."""
+progress to the caller about once a second while it lasts. A caller's `still_allowed` (context.py) is
+asked after every wake-up and tick, and raises to end a wait whose caller lost the right to it (a
+revoked token), before the wait's final script runs."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 
 import anyio
 
-from mcp_agentbus import context
 from mcp_agentbus.ids import seconds
+from mcp_agentbus.redis.store import Store
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 PROGRESS_EVERY = 1.0  # seconds between progress notifications
 STAY_SLACK = 2.0  # seconds a waiting agent's presence lasts beyond its wait: the last look and the reply
-still_allowed: ContextVar[Callable[[], None] | None] = ContextVar("still_allowed", default=None)
 
 
 class Wait:
@@ -27,16 +25,18 @@ class Wait:
     the cap)."""
 
     def __init__(
-        self, wait_seconds: float, max_wait: float, what: str, on_progress: ProgressCallback | None = None
+        self, store: Store, wait_seconds: float, what: str, on_progress: ProgressCallback | None = None
     ) -> None:
         seconds(wait_seconds, "wait_seconds", allow_zero=True)
+        max_wait = store.settings.max_wait_seconds
+        watch = store.caller.watch
         self.notices: list[str] = []
         self._asked = wait_seconds if wait_seconds > max_wait else None
         self.seconds = min(wait_seconds, max_wait)
-        watch = context.watched()
         if watch is not None and self.seconds > 0:  # a waiting agent works: its presence outlasts the wait
             watch.stay_ms = max(watch.stay_ms, math.ceil((self.seconds + STAY_SLACK) * 1000))
         self._what = what
+        self._still_allowed = store.caller.still_allowed
         self._on_progress = on_progress
         self._started = anyio.current_time()
 
@@ -47,7 +47,7 @@ class Wait:
     async def sleep(self, woken: anyio.Event, at_most: float = math.inf) -> None:
         """Until `woken` is set, `at_most` seconds have passed, or the wait is over."""
         until = anyio.current_time() + min(self.remaining(), at_most)
-        check = still_allowed.get()
+        check = self._still_allowed
         while not woken.is_set() and (left := until - anyio.current_time()) > 0:
             with anyio.move_on_after(min(left, PROGRESS_EVERY)):
                 await woken.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.lowlevel
 
-from mcp_agentbus import context
+from mcp_agentbus.context import NOBODY, Caller
 from mcp_agentbus.errors import (
     AgentBusError,
     InboxFull,
@@ -56,6 +57,7 @@ class Store:
 
     redis: Redis
     settings: Settings
+    caller: Caller = NOBODY  # who the scripts run for: see `acting`
     keys: Keys = field(init=False)
     scripts: Scripts = field(init=False)
 
@@ -63,14 +65,19 @@ class Store:
         self.keys = Keys(self.settings.namespace)
         self.scripts = Scripts(self.redis)
 
+    def acting(self, caller: Caller) -> Store:
+        """This store for one call: its scripts run for `caller` — they renew its agent's presence and
+        bring that agent's notices into its watch, and what they create is charged to its owner."""
+        view = copy.copy(self)  # the keys and the registered scripts are shared
+        view.caller = caller
+        return view
+
     async def run(self, script: Script[R], *args: Arg) -> R:
         """Run `script` with the namespace's key layout and read its typed reply (replies.py); a refusal
-        {code, message[, hint]} raises. Inside `context.watching(agent)`, the reply also brings that
-        agent's notices; inside `context.charging(owner)`, what it creates is charged to that owner's
-        share."""
-        watch = context.watched()
+        {code, message[, hint]} raises. The scripts run for this store's caller (`acting`)."""
+        watch = self.caller.watch
         caller = "" if watch is None else f"{watch.agent},{watch.stay_ms}"
-        common = common_argv(self.settings, context.owner())
+        common = common_argv(self.settings, self.caller.owner)
         with self.backend():
             reply: list[Any] = await self.scripts(
                 script.name, self.keys.script_keys, [*common, caller, *args]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -27,8 +27,7 @@ from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl
 
 from mcp_agentbus import __version__
-from mcp_agentbus import context as call_context
-from mcp_agentbus.core import waiting
+from mcp_agentbus.context import Caller, Watch, of_token
 from mcp_agentbus.errors import (
     AgentBusError,
     Forbidden,
@@ -36,7 +35,7 @@ from mcp_agentbus.errors import (
     NotFound,
 )
 from mcp_agentbus.ids import AGENT_RE
-from mcp_agentbus.server import prompts, resources
+from mcp_agentbus.server import calls, prompts, resources
 from mcp_agentbus.server.auth import (
     Verifier,
     acting_agent,
@@ -144,18 +143,40 @@ class AgentBusServer(MCPServer[App]):
                     hint=f"{name} accepts: {', '.join(sorted(allowed))}.",
                 )
             )
-        allowed_to_wait = waiting.still_allowed.set(None if grant is None else self._still_granted(grant))
         try:
-            # A token's calls use its share of the namespace's bounds; without one, the acting agent's.
-            with (
-                self._watching(name, arguments),
-                call_context.charging("" if grant is None else call_context.of_token(grant.id)),
-            ):
+            with calls.serving(self._call(name, arguments, grant, context)):
                 return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             return error_result(explain(name, exc))
-        finally:
-            waiting.still_allowed.reset(allowed_to_wait)
+
+    def _call(
+        self, tool: str, arguments: dict[str, Any], grant: Grant | None, context: Context[App, Any] | None
+    ) -> calls.Call:
+        """What a tool call carries, worked out once as it comes in: the agent it is made for (its
+        notices, its presence, news that ends its waits), the owner of what it creates (a token's calls
+        use the token's share of the namespace's bounds; without one, the acting agent's), and whether
+        its token still holds while it waits."""
+        app = self.running if context is None else context.request_context.lifespan_context
+        if app is None:
+            raise ToolError("the server is not running")
+        agent = arguments.get("agent")
+        try:
+            acting: str | None = acting_agent(
+                agent if isinstance(agent, str) else None, self._settings.agent, grant
+            )
+        except AgentBusError:
+            acting = None  # the tool itself reports it
+        watch = (
+            Watch(acting, unread=tool != "read_inbox")
+            if acting is not None and AGENT_RE.fullmatch(acting)
+            else None
+        )
+        caller = Caller(
+            watch,
+            "" if grant is None else of_token(grant.id),
+            None if grant is None else self._still_granted(grant),
+        )
+        return calls.Call(grant, app.served_for(grant).bus.acting(caller), self._settings.agent)
 
     def _still_granted(self, grant: Grant) -> Callable[[], None] | None:
         """What a waiting call asks before it looks again: is its token's grant still in the file?"""
@@ -200,17 +221,6 @@ class AgentBusServer(MCPServer[App]):
         allowed = self._role_tools(grant.role)
         return [tool for tool in self._listed if tool.name in allowed]
 
-    def _watching(self, tool: str, arguments: dict[str, Any]) -> AbstractContextManager[Any]:
-        """Collect the notices of the agent a tool call is made for (every tool takes `agent`), if any."""
-        agent = arguments.get("agent")
-        try:
-            acting = acting_agent(agent if isinstance(agent, str) else None, self._settings.agent)
-        except AgentBusError:
-            return nullcontext()  # the tool itself reports it
-        if not AGENT_RE.fullmatch(acting):
-            return nullcontext()
-        return call_context.watching(acting, unread=tool != "read_inbox")
-
     def _authorized(self, uri: str) -> None:
         """`uri` may be read by the caller, else a JSON-RPC error saying why not."""
         grant = current_grant()
@@ -247,7 +257,7 @@ class AgentBusServer(MCPServer[App]):
         app: App = context.request_context.lifespan_context
         self._authorized(str(uri))
         try:
-            text = await resources.read(app.bus, str(uri))
+            text = await resources.read(app.served_for(current_grant()).bus, str(uri))
         except AgentBusError as exc:
             raise resource_error(str(uri), exc) from exc
         return [ReadResourceContents(content=text, mime_type="application/json")]

@@ -48,10 +48,9 @@ def current_grant() -> Grant | None:
     return grant if isinstance(grant, Grant) else None
 
 
-def acting_agent(agent: str | None, default: str | None) -> str:
+def acting_agent(agent: str | None, default: str | None, grant: Grant | None) -> str:
     """The agent a call acts as: `agent`, else the token's single agent, else the server's `default`.
-    Acting as an agent the caller's token does not cover is refused."""
-    grant = current_grant()
+    Acting as an agent the caller's token (its `grant`) does not cover is refused."""
     if grant is None:
         acting = agent or default
         if acting is None:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel
 
-from mcp_agentbus import context
+from mcp_agentbus.context import Watch
 from mcp_agentbus.core import notices
 from mcp_agentbus.core.models import Result
 from mcp_agentbus.ids import MAX_REPLY_BYTES, REPLY_ROOM
@@ -23,11 +23,12 @@ from mcp_agentbus.ids import MAX_REPLY_BYTES, REPLY_ROOM
 Item = TypeVar("Item", bound=BaseModel)
 
 
-def ok(result: Result, line: str, **details: str) -> CallToolResult:
-    """`result` as structured content, and as text: `line`, the notices, then for each `label=path` of
-    `details` the part of the result at `path` (dotted), labelled, unless empty. A part (or the rest of
-    a list) that would pass the text's budget is counted instead of shown."""
-    result.notices += notices.lines(context.watched())
+def ok(result: Result, line: str, watch: Watch | None, **details: str) -> CallToolResult:
+    """`result` as structured content, and as text: `line`, the notices (the result's own, then those
+    `watch` gathered for the call's agent), then for each `label=path` of `details` the part of the
+    result at `path` (dotted), labelled, unless empty. A part (or the rest of a list) that would pass
+    the text's budget is counted instead of shown."""
+    result.notices += notices.lines(watch)
     data = result.model_dump(mode="json")
     text = [line, *(f"Notice: {n}" for n in result.notices)]
     budget = MAX_REPLY_BYTES - _size("\n".join(text))

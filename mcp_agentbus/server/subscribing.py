@@ -55,7 +55,7 @@ class Subscribing:
         uri = str(params.uri)
         self._authorized(uri)
         app = ctx.lifespan_context
-        served = await app.namespaces.subscribed(app.namespace)
+        served = await app.namespaces.subscribed(app.namespace_for(current_grant()))
         limit = self._settings.max_subscriptions_per_token
         if not served.push.subscribe(uri, _connection(ctx), limit):
             whose = "your token" if current_grant() else "this session"
@@ -77,7 +77,7 @@ class Subscribing:
             self._authorized(uri)
         with self._streams.open(current_grant()) as ended:
             app = ctx.lifespan_context
-            await app.namespaces.subscribed(app.namespace)
+            await app.namespaces.subscribed(app.namespace_for(current_grant()))
             result = await self._listen_handler(ctx, params)
         if ended.cancelled_caught:
             error = revoked()
@@ -90,7 +90,7 @@ class Subscribing:
 
 
 async def unsubscribe(ctx: ServerRequestContext[App], params: UnsubscribeRequestParams) -> EmptyResult:
-    ctx.lifespan_context.served.push.unsubscribe(str(params.uri), _connection(ctx))
+    ctx.lifespan_context.served_for(current_grant()).push.unsubscribe(str(params.uri), _connection(ctx))
     return EmptyResult()
 
 

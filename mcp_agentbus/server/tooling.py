@@ -1,9 +1,9 @@
-"""What every MCP tool shares: the lifespan object (`App`), the argument types, the annotations."""
+"""What every MCP tool shares: the lifespan object (`App`), the argument types, the annotations. (What
+one call carries is its `calls.Call`.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -11,16 +11,13 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from mcp_agentbus import context
-from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.errors import UnknownAgent
 from mcp_agentbus.ids import (
     AgentId,
     IdempotencyKey,
 )
-from mcp_agentbus.server.auth import acting_agent, current_grant
 from mcp_agentbus.server.namespaces import Namespaces, Served
 from mcp_agentbus.server.schemas import WAIT_CAP
+from mcp_agentbus.server.tokens import Grant
 from mcp_agentbus.settings import Settings
 
 Tool = TypeVar("Tool", bound=Callable[..., Any])
@@ -28,36 +25,18 @@ Tool = TypeVar("Tool", bound=Callable[..., Any])
 
 @dataclass
 class App:
-    """What the server's lifespan holds for the tools: the bus of the caller's namespace (its token's,
-    else the server's) and who the caller may act as."""
+    """What the server's lifespan holds, as long as the server runs: the served namespaces and the
+    settings. What belongs to one call (its grant, namespace, agent) is its `calls.Call`."""
 
     namespaces: Namespaces
     settings: Settings
 
-    @property
-    def namespace(self) -> str:
-        grant = current_grant()
+    def namespace_for(self, grant: Grant | None) -> str:
+        """The namespace a request acts on: its token's, else the server's."""
         return self.settings.namespace if grant is None else grant.namespace
 
-    @property
-    def served(self) -> Served:
-        return self.namespaces.get(self.namespace)
-
-    @property
-    def bus(self) -> AgentBus:
-        return self.served.bus
-
-    def agent(self, agent: str | None) -> str:
-        """The acting agent: the argument, else the token's or the server's identity; checked against
-        the token."""
-        return acting_agent(agent, self.settings.agent)
-
-    def reader(self, agent: str | None) -> None:
-        """Check the agent a read-only call names, before the read: it is named only for its notices
-        (`AgentBus.gather_notices` after the read), so naming none is no error (no notices then), but a
-        token may not look at another agent's."""
-        with suppress(UnknownAgent):
-            self.agent(agent)
+    def served_for(self, grant: Grant | None) -> Served:
+        return self.namespaces.get(self.namespace_for(grant))
 
 
 Ctx = Context[App, Any]
@@ -89,15 +68,3 @@ IDEMPOTENT = ToolAnnotations(
 ADDITIVE = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
 )
-
-
-def caller() -> str | None:
-    """The agent this call acts for, as the server worked it out once for the call (app.py), if any:
-    read-only tools use it for its notices and to end their waits on news for it."""
-    watch = context.watched()
-    return None if watch is None else watch.agent
-
-
-def app_of(ctx: Ctx) -> App:
-    app: App = ctx.request_context.lifespan_context
-    return app

@@ -26,15 +26,14 @@ from mcp_agentbus.ids import (
     Topic,
     TopicPattern,
 )
-from mcp_agentbus.server.replies import keep_fitting, ok
+from mcp_agentbus.server import calls
+from mcp_agentbus.server.replies import keep_fitting
 from mcp_agentbus.server.tooling import (
     FENCES,
     WAIT,
     AgentArg,
     Ctx,
     IdempotencyArg,
-    app_of,
-    caller,
     described,
 )
 
@@ -56,14 +55,14 @@ async def heartbeat(
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, HeartbeatResult]:
     """Say you are alive, within your shortest lease or ttl; extends your leases and locks."""
-    app = app_of(ctx)
-    r = await app.bus.presence.heartbeat(
-        app.agent(agent), status=status, capabilities=capabilities, note=note, ttl_seconds=ttl_seconds
+    call = calls.current()
+    r = await call.bus.presence.heartbeat(
+        call.agent(agent), status=status, capabilities=capabilities, note=note, ttl_seconds=ttl_seconds
     )
     if not r.agent.alive:  # status offline
-        return ok(r, f"{r.agent.agent} left the bus; {r.live_agents} agent(s) alive.")
+        return call.ok(r, f"{r.agent.agent} left the bus; {r.live_agents} agent(s) alive.")
     verb = "joined" if r.joined else "is alive"
-    return ok(
+    return call.ok(
         r,
         f"{r.agent.agent} {verb} ({status}); {len(r.leases_extended)} lease(s) and "
         f"{len(r.locks_extended)} lock(s) extended; "
@@ -78,15 +77,15 @@ async def list_agents(
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ListAgentsResult]:
     """Who is on the bus: each agent's status, capabilities, last seen, and tasks and locks held."""
-    app = app_of(ctx)
-    app.reader(agent)
-    r = await app.bus.presence.list_agents(capability=capability, include_gone=include_gone)
-    await app.bus.gather_notices()
+    call = calls.current()
+    call.reader(agent)
+    r = await call.bus.presence.list_agents(capability=capability, include_gone=include_gone)
+    await call.bus.gather_notices()
     r.agents, left_out = keep_fitting(r.agents, "agent(s)", "pass capability to list fewer")
     r.notices += left_out
     alive = sum(a.alive for a in r.agents)
     line = f"{alive} agent(s) alive" + (f", {len(r.agents) - alive} gone." if include_gone else ".")
-    return ok(r, line, agent="agents")
+    return call.ok(r, line, agent="agents")
 
 
 ResourceArg = Annotated[Resource, Field(description="A path; 'dir/' covers all below it")]
@@ -102,9 +101,9 @@ async def acquire_lock(
     wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, LockResult]:
-    app = app_of(ctx)
-    r = await app.bus.locks.acquire(
-        app.agent(agent),
+    call = calls.current()
+    r = await call.bus.locks.acquire(
+        call.agent(agent),
         resource,
         ttl_seconds=ttl_seconds,
         wait_seconds=wait_seconds,
@@ -113,10 +112,10 @@ async def acquire_lock(
     if r.acquired:
         verb = "Extended" if r.extended else "Locked"
         line = f"{verb} {r.resource} (fencing token {r.fencing_token}) until {r.expires_at}."
-        return ok(r, line, lock_token="lock_token")
+        return call.ok(r, line, lock_token="lock_token")
     if r.conflicting_resource is None:
-        return ok(r, f"Not locked: {r.holder} is waiting for {r.resource} first.")
-    return ok(r, f"Not locked: {r.holder} holds {r.conflicting_resource} until {r.expires_at}.")
+        return call.ok(r, f"Not locked: {r.holder} is waiting for {r.resource} first.")
+    return call.ok(r, f"Not locked: {r.holder} holds {r.conflicting_resource} until {r.expires_at}.")
 
 
 async def release_lock(
@@ -126,9 +125,9 @@ async def release_lock(
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ReleaseResult]:
     """Release a lock you hold."""
-    app = app_of(ctx)
-    r = await app.bus.locks.release(app.agent(agent), resource, lock_token)
-    return ok(r, f"Released {r.resource}." if r.released else f"Nothing released: {r.reason}.")
+    call = calls.current()
+    r = await call.bus.locks.release(call.agent(agent), resource, lock_token)
+    return call.ok(r, f"Released {r.resource}." if r.released else f"Nothing released: {r.reason}.")
 
 
 async def publish_event(
@@ -139,9 +138,9 @@ async def publish_event(
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, PublishResult]:
     """Add an event to the log."""
-    app = app_of(ctx)
-    r = await app.bus.events.publish(app.agent(agent), topic, data, idempotency_key=idempotency_key)
-    return ok(
+    call = calls.current()
+    r = await call.bus.events.publish(call.agent(agent), topic, data, idempotency_key=idempotency_key)
+    return call.ok(
         r, f"Published {topic} as {r.event_id}" + (" (earlier, with this key)." if r.duplicate else ".")
     )
 
@@ -158,15 +157,15 @@ async def read_events(
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ReadEventsResult]:
     """The event log, oldest first; pass the cursor back as after."""
-    app = app_of(ctx)
-    app.reader(agent)
-    r = await app.bus.events.read(
+    call = calls.current()
+    call.reader(agent)
+    r = await call.bus.events.read(
         topics=topics,
         after=after,
         limit=limit,
         wait_seconds=wait_seconds,
         on_progress=ctx.report_progress,
-        agent=caller(),  # news for it ends the wait
+        agent=call.caller,  # news for it ends the wait
     )
-    await app.bus.gather_notices()
-    return ok(r, f"{len(r.events)} event(s); next cursor {r.cursor}.", event="events")
+    await call.bus.gather_notices()
+    return call.ok(r, f"{len(r.events)} event(s); next cursor {r.cursor}.", event="events")

@@ -19,13 +19,12 @@ from mcp_agentbus.ids import (
     Recipient,
     ThreadId,
 )
-from mcp_agentbus.server.replies import ok
+from mcp_agentbus.server import calls
 from mcp_agentbus.server.tooling import (
     WAIT,
     AgentArg,
     Ctx,
     IdempotencyArg,
-    app_of,
 )
 
 
@@ -44,9 +43,9 @@ async def send_message(
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, SendResult]:
     """Send to agents' durable inboxes."""
-    app = app_of(ctx)
-    r = await app.bus.inbox.send(
-        app.agent(agent),
+    call = calls.current()
+    r = await call.bus.inbox.send(
+        call.agent(agent),
         to,
         body,
         subject=subject,
@@ -56,7 +55,7 @@ async def send_message(
         idempotency_key=idempotency_key,
     )
     line = f"Sent {r.message_id} to {', '.join(r.recipients)} (thread {r.thread_id})"
-    return ok(r, line + (" earlier, with this key." if r.duplicate else "."))
+    return call.ok(r, line + (" earlier, with this key." if r.duplicate else "."))
 
 
 async def read_inbox(
@@ -68,9 +67,9 @@ async def read_inbox(
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ReadInboxResult]:
     """Your unread messages, oldest first."""
-    app = app_of(ctx)
-    r = await app.bus.inbox.read(
-        app.agent(agent),
+    call = calls.current()
+    r = await call.bus.inbox.read(
+        call.agent(agent),
         limit=limit,
         peek=peek,
         thread_id=thread_id,
@@ -79,4 +78,4 @@ async def read_inbox(
     )
     lines = [f"{len(r.messages)} message(s), {r.unread_remaining} more unread."]
     lines += [f"{m.id} from {m.sender}: {m.subject or m.body[:80]}" for m in r.messages]
-    return ok(r, "\n".join(lines), message="messages")
+    return call.ok(r, "\n".join(lines), message="messages")

@@ -10,8 +10,8 @@ from pydantic import Field
 
 from mcp_agentbus.core.state import MAX_LIMIT, GetStateResult, SetStateResult
 from mcp_agentbus.ids import Resource
-from mcp_agentbus.server.replies import ok
-from mcp_agentbus.server.tooling import WAIT, AgentArg, Ctx, IdempotencyArg, app_of, caller
+from mcp_agentbus.server import calls
+from mcp_agentbus.server.tooling import WAIT, AgentArg, Ctx, IdempotencyArg
 
 # set_state overwrites and deletes, and an increment is not idempotent: MCP's default hints say so.
 OVERWRITES = ToolAnnotations(
@@ -32,9 +32,9 @@ async def set_state(
 ) -> Annotated[CallToolResult, SetStateResult]:
     """Set a path-like key to value, add increment atomically, or delete. if_version: only at that
     version (0: absent), else written=false + current_value."""
-    app = app_of(ctx)
-    r = await app.bus.state.set(
-        app.agent(agent),
+    call = calls.current()
+    r = await call.bus.state.set(
+        call.agent(agent),
         key,
         value=value,
         increment=increment,
@@ -46,12 +46,12 @@ async def set_state(
     earlier = " (earlier, with this key)" if r.duplicate else ""
     if r.current_version is not None:
         line = f"Not written: {r.key} is at version {r.current_version}, not {if_version}{earlier}."
-        return ok(r, line, current_value="current_value")
+        return call.ok(r, line, current_value="current_value")
     if not r.written:
-        return ok(r, f"Nothing deleted: {r.key} is not set{earlier}.")
+        return call.ok(r, f"Nothing deleted: {r.key} is not set{earlier}.")
     if delete:
-        return ok(r, f"Deleted {r.key} (version {r.version}){earlier}.")
-    return ok(r, f"Set {r.key} to version {r.version}{earlier}.", value="value")
+        return call.ok(r, f"Deleted {r.key} (version {r.version}){earlier}.")
+    return call.ok(r, f"Set {r.key} to version {r.version}{earlier}.", value="value")
 
 
 async def get_state(
@@ -67,7 +67,8 @@ async def get_state(
     """A state key, or keys under prefix ('' = all) sorted, cursor pages. after_version and
     wait_seconds: wait for newer."""
     del agent  # worked out with the call (app.py): its notices, and news for it ends the wait
-    r = await app_of(ctx).bus.state.get(
+    call = calls.current()
+    r = await call.bus.state.get(
         key,
         prefix=prefix,
         cursor=cursor,
@@ -75,7 +76,7 @@ async def get_state(
         after_version=after_version,
         wait_seconds=wait_seconds,
         on_progress=ctx.report_progress,
-        agent=caller(),
+        agent=call.caller,
     )
     more = f"; more after cursor {r.cursor}" if r.cursor else ""
-    return ok(r, f"{len(r.entries)} key(s){more}.", entry="entries")
+    return call.ok(r, f"{len(r.entries)} key(s){more}.", entry="entries")

@@ -30,7 +30,7 @@ from mcp_agentbus.ids import (
     TaskId,
     WorkflowId,
 )
-from mcp_agentbus.server.replies import ok
+from mcp_agentbus.server import calls
 from mcp_agentbus.server.tooling import (
     FENCES,
     WAIT,
@@ -38,7 +38,6 @@ from mcp_agentbus.server.tooling import (
     Ctx,
     IdempotencyArg,
     LeaseToken,
-    app_of,
     described,
 )
 
@@ -64,9 +63,9 @@ async def create_task(
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, CreateTaskResult]:
     """Queue one task for a worker; for several related tasks, use create_workflow."""
-    app = app_of(ctx)
-    r = await app.bus.tasks.create(
-        app.agent(agent),
+    call = calls.current()
+    r = await call.bus.tasks.create(
+        call.agent(agent),
         title=title,
         description=description,
         capability=capability,
@@ -78,7 +77,7 @@ async def create_task(
         delay_seconds=delay_seconds,
         idempotency_key=idempotency_key,
     )
-    return ok(
+    return call.ok(
         r, f"Task {r.task_id} is {r.state}" + (" (created earlier with this key)." if r.duplicate else ".")
     )
 
@@ -95,12 +94,12 @@ async def create_workflow(
 ) -> Annotated[CallToolResult, CreateWorkflowResult]:
     """Create a DAG of tasks in one call. A task is ready once all it depends on are done, and its
     claim carries their results as `inputs`. Returns workflow_id and task_ids by key."""
-    app = app_of(ctx)
-    r = await app.bus.workflows.create(
-        app.agent(agent), title=title, tasks=tasks, idempotency_key=idempotency_key
+    call = calls.current()
+    r = await call.bus.workflows.create(
+        call.agent(agent), title=title, tasks=tasks, idempotency_key=idempotency_key
     )
     line = f"Workflow {r.workflow_id}: {len(r.task_ids)} task(s), ready now: {', '.join(r.ready)}."
-    return ok(r, line, task_ids="task_ids")
+    return call.ok(r, line, task_ids="task_ids")
 
 
 async def claim_task(
@@ -115,9 +114,9 @@ async def claim_task(
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, ClaimResult]:
     """Lease the next ready task (by priority, then age); end with complete_task or fail_task."""
-    app = app_of(ctx)
-    r = await app.bus.tasks.claim(
-        app.agent(agent),
+    call = calls.current()
+    r = await call.bus.tasks.claim(
+        call.agent(agent),
         capabilities=capabilities,
         lease_seconds=lease_seconds,
         task_id=task_id,
@@ -125,8 +124,8 @@ async def claim_task(
         on_progress=ctx.report_progress,
     )
     if r.task is None:
-        return ok(r, f"No task claimed: {r.reason}.", ready_elsewhere="ready_elsewhere")
-    return ok(
+        return call.ok(r, f"No task claimed: {r.reason}.", ready_elsewhere="ready_elsewhere")
+    return call.ok(
         r,
         f"Claimed {r.task.id} '{r.task.title}' (attempt {r.task.attempt}/{r.task.max_attempts}); "
         f"lease until {r.lease.expires_at if r.lease else '?'}.",
@@ -144,14 +143,14 @@ async def complete_task(
     summary: Annotated[str, Field(max_length=MAX_SUMMARY)] = "",
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, CompleteResult]:
-    app = app_of(ctx)
-    r = await app.bus.tasks.complete(app.agent(agent), task_id, lease_token, result=result, summary=summary)
+    call = calls.current()
+    r = await call.bus.tasks.complete(call.agent(agent), task_id, lease_token, result=result, summary=summary)
     line = f"Task {task_id} is done" + (" (already recorded)" if r.already_completed else "")
     if r.unblocked:
         line += f"; now ready: {', '.join(r.unblocked)}"
     if r.progress is not None:
         line += f"; workflow {r.workflow_id} {r.workflow_status}, {r.progress.done}/{r.progress.total} done"
-    return ok(r, line + ".")
+    return call.ok(r, line + ".")
 
 
 @described(f"Your claimed task failed: retried until max_attempts, then dead. {FENCES}")
@@ -163,8 +162,8 @@ async def fail_task(
     retry: Annotated[bool, Field(description="false: dead now")] = True,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, FailResult]:
-    app = app_of(ctx)
-    r = await app.bus.tasks.fail(app.agent(agent), task_id, lease_token, error=error, retry=retry)
+    call = calls.current()
+    r = await call.bus.tasks.fail(call.agent(agent), task_id, lease_token, error=error, retry=retry)
     if r.state == "dead":
         line = f"Task {task_id} is dead after {r.attempts} attempt(s)"
         if r.cancelled:
@@ -173,7 +172,7 @@ async def fail_task(
         line = (
             f"Task {task_id} will be retried (attempt {r.attempts}/{r.max_attempts} failed) at {r.retry_at}"
         )
-    return ok(r, line + ".")
+    return call.ok(r, line + ".")
 
 
 async def get_workflow(
@@ -183,17 +182,17 @@ async def get_workflow(
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, GetWorkflowReply]:
     """A workflow's status, progress and tasks; without workflow_id, recent workflows."""
-    app = app_of(ctx)
-    app.reader(agent)
+    call = calls.current()
+    call.reader(agent)
     if workflow_id is not None and detail == "summary":
-        brief = await app.bus.workflows.brief(workflow_id)
-        await app.bus.gather_notices()
-        return ok(brief, _progress_line(brief.workflow), task="workflow.tasks")
-    r = await app.bus.workflows.get(workflow_id)
-    await app.bus.gather_notices()
+        brief = await call.bus.workflows.brief(workflow_id)
+        await call.bus.gather_notices()
+        return call.ok(brief, _progress_line(brief.workflow), task="workflow.tasks")
+    r = await call.bus.workflows.get(workflow_id)
+    await call.bus.gather_notices()
     if r.workflow is not None:
-        return ok(r, _progress_line(r.workflow), task="workflow.tasks")
-    return ok(r, f"{len(r.workflows or [])} recent workflow(s).", workflow="workflows")
+        return call.ok(r, _progress_line(r.workflow), task="workflow.tasks")
+    return call.ok(r, f"{len(r.workflows or [])} recent workflow(s).", workflow="workflows")
 
 
 def _progress_line(w: WorkflowSummary) -> str:

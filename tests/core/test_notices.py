@@ -7,7 +7,7 @@ import anyio
 import pytest
 from helpers import WAIT_BOUND, ms_of, until_redis_time
 
-from mcp_agentbus import context
+from mcp_agentbus.context import Caller, Watch
 from mcp_agentbus.core import notices
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.ids import MAX_REPLY_BYTES
@@ -20,8 +20,9 @@ pytestmark = pytest.mark.anyio
 
 async def watched(bus: AgentBus, agent: str = "a", *, unread: bool = True) -> list[str]:
     """The notices `agent` gets with a harmless call of its own (publishing an event)."""
-    with context.watching(agent, unread=unread) as watch:
-        await bus.events.publish(agent, "probe.call")
+    watch = Watch(agent, unread=unread)
+    as_agent = bus.acting(Caller(watch))
+    await as_agent.events.publish(agent, "probe.call")
     assert watch.state is not None, "a watched call collects the notices"
     return notices.lines(watch)
 
@@ -73,13 +74,15 @@ async def test_the_unread_notice_follows_the_inbox(bus: AgentBus) -> None:
 
 async def test_notices_run_after_the_calls_own_script(bus: AgentBus) -> None:
     await bus.inbox.send("bob", "a", "hello")
-    with context.watching("a") as watch:
-        got = await bus.inbox.read("a")
+    watch = Watch("a")
+    as_agent = bus.acting(Caller(watch))
+    got = await as_agent.inbox.read("a")
     assert [m.body for m in got.messages] == ["hello"]
     assert notices.lines(watch) == [], "the read already emptied the inbox the notices looked at"
 
-    with context.watching("a") as watch:
-        await bus.inbox.send("bob", "a", "in the same call", subject="now")
+    watch = Watch("a")
+    as_agent = bus.acting(Caller(watch))
+    await as_agent.inbox.send("bob", "a", "in the same call", subject="now")
     assert notices.lines(watch) == ["1 unread message(s) in your inbox, newest from bob: 'now' (read_inbox)."]
 
 
@@ -125,8 +128,9 @@ async def test_a_heartbeat_renews_the_lease_so_it_is_no_longer_noticed(settings:
         _, expiry = await claim_one(bus, "a", lease_seconds=2)
         await until_redis_time(bus, expiry - 900)
         assert len(await watched(bus)) == 1
-        with context.watching("a") as watch:
-            beat = await bus.presence.heartbeat("a")
+        watch = Watch("a")
+        as_agent = bus.acting(Caller(watch))
+        beat = await as_agent.presence.heartbeat("a")
         assert len(beat.leases_extended) == 1
         assert notices.lines(watch) == [], "the heartbeat extended the lease before the notices looked"
 
@@ -210,12 +214,13 @@ async def test_what_was_taken_back_waits_for_a_watched_call(bus: AgentBus) -> No
 
 async def test_without_watching_the_store_runs_as_before(bus: AgentBus) -> None:
     await bus.inbox.send("bob", "a", "hi", subject="hello")
-    assert context.watched() is None
+    assert bus.store.caller.watch is None
     reply = await bus.store.run(READ_INBOX, "a", 20, "1", "", MAX_REPLY_BYTES)
     assert [m.body for m in reply.entries] == ["hi"] and reply.unread_remaining == 1
 
-    with context.watching("a") as watch:
-        watched_reply = await bus.store.run(READ_INBOX, "a", 20, "1", "", MAX_REPLY_BYTES)
+    watch = Watch("a")
+    as_agent = bus.acting(Caller(watch))
+    watched_reply = await as_agent.store.run(READ_INBOX, "a", 20, "1", "", MAX_REPLY_BYTES)
     assert watched_reply == reply, "a watched call gets the same reply; the notices go to the watch"
     assert notices.lines(watch) == [
         "1 unread message(s) in your inbox, newest from bob: 'hello' (read_inbox)."
@@ -224,21 +229,21 @@ async def test_without_watching_the_store_runs_as_before(bus: AgentBus) -> None:
     got = await bus.inbox.read("a")
     assert got.notices == [], "the core API adds no notices of its own"
     assert notices.lines(None) == []
-    assert notices.lines(context.Watch("a")) == [], "a watch that saw no call has nothing to say"
+    assert notices.lines(Watch("a")) == [], "a watch that saw no call has nothing to say"
 
 
-async def test_a_watch_ends_with_its_block_and_nested_watches_are_separate(bus: AgentBus) -> None:
+async def test_views_of_the_bus_gather_for_their_own_caller_and_leave_the_bus_as_it_was(
+    bus: AgentBus,
+) -> None:
     await bus.inbox.send("bob", "a", "for a", subject="to-a")
     await bus.inbox.send("bob", "c", "for c", subject="to-c")
-    with context.watching("a") as outer:
-        assert context.watched() is outer
-        with context.watching("c") as inner:
-            assert context.watched() is inner
-            await bus.events.publish("c", "probe.call")
-        assert context.watched() is outer
-        assert outer.state is None, "the inner call was watched for c only"
-        await bus.events.publish("a", "probe.call")
-    assert context.watched() is None
+    outer, inner = Watch("a"), Watch("c")
+    for_outer, for_inner = bus.acting(Caller(outer)), bus.acting(Caller(inner))
+    await for_inner.events.publish("c", "probe.call")
+    assert outer.state is None, "the call through the other view was made for c only"
+    await for_outer.events.publish("a", "probe.call")
+    assert bus.store.caller.watch is None, "the bus itself acts for no one"
+    assert for_outer.wakeups is bus.wakeups and for_outer.redis is bus.redis, "a view shares the bus"
     assert notices.lines(inner) == [
         "1 unread message(s) in your inbox, newest from bob: 'to-c' (read_inbox)."
     ]

@@ -20,7 +20,7 @@ from helpers.mcp_session import Bus, assert_tool_error
 from helpers.redis_servers import DATA_ARGS
 from helpers.tokens import connect_as
 
-from mcp_agentbus import context
+from mcp_agentbus.context import Caller, of_token
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.server.tokens import TokensFile
@@ -40,7 +40,7 @@ SETTINGS: dict[str, Any] = {
     "locks_max_per_owner": SHARE,
     "retention_seconds": 1,  # gone agents' records, idle inboxes: a second
 }
-A, B = context.of_token("tok-a"), context.of_token("tok-b")
+A, B = of_token("tok-a"), of_token("tok-b")
 
 
 @pytest.fixture
@@ -63,25 +63,24 @@ def assert_share_refusal(refused: pytest.ExceptionInfo[InvalidArgument], whose: 
 async def test_an_owner_past_its_task_share_is_refused_while_another_creates_and_a_finished_task_frees_one(
     bus: AgentBus,
 ) -> None:
-    with context.charging(A):
-        for n in range(SHARE):
-            await bus.tasks.create(f"a-{n}", title=f"a's task {n}")
-        with pytest.raises(InvalidArgument) as refused:
-            await bus.tasks.create("a-other", title="one too many")
-        assert_share_refusal(refused, "your token's share", "TASKS_MAX_PER_OWNER")
-        with pytest.raises(InvalidArgument):
-            await bus.workflows.create("a-0", title="w", tasks=[{"key": "k", "title": "k"}])
+    as_a = bus.acting(Caller(owner=A))
+    for n in range(SHARE):
+        await as_a.tasks.create(f"a-{n}", title=f"a's task {n}")
+    with pytest.raises(InvalidArgument) as refused:
+        await as_a.tasks.create("a-other", title="one too many")
+    assert_share_refusal(refused, "your token's share", "TASKS_MAX_PER_OWNER")
+    with pytest.raises(InvalidArgument):
+        await as_a.workflows.create("a-0", title="w", tasks=[{"key": "k", "title": "k"}])
     assert int(await bus.redis.hget(key(bus, "counters"), "open") or 0) == SHARE, "nothing was written"
-    with context.charging(B):
-        assert (await bus.tasks.create("b-0", title="b's task")).state == "ready"
-        await bus.workflows.create("b-0", title="b's workflow", tasks=[{"key": "k", "title": "k"}])
+    as_b = bus.acting(Caller(owner=B))
+    assert (await as_b.tasks.create("b-0", title="b's task")).state == "ready"
+    await as_b.workflows.create("b-0", title="b's workflow", tasks=[{"key": "k", "title": "k"}])
     claim = await bus.tasks.claim("worker", task_id="t-1")  # a's first task, done by anyone
     assert claim.lease is not None
     await bus.tasks.complete("worker", "t-1", claim.lease.lease_token)
-    with context.charging(A):
-        await bus.tasks.create("a-0", title="fits again")
-        with pytest.raises(InvalidArgument):
-            await bus.tasks.create("a-0", title="and no more")
+    await as_a.tasks.create("a-0", title="fits again")
+    with pytest.raises(InvalidArgument):
+        await as_a.tasks.create("a-0", title="and no more")
 
 
 async def test_without_a_token_each_agent_has_its_own_task_share(bus: AgentBus) -> None:
@@ -96,32 +95,32 @@ async def test_without_a_token_each_agent_has_its_own_task_share(bus: AgentBus) 
 async def test_an_owner_past_its_agent_share_is_refused_while_another_joins_and_gone_agents_free_it(
     bus: AgentBus,
 ) -> None:
-    with context.charging(A):
-        for n in range(SHARE):
-            await bus.presence.heartbeat(f"a-{n}", ttl_seconds=0.2)
-        with pytest.raises(InvalidArgument) as refused:
-            await bus.presence.heartbeat("a-new")
-        assert_share_refusal(refused, "your token's share", "AGENTS_MAX_PER_OWNER")
-        assert not await bus.redis.exists(key(bus, "agent:a-new")), "nothing is written on a refusal"
-        await bus.presence.heartbeat("a-0", ttl_seconds=0.2)  # its own agents keep heartbeating
-    with context.charging(B):
-        assert (await bus.presence.heartbeat("b-0")).joined
-    with anyio.fail_after(WAIT_BOUND), context.charging(A):
+    as_a = bus.acting(Caller(owner=A))
+    for n in range(SHARE):
+        await as_a.presence.heartbeat(f"a-{n}", ttl_seconds=0.2)
+    with pytest.raises(InvalidArgument) as refused:
+        await as_a.presence.heartbeat("a-new")
+    assert_share_refusal(refused, "your token's share", "AGENTS_MAX_PER_OWNER")
+    assert not await bus.redis.exists(key(bus, "agent:a-new")), "nothing is written on a refusal"
+    await as_a.presence.heartbeat("a-0", ttl_seconds=0.2)  # its own agents keep heartbeating
+    as_b = bus.acting(Caller(owner=B))
+    assert (await as_b.presence.heartbeat("b-0")).joined
+    with anyio.fail_after(WAIT_BOUND):
         while True:  # until the reaper marks a's agents gone and their records' retention passes
             try:
-                await bus.presence.heartbeat("a-new")
+                await as_a.presence.heartbeat("a-new")
                 break
             except InvalidArgument:
                 await anyio.sleep(0.1)
 
 
 async def test_an_agent_that_comes_back_under_another_owner_stays_charged_to_the_first(bus: AgentBus) -> None:
-    with context.charging(A):
-        await bus.presence.heartbeat("shared")
-    with context.charging(B):
-        await bus.presence.heartbeat("shared")
-        for n in range(SHARE):
-            await bus.presence.heartbeat(f"b-{n}")
+    as_a = bus.acting(Caller(owner=A))
+    await as_a.presence.heartbeat("shared")
+    as_b = bus.acting(Caller(owner=B))
+    await as_b.presence.heartbeat("shared")
+    for n in range(SHARE):
+        await as_b.presence.heartbeat(f"b-{n}")
     owned = await bus.redis.zrange(bus.store.keys.owned("agents", A), 0, -1)
     assert owned == ["shared"]
 
@@ -129,67 +128,65 @@ async def test_an_agent_that_comes_back_under_another_owner_stays_charged_to_the
 async def test_an_owner_past_its_idle_inbox_share_is_refused_while_another_messages_an_absent_agent(
     bus: AgentBus,
 ) -> None:
-    with context.charging(A):
-        for n in range(SHARE):
-            await bus.inbox.send("a-0", f"ghost-{n}", "anyone?")
-        with pytest.raises(InvalidArgument) as refused:
-            await bus.inbox.send("a-0", "ghost-new", "anyone?")
-        assert_share_refusal(refused, "your token's share", "IDLE_INBOXES_MAX_PER_OWNER")
-        assert "list_agents" in (refused.value.hint or "")
-        assert not await bus.redis.exists(key(bus, "inbox:ghost-new")), "nothing is written on a refusal"
-        await bus.inbox.send("a-0", "ghost-0", "an inbox that waits already takes more")
-    with context.charging(B):
-        assert (await bus.inbox.send("b-0", "later", "read this when you come")).recipients == ["later"]
+    as_a = bus.acting(Caller(owner=A))
+    for n in range(SHARE):
+        await as_a.inbox.send("a-0", f"ghost-{n}", "anyone?")
+    with pytest.raises(InvalidArgument) as refused:
+        await as_a.inbox.send("a-0", "ghost-new", "anyone?")
+    assert_share_refusal(refused, "your token's share", "IDLE_INBOXES_MAX_PER_OWNER")
+    assert "list_agents" in (refused.value.hint or "")
+    assert not await bus.redis.exists(key(bus, "inbox:ghost-new")), "nothing is written on a refusal"
+    await as_a.inbox.send("a-0", "ghost-0", "an inbox that waits already takes more")
+    as_b = bus.acting(Caller(owner=B))
+    assert (await as_b.inbox.send("b-0", "later", "read this when you come")).recipients == ["later"]
     await bus.presence.heartbeat("ghost-1")  # a recipient that comes live no longer uses a's share
-    with context.charging(A):
-        await bus.inbox.send("a-0", "ghost-new", "now it fits")
+    await as_a.inbox.send("a-0", "ghost-new", "now it fits")
 
 
 async def test_an_owners_idle_inboxes_stop_counting_when_they_expire(bus: AgentBus) -> None:
-    with context.charging(A):
-        for n in range(SHARE):
-            await bus.inbox.send("a-0", f"ghost-{n}", "anyone?")
-        with anyio.fail_after(WAIT_BOUND):
-            while True:  # the retention is a second
-                try:
-                    await bus.inbox.send("a-0", "ghost-new", "anyone?")
-                    break
-                except InvalidArgument:
-                    await anyio.sleep(0.1)
+    as_a = bus.acting(Caller(owner=A))
+    for n in range(SHARE):
+        await as_a.inbox.send("a-0", f"ghost-{n}", "anyone?")
+    with anyio.fail_after(WAIT_BOUND):
+        while True:  # the retention is a second
+            try:
+                await as_a.inbox.send("a-0", "ghost-new", "anyone?")
+                break
+            except InvalidArgument:
+                await anyio.sleep(0.1)
 
 
 async def test_an_owner_past_its_lock_share_is_refused_while_another_locks_and_a_release_frees_one(
     bus: AgentBus,
 ) -> None:
     tokens = []
-    with context.charging(A):
-        for n in range(SHARE):  # several of a's agents together
-            got = await bus.locks.acquire(f"a-{n}", f"src/{n}.py")
-            tokens.append(got.lock_token)
-        with pytest.raises(InvalidArgument) as refused:
-            await bus.locks.acquire("a-new", "src/new.py")
-        assert_share_refusal(refused, "your token's share", "LOCKS_MAX_PER_OWNER")
-        assert not await bus.redis.exists(key(bus, "lock:src/new.py")), "nothing is written on a refusal"
-        assert (await bus.locks.acquire("a-0", "src/0.py")).extended, "a held lock is still extended"
-    with context.charging(B):
-        assert (await bus.locks.acquire("b-0", "src/new.py")).acquired
+    as_a = bus.acting(Caller(owner=A))
+    for n in range(SHARE):  # several of a's agents together
+        got = await as_a.locks.acquire(f"a-{n}", f"src/{n}.py")
+        tokens.append(got.lock_token)
+    with pytest.raises(InvalidArgument) as refused:
+        await as_a.locks.acquire("a-new", "src/new.py")
+    assert_share_refusal(refused, "your token's share", "LOCKS_MAX_PER_OWNER")
+    assert not await bus.redis.exists(key(bus, "lock:src/new.py")), "nothing is written on a refusal"
+    assert (await as_a.locks.acquire("a-0", "src/0.py")).extended, "a held lock is still extended"
+    as_b = bus.acting(Caller(owner=B))
+    assert (await as_b.locks.acquire("b-0", "src/new.py")).acquired
     assert tokens[0] is not None
     await bus.locks.release("a-0", "src/0.py", tokens[0])
-    with context.charging(A):
-        assert (await bus.locks.acquire("a-new", "docs/x.md")).acquired
+    assert (await as_a.locks.acquire("a-new", "docs/x.md")).acquired
 
 
 async def test_an_owners_expired_locks_stop_counting(bus: AgentBus) -> None:
-    with context.charging(A):
-        for n in range(SHARE):
-            await bus.locks.acquire(f"a-{n}", f"src/{n}.py", ttl_seconds=0.2)
-        with anyio.fail_after(WAIT_BOUND):
-            while True:
-                try:
-                    await bus.locks.acquire("a-new", "src/new.py")
-                    break
-                except InvalidArgument:
-                    await anyio.sleep(0.1)
+    as_a = bus.acting(Caller(owner=A))
+    for n in range(SHARE):
+        await as_a.locks.acquire(f"a-{n}", f"src/{n}.py", ttl_seconds=0.2)
+    with anyio.fail_after(WAIT_BOUND):
+        while True:
+            try:
+                await as_a.locks.acquire("a-new", "src/new.py")
+                break
+            except InvalidArgument:
+                await anyio.sleep(0.1)
 
 
 # --- over HTTP: one token floods past its shares, another token's agents work throughout -------------

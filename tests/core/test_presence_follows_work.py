@@ -11,7 +11,7 @@ import anyio.lowlevel
 import pytest
 from helpers import WAIT_BOUND
 
-from mcp_agentbus import context
+from mcp_agentbus.context import Caller, Watch
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import AgentView
 from mcp_agentbus.core.wakeups import STOPPED_FOR_LOSS, STOPPED_FOR_MESSAGE
@@ -45,8 +45,9 @@ async def test_calls_made_for_an_agent_keep_it_alive_past_its_ttl(bus: AgentBus)
     await bus.presence.heartbeat("worker", ttl_seconds=0.5)
     # Working for three ttls without another heartbeat: each call is a sign of life.
     for _ in range(10):
-        with context.watching("worker"):
-            await bus.tasks.claim("worker")
+        watch = Watch("worker")
+        as_agent = bus.acting(Caller(watch))
+        await as_agent.tasks.claim("worker")
         seen = await listed(bus, "worker")
         assert seen is not None and seen.alive, "reported gone while it was making calls"
         await anyio.sleep(0.15)
@@ -122,8 +123,9 @@ async def test_going_offline_unregistered_is_no_error_and_says_nothing_is_held(b
 
 async def test_an_agent_waiting_longer_than_its_ttl_is_not_reported_gone(bus: AgentBus) -> None:
     await bus.presence.heartbeat("patient", ttl_seconds=0.3)
-    with context.watching("patient"):
-        claim = await bus.tasks.claim("patient", wait_seconds=1.2)  # four ttls, holding nothing
+    watch = Watch("patient")
+    as_agent = bus.acting(Caller(watch))
+    claim = await as_agent.tasks.claim("patient", wait_seconds=1.2)  # four ttls, holding nothing
     assert claim.task is None
     seen = await listed(bus, "patient")
     assert seen is not None and seen.alive, "reported gone while it waited in a call"
@@ -177,7 +179,7 @@ async def test_waits_of_other_agents_do_not_end_on_a_message_not_theirs(bus: Age
     got: list[Any] = []
 
     async def waiting() -> None:
-        got.append(await bus.tasks.claim("worker", wait_seconds=1))
+        got.append(await bus.tasks.claim("worker", wait_seconds=3))  # far past the checks below
 
     with anyio.fail_after(WAIT_BOUND):
         async with anyio.create_task_group() as tg:

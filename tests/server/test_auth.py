@@ -278,7 +278,7 @@ async def test_acting_as_an_agent_outside_the_glob_is_forbidden_and_changes_noth
 ) -> None:
     namespace = fresh("glob")
     boss = dep.grant("boss", namespace=namespace)
-    workers = dep.grant("worker-*", namespace=namespace, role="worker")
+    workers = dep.grant("worker-*", namespace=namespace, role="worker,publish_event,read_events")
     with anyio.fail_after(TIMEOUT):
         async with connect_as(dep.a, mode, boss) as b, connect_as(dep.b, mode, workers) as w:
             created = await b.ok(

@@ -347,7 +347,7 @@ def test_a_part_too_large_for_the_text_is_counted_and_the_rest_still_shown() -> 
         inputs={"a": "x" * MAX_REPLY_BYTES},
     )
     lease = Lease(lease_token="tok-123", fence=4, expires_at="2026-01-01T00:00:00.000Z")
-    reply = ok(ClaimResult(task=task, lease=lease), "Claimed t-1.", lease="lease", task="task")
+    reply = ok(ClaimResult(task=task, lease=lease), "Claimed t-1.", None, lease="lease", task="task")
     text = text_of(reply)
     assert len(text.encode()) <= MAX_REPLY_BYTES
     assert '"lease_token":"tok-123"' in text and "task: " not in text

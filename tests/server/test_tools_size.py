@@ -216,7 +216,7 @@ async def test_every_wait_and_the_instructions_state_this_servers_cap(cap: float
         for t in tools
         if "wait_seconds" in t.input_schema["properties"]
     }
-    assert set(waits) == {"claim_task", "read_inbox", "acquire_lock", "read_events"}
+    assert set(waits) == {"claim_task", "read_inbox", "acquire_lock", "read_events", "get_state"}
     for tool, wait in waits.items():
         assert f"cap {cap:g} s" in wait["description"], (tool, wait)
     assert instructions is not None and instructions.count(f"{cap:g} s") == 1, instructions
