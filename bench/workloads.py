@@ -94,20 +94,22 @@ def expect_ok(script: str, reply: list[Any]) -> None:
 # tasks (claim, complete), messages (send, read), locks (acquire, release), heartbeat, events
 # (publish, read). The step names say what each row is.
 
-OPERATIONS = ("tasks", "messages", "locks", "heartbeat", "events")
+OPERATIONS = ("tasks", "messages", "locks", "heartbeat", "events", "state")
 STEPS = {
     "tasks": ("claim", "complete"),
     "messages": ("send", "read"),
     "locks": ("acquire", "release"),
     "heartbeat": ("heartbeat",),
     "events": ("publish", "read"),
+    "state": ("set", "get"),
 }
 RESOURCE = "bench/file.py"
 TOPIC = "bench.ping"
+STATE_KEY = "bench/counter"
 
 
 def operations(*steps: Step) -> list[Workload]:
-    """The five operations (OPERATIONS) from their nine steps, in that order."""
+    """The six operations (OPERATIONS) from their eleven steps, in that order."""
     out, rest = [], list(steps)
     for name in OPERATIONS:
         count = len(STEPS[name])
@@ -155,6 +157,7 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
     script: its floor is the one XRANGE that reads."""
     lease_ms = raw.settings.lease_seconds * 1000
     events_key = Keys(raw.settings.namespace).events
+    state_key = Keys(raw.settings.namespace).state(STATE_KEY)
 
     async def claim(_: None) -> Lease:
         token = secrets.token_urlsafe(12)
@@ -205,7 +208,19 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
         if entries[0][0] != event_id:
             raise RuntimeError(f"XRANGE returned {entries}, expected {event_id}")
 
-    return operations(claim, complete, send, read, acquire, release, heartbeat, publish, read_event)
+    async def set_value(_: None) -> int:
+        bounds = (raw.settings.state_keys_max, raw.settings.state_keys_max_per_owner)
+        reply = await raw("set_state", AGENT, "", STATE_KEY, "increment", "1", "", "", *bounds)
+        return int(reply[2])
+
+    async def get_value(version: int) -> None:  # a read is no script: its floor is the one HMGET
+        fields = await raw.redis.hmget(state_key, "value", "version")
+        if int(fields[1]) != version:
+            raise RuntimeError(f"HMGET read version {fields[1]}, expected {version}")
+
+    return operations(
+        claim, complete, send, read, acquire, release, heartbeat, publish, read_event, set_value, get_value
+    )
 
 
 def core_workloads(bus: AgentBus, agent: str = AGENT) -> list[Workload]:
@@ -248,7 +263,20 @@ def core_workloads(bus: AgentBus, agent: str = AGENT) -> list[Workload]:
         if [e.id for e in found] != [event_id]:
             raise RuntimeError(f"read_events returned {found}, expected {event_id}")
 
-    return operations(claim, complete, send, read, acquire, release, heartbeat, publish, read_event)
+    async def set_value(_: None) -> int:
+        version = (await bus.state.set(agent, STATE_KEY, increment=1)).version
+        if version is None:
+            raise RuntimeError("set_state wrote nothing")
+        return version
+
+    async def get_value(version: int) -> None:
+        found = (await bus.state.get(STATE_KEY)).entries
+        if [e.version for e in found] != [version]:
+            raise RuntimeError(f"get_state returned {found}, expected version {version}")
+
+    return operations(
+        claim, complete, send, read, acquire, release, heartbeat, publish, read_event, set_value, get_value
+    )
 
 
 async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -311,7 +339,17 @@ def tool_workloads(client: Client, agent: str | None = None) -> list[Workload]:
         if [e["id"] for e in data["events"]] != [event_id]:
             raise RuntimeError(f"read_events returned {data['events']}, expected {event_id}")
 
-    return operations(claim, complete, send, read, acquire, release, heartbeat, publish, read_event)
+    async def set_value(_: None) -> int:
+        return int((await call(client, "set_state", {**who, "key": STATE_KEY, "increment": 1}))["version"])
+
+    async def get_value(version: int) -> None:
+        data = await call(client, "get_state", {**who, "key": STATE_KEY})
+        if [e["version"] for e in data["entries"]] != [version]:
+            raise RuntimeError(f"get_state returned {data['entries']}, expected version {version}")
+
+    return operations(
+        claim, complete, send, read, acquire, release, heartbeat, publish, read_event, set_value, get_value
+    )
 
 
 def http_client(server: HttpServer, mode: str) -> Client:
