@@ -26,7 +26,7 @@ async def set_state(
     increment: float | None = None,
     delete: bool = False,
     if_version: Annotated[int | None, Field(ge=0)] = None,
-    ttl_seconds: Annotated[int | None, Field(ge=1, le=86_400)] = None,  # omitted: the expiry stays
+    ttl_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Expire after; omit: keep")] = None,
     idempotency_key: IdempotencyArg = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, SetStateResult]:
@@ -58,7 +58,7 @@ async def get_state(
     ctx: Ctx,
     key: Resource | None = None,
     prefix: Annotated[str | None, Field(max_length=512)] = None,  # '' lists every key
-    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 50,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Max keys")] = 50,
     cursor: Resource | None = None,
     after_version: Annotated[int | None, Field(ge=0)] = None,
     wait_seconds: Annotated[float, Field(ge=0, description=WAIT)] = 0,

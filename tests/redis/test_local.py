@@ -138,11 +138,16 @@ def test_status_start_and_stop_say_what_they_did(state: Path) -> None:
     assert run(["local", "stop"], state).stdout.startswith("not running")
 
 
-def test_doctor_checks_the_local_bus_it_would_use(state: Path) -> None:
+def test_doctor_checks_the_local_bus_it_would_use_and_never_starts_it(state: Path) -> None:
+    stopped = run(["doctor"], state)
+    assert stopped.returncode == 0, stopped.stdout
+    assert stopped.stdout.splitlines()[0].startswith("WARN  local bus: not running")
+    assert not list(state.glob("**/*.sock")), "doctor started the local bus"
+    run(["local", "start"], state)
     doctor = run(["doctor"], state)
     assert doctor.returncode == 0, doctor.stdout
     lines = doctor.stdout.splitlines()
-    assert lines[0].startswith("ok    local bus: started it")
+    assert lines[0].startswith("ok    local bus: running")
     assert any(line.startswith("ok    persistence: AOF on") for line in lines)
 
 

@@ -206,7 +206,7 @@ async def test_one_token_flooding_stays_under_the_ceiling_while_another_tokens_a
     url, namespace = own_redis(*DATA_ARGS), f"quota-{uuid.uuid4().hex[:8]}"
     tokens = TokensFile(tmp_path / "tokens.json")
     flood_token, _ = tokens.create(namespace=namespace, agent="flood-*", role="all")
-    team_token, _ = tokens.create(namespace=namespace, agent="team-*", role="worker")
+    team_token, _ = tokens.create(namespace=namespace, agent="team-*", role="worker,publish_event")
     settings = Settings(redis_url=url, namespace=namespace, **BOUNDS)
     with http_server(server_env(url, namespace, tokens.path), tmp_path / "server.log") as server:
         with anyio.fail_after(60):
