@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -119,5 +120,20 @@ def watch(workflow_id: str | None, interval: float, **flags: Any) -> None:
                         view = Text(f"{exc} (retrying every {interval:g} s)", style="bold red")
                     live.update(view, refresh=True)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(follow)
+    async def until_stopped() -> None:
+        # Ctrl-C cancels a scope, which every later await sees again, rather than asyncio's one-shot
+        # task cancellation, which a Redis call cut off mid-reply can swallow (the view then ran on).
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_on_signal, tg.cancel_scope)
+            await follow()
+
+    with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C before the handler is in place
+        anyio.run(until_stopped)
+
+
+async def stop_on_signal(scope: anyio.CancelScope) -> None:
+    """Cancel `scope` at the first SIGINT (Ctrl-C) or SIGTERM."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
