@@ -117,7 +117,9 @@ class Presence:
             caps = _CAPS_RE.findall(record.get("caps", ""))
             if capability is not None and capability not in caps:
                 continue
-            alive_now = expiry.get(agent, 0) > now_ms
+            # Presence never lapses while the agent holds work (the reaper renews it; between its sweeps
+            # the expiry may already have passed).
+            alive_now = expiry.get(agent, 0) > now_ms or (agent in expiry and bool(held or locks))
             agents.append(
                 AgentView(
                     agent=agent,
