@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from mcp_agentbus.core.control import Control
 from mcp_agentbus.core.events import Events
 from mcp_agentbus.core.inbox import Inbox
 from mcp_agentbus.core.locks import Locks
@@ -56,6 +57,7 @@ class AgentBus:
         self.wakeups = Wakeups(redis, self.store.keys.wake)
         self.tasks = Tasks(self.store, self.wakeups)
         self.workflows = Workflows(self.store)
+        self.control = Control(self.store)  # cancel and retry
         self.presence = Presence(self.store)
         self.inbox = Inbox(self.store, self.wakeups)
         self.locks = Locks(self.store, self.wakeups)

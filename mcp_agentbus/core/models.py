@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Priority = Literal["low", "normal", "high", "urgent"]
 TaskState = Literal["blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled"]
-WorkflowStatus = Literal["running", "done", "failed"]
+WorkflowStatus = Literal["running", "done", "failed", "cancelled"]
 
 
 def iso(ms: int | str | None) -> str | None:
@@ -109,6 +109,12 @@ class FailResult(Result):
     already_failed: bool = False
 
 
+class TaskProgress(BaseModel):
+    percent: float
+    message: str = ""
+    at: str | None = Field(None, description="When its holder reported it (UTC).")
+
+
 class TaskView(BaseModel):
     id: str
     key: str | None = None
@@ -116,7 +122,10 @@ class TaskView(BaseModel):
     state: TaskState
     capability: str
     priority: Priority
-    assignee: str | None = Field(None, description="The agent holding the lease, or that completed it.")
+    assignee: str | None = Field(
+        None,
+        description="The agent it is assigned to (only it may claim it), holding its lease, or that did it.",
+    )
     attempts: int
     max_attempts: int
     depends_on: list[str]
@@ -124,6 +133,7 @@ class TaskView(BaseModel):
     summary: str | None = None
     error: str | None = None
     lease_expires_at: str | None = None
+    progress: TaskProgress | None = Field(None, description="A claimed task's latest progress report.")
     due_at: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
@@ -169,6 +179,20 @@ class AgentView(BaseModel):
     joined_at: str | None = None
     tasks: list[str] = Field(default_factory=list, description="Tasks whose lease the agent holds.")
     locks: list[str] = Field(default_factory=list, description="Resources the agent holds locks on.")
+    assigned: int = Field(0, description="Ready tasks assigned to the agent, waiting for its claim.")
+
+
+class CancelResult(Result):
+    cancelled: list[str] = Field(description="Tasks this call cancelled, dependents included.")
+    already_final: list[str] = Field(description="Tasks left as they were: done, dead or cancelled already.")
+    duplicate: bool = False
+
+
+class RetryResult(Result):
+    task_id: str
+    state: Literal["ready", "blocked"]
+    restored: list[str] = Field(description="Dependents cancelled because of it, now waiting again.")
+    duplicate: bool = False
 
 
 class ExtendedLease(BaseModel):

@@ -13,6 +13,7 @@ from mcp_agentbus.core.models import (
     GetWorkflowResult,
     Priority,
     Progress,
+    TaskProgress,
     TaskView,
     WorkflowSummary,
     WorkflowView,
@@ -32,6 +33,7 @@ from mcp_agentbus.ids import (
     MAX_WORKFLOW_TASKS,
     REPLY_ROOM,
     WORKFLOW_ID_RE,
+    AgentId,
     TaskKey,
     encode_json,
 )
@@ -62,6 +64,7 @@ class WorkflowTask(BaseModel):
         description="Keys of tasks that must be done first.",
     )
     max_attempts: int = Field(3, ge=1, le=100, description="Attempts before the task is dead.")
+    assignee: AgentId | None = Field(None, description="Only this agent may claim it.")
 
 
 def order_tasks(tasks: Sequence[WorkflowTask]) -> list[list[int]]:
@@ -150,6 +153,7 @@ class Workflows:
                 "cap": t.capability,
                 "prio": t.priority,
                 "max_attempts": t.max_attempts,
+                "assignee": t.assignee or "",
                 "deps": d,
             }
             for t, d in zip(specs, deps, strict=True)
@@ -263,7 +267,7 @@ def task_view(t: dict[str, str], key_of: Mapping[str, str]) -> TaskView:
         state=state,
         capability=t.get("cap", "any"),
         priority=t.get("prio", "normal"),
-        assignee=t.get("owner") or t.get("completed_by") or None,
+        assignee=t.get("owner") or t.get("completed_by") or t.get("assignee") or None,
         attempts=int(t.get("attempts", 0)),
         max_attempts=int(t.get("max_attempts", 1)),
         depends_on=[key_of.get(d, d) for d in deps],
@@ -271,7 +275,17 @@ def task_view(t: dict[str, str], key_of: Mapping[str, str]) -> TaskView:
         summary=t.get("summary") or None,
         error=t.get("error") or None,
         lease_expires_at=iso(t.get("lease_exp")),
+        progress=_progress(t) if state == "claimed" else None,
         due_at=iso(t.get("due")),
         created_at=iso(t.get("created")),
         updated_at=iso(t.get("updated")),
+    )
+
+
+def _progress(t: dict[str, str]) -> TaskProgress | None:
+    """The latest progress its holder reported (heartbeat), if any."""
+    if "progress_pct" not in t:
+        return None
+    return TaskProgress(
+        percent=float(t["progress_pct"]), message=t.get("progress_msg", ""), at=iso(t.get("progress_at"))
     )
