@@ -207,8 +207,8 @@ async def cancel_task(
     idempotency_key: IdempotencyArg = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, CancelResult]:
-    """Cancel a task and what depends on it, or a whole workflow; a holder loses its lease at once.
-    Finished tasks stay as they are."""
+    """Cancel a task (and what depends on it) or a whole workflow; a holder loses its lease at once.
+    Finished tasks stay."""
     app = app_of(ctx)
     r = await app.bus.control.cancel(
         app.agent(agent),

@@ -183,3 +183,24 @@ async def test_a_restore_past_the_budget_is_finished_by_the_reaper(bus: AgentBus
     assert len(got.restored) < 150 and got.notices and "within seconds" in got.notices[0]
     await until_task_state(bus, last, "blocked")
     assert await bus.redis.hget(bus.store.keys.counters, "open") == "151"
+
+
+async def test_a_restored_task_of_another_workflow_makes_that_workflow_run_again(bus: AgentBus) -> None:
+    first, ids = await chain(bus)
+    other = await bus.workflows.create(BOSS, title="downstream", tasks=[{"key": "seed", "title": "seed"}])
+    follower = await bus.tasks.create(
+        BOSS, title="uses the fetch", depends_on=[ids["fetch"]], workflow_id=other.workflow_id
+    )
+    await finish(bus, other.task_ids["seed"], 0)
+    await kill(bus, ids["fetch"])
+    failed = (await bus.workflows.get(other.workflow_id)).workflow
+    assert failed is not None and failed.status == "failed"
+
+    got = await bus.control.retry(BOSS, ids["fetch"], reason="fixed")
+    assert follower.task_id in got.restored
+    for wf in (first, other.workflow_id):
+        workflow = (await bus.workflows.get(wf)).workflow
+        assert workflow is not None and workflow.status == "running", wf
+    assert await bus.redis.pttl(bus.store.keys.task(other.task_ids["seed"])) == -1
+    reopened = (await bus.events.read(topics=["workflow.reopened"], after="0")).events
+    assert {e.data["workflow"] for e in reopened} == {first, other.workflow_id}
