@@ -14,7 +14,9 @@ from mcp_agentbus.ids import AGENT_RE, IDEMPOTENCY_KEY_RE, TASK_ID_RE, WORKFLOW_
 from mcp_agentbus.redis.replies import CANCEL_TASK, RETRY_TASK
 from mcp_agentbus.redis.store import Store, require
 
-MAX_REASON = 500  # characters; the reason reaches the holder's notices and every cancelled task's error
+MAX_REASON = 500  # characters; the reason is every cancelled task's error and its late holder's lease_lost
+# A holder's notice quotes at most this much of it: its lost-list keeps 50 entries (include/common.lua).
+NOTICE_REASON = 100
 
 RESTORING_MORE = (
     "Tasks further downstream of {task} that were cancelled because of it are being restored by the bus "
@@ -56,6 +58,7 @@ class Control:
             task_id or "",
             workflow_id or "",
             reason,
+            reason if len(reason) <= NOTICE_REASON else reason[: NOTICE_REASON - 1] + "…",
         )
         first = recorded.result
         cancelled = list(first["cancelled"] or [])  # Lua's cjson writes an empty list as {}

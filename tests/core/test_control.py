@@ -12,7 +12,7 @@ from helpers import WAIT_BOUND, until_task_state, view_of
 from mcp_agentbus import context
 from mcp_agentbus.core import notices
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.core.control import MAX_REASON
+from mcp_agentbus.core.control import MAX_REASON, NOTICE_REASON
 from mcp_agentbus.core.wakeups import STOPPED_FOR_LOSS
 from mcp_agentbus.errors import InvalidArgument, LeaseLost, NotFound
 
@@ -197,3 +197,20 @@ async def test_a_cascade_past_the_budget_is_finished_by_the_reaper(bus: AgentBus
     assert len(got.cancelled) < 151 and got.notices and "within seconds" in got.notices[0]
     await until_task_state(bus, last, "cancelled")
     assert await bus.redis.hget(bus.store.keys.counters, "open") == "0"
+
+
+async def test_a_long_reason_is_shortened_in_the_holders_notice_and_whole_in_its_lease_lost(
+    bus: AgentBus,
+) -> None:
+    created = await bus.tasks.create(BOSS, title="job")
+    claim = await bus.tasks.claim("worker", task_id=created.task_id)
+    assert claim.lease is not None
+    reason = "é" * MAX_REASON  # several bytes a character: the notice must cut it whole
+    await bus.control.cancel(BOSS, task_id=created.task_id, reason=reason)
+    with context.watching("worker") as watch:
+        await bus.events.publish("worker", "probe.call")
+    (told,) = notices.lines(watch)
+    assert "é" * (NOTICE_REASON - 1) + "…)" in told and "é" * NOTICE_REASON not in told
+    with pytest.raises(LeaseLost) as late:
+        await bus.tasks.complete("worker", created.task_id, claim.lease.lease_token)
+    assert reason in late.value.message

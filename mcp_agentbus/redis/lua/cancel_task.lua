@@ -6,7 +6,8 @@
 -- the retention like any finished workflow's.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none),
---       task_id ('' when a workflow is cancelled), workflow_id ('' when one task is), reason
+--       task_id ('' when a workflow is cancelled), workflow_id ('' when one task is), reason, the reason
+--       shortened for a holder's notice (core/control.py NOTICE_REASON characters: it bounds the lost-list)
 -- returns: {'ok', result_json} | {'duplicate', first_result_json} | {'not_found', message}
 --          result_json: {cancelled: [task id, ...], already_final: [task id, ...], more: true when
 --          cancelling further dependents was left to the reaper}
@@ -14,7 +15,7 @@
 --@include common.lua
 --@include tasks.lua
 
-local agent, idem, id, wf, reason = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local agent, idem, id, wf, reason, short_reason = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 
 if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)
@@ -45,7 +46,7 @@ for _, tid in ipairs(ids) do
   else
     mine[tid] = true
     cancelled[#cancelled + 1] = tid
-    local downstream, left = cancel(tid, reason, now, agent)
+    local downstream, left = cancel(tid, reason, short_reason, now, agent)
     for _, dep in ipairs(downstream) do
       if not mine[dep] then
         mine[dep] = true

@@ -262,9 +262,10 @@ local function kill(id, wf, old, err, now, agent)
 end
 
 -- cancel_task: `id` (not final) is cancelled for `reason`, taken out of its queue or its holder's hands
--- (told at once: its waits end, its late complete_task gets lease_lost), and everything downstream of
--- it is cancelled too. Returns the dependents cancelled, and whether cancelling more was left.
-local function cancel(id, reason, now, agent)
+-- (told at once, with `short_reason`: its waits end, its late complete_task gets lease_lost with the
+-- reason), and everything downstream of it is cancelled too. Returns the dependents cancelled, and
+-- whether cancelling more was left.
+local function cancel(id, reason, short_reason, now, agent)
   local state, wf, owner, cap, assignee, dependents = unpack(redis.call('HMGET', K_TASK .. id, 'state', 'wf',
     'owner', 'cap', 'assignee', 'dependents'))
   if state == 'ready' then
@@ -273,7 +274,7 @@ local function cancel(id, reason, now, agent)
     redis.call('ZREM', K_DELAYED, id)
   elseif state == 'claimed' then
     drop_lease(id, owner)
-    tell_lost(owner, 'task ' .. id .. ' cancelled: ' .. reason)
+    tell_lost(owner, 'task ' .. id .. ' cancelled: ' .. short_reason)
   end
   redis.call('HSET', K_TASK .. id, 'error', reason)
   redis.call('HDEL', K_TASK .. id, 'cause', 'due')
