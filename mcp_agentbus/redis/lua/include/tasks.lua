@@ -132,7 +132,7 @@ end
 
 -- A task of a finished workflow runs again (retry_task): the workflow is running again, and its
 -- records (at most MAX_WORKFLOW_TASKS tasks) stop expiring.
-local function reopen(wf, now, agent)
+local function reopen(wf, agent)
   if not wf or wf == '' then return end
   local status, tasks = unpack(redis.call('HMGET', K_WF .. wf, 'status', 'tasks'))
   if not status or status == 'running' then return end
@@ -189,7 +189,7 @@ local function requeue(id, wf, old, now, agent)
   redis.call('HSET', K_TASK .. id, 'pending', pending, 'in_bytes', in_bytes)
   redis.call('HDEL', K_TASK .. id, 'cause', 'error') -- a fresh start
   redis.call('PERSIST', K_TASK .. id)
-  reopen(wf, now, agent)
+  reopen(wf, agent)
   if pending > 0 then set_state(id, wf, old, 'blocked', now) else make_ready(id, now) end
 end
 
