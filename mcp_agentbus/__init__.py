@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mcp_agentbus.core.bus import AgentBus
     from mcp_agentbus.core.models import (
         AgentView,
+        CancelResult,
         ClaimedTask,
         ClaimResult,
         CompleteResult,
@@ -54,7 +55,9 @@ if TYPE_CHECKING:
         ReadInboxResult,
         ReleaseResult,
         Result,
+        RetryResult,
         SendResult,
+        TaskProgress,
         TaskView,
         WorkflowSummary,
         WorkflowView,
@@ -73,6 +76,7 @@ _RESULT_MODELS = (
     "Progress",
     "CompleteResult",
     "FailResult",
+    "TaskProgress",
     "TaskView",
     "WorkflowSummary",
     "WorkflowView",
@@ -92,6 +96,8 @@ _RESULT_MODELS = (
     "SendResult",
     "MessageView",
     "ReadInboxResult",
+    "CancelResult",
+    "RetryResult",
 )
 _LAZY = {
     "AgentBus": "mcp_agentbus.core.bus",
@@ -116,6 +122,7 @@ __all__ = [
     "AgentBusError",
     "AgentView",
     "BackendUnavailable",
+    "CancelResult",
     "ClaimResult",
     "ClaimedTask",
     "CompleteResult",
@@ -147,8 +154,10 @@ __all__ = [
     "ReadInboxResult",
     "ReleaseResult",
     "Result",
+    "RetryResult",
     "SendResult",
     "Settings",
+    "TaskProgress",
     "TaskView",
     "UnknownAgent",
     "WorkflowSummary",
