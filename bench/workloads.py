@@ -44,8 +44,8 @@ async def redis_client(url: str) -> AsyncIterator[Redis]:
 
 
 # What create_task takes last, as the core API passes it: max tasks per workflow, dependents per task,
-# inputs bytes per claim.
-GRAPH_BOUNDS = (MAX_WORKFLOW_TASKS, MAX_DEPENDENTS, MAX_INPUTS_BYTES)
+# inputs bytes per claim; then no assignee.
+GRAPH_BOUNDS = (MAX_WORKFLOW_TASKS, MAX_DEPENDENTS, MAX_INPUTS_BYTES, "")
 
 
 def common_argv(settings: Settings) -> list[Any]:
@@ -54,7 +54,7 @@ def common_argv(settings: Settings) -> list[Any]:
 
 
 # create_task's ARGV after the common ones: a ready task for any capability, priority normal, no
-# workflow, 3 attempts, no delay; then the bounds the core API passes.
+# workflow, 3 attempts, no delay; then the bounds the core API passes, and no assignee.
 CREATE_ARGS = (AGENT, "", "bench task", "", "any", "normal", "null", "", "", 3, 0, *GRAPH_BOUNDS)
 
 
@@ -198,7 +198,7 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
         await raw("release_lock", AGENT, RESOURCE, token)
 
     async def heartbeat(_: None) -> None:
-        await raw("heartbeat", AGENT, "idle", "", "0", "", 60_000)
+        await raw("heartbeat", AGENT, "idle", "", "0", "", 60_000, "", "", "")  # no progress
 
     async def publish(_: None) -> str:
         return str((await raw("publish_event", AGENT, "", TOPIC, "null"))[1])

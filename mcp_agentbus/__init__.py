@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mcp_agentbus.core.bus import AgentBus
     from mcp_agentbus.core.models import (
         AgentView,
+        CancelResult,
         ClaimedTask,
         ClaimResult,
         CompleteResult,
@@ -40,9 +41,6 @@ if TYPE_CHECKING:
         ExtendedLease,
         ExtendedLock,
         FailResult,
-        GetWorkflowBriefResult,
-        GetWorkflowReply,
-        GetWorkflowResult,
         HeartbeatResult,
         HeldLock,
         Lease,
@@ -56,20 +54,32 @@ if TYPE_CHECKING:
         ReadInboxResult,
         ReleaseResult,
         Result,
+        RetryResult,
         SendResult,
+    )
+    from mcp_agentbus.core.state import (
+        GetStateResult,
+        SetStateResult,
+        StateEntry,
+    )
+    from mcp_agentbus.core.workflow_views import (
+        GetWorkflowBriefResult,
+        GetWorkflowReply,
+        GetWorkflowResult,
         TaskBrief,
+        TaskProgress,
         TaskView,
         WorkflowBrief,
         WorkflowSummary,
         WorkflowView,
     )
-    from mcp_agentbus.core.state import GetStateResult, SetStateResult, StateEntry
     from mcp_agentbus.server.app import build_server
 
 __version__ = "0.1.0"
 
 _RESULT_MODELS = (
     "AgentView",
+    "CancelResult",
     "ClaimResult",
     "ClaimedTask",
     "CompleteResult",
@@ -79,9 +89,6 @@ _RESULT_MODELS = (
     "ExtendedLease",
     "ExtendedLock",
     "FailResult",
-    "GetWorkflowBriefResult",
-    "GetWorkflowReply",
-    "GetWorkflowResult",
     "HeartbeatResult",
     "HeldLock",
     "Lease",
@@ -95,18 +102,30 @@ _RESULT_MODELS = (
     "ReadInboxResult",
     "ReleaseResult",
     "Result",
+    "RetryResult",
     "SendResult",
+)
+_WORKFLOW_VIEWS = (
+    "GetWorkflowBriefResult",
+    "GetWorkflowReply",
+    "GetWorkflowResult",
     "TaskBrief",
+    "TaskProgress",
     "TaskView",
     "WorkflowBrief",
     "WorkflowSummary",
     "WorkflowView",
 )
-_STATE_MODELS = ("GetStateResult", "SetStateResult", "StateEntry")
+_STATE_MODELS = (
+    "GetStateResult",
+    "SetStateResult",
+    "StateEntry",
+)
 _LAZY = {
     "AgentBus": "mcp_agentbus.core.bus",
     "build_server": "mcp_agentbus.server.app",
     **dict.fromkeys(_RESULT_MODELS, "mcp_agentbus.core.models"),
+    **dict.fromkeys(_WORKFLOW_VIEWS, "mcp_agentbus.core.workflow_views"),
     **dict.fromkeys(_STATE_MODELS, "mcp_agentbus.core.state"),
 }
 
@@ -127,6 +146,7 @@ __all__ = [
     "AgentBusError",
     "AgentView",
     "BackendUnavailable",
+    "CancelResult",
     "ClaimResult",
     "ClaimedTask",
     "CompleteResult",
@@ -161,11 +181,13 @@ __all__ = [
     "ReadInboxResult",
     "ReleaseResult",
     "Result",
+    "RetryResult",
     "SendResult",
     "SetStateResult",
     "Settings",
     "StateEntry",
     "TaskBrief",
+    "TaskProgress",
     "TaskView",
     "UnknownAgent",
     "WorkflowBrief",

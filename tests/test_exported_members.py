@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 import mcp_agentbus
 from mcp_agentbus import errors
-from mcp_agentbus.core import models, state
+from mcp_agentbus.core import models, state, workflow_views
 
 ENTRY_POINTS = {"AgentBus", "Settings", "build_server", "__version__"}
 
@@ -26,7 +26,7 @@ def defined_in(module: object, base: type) -> set[str]:
 
 
 def test_all_is_exactly_the_errors_the_result_models_and_the_entry_points() -> None:
-    results = defined_in(models, BaseModel) | defined_in(state, BaseModel)  # state's live with its operations
+    results = set().union(*(defined_in(module, BaseModel) for module in (models, workflow_views, state)))
     expected = defined_in(errors, errors.AgentBusError) | results | ENTRY_POINTS
     assert mcp_agentbus.__all__ == sorted(expected)
 

@@ -14,7 +14,8 @@ from rich.text import Text
 
 from mcp_agentbus.cli.words import counted
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.core.models import AgentView, EventView, HeldLock, WorkflowSummary, WorkflowView
+from mcp_agentbus.core.models import AgentView, EventView, HeldLock
+from mcp_agentbus.core.workflow_views import WorkflowSummary, WorkflowView
 
 DEAD_SHOWN = 5
 TASK_ORDER = ("claimed", "dead", "delayed", "ready", "blocked", "done", "cancelled")  # the busiest first

@@ -12,6 +12,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from mcp_agentbus.context import Caller
+from mcp_agentbus.core.control import Control
 from mcp_agentbus.core.events import Events
 from mcp_agentbus.core.inbox import Inbox
 from mcp_agentbus.core.locks import Locks
@@ -64,6 +65,7 @@ class AgentBus:
         self.store = store
         self.tasks = Tasks(store, self.wakeups)
         self.workflows = Workflows(store)
+        self.control = Control(store)  # cancel and retry
         self.presence = Presence(store)
         self.inbox = Inbox(store, self.wakeups)
         self.locks = Locks(store, self.wakeups)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Priority = Literal["low", "normal", "high", "urgent"]
 TaskState = Literal["blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled"]
-WorkflowStatus = Literal["running", "done", "failed"]
+WorkflowStatus = Literal["running", "done", "failed", "cancelled"]
 
 
 def iso(ms: int | str | None) -> str | None:
@@ -109,78 +109,6 @@ class FailResult(Result):
     already_failed: bool = False
 
 
-class TaskView(BaseModel):
-    id: str
-    key: str | None = None
-    title: str
-    state: TaskState
-    capability: str
-    priority: Priority
-    assignee: str | None = Field(None, description="The agent holding the lease, or that completed it.")
-    attempts: int
-    max_attempts: int
-    depends_on: list[str]
-    result: Any = None
-    summary: str | None = None
-    error: str | None = None
-    lease_expires_at: str | None = None
-    due_at: str | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
-
-
-class TaskBrief(BaseModel):
-    """A task in get_workflow's summary: where it stands and who has it, not what it produced."""
-
-    id: str
-    key: str | None = None
-    state: TaskState
-    assignee: str | None = Field(None, description="The agent holding the lease, or that completed it.")
-    attempts: int
-
-
-class WorkflowSummary(BaseModel):
-    workflow_id: str
-    title: str
-    status: WorkflowStatus
-    progress: Progress
-    created_at: str | None = None
-    finished_at: str | None = None
-
-
-class WorkflowView(WorkflowSummary):
-    tasks: list[TaskView]
-    results_left_out: list[str] = Field(
-        default_factory=list,
-        description="Tasks shown without result, summary and error: they did not fit in one reply.",
-    )
-    tasks_left_out: list[str] = Field(
-        default_factory=list, description="Tasks not shown at all: too many to fit in one reply."
-    )
-
-
-class WorkflowBrief(WorkflowSummary):
-    tasks: list[TaskBrief]
-
-
-class GetWorkflowBriefResult(Result):
-    workflow: WorkflowBrief = Field(description="The workflow asked for, in summary: no results or errors.")
-
-
-class GetWorkflowResult(Result):
-    workflow: WorkflowView | None = Field(None, description="The workflow asked for.")
-    workflows: list[WorkflowSummary] | None = Field(
-        None, description="Recent workflows, when no id was given."
-    )
-
-
-class GetWorkflowReply(Result):
-    """get_workflow's result in either detail: the SDK checks a tool's result against one model."""
-
-    workflow: WorkflowView | WorkflowBrief | None = None
-    workflows: list[WorkflowSummary] | None = None
-
-
 class AgentView(BaseModel):
     agent: str
     status: str
@@ -194,6 +122,20 @@ class AgentView(BaseModel):
     joined_at: str | None = None
     tasks: list[str] = Field(default_factory=list, description="Tasks whose lease the agent holds.")
     locks: list[str] = Field(default_factory=list, description="Resources the agent holds locks on.")
+    assigned: int = Field(0, description="Ready tasks assigned to the agent, waiting for its claim.")
+
+
+class CancelResult(Result):
+    cancelled: list[str] = Field(description="Tasks this call cancelled, dependents included.")
+    already_final: list[str] = Field(description="Tasks left as they were: done, dead or cancelled already.")
+    duplicate: bool = False
+
+
+class RetryResult(Result):
+    task_id: str
+    state: Literal["ready", "blocked"]
+    restored: list[str] = Field(description="Dependents cancelled because of it, now waiting again.")
+    duplicate: bool = False
 
 
 class ExtendedLease(BaseModel):

@@ -29,7 +29,13 @@ def lines(watch: Watch | None) -> list[str]:
         out.append(f"Your {held} expires in {int(ms_left) / 1000:.0f} s: heartbeat to keep it.")
     for what in watch.lost:
         kind, _, name = what.partition(" ")
-        if kind == "task":
+        task, _, cancelled = name.partition(" cancelled: ")  # cancel_task's, with its reason
+        if kind == "task" and cancelled:
+            out.append(
+                f"Task {task}, whose lease you held, was cancelled ({cancelled}): stop work on it "
+                "(complete_task would get lease_lost)."
+            )
+        elif kind == "task":
             out.append(
                 f"Your lease on task {name} expired and the task was taken back: stop work on it "
                 "(complete_task would get lease_lost)."

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_agentbus.core.models import (
     AgentView,
@@ -14,7 +17,8 @@ from mcp_agentbus.core.models import (
     ListAgentsResult,
     iso,
 )
-from mcp_agentbus.ids import AGENT_RE, CAPABILITY_RE, seconds
+from mcp_agentbus.errors import InvalidArgument, explain_validation
+from mcp_agentbus.ids import AGENT_RE, CAPABILITY_RE, MAX_NOTE, TaskId, seconds
 from mcp_agentbus.redis.replies import HEARTBEAT, Left
 from mcp_agentbus.redis.store import Store, require
 
@@ -27,6 +31,16 @@ LAPSED = (
     "You had been reported gone at {at} (no call for longer than your ttl_seconds); you are live again. "
     "Other agents saw agent.gone, then agent.joined."
 )
+
+
+class ProgressReport(BaseModel):
+    """How far the agent has come with a task it holds, as heartbeat takes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId
+    percent: float = Field(ge=0, le=100)
+    message: str = Field("", max_length=MAX_NOTE)
 
 
 class Presence:
@@ -43,12 +57,20 @@ class Presence:
         capabilities: Sequence[str] | None = None,
         note: str = "",
         ttl_seconds: float = 60,
+        progress: ProgressReport | Mapping[str, Any] | None = None,
     ) -> HeartbeatResult:
-        """Register or refresh `agent`; `capabilities=None` keeps the registered ones."""
+        """Register or refresh `agent`; `capabilities=None` keeps the registered ones. `progress` is
+        recorded on a task the agent holds (refused, nothing changed, for any other)."""
         require(agent, AGENT_RE, "agent id")
         for cap in capabilities or ():
             require(cap, CAPABILITY_RE, "capability")
         ttl_ms = math.ceil(seconds(ttl_seconds, "ttl_seconds") * 1000)
+        try:
+            report = (
+                progress if not isinstance(progress, Mapping) else ProgressReport.model_validate(progress)
+            )
+        except ValidationError as exc:
+            raise InvalidArgument(f"invalid progress: {explain_validation(exc)}") from exc
         beat = await self._store.run(
             HEARTBEAT,
             agent,
@@ -57,6 +79,7 @@ class Presence:
             "0" if capabilities is None else "1",
             note,
             ttl_ms,
+            *((report.task_id, repr(report.percent), report.message) if report else ("", "", "")),
         )
         if isinstance(beat, Left):
             return _left(agent, note, beat)
@@ -71,6 +94,7 @@ class Presence:
             joined_at=iso(beat.joined_at_ms),
             tasks=list(beat.leases),
             locks=list(beat.locks),
+            assigned=beat.assigned,
         )
         lapsed = [] if beat.gone_at_ms is None else [LAPSED.format(at=iso(beat.gone_at_ms))]
         return HeartbeatResult(
@@ -111,9 +135,12 @@ class Presence:
                     pipe.hgetall(keys.agent(agent))
                     pipe.smembers(keys.held(agent))
                     pipe.smembers(keys.agent_locks(agent))
+                    pipe.zcard(keys.assigned(agent))
                 records = await pipe.execute()
         agents = []
-        for agent, record, held, locks in zip(ids, records[::3], records[1::3], records[2::3], strict=True):
+        for agent, record, held, locks, assigned in zip(
+            ids, records[::4], records[1::4], records[2::4], records[3::4], strict=True
+        ):
             caps = _CAPS_RE.findall(record.get("caps", ""))
             if capability is not None and capability not in caps:
                 continue
@@ -132,6 +159,7 @@ class Presence:
                     joined_at=iso(record.get("joined_at")),
                     tasks=sorted(held, key=lambda t: int(t[2:])),
                     locks=sorted(locks),
+                    assigned=assigned,
                 )
             )
         return ListAgentsResult(agents=agents)

@@ -99,10 +99,13 @@ class Tasks:
         max_attempts: int = 3,
         delay_seconds: float = 0,
         idempotency_key: str | None = None,
+        assignee: str | None = None,
     ) -> CreateTaskResult:
-        """Queue one task (`ready`, `delayed`, or `blocked` until `depends_on` are done); a repeated
-        `idempotency_key` returns the first call's task."""
+        """Queue one task (`ready`, `delayed`, or `blocked` until `depends_on` are done), for `assignee`'s
+        claims alone if given; a repeated `idempotency_key` returns the first call's task."""
         require(agent, AGENT_RE, "agent id")
+        if assignee is not None:
+            require(assignee, AGENT_RE, "assignee")
         require(capability, CAPABILITY_RE, "capability")
         if priority not in PRIORITIES:
             raise InvalidArgument(f"priority {priority!r} is not one of {', '.join(PRIORITIES)}")
@@ -134,6 +137,7 @@ class Tasks:
             MAX_WORKFLOW_TASKS,
             MAX_DEPENDENTS,
             MAX_INPUTS_BYTES,
+            assignee or "",
         )
         return CreateTaskResult(**created.result, duplicate=created.duplicate)
 
@@ -158,7 +162,8 @@ class Tasks:
             lease_seconds = self._settings.lease_seconds
         lease_ms = math.ceil(seconds(lease_seconds, "lease_seconds") * 1000)
         wait = Wait(self._store, wait_seconds, "a task", on_progress)
-        news = news_for(agent)  # a message for the agent or a loss ends the wait too
+        # a task assigned to the agent wakes it too; a message for it or a loss ends the wait
+        news = (f"task:@{agent}", *news_for(agent))
         topics: list[str] | None = [*(f"task:{c}" for c in caps), *news] if caps else None
         owed = 0  # wake-ups for ready tasks this claimer alone got, not yet answered by an attempt
         stopped: str | None = None  # why the wait ended early, once it has

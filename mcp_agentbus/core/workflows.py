@@ -8,20 +8,18 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mcp_agentbus.core.models import (
-    CreateWorkflowResult,
+from mcp_agentbus.core.models import CreateWorkflowResult, Priority
+from mcp_agentbus.core.tasks import idempotency_scope
+from mcp_agentbus.core.workflow_views import (
     GetWorkflowBriefResult,
     GetWorkflowResult,
-    Priority,
-    Progress,
     TaskBrief,
-    TaskView,
     WorkflowBrief,
-    WorkflowSummary,
     WorkflowView,
-    iso,
+    fit_tasks,
+    summary_of,
+    task_view,
 )
-from mcp_agentbus.core.tasks import idempotency_scope
 from mcp_agentbus.errors import InvalidArgument, NotFound, PayloadTooLarge, explain_validation
 from mcp_agentbus.ids import (
     AGENT_RE,
@@ -29,19 +27,16 @@ from mcp_agentbus.ids import (
     IDEMPOTENCY_KEY_RE,
     MAX_DEPENDENCIES,
     MAX_DESCRIPTION,
-    MAX_REPLY_BYTES,
     MAX_TITLE,
     MAX_WORKFLOW_JSON_BYTES,
     MAX_WORKFLOW_TASKS,
-    REPLY_ROOM,
     WORKFLOW_ID_RE,
+    AgentId,
     TaskKey,
     encode_json,
 )
 from mcp_agentbus.redis.replies import CREATE_WORKFLOW
 from mcp_agentbus.redis.store import Store, require
-
-_PROGRESS_STATES = ("blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled")
 
 
 class WorkflowTask(BaseModel):
@@ -65,6 +60,7 @@ class WorkflowTask(BaseModel):
         description="Keys of tasks that must be done first.",
     )
     max_attempts: int = Field(3, ge=1, le=100, description="Attempts before the task is dead.")
+    assignee: AgentId | None = Field(None, description="Only this agent may claim it.")
 
 
 def order_tasks(tasks: Sequence[WorkflowTask]) -> list[list[int]]:
@@ -153,6 +149,7 @@ class Workflows:
                 "cap": t.capability,
                 "prio": t.priority,
                 "max_attempts": t.max_attempts,
+                "assignee": t.assignee or "",
                 "deps": d,
             }
             for t, d in zip(specs, deps, strict=True)
@@ -185,11 +182,11 @@ class Workflows:
                     for wf in ids:
                         pipe.hgetall(keys.workflow(wf))
                     records = await pipe.execute()
-            return GetWorkflowResult(workflows=[_summary(r) for r in records if r])
+            return GetWorkflowResult(workflows=[summary_of(r) for r in records if r])
 
         record, tasks = await self._load(workflow_id)
         key_of = {t["id"]: t.get("key") or t["id"] for t in tasks}
-        shown, results_left_out, tasks_left_out = _fit_tasks([task_view(t, key_of) for t in tasks])
+        shown, results_left_out, tasks_left_out = fit_tasks([task_view(t, key_of) for t in tasks])
         notices = []
         if results_left_out:
             notices.append(
@@ -200,7 +197,7 @@ class Workflows:
             left_out = ", ".join(tasks_left_out)
             notices.append(f"{len(tasks_left_out)} task(s) left out, too many for one reply: {left_out}.")
         view = WorkflowView(
-            **_summary(record).model_dump(),
+            **summary_of(record).model_dump(),
             tasks=shown,
             results_left_out=results_left_out,
             tasks_left_out=tasks_left_out,
@@ -213,7 +210,7 @@ class Workflows:
         (MAX_WORKFLOW_TASKS briefs of at most a few hundred bytes each: tests/core/test_workflows.py)."""
         record, tasks = await self._load(workflow_id)
         briefs = [TaskBrief.model_validate(task_view(t, {}), from_attributes=True) for t in tasks]
-        return GetWorkflowBriefResult(workflow=WorkflowBrief(**_summary(record).model_dump(), tasks=briefs))
+        return GetWorkflowBriefResult(workflow=WorkflowBrief(**summary_of(record).model_dump(), tasks=briefs))
 
     async def _load(self, workflow_id: str) -> tuple[dict[str, str], list[dict[str, str]]]:
         """A workflow's record and its tasks' records, in creation order."""
@@ -228,67 +225,3 @@ class Workflows:
                     pipe.hgetall(keys.task(task_id))
                 tasks = await pipe.execute()
         return record, [t for t in tasks if t]
-
-
-def _fit_tasks(views: list[TaskView]) -> tuple[list[TaskView], list[str], list[str]]:
-    """The task views that fit in one reply: first every task without its result, summary and error (in
-    order, while they fit), then those, in order, while they fit. Returns what is shown, the ids whose
-    result, summary and error were left out, and the ids of tasks left out altogether."""
-    budget = MAX_REPLY_BYTES - REPLY_ROOM
-    bare = [v.model_copy(update={"result": None, "summary": None, "error": None}) for v in views]
-    sizes = [_size(b) for b in bare]
-    count, used = 0, 0
-    while count < len(views) and used + sizes[count] <= budget:
-        used += sizes[count]
-        count += 1
-    shown, results_left_out = [], []
-    for view, without, base in zip(views[:count], bare, sizes, strict=False):
-        extra = _size(view) - base
-        if extra and used + extra > budget:
-            shown.append(without)
-            results_left_out.append(view.id)
-        else:
-            shown.append(view)
-            used += extra
-    return shown, results_left_out, [v.id for v in views[count:]]
-
-
-def _size(view: TaskView) -> int:
-    return len(view.model_dump_json().encode())
-
-
-def _summary(record: dict[str, str]) -> WorkflowSummary:
-    counts = {state: int(record.get(f"n:{state}", 0)) for state in _PROGRESS_STATES}
-    return WorkflowSummary(
-        workflow_id=record["id"],
-        title=record.get("title", ""),
-        status=record["status"],
-        progress=Progress(total=int(record.get("total", 0)), **counts),
-        created_at=iso(record.get("created")),
-        finished_at=iso(record.get("finished")),
-    )
-
-
-def task_view(t: dict[str, str], key_of: Mapping[str, str]) -> TaskView:
-    """A task record as agents see it; `key_of` names dependencies by key where known."""
-    deps = [d for d in t.get("deps", "").split(",") if d]
-    state = t["state"]
-    return TaskView(
-        id=t["id"],
-        key=t.get("key") or None,
-        title=t.get("title", ""),
-        state=state,
-        capability=t.get("cap", "any"),
-        priority=t.get("prio", "normal"),
-        assignee=t.get("owner") or t.get("completed_by") or None,
-        attempts=int(t.get("attempts", 0)),
-        max_attempts=int(t.get("max_attempts", 1)),
-        depends_on=[key_of.get(d, d) for d in deps],
-        result=json.loads(t["result"]) if "result" in t else None,
-        summary=t.get("summary") or None,
-        error=t.get("error") or None,
-        lease_expires_at=iso(t.get("lease_exp")),
-        due_at=iso(t.get("due")),
-        created_at=iso(t.get("created")),
-        updated_at=iso(t.get("updated")),
-    )

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from mcp_agentbus.cli.words import counted
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.core.models import WorkflowView
+from mcp_agentbus.core.workflow_views import WorkflowView
 
 Events = list[tuple[str, dict[str, str]]]  # XRANGE of the event log
 

@@ -43,7 +43,7 @@ Every key starts with ``ab:{<ns>}:``.
 | ``inboxes:idle``     | ZSET    | agents not live with inboxes, by expiry | idle_inboxes_max                |
 | ``inbox_bytes``      | HASH    | bytes each inbox is charged             | one per inbox                   |
 | ``health``           | STRING  | written by /healthz: Redis takes writes | one, expires                    |
-| ``cascade``          | LIST    | cascades left for the reaper to go on   | one per dead/done task, popped  |
+| ``cascade``          | LIST    | cascades left for the reaper to go on   | one per ended/retried task      |
 | ``owned_tasks:<o>``  | ZSET    | owner o's unfinished tasks, score +inf  | tasks_max_per_owner ⁵           |
 | ``owned_agents:<o>`` | ZSET    | agents o registered, score = drop time  | agents_max_per_owner ⁵          |
 | ``owned_inboxes:<o>``| ZSET    | idle inboxes o opened, score = expiry   | idle_inboxes_max_per_owner ⁵    |
@@ -54,6 +54,7 @@ Every key starts with ``ab:{<ns>}:``.
 | ``state_expiry``     | ZSET    | state keys with a ttl, score = expiry   | state_keys_max                  |
 | ``state_tombs``      | ZSET    | deleted state keys, score = last version| state_keys_max ⁷                |
 | ``owned_state:<o>``  | ZSET    | state keys o created, score = expiry    | state_keys_max_per_owner ⁵      |
+| ``assigned:<agent>`` | ZSET    | ready ids only it may claim, as ready:  | tasks_max in all                |
 
 ¹ The inbox of an agent that is not live expires after the retention (and is dropped sooner, soonest to
 expire first, when more than idle_inboxes_max wait). ² Each also expires after the retention.
@@ -115,6 +116,7 @@ LAYOUT = (
     "state_expiry",
     "state_tombs",
     "owned_state:",
+    "assigned:",
 )
 
 
@@ -135,6 +137,9 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
+
+    def ready(self, capability: str) -> str:
+        return f"{self.prefix}ready:{capability}"
 
     def workflow(self, workflow_id: str) -> str:
         return f"{self.prefix}wf:{workflow_id}"
@@ -197,6 +202,9 @@ class Keys:
     @property
     def counters(self) -> str:
         return f"{self.prefix}counters"
+
+    def assigned(self, agent_id: str) -> str:
+        return f"{self.prefix}assigned:{agent_id}"
 
     def unread(self, agent_id: str) -> str:
         return f"{self.prefix}unread:{agent_id}"

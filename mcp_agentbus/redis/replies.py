@@ -122,6 +122,7 @@ class Beat(NamedTuple):
     locks: dict[str, int]  # resource → new expiry (ms)
     unread: int
     gone_at_ms: int | None  # it re-joined: when it had been reported gone
+    assigned: int  # ready tasks assigned to it, waiting for its claim
 
 
 class Left(NamedTuple):
@@ -138,7 +139,7 @@ def _heartbeat(reply: list[Any]) -> Beat | Left:
     if reply[0] == "left":
         _, leases, locks, now, live, unread = reply
         return Left(_expiries(leases), _expiries(locks), int(now), int(live), int(unread))
-    _, joined, leases, live, caps, joined_at, now, locks, unread, gone_at = reply
+    _, joined, leases, live, caps, joined_at, now, locks, unread, gone_at, assigned = reply
     return Beat(
         _flag(joined),
         _expiries(leases),
@@ -149,6 +150,7 @@ def _heartbeat(reply: list[Any]) -> Beat | Left:
         _expiries(locks),
         int(unread),
         _ms(gone_at),
+        int(assigned),
     )
 
 
@@ -253,6 +255,7 @@ def _set_state(reply: list[Any]) -> StateWritten:
 
 
 ACQUIRE_LOCK = Script("acquire_lock", _acquire)
+CANCEL_TASK = Script("cancel_task", _recorded)  # {cancelled, already_final, more}
 CLAIM_TASK = Script("claim_task", _claim)
 CLOCK = Script("clock", lambda reply: int(reply[1]))
 COMPLETE_TASK = Script("complete_task", _complete)
@@ -266,6 +269,7 @@ READ_INBOX = Script("read_inbox", _read_inbox)
 REAP = Script("reap", _reap)
 RELEASE_LOCK = Script("release_lock", lambda reply: LockReleased(_flag(reply[1]), reply[2]))
 RELEASE_TASK = Script("release_task", lambda reply: _flag(reply[1]))  # released: the lease was still this one
+RETRY_TASK = Script("retry_task", _recorded)  # {task_id, state, restored, more}
 SEND_MESSAGE = Script("send_message", _recorded)
 SET_STATE = Script("set_state", _set_state)
 UNREAD_MESSAGES = Script("unread_messages", lambda reply: int(reply[1]))  # how many were marked unread again

@@ -29,6 +29,7 @@ _LUA = resources.files("mcp_agentbus.redis") / "lua"
 # One per file in lua/ (a test holds them equal), so a misspelt script fails type-checking.
 ScriptName = Literal[
     "acquire_lock",
+    "cancel_task",
     "claim_task",
     "clock",
     "complete_task",
@@ -42,6 +43,7 @@ ScriptName = Literal[
     "reap",
     "release_lock",
     "release_task",
+    "retry_task",
     "send_message",
     "set_state",
     "unread_messages",

@@ -25,12 +25,14 @@ from mcp_agentbus.server.tools_coordination import (
 from mcp_agentbus.server.tools_messages import read_inbox, send_message
 from mcp_agentbus.server.tools_state import OVERWRITES, get_state, set_state
 from mcp_agentbus.server.tools_tasks import (
+    cancel_task,
     claim_task,
     complete_task,
     create_task,
     create_workflow,
     fail_task,
     get_workflow,
+    retry_task,
 )
 
 TOOLS: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {
@@ -42,6 +44,8 @@ TOOLS: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {
     "complete_task": (complete_task, IDEMPOTENT),
     "fail_task": (fail_task, IDEMPOTENT),
     "get_workflow": (get_workflow, READ_ONLY),
+    "cancel_task": (cancel_task, IDEMPOTENT),
+    "retry_task": (retry_task, ADDITIVE),
     "send_message": (send_message, ADDITIVE),
     "read_inbox": (read_inbox, ADDITIVE),
     "acquire_lock": (acquire_lock, ADDITIVE),

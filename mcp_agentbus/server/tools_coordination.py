@@ -16,6 +16,7 @@ from mcp_agentbus.core.models import (
     ReadEventsResult,
     ReleaseResult,
 )
+from mcp_agentbus.core.presence import ProgressReport
 from mcp_agentbus.ids import (
     MAX_CAPABILITIES,
     MAX_NOTE,
@@ -52,22 +53,32 @@ async def heartbeat(
     ] = None,
     note: Annotated[str, Field(max_length=MAX_NOTE)] = "",
     ttl_seconds: Annotated[int, Field(ge=1, le=86_400, description="Gone after this long silent")] = 60,
+    progress: ProgressReport | None = None,  # on a task you hold
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, HeartbeatResult]:
     """Say you are alive, within your shortest lease or ttl; extends your leases and locks."""
     call = calls.current()
     r = await call.bus.presence.heartbeat(
-        call.agent(agent), status=status, capabilities=capabilities, note=note, ttl_seconds=ttl_seconds
+        call.agent(agent),
+        status=status,
+        capabilities=capabilities,
+        note=note,
+        ttl_seconds=ttl_seconds,
+        progress=progress,
     )
     if not r.agent.alive:  # status offline
         return call.ok(r, f"{r.agent.agent} left the bus; {r.live_agents} agent(s) alive.")
     verb = "joined" if r.joined else "is alive"
-    return call.ok(
-        r,
+    line = (
         f"{r.agent.agent} {verb} ({status}); {len(r.leases_extended)} lease(s) and "
         f"{len(r.locks_extended)} lock(s) extended; "
-        f"{r.live_agents} agent(s) alive; {r.unread_messages} unread message(s).",
+        f"{r.live_agents} agent(s) alive; {r.unread_messages} unread message(s)"
     )
+    if progress is not None:
+        line += f"; progress of {progress.task_id} recorded ({progress.percent:g}%)"
+    if r.agent.assigned:
+        line += f"; {r.agent.assigned} task(s) assigned to you are ready (claim_task)"
+    return call.ok(r, line + ".")
 
 
 async def list_agents(

@@ -1,4 +1,4 @@
-"""The task and workflow tools: create, claim, complete, fail, and look at a workflow."""
+"""The task and workflow tools: create, claim, complete, fail, cancel, retry, and look at a workflow."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ from typing import Annotated, Any, Literal
 from mcp.types import CallToolResult
 from pydantic import Field
 
+from mcp_agentbus.core.control import MAX_REASON
 from mcp_agentbus.core.models import (
+    CancelResult,
     ClaimResult,
     CompleteResult,
     CreateTaskResult,
     CreateWorkflowResult,
     FailResult,
-    GetWorkflowReply,
     Priority,
-    WorkflowSummary,
+    RetryResult,
 )
+from mcp_agentbus.core.workflow_views import GetWorkflowReply, WorkflowSummary
 from mcp_agentbus.core.workflows import WorkflowTask
 from mcp_agentbus.ids import (
     MAX_CAPABILITIES,
@@ -26,6 +28,7 @@ from mcp_agentbus.ids import (
     MAX_SUMMARY,
     MAX_TITLE,
     MAX_WORKFLOW_TASKS,
+    AgentId,
     Capability,
     TaskId,
     WorkflowId,
@@ -60,6 +63,7 @@ async def create_task(
         float, Field(ge=0, le=2_592_000, description="Not claimable before this delay")
     ] = 0,
     idempotency_key: IdempotencyArg = None,
+    assignee: Annotated[AgentId | None, Field(description="Only this agent may claim it")] = None,
     agent: AgentArg = None,
 ) -> Annotated[CallToolResult, CreateTaskResult]:
     """Queue one task for a worker; for several related tasks, use create_workflow."""
@@ -76,6 +80,7 @@ async def create_task(
         max_attempts=max_attempts,
         delay_seconds=delay_seconds,
         idempotency_key=idempotency_key,
+        assignee=assignee,
     )
     return call.ok(
         r, f"Task {r.task_id} is {r.state}" + (" (created earlier with this key)." if r.duplicate else ".")
@@ -197,3 +202,49 @@ async def get_workflow(
 
 def _progress_line(w: WorkflowSummary) -> str:
     return f"Workflow {w.workflow_id} '{w.title}' is {w.status}: {w.progress.done}/{w.progress.total} done."
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON)]
+
+
+async def cancel_task(
+    ctx: Ctx,
+    reason: Reason,
+    task_id: TaskId | None = None,
+    workflow_id: Annotated[WorkflowId | None, Field(description="Cancel all its tasks instead")] = None,
+    idempotency_key: IdempotencyArg = None,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, CancelResult]:
+    """Cancel a task (and what depends on it) or a whole workflow; a holder loses its lease at once.
+    Finished tasks stay."""
+    call = calls.current()
+    r = await call.bus.control.cancel(
+        call.agent(agent),
+        task_id=task_id,
+        workflow_id=workflow_id,
+        reason=reason,
+        idempotency_key=idempotency_key,
+    )
+    line = f"Cancelled {len(r.cancelled)} task(s)" + (f": {', '.join(r.cancelled)}" if r.cancelled else "")
+    if r.already_final:
+        line += f"; already finished, left as they were: {', '.join(r.already_final)}"
+    return call.ok(r, line + ".")
+
+
+async def retry_task(
+    ctx: Ctx,
+    task_id: TaskId,
+    reason: Reason,
+    idempotency_key: IdempotencyArg = None,
+    agent: AgentArg = None,
+) -> Annotated[CallToolResult, RetryResult]:
+    """Run a dead or cancelled task again with fresh attempts; what was cancelled because of it comes
+    back too."""
+    call = calls.current()
+    r = await call.bus.control.retry(
+        call.agent(agent), task_id, reason=reason, idempotency_key=idempotency_key
+    )
+    line = f"Task {r.task_id} is {r.state} again"
+    if r.restored:
+        line += f"; restored: {', '.join(r.restored)}"
+    return call.ok(r, line + ".")

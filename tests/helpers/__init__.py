@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.core.models import TaskView
+from mcp_agentbus.core.workflow_views import TaskView
 from mcp_agentbus.settings import Settings
 
 
@@ -82,6 +82,16 @@ async def wait_for_state(bus: AgentBus, workflow_id: str, task_id: str, state: s
 
 
 WAIT_BOUND = 5  # seconds: bound on any one poll below; each ends far sooner
+
+
+async def until_task_state(bus: AgentBus, task_id: str, state: str) -> None:
+    """Poll the task's record (bounded) until it is in `state`: for tasks outside a workflow, or work
+    the reaper finishes."""
+    with anyio.fail_after(WAIT_BOUND):
+        while True:
+            if await bus.redis.hget(bus.store.keys.task(task_id), "state") == state:
+                return
+            await anyio.sleep(0.02)
 
 
 def ms_of(iso_text: str | None) -> int:

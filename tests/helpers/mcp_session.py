@@ -26,6 +26,8 @@ ALL_TOOLS = {
     "complete_task",
     "fail_task",
     "get_workflow",
+    "cancel_task",
+    "retry_task",
     "send_message",
     "read_inbox",
     "acquire_lock",

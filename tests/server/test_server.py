@@ -50,6 +50,8 @@ UNDESCRIBED_ARGS = {
     "prefix",
     "cursor",
     "after_version",
+    "reason",
+    "progress",  # an object whose fields say it: task_id, percent, message
 }
 ERROR_CODES = {
     "invalid_argument",
@@ -792,6 +794,75 @@ BAD_INPUT = [
     ),
     pytest.param(
         "get_state", {"prefix": "a", "limit": 201}, "invalid_argument", ["limit"], id="get_state-limit"
+    ),
+    # cancel_task, retry_task, and assignee and progress (issue 16)
+    pytest.param("cancel_task", {"task_id": CLAIMED}, "invalid_argument", ["reason"], id="cancel-no-reason"),
+    pytest.param("cancel_task", {"reason": "r"}, "invalid_argument", ["exactly one"], id="cancel-no-target"),
+    pytest.param(
+        "cancel_task",
+        {"reason": "r", "task_id": CLAIMED, "workflow_id": WORKFLOW},
+        "invalid_argument",
+        ["exactly one"],
+        id="cancel-both-targets",
+    ),
+    pytest.param(
+        "cancel_task",
+        {"reason": "", "task_id": CLAIMED},
+        "invalid_argument",
+        ["reason"],
+        id="cancel-empty-reason",
+    ),
+    pytest.param(
+        "cancel_task",
+        {"reason": "r" * 501, "task_id": CLAIMED},
+        "invalid_argument",
+        ["reason"],
+        id="cancel-reason-too-long",
+    ),
+    pytest.param(
+        "cancel_task", {"reason": "r", "task_id": "t-999999"}, "not_found", ["t-999999"], id="cancel-unknown"
+    ),
+    pytest.param(
+        "cancel_task",
+        {"reason": "r", "workflow_id": "wf-999999"},
+        "not_found",
+        ["wf-999999"],
+        id="cancel-unknown-workflow",
+    ),
+    pytest.param(
+        "retry_task", {"task_id": CLAIMED, "reason": "r"}, "wrong_state", ["claimed"], id="retry-not-final"
+    ),
+    pytest.param("retry_task", {"task_id": BLOCKED}, "invalid_argument", ["reason"], id="retry-no-reason"),
+    pytest.param(
+        "retry_task", {"task_id": "x", "reason": "r"}, "invalid_argument", ["task_id"], id="retry-bad-id"
+    ),
+    pytest.param(
+        "create_task",
+        {"title": "t", "assignee": "b b"},
+        "invalid_argument",
+        ["assignee"],
+        id="create-bad-assignee",
+    ),
+    pytest.param(
+        "heartbeat",
+        {"progress": {"task_id": BLOCKED, "percent": 5}},
+        "wrong_state",
+        [BLOCKED, "blocked"],
+        id="heartbeat-progress-not-held",
+    ),
+    pytest.param(
+        "heartbeat",
+        {"progress": {"task_id": CLAIMED, "percent": 101}},
+        "invalid_argument",
+        ["percent"],
+        id="heartbeat-progress-over-100",
+    ),
+    pytest.param(
+        "heartbeat",
+        {"progress": {"task_id": CLAIMED, "pct": 5}},
+        "invalid_argument",
+        ["percent"],
+        id="heartbeat-progress-misspelt",
     ),
     # a tool that does not exist
     pytest.param("delete_everything", {}, "not_found", ["delete_everything"], id="unknown-tool"),

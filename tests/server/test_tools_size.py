@@ -36,7 +36,7 @@ tools_size = _load_bench()
 
 # SPEC.md "Tools": every tool's arguments (the contract), `agent` included ("Every tool takes `agent`").
 SPEC_ARGUMENTS = {
-    "heartbeat": {"status", "capabilities", "note", "ttl_seconds", "agent"},
+    "heartbeat": {"status", "capabilities", "note", "ttl_seconds", "progress", "agent"},
     "list_agents": {"capability", "include_gone", "agent"},
     "create_task": {
         "title",
@@ -49,6 +49,7 @@ SPEC_ARGUMENTS = {
         "max_attempts",
         "delay_seconds",
         "idempotency_key",
+        "assignee",
         "agent",
     },
     "create_workflow": {"title", "tasks", "idempotency_key", "agent"},
@@ -56,6 +57,8 @@ SPEC_ARGUMENTS = {
     "complete_task": {"task_id", "lease_token", "result", "summary", "agent"},
     "fail_task": {"task_id", "lease_token", "error", "retry", "agent"},
     "get_workflow": {"workflow_id", "detail", "agent"},
+    "cancel_task": {"task_id", "workflow_id", "reason", "idempotency_key", "agent"},
+    "retry_task": {"task_id", "reason", "idempotency_key", "agent"},
     "send_message": {"to", "body", "subject", "thread_id", "reply_to", "data", "idempotency_key", "agent"},
     "read_inbox": {"limit", "wait_seconds", "peek", "thread_id", "agent"},
     "acquire_lock": {"resource", "ttl_seconds", "wait_seconds", "agent"},
@@ -83,12 +86,15 @@ WORKFLOW_TASK_FIELDS = {
     "payload",
     "depends_on",
     "max_attempts",
+    "assignee",
 }
 REQUIRED = {
     "create_task": ["title"],
     "create_workflow": ["title", "tasks"],
     "complete_task": ["task_id", "lease_token"],
     "fail_task": ["task_id", "lease_token", "error"],
+    "cancel_task": ["reason"],
+    "retry_task": ["task_id", "reason"],
     "send_message": ["to", "body"],
     "acquire_lock": ["resource"],
     "release_lock": ["resource", "lock_token"],

@@ -1,5 +1,7 @@
 -- claim_task: lease the best ready task (priority, then FIFO) among the agent's capabilities,
--- or one named task; refused while the agent already holds max_held leases, which bounds the work of its
+-- or one named task. Ready tasks assigned to the agent (its `assigned:` queue) come before those of
+-- its capabilities of the same priority, whatever capabilities the claim names; another agent never
+-- gets them, not even by task_id. Refused while the agent already holds max_held leases, which bounds the work of its
 -- heartbeat and notices. Its loops are bounded: capabilities by MAX_CAPABILITIES (at the tool edge), inputs
 -- by MAX_DEPENDENCIES (and their bytes by MAX_INPUTS_BYTES, checked when the task was created and as its
 -- dependencies completed); the counters it lists when nothing is ready are those of capabilities that
@@ -26,12 +28,16 @@ end
 local now = now_ms()
 promote_due(now, 100)
 
-local id, cap
+local id
 if wanted ~= '' then
-  local state, its_cap = unpack(redis.call('HMGET', K_TASK .. wanted, 'state', 'cap'))
+  local state, assignee = unpack(redis.call('HMGET', K_TASK .. wanted, 'state', 'assignee'))
   if not state then return { 'not_found', 'task ' .. wanted .. ' does not exist' } end
+  if assignee and assignee ~= agent then
+    return { 'wrong_state', 'task ' .. wanted .. ' is assigned to ' .. assignee .. '; only that agent may claim it',
+      'Claim without task_id to get the work meant for you or your capabilities.' }
+  end
   if state ~= 'ready' then return { 'wrong_state', 'task ' .. wanted .. ' is ' .. state .. ', not ready' } end
-  id, cap = wanted, its_cap
+  id = wanted
 else
   local caps = split(caps_csv)
   if #caps == 0 then
@@ -42,8 +48,13 @@ else
   for _, c in ipairs(caps) do
     local top = redis.call('ZRANGE', K_READY .. c, 0, 0, 'WITHSCORES')
     if top[1] and (not best_score or tonumber(top[2]) < best_score) then
-      id, cap, best_score = top[1], c, tonumber(top[2])
+      id, best_score = top[1], tonumber(top[2])
     end
+  end
+  local mine = redis.call('ZRANGE', K_ASSIGNED .. agent, 0, 0, 'WITHSCORES')
+  if mine[1] and (not best_score
+    or math.floor(tonumber(mine[2]) / PRIORITY_SPAN) <= math.floor(best_score / PRIORITY_SPAN)) then
+    id = mine[1]
   end
   if not id then
     local next_due = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
@@ -59,15 +70,13 @@ else
   end
 end
 
-redis.call('ZREM', K_READY .. cap, id)
--- A capability's counter goes when its queue empties, so the HGETALL above reads only those with work.
-if redis.call('HINCRBY', K_COUNTERS, 'ready:' .. cap, -1) <= 0 then
-  redis.call('HDEL', K_COUNTERS, 'ready:' .. cap)
-end
+local cap, assignee = unpack(redis.call('HMGET', K_TASK .. id, 'cap', 'assignee'))
+unqueue(id, cap, assignee)
 local attempt = redis.call('HINCRBY', K_TASK .. id, 'attempts', 1)
 local fence = redis.call('HINCRBY', K_TASK .. id, 'fence', 1)
 local expires = now + lease_ms
 redis.call('HSET', K_TASK .. id, 'token', token, 'owner', agent, 'lease_ms', lease_ms, 'lease_exp', expires)
+redis.call('HDEL', K_TASK .. id, 'progress_pct', 'progress_msg', 'progress_at') -- an earlier attempt's
 redis.call('ZADD', K_LEASES, expires, id)
 redis.call('SADD', K_HELD .. agent, id)
 local key, wf, title, desc, payload, prio, max_attempts, deps = unpack(redis.call('HMGET', K_TASK .. id,

@@ -22,7 +22,7 @@ if state ~= 'claimed' and fence == '0' then
   return { 'wrong_state', 'task ' .. id .. ' has never been claimed (it is ' .. state .. '); claim it first' }
 end
 if state ~= 'claimed' or lease_token ~= token then
-  return { 'lease_lost', 'your lease on task ' .. id .. ' is no longer valid (the task is now ' .. state .. ')' }
+  return lease_lost(id, state)
 end
 
 -- At most MAX_DEPENDENTS dependents (create_task), each a read here and an increment below.

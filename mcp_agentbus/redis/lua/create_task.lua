@@ -5,7 +5,8 @@
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none), title, description,
 --       capability, priority, payload (JSON text), depends_on (comma ids), workflow_id ('' = none),
---       max_attempts, delay_ms, max_workflow_tasks, max_dependents, max_inputs_bytes
+--       max_attempts, delay_ms, max_workflow_tasks, max_dependents, max_inputs_bytes, assignee ('' = none:
+--       any agent of the capability may claim it; else only that agent, which need not be live)
 -- returns: {'ok', result_json} | {'duplicate', first_result_json}
 --          | {'not_found' | 'wrong_state' | 'invalid_argument' | 'payload_too_large', message[, hint]}
 --@include keys.lua
@@ -15,6 +16,7 @@
 local agent, idem, title, desc, cap, prio, payload, deps_csv, wf = unpack(ARGV, 4, 12)
 local max_attempts, delay_ms = tonumber(ARGV[13]), tonumber(ARGV[14])
 local max_tasks, max_dependents, max_inputs = tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17])
+local assignee = ARGV[18]
 
 if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)
@@ -79,6 +81,7 @@ redis.call('HSET', K_TASK .. id, 'id', id, 'wf', wf, 'title', title, 'desc', des
   'prio', prio, 'payload', payload, 'deps', deps_csv, 'pending', #waiting, 'attempts', 0,
   'max_attempts', max_attempts, 'fence', 0, 'created', now, 'creator', agent, 'due', due, 'in_bytes', inputs,
   'owned_by', owner)
+if assignee ~= '' then redis.call('HSET', K_TASK .. id, 'assignee', assignee) end
 for _, dep in ipairs(waiting) do
   local before = redis.call('HGET', K_TASK .. dep, 'dependents')
   redis.call('HSET', K_TASK .. dep, 'dependents', (before and before ~= '') and (before .. ',' .. id) or id)
@@ -96,7 +99,7 @@ else
 end
 local state = redis.call('HGET', K_TASK .. id, 'state')
 emit('task.created', agent, { task = id, workflow = wf, title = title, capability = cap,
-  priority = prio, state = state })
+  priority = prio, state = state, assignee = assignee ~= '' and assignee or nil })
 
 local result = cjson.encode({ task_id = id, state = state })
 if idem ~= '' then redis.call('SET', K_IDEM .. idem, result, 'PX', RETENTION_MS) end

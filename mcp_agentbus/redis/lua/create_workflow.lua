@@ -3,7 +3,8 @@
 -- none of them can reach MAX_DEPENDENTS here.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none), title,
---       spec (JSON list of {key, title, desc, cap, prio, max_attempts, deps: [1-based positions]},
+--       spec (JSON list of {key, title, desc, cap, prio, max_attempts, assignee (absent or '' = none),
+--       deps: [1-based positions]},
 --       already checked: keys unique, positions valid, no cycle), then one payload (JSON text) per task
 -- returns: {'ok', result_json} | {'duplicate', first_result_json} | {'invalid_argument', message, hint}
 --@include keys.lua
@@ -55,6 +56,8 @@ for i, t in ipairs(spec) do
     'cap', t.cap, 'prio', t.prio, 'payload', ARGV[7 + i], 'deps', table.concat(deps, ','),
     'dependents', table.concat(dependents[i], ','), 'pending', #deps, 'attempts', 0,
     'max_attempts', t.max_attempts, 'fence', 0, 'created', now, 'creator', agent, 'owned_by', owner)
+  local assignee = t.assignee or ''
+  if assignee ~= '' then redis.call('HSET', K_TASK .. id, 'assignee', assignee) end
   if #deps == 0 then
     make_ready(id, now)
     ready[#ready + 1] = t.key
@@ -62,7 +65,8 @@ for i, t in ipairs(spec) do
     set_state(id, wf, nil, 'blocked', now)
   end
   emit('task.created', agent, { task = id, key = t.key, workflow = wf, title = t.title,
-    capability = t.cap, priority = t.prio, state = #deps == 0 and 'ready' or 'blocked' })
+    capability = t.cap, priority = t.prio, state = #deps == 0 and 'ready' or 'blocked',
+    assignee = assignee ~= '' and assignee or nil })
 end
 
 local result = cjson.encode({ workflow_id = wf, task_ids = task_ids, ready = ready })

@@ -5,7 +5,7 @@
 --       jitter (0..1, from the caller), backoff_base_ms, backoff_cap_ms
 -- returns: {'ok', already ('1'|'0'), state, due_ms | '', {cancelled id, ...}, attempts, max_attempts,
 --           more ('1' when cancelling further dependents was left to the reaper)}
---        | {'not_found' | 'wrong_state' | 'lease_lost', message}
+--        | {'not_found' | 'wrong_state' | 'lease_lost', message[, hint]}
 --@include keys.lua
 --@include common.lua
 --@include tasks.lua
@@ -25,7 +25,7 @@ if state ~= 'claimed' and fence == '0' then
   return { 'wrong_state', 'task ' .. id .. ' has never been claimed (it is ' .. state .. '); claim it first' }
 end
 if state ~= 'claimed' or lease_token ~= token then
-  return { 'lease_lost', 'your lease on task ' .. id .. ' is no longer valid (the task is now ' .. state .. ')' }
+  return lease_lost(id, state)
 end
 
 local now = now_ms()

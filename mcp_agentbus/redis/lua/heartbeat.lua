@@ -5,14 +5,18 @@
 -- record is charged to the call's owner (its `owned_by`), at most AGENTS_MAX_PER_OWNER each, until the
 -- record goes: an agent that comes back under another owner stays charged to the first.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- With progress, it first checks that the agent holds that task (else it refuses, nothing written), then
+-- records it on the task ('task.progress'), until the task is claimed again.
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, status, capabilities (comma list), capabilities given
---       ('1'|'0': '0' keeps the registered ones), note, ttl_ms
+--       ('1'|'0': '0' keeps the registered ones), note, ttl_ms, progress task_id ('' = no progress),
+--       progress percent, progress message
 -- returns: {'ok', joined ('1'|'0'), {task_id, expires_at_ms, ...}, live_agents, capabilities csv,
 --           joined_at_ms, now_ms, {resource, expires_at_ms, ...}, unread messages,
---           gone_at_ms | '' (when it re-joined after its presence had lapsed)}
+--           gone_at_ms | '' (when it re-joined after its presence had lapsed), ready tasks assigned to it}
 --        | {'left', {task_id, expires_at_ms, ...}, {resource, expires_at_ms, ...}, now_ms, live_agents,
 --           unread messages} (status 'offline')
 --        | {'invalid_argument', message, hint} (AGENTS_MAX agents are live, or the owner's share is used)
+--        | {'not_found' | 'wrong_state', message, hint} (progress for a task it does not hold)
 --@include keys.lua
 --@include common.lua
 --@include inbox.lua
@@ -20,7 +24,24 @@
 
 local agent, status, caps, caps_given, note, ttl_ms = ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8],
   tonumber(ARGV[9])
+local progress_of, percent, progress_msg = ARGV[10], ARGV[11], ARGV[12]
 local now = now_ms()
+if progress_of ~= '' then
+  local state, owner, wf = unpack(redis.call('HMGET', K_TASK .. progress_of, 'state', 'owner', 'wf'))
+  if not state then
+    return { 'not_found', 'task ' .. progress_of .. ' does not exist; nothing was recorded',
+      'Report progress for a task you claimed (heartbeat lists your leases).' }
+  end
+  if state ~= 'claimed' or owner ~= agent then
+    return { 'wrong_state', 'agent ' .. agent .. ' does not hold task ' .. progress_of .. ' (it is ' .. state ..
+      (state == 'claimed' and (', held by ' .. owner) or '') .. '); nothing was recorded',
+      'Report progress only for a task you claimed and still hold (heartbeat lists your leases).' }
+  end
+  redis.call('HSET', K_TASK .. progress_of, 'progress_pct', percent, 'progress_msg', progress_msg,
+    'progress_at', now)
+  emit('task.progress', agent, { task = progress_of, workflow = wf, percent = tonumber(percent),
+    message = progress_msg })
+end
 if status == 'offline' then
   if redis.call('ZSCORE', K_AGENTS, agent) then leave(agent, now, 'agent.left') end
   local leases, locks = {}, {}
@@ -119,4 +140,4 @@ end
 local live = redis.call('ZCOUNT', K_AGENTS, now, '+inf')
 local unread = redis.call('ZCARD', K_UNREAD .. agent)
 return { 'ok', joined and '1' or '0', extended, live, registered_caps or '', joined_at, now, locks, unread,
-  gone_at or '' }
+  gone_at or '', redis.call('ZCARD', K_ASSIGNED .. agent) }
