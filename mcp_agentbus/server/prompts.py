@@ -32,10 +32,13 @@ def coordinator(goal: str = "", agent: str = "coordinator") -> str:
    order; a dependent task receives the results of what it depends on as `inputs`. Make the last
    task merge the results. Pass an idempotency_key so a retried call creates nothing twice.
 3. Follow it: read_events(topics=["task.*", "workflow.*"], wait_seconds=20) with the cursor you
-   got last time, and get_workflow(workflow_id) for the whole picture. Answer questions with
+   got last time, get_workflow(workflow_id, detail="summary") to see where each task stands, and
+   get_workflow(workflow_id) for the results. Answer questions with
    read_inbox / send_message (to an agent id, role:<capability>, or *).
-4. A dead task has an error: fix the cause and create_task again, or tell the user. The workflow is
-   finished when get_workflow says done (or failed); report its final result.
+4. A dead task has an error: fix the cause, then retry_task it (its cancelled dependents come back),
+   or tell the user. If the plan changes, cancel_task what is no longer wanted, with a reason. Keep
+   shared facts (the plan, a results table) in set_state / get_state. The workflow is finished when
+   get_workflow says done (or failed); report its final result.
 Heartbeat at least every minute while you work."""
 
 
@@ -50,8 +53,9 @@ def worker(agent: str = "worker", capabilities: str = "") -> str:
    changing a file, acquire_lock(resource=<path>); if refused, work on something else or wait
    (wait_seconds); release_lock when done. {FENCES} So pass task_id + fence with whatever you
    write for the task, and the fencing_token with each write to a file you locked.
-4. heartbeat every ~30 s while working: it keeps your lease and locks alive. If a call says
-   lease_lost, stop: the task was given to someone else.
+4. heartbeat every ~30 s while working, with progress={{"task_id", "percent", "message"}}: it keeps
+   your lease and locks alive. If a call says lease_lost or a notice says the task was cancelled,
+   stop work on it.
 5. complete_task(task_id, lease_token, result, summary) — or fail_task(task_id, lease_token,
    error, retry=true|false). Then read_inbox and act on anything addressed to you.
 6. Back to step 2 until there is no more work. Read every `notices` line in results."""
