@@ -3,6 +3,7 @@ tasks they consume."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -94,7 +95,7 @@ def expect_ok(script: str, reply: list[Any]) -> None:
 # tasks (claim, complete), messages (send, read), locks (acquire, release), heartbeat, events
 # (publish, read). The step names say what each row is.
 
-OPERATIONS = ("tasks", "messages", "locks", "heartbeat", "events", "state")
+OPERATIONS = ("tasks", "messages", "locks", "heartbeat", "events", "state", "control")
 STEPS = {
     "tasks": ("claim", "complete"),
     "messages": ("send", "read"),
@@ -102,6 +103,7 @@ STEPS = {
     "heartbeat": ("heartbeat",),
     "events": ("publish", "read"),
     "state": ("set", "get"),
+    "control": ("create", "cancel"),
 }
 RESOURCE = "bench/file.py"
 TOPIC = "bench.ping"
@@ -109,7 +111,7 @@ STATE_KEY = "bench/counter"
 
 
 def operations(*steps: Step) -> list[Workload]:
-    """The six operations (OPERATIONS) from their eleven steps, in that order."""
+    """The seven operations (OPERATIONS) from their thirteen steps, in that order."""
     out, rest = [], list(steps)
     for name in OPERATIONS:
         count = len(STEPS[name])
@@ -218,8 +220,26 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
         if int(fields[1]) != version:
             raise RuntimeError(f"HMGET read version {fields[1]}, expected {version}")
 
+    async def create(_: None) -> str:
+        return str(json.loads((await raw("create_task", *CREATE_ARGS))[1])["task_id"])
+
+    async def cancel(task_id: str) -> None:
+        await raw("cancel_task", AGENT, "", task_id, "", "bench", "bench")
+
     return operations(
-        claim, complete, send, read, acquire, release, heartbeat, publish, read_event, set_value, get_value
+        claim,
+        complete,
+        send,
+        read,
+        acquire,
+        release,
+        heartbeat,
+        publish,
+        read_event,
+        set_value,
+        get_value,
+        create,
+        cancel,
     )
 
 
@@ -274,8 +294,28 @@ def core_workloads(bus: AgentBus, agent: str = AGENT) -> list[Workload]:
         if [e.version for e in found] != [version]:
             raise RuntimeError(f"get_state returned {found}, expected version {version}")
 
+    async def create(_: None) -> str:
+        return (await bus.tasks.create(agent, title="bench task")).task_id
+
+    async def cancel(task_id: str) -> None:
+        cancelled = (await bus.control.cancel(agent, task_id=task_id, reason="bench")).cancelled
+        if cancelled != [task_id]:
+            raise RuntimeError(f"cancel_task cancelled {cancelled}, expected {task_id}")
+
     return operations(
-        claim, complete, send, read, acquire, release, heartbeat, publish, read_event, set_value, get_value
+        claim,
+        complete,
+        send,
+        read,
+        acquire,
+        release,
+        heartbeat,
+        publish,
+        read_event,
+        set_value,
+        get_value,
+        create,
+        cancel,
     )
 
 
@@ -347,8 +387,28 @@ def tool_workloads(client: Client, agent: str | None = None) -> list[Workload]:
         if [e["version"] for e in data["entries"]] != [version]:
             raise RuntimeError(f"get_state returned {data['entries']}, expected version {version}")
 
+    async def create(_: None) -> str:
+        return str((await call(client, "create_task", {**who, "title": "bench task"}))["task_id"])
+
+    async def cancel(task_id: str) -> None:
+        data = await call(client, "cancel_task", {**who, "task_id": task_id, "reason": "bench"})
+        if data["cancelled"] != [task_id]:
+            raise RuntimeError(f"cancel_task cancelled {data['cancelled']}, expected {task_id}")
+
     return operations(
-        claim, complete, send, read, acquire, release, heartbeat, publish, read_event, set_value, get_value
+        claim,
+        complete,
+        send,
+        read,
+        acquire,
+        release,
+        heartbeat,
+        publish,
+        read_event,
+        set_value,
+        get_value,
+        create,
+        cancel,
     )
 
 
