@@ -7,16 +7,10 @@ from typing import Any
 import pytest
 
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.core.models import (
-    ClaimResult,
-    GetWorkflowBriefResult,
-    Lease,
-    Progress,
-    TaskBrief,
-    WorkflowBrief,
-)
+from mcp_agentbus.core.models import ClaimResult, Lease, Progress
+from mcp_agentbus.core.workflow_views import GetWorkflowBriefResult, TaskBrief, TaskProgress, WorkflowBrief
 from mcp_agentbus.errors import InvalidArgument, NotFound, PayloadTooLarge
-from mcp_agentbus.ids import MAX_REPLY_BYTES, MAX_TITLE, MAX_WORKFLOW_TASKS, REPLY_ROOM
+from mcp_agentbus.ids import MAX_NOTE, MAX_REPLY_BYTES, MAX_TITLE, MAX_WORKFLOW_TASKS, REPLY_ROOM
 
 pytestmark = pytest.mark.anyio
 
@@ -286,6 +280,7 @@ async def test_a_summary_shows_states_assignees_and_progress_without_results(bus
     b = await bus.tasks.claim("coder", task_id=ids["b"])
     await bus.tasks.fail("coder", ids["b"], leased(b).lease_token, error="flaky", retry=False)
     await bus.tasks.claim("tester", task_id=ids["c"])
+    await bus.presence.heartbeat("tester", progress={"task_id": ids["c"], "percent": 40, "message": "2 of 5"})
 
     full = await bus.workflows.get(created.workflow_id)
     brief = await bus.workflows.brief(created.workflow_id)
@@ -295,11 +290,20 @@ async def test_a_summary_shows_states_assignees_and_progress_without_results(bus
         mode="json",
         include={"workflow_id", "title", "status", "progress", "created_at", "finished_at"},
     )
+    reported = shown["tasks"][2].pop("progress")
+    assert (reported["percent"], reported["message"]) == (40, "2 of 5") and reported["at"]
     assert shown["tasks"] == [
-        {"id": ids["a"], "key": "a", "state": "done", "assignee": "researcher", "attempts": 1},
-        {"id": ids["b"], "key": "b", "state": "dead", "assignee": None, "attempts": 1},
+        {
+            "id": ids["a"],
+            "key": "a",
+            "state": "done",
+            "assignee": "researcher",
+            "attempts": 1,
+            "progress": None,
+        },
+        {"id": ids["b"], "key": "b", "state": "dead", "assignee": None, "attempts": 1, "progress": None},
         {"id": ids["c"], "key": "c", "state": "claimed", "assignee": "tester", "attempts": 1},
-        {"id": ids["d"], "key": "d", "state": "cancelled", "assignee": None, "attempts": 0},
+        {"id": ids["d"], "key": "d", "state": "cancelled", "assignee": None, "attempts": 0, "progress": None},
     ]
     assert "x" * 500 not in brief.model_dump_json() and "flaky" not in brief.model_dump_json()
     assert len(brief.model_dump_json()) < len(full.model_dump_json())
@@ -314,9 +318,12 @@ async def test_a_summary_of_an_unknown_or_malformed_workflow_is_refused(bus: Age
 
 def test_a_summary_of_the_largest_workflow_fits_in_one_reply() -> None:
     """A summary lists every task (Workflows.brief fits none out): the largest has MAX_WORKFLOW_TASKS
-    tasks with the longest key and assignee ids."""
+    tasks with the longest key and assignee ids, each with the longest progress message."""
     longest = "x" * 64
-    brief = TaskBrief(id="t-" + "9" * 18, key=longest, state="cancelled", assignee=longest, attempts=100)
+    report = TaskProgress(percent=99.5, message="m" * MAX_NOTE, at="2026-12-03T18:00:00.000Z")
+    brief = TaskBrief(
+        id="t-" + "9" * 18, key=longest, state="claimed", assignee=longest, attempts=100, progress=report
+    )
     view = WorkflowBrief(
         workflow_id="wf-" + "9" * 18,
         title="\U0001f600" * MAX_TITLE,  # 4 bytes each
