@@ -226,21 +226,8 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
     async def cancel(task_id: str) -> None:
         await raw("cancel_task", AGENT, "", task_id, "", "bench", "bench")
 
-    return operations(
-        claim,
-        complete,
-        send,
-        read,
-        acquire,
-        release,
-        heartbeat,
-        publish,
-        read_event,
-        set_value,
-        get_value,
-        create,
-        cancel,
-    )
+    first = (claim, complete, send, read, acquire, release, heartbeat, publish, read_event)
+    return operations(*first, set_value, get_value, create, cancel)
 
 
 def core_workloads(bus: AgentBus, agent: str = AGENT) -> list[Workload]:
@@ -302,21 +289,8 @@ def core_workloads(bus: AgentBus, agent: str = AGENT) -> list[Workload]:
         if cancelled != [task_id]:
             raise RuntimeError(f"cancel_task cancelled {cancelled}, expected {task_id}")
 
-    return operations(
-        claim,
-        complete,
-        send,
-        read,
-        acquire,
-        release,
-        heartbeat,
-        publish,
-        read_event,
-        set_value,
-        get_value,
-        create,
-        cancel,
-    )
+    first = (claim, complete, send, read, acquire, release, heartbeat, publish, read_event)
+    return operations(*first, set_value, get_value, create, cancel)
 
 
 async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -395,21 +369,8 @@ def tool_workloads(client: Client, agent: str | None = None) -> list[Workload]:
         if data["cancelled"] != [task_id]:
             raise RuntimeError(f"cancel_task cancelled {data['cancelled']}, expected {task_id}")
 
-    return operations(
-        claim,
-        complete,
-        send,
-        read,
-        acquire,
-        release,
-        heartbeat,
-        publish,
-        read_event,
-        set_value,
-        get_value,
-        create,
-        cancel,
-    )
+    first = (claim, complete, send, read, acquire, release, heartbeat, publish, read_event)
+    return operations(*first, set_value, get_value, create, cancel)
 
 
 def http_client(server: HttpServer, mode: str) -> Client:
