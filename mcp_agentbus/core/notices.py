@@ -1,7 +1,7 @@
 """Notices: what an agent should know now, attached to the results of its tool calls — unread
 messages, its leases and locks about to expire, and those taken back from it.
 
-They cost no extra round trip: while a tool call is being *watched* for an agent (``context.watching``),
+They cost no extra round trip: every script a call made for an agent runs (``AgentBus.acting``, context.py)
 every script it runs appends that agent's notices to its reply (``lua/include/notices.lua``); this
 module turns them into sentences.
 """

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import pytest
-from helpers import WAIT_BOUND, until_task_state, view_of
+from helpers import until_task_state, view_of, while_it_waits
 
-from mcp_agentbus import context
+from mcp_agentbus.context import Caller, Watch
 from mcp_agentbus.core import notices
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.control import MAX_REASON, NOTICE_REASON
@@ -40,8 +39,9 @@ async def test_cancelling_a_claimed_task_takes_its_lease_back_and_tells_the_hold
     got = await bus.control.cancel(BOSS, task_id=created.task_id, reason="plan changed")
     assert got.cancelled == [created.task_id] and got.already_final == []
 
-    with context.watching("worker") as watch:
-        await bus.events.publish("worker", "probe.call")
+    watch = Watch("worker")
+    as_agent = bus.acting(Caller(watch))
+    await as_agent.events.publish("worker", "probe.call")
     told = notices.lines(watch)
     assert any(created.task_id in line and "cancelled (plan changed)" in line for line in told), told
     with pytest.raises(LeaseLost) as late:
@@ -63,19 +63,12 @@ async def test_cancelling_a_claimed_task_takes_its_lease_back_and_tells_the_hold
 async def test_a_waiting_call_of_the_holder_ends_when_its_task_is_cancelled(bus: AgentBus) -> None:
     created = await bus.tasks.create(BOSS, title="job", capability="build")
     assert (await bus.tasks.claim("worker", task_id=created.task_id)).task is not None
-    got: list[Any] = []
-
-    async def waiting() -> None:
-        got.append(await bus.tasks.claim("worker", capabilities=["review"], wait_seconds=30))
-
-    with anyio.fail_after(WAIT_BOUND):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(waiting)
-            await anyio.sleep(0.3)  # it has looked once and waits
-            assert not got
-            await bus.control.cancel(BOSS, task_id=created.task_id, reason="not needed")
-    assert got[0].task is None and got[0].reason == "interrupted"
-    assert STOPPED_FOR_LOSS in got[0].notices
+    claim = await while_it_waits(
+        lambda: bus.tasks.claim("worker", capabilities=["review"], wait_seconds=30),
+        lambda: bus.control.cancel(BOSS, task_id=created.task_id, reason="not needed"),
+    )
+    assert claim.task is None and claim.reason == "interrupted"
+    assert STOPPED_FOR_LOSS in claim.notices
 
 
 async def test_ready_delayed_and_blocked_tasks_leave_their_queues_with_exact_counters(bus: AgentBus) -> None:
@@ -207,8 +200,9 @@ async def test_a_long_reason_is_shortened_in_the_holders_notice_and_whole_in_its
     assert claim.lease is not None
     reason = "é" * MAX_REASON  # several bytes a character: the notice must cut it whole
     await bus.control.cancel(BOSS, task_id=created.task_id, reason=reason)
-    with context.watching("worker") as watch:
-        await bus.events.publish("worker", "probe.call")
+    watch = Watch("worker")
+    as_agent = bus.acting(Caller(watch))
+    await as_agent.events.publish("worker", "probe.call")
     (told,) = notices.lines(watch)
     assert "é" * (NOTICE_REASON - 1) + "…)" in told and "é" * NOTICE_REASON not in told
     with pytest.raises(LeaseLost) as late:

@@ -3,11 +3,9 @@ its assignee's claims alone; a holder reports how far it has come with `heartbea
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import pytest
-from helpers import WAIT_BOUND, ms_of, until_task_state, view_of
+from helpers import WAIT_BOUND, ms_of, until_task_state, view_of, while_it_waits
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument, NotFound, WrongState
@@ -80,17 +78,17 @@ async def test_cancelling_an_assigned_task_takes_it_out_of_the_assignees_queue(b
 
 
 async def test_the_assignees_waiting_claim_is_woken_by_a_task_assigned_to_it(bus: AgentBus) -> None:
-    got: list[Any] = []
+    created: list[str] = []
 
-    async def waiting() -> None:
-        got.append(await bus.tasks.claim("bob", capabilities=["review"], wait_seconds=30))
+    async def assign() -> None:
+        created.append(
+            (await bus.tasks.create(BOSS, title="yours", capability="build", assignee="bob")).task_id
+        )
 
-    with anyio.fail_after(WAIT_BOUND):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(waiting)
-            await anyio.sleep(0.3)  # it has looked once and waits
-            created = await bus.tasks.create(BOSS, title="yours", capability="build", assignee="bob")
-    assert got[0].task is not None and got[0].task.id == created.task_id
+    claim = await while_it_waits(
+        lambda: bus.tasks.claim("bob", capabilities=["review"], wait_seconds=30), assign
+    )
+    assert claim.task is not None and [claim.task.id] == created
 
 
 async def test_workflow_tasks_take_an_assignee_shown_in_get_workflow_and_list_agents(bus: AgentBus) -> None:

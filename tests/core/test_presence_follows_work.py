@@ -3,13 +3,12 @@ agent ends early on news for it: a message delivered to it, or a lease or lock o
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
-from helpers import WAIT_BOUND
+from helpers import WAIT_BOUND, while_it_waits
 
 from mcp_agentbus.context import Caller, Watch
 from mcp_agentbus.core.bus import AgentBus
@@ -135,29 +134,13 @@ async def test_an_agent_waiting_longer_than_its_ttl_is_not_reported_gone(bus: Ag
 # --- waits end on news -----------------------------------------------------------------------------
 
 
-async def ended_early(wait: Callable[[], Awaitable[Any]], news: Callable[[], Awaitable[Any]]) -> Any:
-    """Start `wait`, bring `news` once it is waiting, and return its result: within QUICK seconds, far
-    sooner than the LONG_WAIT it asked for."""
-    got: list[Any] = []
-
-    async def waiting() -> None:
-        got.append(await wait())
-
-    with anyio.fail_after(QUICK):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(waiting)
-            await anyio.sleep(0.3)  # it has looked once and waits
-            assert not got, "it did not wait"
-            await news()
-    return got[0]
-
-
 @pytest.mark.parametrize("to", ["worker", "role:builder", "*"])
 async def test_a_claim_wait_ends_when_a_message_arrives_for_the_agent(bus: AgentBus, to: str) -> None:
     await bus.presence.heartbeat("worker", capabilities=["builder"])
-    claim = await ended_early(
+    claim = await while_it_waits(
         lambda: bus.tasks.claim("worker", wait_seconds=LONG_WAIT),
         lambda: bus.inbox.send("coordinator", to, "work is over"),
+        QUICK,
     )
     assert claim.task is None and claim.reason == "interrupted"
     assert STOPPED_FOR_MESSAGE in claim.notices
@@ -167,9 +150,10 @@ async def test_a_claim_wait_ends_when_a_lease_of_the_agent_is_taken_back(bus: Ag
     await bus.tasks.create("boss", title="first", capability="build")
     first = await bus.tasks.claim("worker", capabilities=["build"], lease_seconds=0.5)
     assert first.task is not None
-    claim = await ended_early(
+    claim = await while_it_waits(
         lambda: bus.tasks.claim("worker", capabilities=["review"], wait_seconds=LONG_WAIT),
         lambda: anyio.lowlevel.checkpoint(),  # its first lease expires meanwhile: the reaper takes it back
+        QUICK,
     )
     assert claim.task is None and claim.reason == "interrupted"
     assert STOPPED_FOR_LOSS in claim.notices
@@ -195,9 +179,10 @@ async def test_waits_of_other_agents_do_not_end_on_a_message_not_theirs(bus: Age
 
 async def test_a_lock_wait_ends_when_a_message_arrives_for_the_agent(bus: AgentBus) -> None:
     await bus.locks.acquire("holder", "src/", ttl_seconds=60)
-    got = await ended_early(
+    got = await while_it_waits(
         lambda: bus.locks.acquire("waiter", "src/app.py", wait_seconds=LONG_WAIT),
         lambda: bus.inbox.send("coordinator", "waiter", "stop, plans changed"),
+        QUICK,
     )
     assert got.acquired is False and got.holder == "holder"
     assert STOPPED_FOR_MESSAGE in got.notices
@@ -205,34 +190,38 @@ async def test_a_lock_wait_ends_when_a_message_arrives_for_the_agent(bus: AgentB
 
 
 async def test_an_event_wait_for_an_agent_ends_when_a_message_arrives_for_it(bus: AgentBus) -> None:
-    got = await ended_early(
+    got = await while_it_waits(
         lambda: bus.events.read(topics=["build.*"], wait_seconds=LONG_WAIT, agent="watcher"),
         lambda: bus.inbox.send("coordinator", "watcher", "look at this"),
+        QUICK,
     )
     assert got.events == [] and STOPPED_FOR_MESSAGE in got.notices
 
 
 async def test_an_inbox_wait_ends_when_a_lock_of_the_agent_is_taken_back(bus: AgentBus) -> None:
     await bus.locks.acquire("reader", "notes.md", ttl_seconds=0.4)
-    got = await ended_early(
+    got = await while_it_waits(
         lambda: bus.inbox.read("reader", wait_seconds=LONG_WAIT),
         lambda: anyio.lowlevel.checkpoint(),  # the lock expires meanwhile
+        QUICK,
     )
     assert got.messages == [] and STOPPED_FOR_LOSS in got.notices
 
 
 async def test_an_inbox_wait_still_returns_the_message_it_waited_for(bus: AgentBus) -> None:
-    got = await ended_early(
+    got = await while_it_waits(
         lambda: bus.inbox.read("reader", wait_seconds=LONG_WAIT),
         lambda: bus.inbox.send("coordinator", "reader", "here it is"),
+        QUICK,
     )
     assert [m.body for m in got.messages] == ["here it is"]
     assert STOPPED_FOR_MESSAGE not in got.notices
 
 
 async def test_a_state_wait_ends_when_a_message_arrives_for_the_agent(bus: AgentBus) -> None:
-    got = await ended_early(
+    got = await while_it_waits(
         lambda: bus.state.get("plan/current", after_version=0, wait_seconds=LONG_WAIT, agent="planner"),
         lambda: bus.inbox.send("coordinator", "planner", "the plan changed in chat"),
+        QUICK,
     )
     assert got.entries == [] and STOPPED_FOR_MESSAGE in got.notices

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -113,3 +114,25 @@ async def until_redis_time(bus: AgentBus, ms: float) -> None:
             if await redis_ms(bus) > ms:
                 return
             await anyio.sleep(0.02)
+
+
+T = TypeVar("T")
+
+
+async def while_it_waits(
+    wait: Callable[[], Awaitable[T]], meanwhile: Callable[[], Awaitable[Any]], within: float = WAIT_BOUND
+) -> T:
+    """Start `wait` (a call that waits on the server), run `meanwhile` once it is waiting, and return
+    what the wait returned, all `within` seconds."""
+    got: list[T] = []
+
+    async def waiting() -> None:
+        got.append(await wait())
+
+    with anyio.fail_after(within):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiting)
+            await anyio.sleep(0.3)  # it has looked once and waits
+            assert not got, "it did not wait"
+            await meanwhile()
+    return got[0]
