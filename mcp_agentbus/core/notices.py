@@ -1,9 +1,9 @@
 """Notices: what an agent should know now, attached to the results of its tool calls — unread
 messages, its leases and locks about to expire, and those taken back from it.
 
-They cost no extra round trip: every script a call made for an agent runs (``AgentBus.acting``, context.py)
-every script it runs appends that agent's notices to its reply (``lua/include/notices.lua``); this
-module turns them into sentences.
+They cost no extra round trip: every script that a call made for an agent runs (``AgentBus.acting``,
+context.py) appends that agent's notices to its reply (``lua/include/notices.lua``); this module turns
+them into sentences.
 """
 
 from __future__ import annotations
