@@ -237,11 +237,13 @@ def _tasks(workflow: WorkflowView, width: int) -> Section:
     )
     rows: list[tuple[RenderableType, ...]] = []
     for t in tasks:
+        state = t.state + (f" {t.progress.percent:.0f}%" if t.progress else "")  # how far its holder came
         row: tuple[RenderableType, ...] = (
-            t.key or t.id, t.title, Text(t.state, style=STATE_STYLE.get(t.state, "")), t.assignee or "",
+            t.key or t.id, t.title, Text(state, style=STATE_STYLE.get(t.state, "")), t.assignee or "",
             f"{t.attempts}/{t.max_attempts}" if t.attempts else "",
         )  # fmt: skip
-        rows.append((*row, t.error or t.summary or "") if width >= WIDE else row)
+        note = t.error or t.summary or (t.progress.message if t.progress else "")
+        rows.append((*row, note) if width >= WIDE else row)
     columns = ("task", "title", "state", "agent", "attempt", *(("note",) if width >= WIDE else ()))
     return Section(f"Tasks of {workflow.workflow_id}", columns, rows, wide=("title", "note"))
 

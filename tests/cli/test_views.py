@@ -40,6 +40,8 @@ async def demo_like(bus: AgentBus) -> Snapshot:
         "worker-2", first.task.id, retry.lease.lease_token, summary="412 lines, 17 functions"
     )
     await bus.tasks.claim("worker-3", task_id=created.task_ids["analyse-3"])
+    third = {"task_id": created.task_ids["analyse-3"], "percent": 40, "message": "2 of 5 sections"}
+    await bus.presence.heartbeat("worker-3", progress=third)
     await bus.locks.acquire("worker-3", "file:notes.md", ttl_seconds=30)
     await bus.events.publish("worker-2", "demo.big_file", BIG)
     return await take(bus, workflow_id=created.workflow_id, events=6)
@@ -63,7 +65,7 @@ async def test_at_80_by_24_the_live_view_fits_and_shows_the_crash_and_the_retry(
         assert re.search(rf"^{agent} ", text, re.M), text  # whole ids, never one letter
     assert re.search(r"^worker-1 +gone", text, re.M), text  # the crashed one
     assert re.search(r"^analyse-1 .*done +worker-2 +2/3", text, re.M), text  # finished on attempt 2
-    assert re.search(r"^analyse-3 .*claimed +worker-3", text, re.M), text
+    assert re.search(r"^analyse-3 .*claimed 40% +worker-3", text, re.M), text  # with its progress
     assert "file:notes.md" in text and "took over analyse-1" in text, text
     events = re.findall(r"^(\d\d:\d\d:\d\d) +([a-z_.]+) ", text, re.M)
     assert events and events[0][1] == "demo.big_file", text  # the latest first, time and topic whole
@@ -74,6 +76,7 @@ async def test_a_wider_terminal_shows_the_task_notes_and_whole_event_data(bus: A
     snap = await demo_like(bus)
     at_100 = draw(snap, 100)
     assert "note" in at_100 and "412 lines, 17 functions" in at_100, at_100
+    assert "2 of 5 sections" in at_100, at_100  # a claimed task's latest progress message
     wide = draw(snap, 240, height=60)
     assert '"note": "' + "x" * 80 + '"}' in wide, wide  # the whole JSON, on one line
     assert "Tasks of wf-" in wide and "Events" in wide  # room for the tables' titles
