@@ -92,7 +92,7 @@ def wait_for_cluster(ports: list[int]) -> None:
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            infos = [str(client.execute_command("CLUSTER", "INFO")) for client in clients]
+            infos = [str(client.execute_command("CLUSTER", "INFO")) for client in clients]  # type: ignore[no-untyped-call]
             if all(
                 "cluster_state:ok" in info
                 and "cluster_slots_ok:16384" in info

@@ -75,7 +75,7 @@ async def test_a_wait_with_nothing_to_read_returns_the_cursor_unchanged(bus: Age
     start = await bus.events.read()
     progress: list[float] = []
 
-    async def on_progress(done: float, total: float, message: str) -> None:
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
         progress.append(done)
 
     read = await bus.events.read(after=start.cursor, wait_seconds=1.2, on_progress=on_progress)
