@@ -1,9 +1,10 @@
 # One entry point, the same locally and in CI: `make check` = lint + types + tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Test workers: most tests wait on redis-server, server processes and sleeps rather than on the CPU,
-# so more workers than this 2-core machine's cores pay (2, 4 and 6 were measured: README, Development).
-# Each worker starts its own redis-server(s) on free loopback ports (tests/conftest.py).
+# Test workers. Run one at a time, the suite leaves the CPU idle about half its wall time (it waits on
+# redis-server, server processes and sleeps), so more workers than a 2-core machine's cores pay; 6
+# starved processes into their start bounds there, 4 did not. Each worker starts its own
+# redis-server(s) on free loopback ports (tests/conftest.py). `make test WORKERS=2` to change.
 WORKERS ?= 4
 
 .PHONY: install check lint typecheck test format bench bench-quick
