@@ -1,6 +1,11 @@
 # One entry point, the same locally and in CI: `make check` = lint + types + tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Test workers. Run one at a time, the suite leaves the CPU idle about half its wall time (it waits on
+# redis-server, server processes and sleeps), so more workers than a 2-core machine's cores pay; 6
+# starved processes into their start bounds there, 4 did not. Each worker starts its own
+# redis-server(s) on free loopback ports (tests/conftest.py). `make test WORKERS=2` to change.
+WORKERS ?= 4
 
 .PHONY: install check lint typecheck test format bench bench-quick
 
@@ -18,11 +23,15 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# mypy's `files` (pyproject.toml): the package, tests and bench.
 typecheck: install
 	$(PY) -m mypy
 
+# --dist loadfile keeps a module's tests on one worker, so its module-scoped servers start once.
+# Coverage's floor is `fail_under` in pyproject.toml.
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(WORKERS) --dist loadfile \
+		--cov=mcp_agentbus --cov-report=term-missing:skip-covered
 
 format: install
 	$(PY) -m ruff format .

@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from harness import Figure, Row
 from plan import Run
@@ -50,7 +50,7 @@ async def build_chain(raw: Pipelined, length: int) -> None:
 async def slowlog(redis: Redis) -> AsyncIterator[None]:
     """SLOWLOG records the block's commands over SLOWLOG_THRESHOLD_US, from empty; the server's own
     settings are put back afterwards."""
-    saved = await redis.config_get("slowlog-*")
+    saved = cast("dict[str, str]", await redis.config_get("slowlog-*"))
     await redis.config_set("slowlog-log-slower-than", SLOWLOG_THRESHOLD_US)
     await redis.config_set("slowlog-max-len", SLOWLOG_LEN)
     await redis.slowlog_reset()

@@ -82,7 +82,7 @@ class Pipelined:
         stream directly (a private attribute of redis-py's connection), so that any URL redis-py
         connects to (TLS, a socket, a password) works."""
         pool = self.redis.connection_pool
-        connection = await pool.get_connection()
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         replies: list[Any] = []
         try:
             async with asyncio.timeout(REPLY_SECONDS):

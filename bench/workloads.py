@@ -207,7 +207,7 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
 
     async def read_event(event_id: str) -> None:
         entries = await raw.redis.xrange(events_key, f"({just_before(event_id)}", "+", count=1)
-        if entries[0][0] != event_id:
+        if not entries or entries[0][0] != event_id:
             raise RuntimeError(f"XRANGE returned {entries}, expected {event_id}")
 
     async def set_value(_: None) -> int:

@@ -2,8 +2,10 @@
 modules marked `helpers.ALSO_ON_CLUSTER` run a third time on a 3-master Redis Cluster.
 
 Real servers (the single one, the cluster, a sentinel with its master) are started once per session,
-on free loopback ports, the first time a test asks for them. Without the binaries the real legs are
-skipped locally, and fail under CI=true: CI must never pass on fakeredis alone.
+on free loopback ports, the first time a test asks for them. Under xdist (`make test`) each worker is
+a session of its own, so each worker has its own servers and no two workers share a Redis. Without
+the binaries the real legs are skipped locally, and fail under CI=true: CI must never pass on
+fakeredis alone.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def wait_for_cluster(ports: list[int]) -> None:
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            infos = [str(client.execute_command("CLUSTER", "INFO")) for client in clients]
+            infos = [str(client.execute_command("CLUSTER", "INFO")) for client in clients]  # type: ignore[no-untyped-call]
             if all(
                 "cluster_state:ok" in info
                 and "cluster_slots_ok:16384" in info

@@ -75,10 +75,11 @@ async def test_a_wait_with_nothing_to_read_returns_the_cursor_unchanged(bus: Age
     start = await bus.events.read()
     progress: list[float] = []
 
-    async def on_progress(done: float, total: float, message: str) -> None:
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
         progress.append(done)
 
-    read = await bus.events.read(after=start.cursor, wait_seconds=1.2, on_progress=on_progress)
+    # 2 s: a 1.2 s wait left 0.2 s after the first progress tick (at 1 s), too little under load
+    read = await bus.events.read(after=start.cursor, wait_seconds=2, on_progress=on_progress)
     assert read.events == []
     assert read.cursor == start.cursor
     assert progress, "a wait longer than a second reports progress"

@@ -399,7 +399,7 @@ async def test_a_cancelled_waiter_leaves_the_queue(bus: AgentBus) -> None:
     outcome: list[LockResult] = []
     waiting = anyio.Event()
 
-    async def on_progress(done: float, total: float, message: str) -> None:
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
         waiting.set()  # sent from the wait itself: bob is past his first attempt, parked in the queue
 
     async def wait_until_cancelled(scopes: list[anyio.CancelScope]) -> None:
@@ -469,9 +469,9 @@ async def test_a_wait_above_the_cap_is_capped_with_a_notice(settings: Settings) 
 
 async def test_waiting_reports_progress(bus: AgentBus) -> None:
     await bus.locks.acquire("alice", "busy", ttl_seconds=60)
-    updates: list[tuple[float, float, str]] = []
+    updates: list[tuple[float, float | None, str | None]] = []
 
-    async def on_progress(done: float, total: float, message: str) -> None:
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
         updates.append((done, total, message))
 
     with anyio.fail_after(WAIT_BOUND):
@@ -480,7 +480,7 @@ async def test_waiting_reports_progress(bus: AgentBus) -> None:
     assert updates, "no progress during a 1.5 s wait"
     for done, total, message in updates:
         assert total == 1.5 and 0 <= done <= total
-        assert "busy" in message
+        assert message is not None and "busy" in message
 
 
 # --- bad input -------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ measured on a private redis-server in test_quota_memory.py."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -182,7 +182,7 @@ async def test_the_event_log_keeps_at_most_its_byte_bound(bus: AgentBus) -> None
     for n in range(30):  # 1.8 MB published into a 256 KiB log
         await bus.events.publish("flooder", "flood.big", {"n": n, "blob": blob})
     published = await bus.events.publish("alice", "build.done", {"ok": True})
-    entries = await bus.redis.xrange(key(bus, "events"), "-", "+")
+    entries = cast("list[tuple[str, dict[str, str]]]", await bus.redis.xrange(key(bus, "events"), "-", "+"))
     logged = sum(len(f["topic"]) + len(f["agent"]) + len(f["data"]) for _, f in entries)
     assert logged <= SMALL["event_log_max_bytes"] * 65 / 64
     assert entries[-1][0] == published.event_id
@@ -246,7 +246,7 @@ async def test_counters_keep_no_field_for_a_capability_with_nothing_ready(bus: A
         claim = await bus.tasks.claim("worker", capabilities=[f"cap-{n}"])
         assert claim.task is not None and claim.lease is not None
         await bus.tasks.complete("worker", claim.task.id, claim.lease.lease_token)
-    fields = await bus.redis.hkeys(key(bus, "counters"))
+    fields = cast("list[str]", await bus.redis.hkeys(key(bus, "counters")))  # decoded replies
     assert [f for f in fields if f.startswith("ready:")] == []
 
 

@@ -26,7 +26,9 @@ from helpers.mcp_session import Bus
 SERVE = [sys.executable, "-m", "mcp_agentbus", "serve"]
 
 
-START_BOUND = 20.0  # seconds a server process may take to answer /healthz (it takes about one)
+# Seconds a server process may take to answer /healthz: about one on a quiet machine, but the suite's
+# parallel workers (make test) on a busy 2-core machine have seen over 20.
+START_BOUND = 60.0
 
 
 ERA = {"legacy": "2025-11-25", "auto": "2026-07-28"}

@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from jsonschema.protocols import Validator
@@ -120,7 +120,7 @@ class Bus:
         assert result.structured_content is not None
         validator(self.schemas[tool]).validate(result.structured_content)
         assert_readable(result)
-        return result.structured_content
+        return cast("dict[str, Any]", result.structured_content)
 
     async def err(self, tool: str, args: dict[str, Any], code: str, *fragments: str) -> dict[str, str]:
         return assert_tool_error(await self.call(tool, args), code, *fragments)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
@@ -20,7 +20,7 @@ async def ok(client: Client, tool: str, args: dict[str, Any] | None = None) -> d
     assert result.is_error is not True, text_of(result)
     assert result.structured_content is not None
     assert text_of(result).strip() and "Traceback" not in text_of(result)
-    return result.structured_content
+    return cast("dict[str, Any]", result.structured_content)
 
 
 def assert_clean_log(log: Path) -> None:

@@ -99,6 +99,7 @@ async def test_a_bus_on_a_sentinel_url_without_a_service_name_does_not_open() ->
 @pytest.mark.anyio
 async def test_a_cluster_url_names_its_seeds_and_credentials() -> None:
     client = connect("redis+cluster://us%40er:p%40ss@h1,h2:7001,[::1]:7002")
+    assert isinstance(client, aioredis.RedisCluster)
     try:
         assert list(client.nodes_manager.startup_nodes) == ["h1:6379", "h2:7001", "::1:7002"]
         assert client.connection_kwargs["username"] == "us@er"
@@ -110,6 +111,7 @@ async def test_a_cluster_url_names_its_seeds_and_credentials() -> None:
 @pytest.mark.anyio
 async def test_a_sentinel_url_names_its_sentinels_service_db_and_passwords() -> None:
     client = connect("redis+sentinel://:master-pw@s1:26380,s2/mymaster/3?sentinel_password=sent-pw")
+    assert isinstance(client, aioredis.Redis)
     try:
         pool: Any = client.connection_pool
         assert pool.service_name == "mymaster"
@@ -155,6 +157,7 @@ def sentinel_url(sentinel_redis_url: str | None) -> str:
 
 def sentinel_clients(bus: AgentBus) -> list[aioredis.Redis]:
     """The clients of the `Sentinel` behind a bus on a sentinel URL (they find the master)."""
+    assert isinstance(bus.redis, aioredis.Redis)  # a sentinel URL gives a plain client
     pool: Any = bus.redis.connection_pool
     return list(pool.sentinel_manager.sentinels)
 
@@ -164,7 +167,7 @@ async def master_address(sentinel_url: str) -> tuple[str, int]:
     parts = urlsplit(sentinel_url)
     sentinel = aioredis.Redis(host=parts.hostname or "", port=parts.port or 0, decode_responses=True)
     try:
-        host, port = await sentinel.sentinel_get_master_addr_by_name("mymaster")
+        host, port = cast("tuple[str, int]", await sentinel.sentinel_get_master_addr_by_name("mymaster"))
         return str(host), int(port)
     finally:
         await sentinel.aclose()
@@ -285,8 +288,9 @@ async def nodes(cluster_url: str) -> AsyncIterator[dict[int, aioredis.Redis]]:
 async def master_of(nodes: dict[int, aioredis.Redis], key: str) -> int:
     """The port of the master serving `key`, from CLUSTER KEYSLOT and CLUSTER SLOTS."""
     any_node = next(iter(nodes.values()))
-    slot = int(await any_node.execute_command("CLUSTER", "KEYSLOT", key))
-    ranges = cast(list[list[Any]], await any_node.execute_command("CLUSTER", "SLOTS"))
+    slot = int(await any_node.execute_command("CLUSTER", "KEYSLOT", key))  # type: ignore[no-untyped-call]
+    slots = await any_node.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+    ranges = cast(list[list[Any]], slots)
     return next(int(r[2][1]) for r in ranges if int(r[0]) <= slot <= int(r[1]))
 
 

@@ -14,6 +14,7 @@ import os
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,7 @@ async def test_legacy_subscriptions_past_the_token_cap_are_refused_and_a_uri_cou
         # the sessions ended: their subscriptions went with them
         async with connect_as(dep.server, "legacy", greedy) as again:
             for uri in uris:
-                await retried(lambda uri=uri: subscribe(again.client, uri), "too_many_subscriptions")
+                await retried(partial(subscribe, again.client, uri), "too_many_subscriptions")
 
 
 # --- roles over resources ----------------------------------------------------------------------------
@@ -539,7 +540,7 @@ def test_what_a_grant_held_ends_when_its_namespace_agents_or_role_change_but_not
     ended: list[dict[str, str]] = []
     # "porj": a file of the very same size, written at once, is noticed all the same
     for change in ({"namespace": "porj"}, {"agent": "w-1"}, {"role": "all"}):
-        serving.watch(grant, lambda change=change: ended.append(change))
+        serving.watch(grant, partial(ended.append, change))
         rewrite(note="renamed")
         serving.refresh()
         assert ended == [] and serving.holds(grant)

@@ -14,17 +14,17 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_published_events_are_read_back_by_cursor(settings: Settings, mode: str) -> None:
-    async with Client(build_server(settings), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(build_server(settings), mode=mode) as client:
         start = await client.call_tool("read_events", {})
-        cursor = start.structured_content["cursor"]  # type: ignore[index]
+        cursor = start.structured_content["cursor"]
         published = await client.call_tool("publish_event", {"topic": "build.failed", "data": {"job": 7}})
         assert not published.is_error
         read = await client.call_tool("read_events", {"after": cursor, "topics": ["build.*"]})
-        data: dict[str, Any] = read.structured_content  # type: ignore[assignment]
+        data: dict[str, Any] = read.structured_content
         assert [(e["topic"], e["agent"], e["data"]) for e in data["events"]] == [
             ("build.failed", "tester", {"job": 7})
         ]
-        assert data["events"][0]["id"] == published.structured_content["event_id"]  # type: ignore[index]
+        assert data["events"][0]["id"] == published.structured_content["event_id"]
         assert read.content[0].text.startswith("1 event(s)")  # type: ignore[union-attr]
 
 
@@ -48,10 +48,10 @@ async def test_published_events_are_read_back_by_cursor(settings: Settings, mode
 async def test_bad_event_arguments_are_clear_tool_errors(
     settings: Settings, mode: str, tool: str, arguments: dict[str, Any], code: str
 ) -> None:
-    async with Client(build_server(settings), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(build_server(settings), mode=mode) as client:
         result = await client.call_tool(tool, arguments)
         assert result.is_error
-        error = result.structured_content["error"]  # type: ignore[index]
+        error = result.structured_content["error"]
         assert error["code"] == code
         assert error["message"]
         assert error["hint"]
@@ -59,4 +59,4 @@ async def test_bad_event_arguments_are_clear_tool_errors(
         assert "Traceback" not in text
         assert "Error executing tool" not in text
         after = await client.call_tool("read_events", {"after": "0", "topics": ["ok.*", "big.*"]})
-        assert after.structured_content["events"] == []  # type: ignore[index]
+        assert after.structured_content["events"] == []

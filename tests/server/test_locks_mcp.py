@@ -175,13 +175,15 @@ async def test_a_waiting_acquire_sends_progress(lock_bus: Bus) -> None:
         await lock_bus.ok("acquire_lock", {"agent": "alice", "resource": resource})
         refused = await lock_bus.ok(
             "acquire_lock",
-            {"agent": "bob", "resource": resource, "wait_seconds": 1.2},
+            # 2 s: progress comes each second while the wait lasts; a 1.2 s wait left 0.2 s after the
+            # first tick, less than a slow first attempt takes under the suite's parallel workers
+            {"agent": "bob", "resource": resource, "wait_seconds": 2},
             progress_callback=on_progress,
         )
     assert refused["acquired"] is False and refused["holder"] == "alice"
-    assert updates, "no progress notification during a 1.2 s wait"
+    assert updates, "no progress notification during a 2 s wait"
     for progress, total, message in updates:
-        assert total == 1.2 and progress <= total
+        assert total == 2 and progress <= total
         assert message and "waiting" in message
 
 

@@ -11,7 +11,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx2
@@ -46,7 +46,7 @@ def checked(bus: Bus, tool: str, call: CallToolResult) -> dict[str, Any]:
     assert call.structured_content is not None
     validator(bus.schemas[tool]).validate(call.structured_content)
     assert_readable(call)
-    return call.structured_content
+    return cast("dict[str, Any]", call.structured_content)
 
 
 def fresh(name: str) -> str:
@@ -158,7 +158,7 @@ async def test_nine_64_kb_events_are_read_over_http_in_a_few_calls(server: Serve
             start = (await bus.ok("read_events", {}))["cursor"]
             for i in range(9):
                 await bus.ok("publish_event", {"agent": "pub", "topic": topic, "data": {"i": i, **BIG_DATA}})
-            cursor, seen, calls = start, [], 0
+            cursor, seen, calls = start, list[int](), 0
             while len(seen) < 9:
                 calls += 1
                 assert calls <= 9, "the cursor must advance"
@@ -202,7 +202,7 @@ async def test_a_filtered_scan_reads_a_bounded_number_of_bytes_and_says_where_to
     xrange = bus.redis.xrange
 
     async def counting_xrange(*args: Any, **kwargs: Any) -> Any:
-        entries = await xrange(*args, **kwargs)
+        entries = cast("list[tuple[str, dict[str, str]]]", await xrange(*args, **kwargs))
         read_bytes.append(sum(size(fields) for _, fields in entries))
         return entries
 

@@ -192,13 +192,13 @@ class Lines:
             self._queue.put(line)
         self._queue.put(None)
 
-    def next(self, timeout: float = 15) -> str | None:
+    def next(self, timeout: float = TIMEOUT) -> str | None:
         line = self._queue.get(timeout=timeout)
         if line is not None:
             self.seen.append(line)
         return line
 
-    def rest(self, timeout: float = 15) -> None:
+    def rest(self, timeout: float = TIMEOUT) -> None:
         """Wait for the pipe to close and keep what was still unread."""
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "stdout did not close"
