@@ -7,7 +7,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from harness import Step, Workload
 from mcp import Client
@@ -216,8 +216,8 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
         return int(reply[2])
 
     async def get_value(version: int) -> None:  # a read is no script: its floor is the one HMGET
-        fields = await raw.redis.hmget(state_key, "value", "version")
-        if int(fields[1]) != version:
+        fields = cast(list[str | None], await raw.redis.hmget(state_key, "value", "version"))
+        if fields[1] is None or int(fields[1]) != version:
             raise RuntimeError(f"HMGET read version {fields[1]}, expected {version}")
 
     async def create(_: None) -> str:

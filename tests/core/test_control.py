@@ -3,7 +3,7 @@ once, queues and counters stay exact, dependents follow, a workflow ends `cancel
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from helpers import until_task_state, view_of, while_it_waits
@@ -28,7 +28,7 @@ async def ready_count(bus: AgentBus, cap: str) -> tuple[int, str | None]:
     """(tasks in the capability's ready queue, its ready counter) — the counter is absent when empty."""
     keys = bus.store.keys
     queue = await bus.redis.zcard(keys.ready(cap))
-    return queue, await bus.redis.hget(keys.counters, f"ready:{cap}")
+    return queue, cast(str | None, await bus.redis.hget(keys.counters, f"ready:{cap}"))  # decoded
 
 
 async def test_cancelling_a_claimed_task_takes_its_lease_back_and_tells_the_holder_why(bus: AgentBus) -> None:

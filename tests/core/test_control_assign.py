@@ -3,6 +3,8 @@ its assignee's claims alone; a holder reports how far it has come with `heartbea
 
 from __future__ import annotations
 
+from typing import cast
+
 import anyio
 import pytest
 from helpers import WAIT_BOUND, ms_of, until_task_state, view_of, while_it_waits
@@ -16,7 +18,7 @@ BOSS = "coordinator"
 
 
 async def assigned_queue(bus: AgentBus, agent: str) -> list[str]:
-    return list(await bus.redis.zrange(bus.store.keys.assigned(agent), 0, -1))
+    return cast(list[str], await bus.redis.zrange(bus.store.keys.assigned(agent), 0, -1))  # decoded
 
 
 # --- assignee --------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ async def test_increment_adds_to_a_number_and_starts_a_missing_key_at_zero(bus: 
     assert (await bus.state.set("a", "count", increment=-2)).value == 3
     assert (await bus.state.set("a", "count", increment=0.25)).value == 3.25
     big = await bus.state.set("a", "big", increment=2**52)
-    assert (await bus.state.set("a", "big", increment=1)).value == 2**52 + 1 == big.value + 1  # type: ignore[operator]
+    assert (await bus.state.set("a", "big", increment=1)).value == 2**52 + 1 == big.value + 1
 
 
 async def test_increment_of_a_value_that_is_no_number_is_refused_and_changes_nothing(bus: AgentBus) -> None:
@@ -87,7 +87,7 @@ async def test_increment_of_a_value_that_is_no_number_is_refused_and_changes_not
 async def test_exactly_one_of_value_increment_or_delete(bus: AgentBus) -> None:
     for kwargs in ({}, {"value": 1, "increment": 1.0}, {"value": 1, "delete": True}):
         with pytest.raises(InvalidArgument, match="exactly one of value, increment or delete"):
-            await bus.state.set("a", "k", **kwargs)  # type: ignore[arg-type]
+            await bus.state.set("a", "k", **kwargs)
     assert (await bus.state.get(prefix="")).entries == []
 
 
