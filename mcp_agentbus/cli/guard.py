@@ -154,12 +154,13 @@ def hook_file(repo: Path) -> Path:
 
 
 def hook_script() -> str:
-    """The hook: this interpreter (absolute: a hook runs without the venv on PATH) runs the check; if
-    the interpreter is gone, it warns and lets the commit through."""
+    """The hook: this interpreter (absolute: a hook runs without the venv on PATH) runs the check, with
+    -P so that a directory named like the package in the repository is not imported instead; if the
+    interpreter is gone, it warns and lets the commit through."""
     python = shlex.quote(os.path.abspath(sys.executable))
     return (
         f"#!/bin/sh\n{MARK}\n# `agentbus guard uninstall` removes it.\n"
-        f"if [ -x {python} ]; then exec {python} -m mcp_agentbus guard check; fi\n"
+        f"if [ -x {python} ]; then exec {python} -P -m mcp_agentbus guard check; fi\n"
         f'echo "agentbus guard: {python} is gone; commit not checked (run agentbus guard install)" >&2\n'
     )
 

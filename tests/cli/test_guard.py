@@ -22,6 +22,7 @@ MODULE = [sys.executable, "-m", "mcp_agentbus"]
 TIMEOUT = 60
 REAL = pytest.mark.parametrize("redis_url", ["redis"], indirect=True)  # the hook is another process
 FOREIGN = "#!/bin/sh\n# another tool's hook\nexit 0\n"
+LINE = r"^  {path}: lock {lock} held by {who}, expires \d\d:\d\d:\d\d \S+ \(in \d+ s\)$"  # one blocked path
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -88,11 +89,9 @@ async def test_a_commit_touching_a_file_another_agent_locked_is_refused_naming_h
     await bus.locks.acquire("alice", "src/app.py", ttl_seconds=90)
     done = commit(repo, settings, "bob", "src/app.py", "docs/notes.md")
     assert done.returncode == 1
-    assert re.search(
-        r"^  src/app\.py: lock src/app\.py held by alice, expires \d\d:\d\d:\d\d \S+ \(in (8\d|90) s\)$",
-        done.stderr,
-        re.M,
-    ), done.stderr
+    line = LINE.format(path=r"src/app\.py", lock=r"src/app\.py", who="alice")
+    assert re.search(line, done.stderr, re.M), done.stderr
+    assert re.search(r"\(in (8\d|90) s\)$", done.stderr, re.M), done.stderr
     assert "docs/notes.md" not in done.stderr
     assert "AGENTBUS_AGENT is 'bob'" in done.stderr
     assert commits(repo) == 1  # nothing was committed; the changes stay staged
@@ -182,8 +181,34 @@ def test_install_is_idempotent_and_the_hook_runs_this_python(repo: Path) -> None
     again = agentbus(repo, "guard", "install")
     assert again.returncode == 0 and "already installed" in again.stdout
     assert hook.read_text() == first and MARK in first
-    assert f"exec {sys.executable} -m mcp_agentbus guard check" in first
+    assert f"exec {sys.executable} -P -m mcp_agentbus guard check" in first
     assert os.access(hook, os.X_OK)
+
+
+@REAL
+async def test_a_package_of_the_same_name_in_the_repository_does_not_replace_the_check(
+    bus: AgentBus, settings: Settings, repo: Path
+) -> None:
+    (repo / "mcp_agentbus").mkdir()
+    (repo / "mcp_agentbus" / "__init__.py").write_text("")
+    (repo / "mcp_agentbus" / "__main__.py").write_text("raise SystemExit(0)\n")
+    await bus.locks.acquire("alice", "src/", ttl_seconds=60)
+    done = commit(repo, settings, "bob", "src/app.py")
+    assert done.returncode == 1 and "src/app.py: lock src/ held by alice" in done.stderr
+
+
+def test_a_hook_whose_python_is_gone_warns_and_lets_the_commit_through(repo: Path) -> None:
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text(hook.read_text().replace(sys.executable, str(repo / "gone" / "python")))
+    done = commit(repo, None, "bob", "src/app.py")
+    assert done.returncode == 0 and "python is gone; commit not checked" in done.stderr
+    assert commits(repo) == 2
+
+
+def test_the_readme_shows_a_refusal_as_the_hook_writes_it() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert "agentbus guard: commit refused: 1 staged path(s) are locked by other agents.\n" in readme
+    assert re.search(LINE.format(path=r"src/auth/login\.py", lock=r"src/auth/", who="alice"), readme, re.M)
 
 
 def test_install_refuses_another_tools_hook_unless_forced_and_uninstall_puts_it_back(repo: Path) -> None:
