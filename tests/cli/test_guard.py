@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import redis_ms, until_redis_time
+from helpers import ALSO_ON_CLUSTER, redis_ms, until_redis_time
 
 from mcp_agentbus.cli.guard import BACKUP, MARK, blocking, covering
 from mcp_agentbus.core.bus import AgentBus
@@ -276,6 +276,7 @@ def test_the_names_that_cover_a_path_are_the_locks_hierarchy() -> None:
     assert covering("README.md") == ["README.md", "README.md/"]
 
 
+@ALSO_ON_CLUSTER
 @pytest.mark.parametrize(
     ("resource", "paths", "blocked"),
     [
