@@ -1,7 +1,7 @@
 """The ``agentbus`` command. On stdio, stdout carries only the protocol; everything else goes to stderr.
 
-Each command group has a module of its own (``serve``, ``status``, ``token``, ``local``); the small
-ones (``doctor``, ``hook``, ``demo``) are here."""
+Each command group has a module of its own (``serve``, ``status``, ``token``, ``local``, ``guard``); the
+small ones (``doctor``, ``hook``, ``demo``) are here."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import click
 from pydantic import ValidationError
 
 from mcp_agentbus.cli.common import fail, load_settings
+from mcp_agentbus.cli.guard import guard
 from mcp_agentbus.cli.local import local
 from mcp_agentbus.cli.serve import serve
 from mcp_agentbus.cli.status import status, watch
@@ -35,6 +36,7 @@ main.add_command(status)
 main.add_command(watch)
 main.add_command(token)
 main.add_command(local)
+main.add_command(guard)
 
 
 @main.command()

@@ -188,6 +188,10 @@ class Keys:
         return f"{self.prefix}locks"
 
     @property
+    def lock_names(self) -> str:
+        return f"{self.prefix}lock_names"
+
+    @property
     def leases(self) -> str:
         return f"{self.prefix}leases"
 
