@@ -181,7 +181,7 @@ def test_watch_ends_on_ctrl_c_whenever_it_comes(settings: Settings) -> None:
         "AGENTBUS_REDIS_URL": settings.redis_url,
         "AGENTBUS_NAMESPACE": settings.namespace,
     }
-    count = 16
+    count = 8
     command = [*MODULE, "watch", "--interval", "0.1"]
     procs, leaders = [], []
     started = time.monotonic()
@@ -190,9 +190,9 @@ def test_watch_ends_on_ctrl_c_whenever_it_comes(settings: Settings) -> None:
         procs.append(subprocess.Popen(command, env=env, stdin=follower, stdout=follower, stderr=follower))
         os.close(follower)
         leaders.append(leader)
-    at = [started + 0.5 + n * 0.15 for n in range(count)]  # Ctrl-C from start-up to well into the view
+    at = [started + 0.5 + n * 0.3 for n in range(count)]  # Ctrl-C from start-up to well into the view
     try:
-        deadline = time.monotonic() + TIMEOUT
+        deadline = time.monotonic() + 2 * TIMEOUT  # eight Pythons starting at once on a loaded machine
         while any(proc.poll() is None for proc in procs):
             assert time.monotonic() < deadline, "a watch did not end on Ctrl-C"
             for n, (proc, leader) in enumerate(zip(procs, leaders, strict=True)):

@@ -34,6 +34,9 @@ async def demo_like(bus: AgentBus) -> Snapshot:
     with anyio.fail_after(10):  # worker-1 "crashes": the reaper takes its lease back
         while (await bus.workflows.get(created.workflow_id)).workflow.tasks[0].state != "ready":  # type: ignore[union-attr]  # noqa: ASYNC110 (the reaper's sweep has no event to wait on)
             await anyio.sleep(0.1)
+    with anyio.fail_after(10):  # and, holding nothing now, is reported gone after its 1 s ttl
+        while "worker-1" in [a.agent for a in (await bus.presence.list_agents()).agents if a.alive]:  # noqa: ASYNC110
+            await anyio.sleep(0.1)
     retry = await bus.tasks.claim("worker-2", task_id=first.task.id)
     assert retry.lease is not None
     await bus.tasks.complete(

@@ -16,7 +16,7 @@ from mcp_agentbus.settings import Settings
 pytestmark = pytest.mark.anyio
 
 TIMEOUT = 20  # bound on one test's MCP traffic; each finishes far sooner
-BRIEF_FIELDS = {"id", "key", "state", "assignee", "attempts"}
+BRIEF_FIELDS = {"id", "key", "state", "assignee", "attempts", "progress"}
 
 
 async def fifty_tasks_half_done(bus: Bus) -> dict[str, Any]:
@@ -64,6 +64,7 @@ async def test_a_summary_gives_states_assignees_and_progress_and_no_results(
         "state": "done",
         "assignee": "w0",
         "attempts": 1,
+        "progress": None,
     }
     assert by_key["step-49"]["state"] == "ready" and by_key["step-49"]["assignee"] is None
     assert "src/module_" not in json.dumps(summary) and "migrated" not in json.dumps(summary)
