@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
+from anyio.abc import TaskStatus
 
 from mcp_agentbus.cli.common import fail, load_settings
 from mcp_agentbus.errors import AgentBusError
@@ -124,16 +125,19 @@ def watch(workflow_id: str | None, interval: float, **flags: Any) -> None:
         # Ctrl-C cancels a scope, which every later await sees again, rather than asyncio's one-shot
         # task cancellation, which a Redis call cut off mid-reply can swallow (the view then ran on).
         async with anyio.create_task_group() as tg:
-            tg.start_soon(stop_on_signal, tg.cancel_scope)
+            await tg.start(stop_on_signal, tg.cancel_scope)  # in place before the first Redis call
             await follow()
 
     with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C before the handler is in place
         anyio.run(until_stopped)
 
 
-async def stop_on_signal(scope: anyio.CancelScope) -> None:
+async def stop_on_signal(
+    scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     """Cancel `scope` at the first SIGINT (Ctrl-C) or SIGTERM."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for _ in signals:
             scope.cancel()
             return
