@@ -1,4 +1,5 @@
-"""Streamable HTTP: the MCP endpoint at ``/mcp`` (both protocol eras) and ``/healthz``.
+"""Streamable HTTP: the MCP endpoint at ``/mcp`` (both protocol eras), ``/healthz`` and the web dashboard
+(``/``, ``/dashboard/*``: `dashboard.py`).
 
 Every process keeps only connections in memory; the bus itself is in Redis, so several processes on one
 Redis behave as one bus. Legacy (``initialize``) clients get a session bound to the process that
@@ -28,10 +29,12 @@ from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mcp_agentbus import __version__
+from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import BackendUnavailable
 from mcp_agentbus.redis.connection import backend, close, connect
 from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.server.app import build_server
+from mcp_agentbus.server.dashboard import Dashboard
 from mcp_agentbus.server.sessions import MCP_PATH, SessionCaps, Sessions
 from mcp_agentbus.server.tokens import TokensFile
 from mcp_agentbus.settings import Settings
@@ -106,6 +109,12 @@ def build_app(
         max_sessions=settings.max_sessions,
     )
     app.add_route("/healthz", healthz, methods=["GET"])
+
+    async def bus_for(namespace: str) -> AgentBus | None:
+        running = server.running
+        return None if running is None else (await running.namespaces.subscribed(namespace)).bus
+
+    app.router.routes.extend(Dashboard(settings.namespace, bus_for, security, tokens).routes())
     app.state.agentbus = server
     if not stateless:
         sessions = Sessions(server.session_manager)

@@ -1,0 +1,201 @@
+"""The web dashboard of `agentbus serve --transport http`, in a real headless Chromium: a real server
+process on a real Redis, changed through MCP by a client session of the test, shown by the page.
+
+Chromium is Debian's (`/usr/bin/chromium`; `.ci/run` installs it): missing, these tests skip locally and
+fail under CI=true, like the other real components.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+from helpers.http_servers import Server, bus_env, connect, fresh, http_server
+from helpers.redis_servers import IN_CI
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from mcp_agentbus.server.dashboard import MAX_STREAMS
+from mcp_agentbus.server.tokens import TokensFile
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = 60  # bound on one test, browser start included; each finishes far sooner
+SEEN_MS = 3_000  # the page shows a change within this (it refetches on the stream's "changed" event)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if IN_CI:
+            pytest.fail("chromium is not installed; CI must test the dashboard in it (.ci/run installs it)")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    return path
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+def server(redis_url_real: str, tmp_path: Path) -> Iterator[Server]:
+    with http_server(bus_env(redis_url_real, fresh("dash")), tmp_path / "server.log") as running:
+        yield running
+        running.assert_clean_log()
+
+
+async def open_page(browser: Browser, server: Server) -> Page:
+    page = await browser.new_page()
+    page.set_default_timeout(SEEN_MS)
+    await page.goto(server.base + "/")
+    await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+    return page
+
+
+async def test_the_page_shows_a_workflow_and_follows_its_tasks_as_agents_work(
+    browser: Browser, server: Server
+) -> None:
+    cap = fresh("dash")
+    with anyio.fail_after(TIMEOUT):
+        page = await open_page(browser, server)
+        async with connect(server, "auto") as bus:
+            created = await bus.ok(
+                "create_workflow",
+                {
+                    "title": "release notes",
+                    "tasks": [
+                        {"key": "draft", "title": "Draft them", "capability": cap},
+                        {"key": "check", "title": "Check them", "capability": cap, "depends_on": ["draft"]},
+                    ],
+                },
+            )
+            wf = created["workflow_id"]
+            row = page.locator(f'#workflows tr[data-workflow="{wf}"]')
+            await expect(row).to_contain_text("release notes")
+            await expect(row).to_contain_text("0/2")
+            await expect(page.locator("#queues")).to_contain_text(cap)
+
+            await row.click()
+            draft = page.locator("#tasks tr", has_text="Draft them")
+            await expect(draft).to_contain_text("ready")
+
+            # Another session (an agent) claims and completes the first task: the page follows.
+            async with connect(server, "legacy") as worker:
+                claim = await worker.ok("claim_task", {"agent": "writer", "capabilities": [cap]})
+                await expect(draft).to_contain_text("claimed")
+                await expect(draft).to_contain_text("writer")
+                await worker.ok(
+                    "heartbeat",
+                    {
+                        "agent": "writer",
+                        "status": "busy",
+                        "note": "drafting",
+                        "progress": {"task_id": claim["task"]["id"], "percent": 40, "message": "half"},
+                    },
+                )
+                writer = page.locator("#agents tr", has_text="writer")
+                await expect(writer).to_contain_text("drafting")
+                await expect(writer).to_contain_text("s ago")
+                await expect(writer).to_contain_text(claim["task"]["id"])
+                await expect(draft).to_contain_text("40% half")
+                await worker.ok(
+                    "complete_task",
+                    {
+                        "agent": "writer",
+                        "task_id": claim["task"]["id"],
+                        "lease_token": claim["lease"]["lease_token"],
+                        "result": {"ok": True},
+                    },
+                )
+            await expect(draft).to_contain_text("done")
+            await expect(row).to_contain_text("1/2")
+            await expect(page.locator("#tasks tr", has_text="Check them")).to_contain_text("ready")
+            events = page.locator("#events tbody tr")
+            await expect(events.first).to_contain_text("task.")
+            await page.fill("#topic-filter", "workflow.")
+            await expect(page.locator("#events tbody")).not_to_contain_text("task.")
+
+
+async def test_the_stream_says_changed_when_the_namespace_changes_and_streams_are_bounded(
+    server: Server,
+) -> None:
+    async with AsyncExitStack() as stack, httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(TIMEOUT):
+            first = await stack.enter_async_context(http.stream("GET", server.base + "/dashboard/stream"))
+            assert first.status_code == 200
+            assert first.headers["content-type"].startswith("text/event-stream")
+            lines = first.aiter_lines()
+            async with connect(server, "auto") as bus:
+                await bus.ok("create_task", {"title": "seen", "capability": fresh("dash")})
+                assert "event: changed" in [line async for line in _until_changed(lines)]
+            for _ in range(MAX_STREAMS - 1):
+                more = await stack.enter_async_context(http.stream("GET", server.base + "/dashboard/stream"))
+                assert more.status_code == 200
+            refused = await http.get(server.base + "/dashboard/stream")
+            assert refused.status_code == 503
+            assert "Close a dashboard tab" in refused.json()["error"]["hint"]
+
+
+async def _until_changed(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    async for line in lines:
+        yield line
+        if line == "event: changed":
+            return
+
+
+@pytest.fixture
+def guarded(redis_url_real: str, tmp_path: Path) -> Iterator[tuple[Server, TokensFile]]:
+    tokens = TokensFile(tmp_path / "tokens.json")
+    tokens.create(namespace=fresh("other"), agent="someone", role="all")  # tokens are required from start
+    env = {**bus_env(redis_url_real, fresh("dash")), "AGENTBUS_TOKENS_FILE": str(tokens.path)}
+    with http_server(env, tmp_path / "server.log") as running:
+        yield running, tokens
+        running.assert_clean_log()
+
+
+async def test_with_a_tokens_file_the_dashboard_data_needs_a_valid_token(
+    browser: Browser, guarded: tuple[Server, TokensFile]
+) -> None:
+    server, tokens = guarded
+    namespace = fresh("mine")
+    token, _ = tokens.create(namespace=namespace, agent="viewer", role="all")
+    with anyio.fail_after(TIMEOUT):
+        async with httpx2.AsyncClient(timeout=10) as http:
+            for path in ("/dashboard/snapshot", "/dashboard/stream"):
+                for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": token}):
+                    refused = await http.get(server.base + path, headers=headers)
+                    assert refused.status_code == 401, (path, headers, refused.text)
+                    assert "Authorization: Bearer" in refused.json()["error"]["hint"]
+            home = await http.get(server.base + "/")
+            assert home.status_code == 200 and "agentbus" in home.text
+            snap = await http.get(
+                server.base + "/dashboard/snapshot", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert snap.status_code == 200 and snap.json()["namespace"] == namespace
+
+        page = await browser.new_page()
+        await page.goto(server.base + "/")
+        await expect(page.locator("#login")).to_be_visible(timeout=10_000)
+        await page.fill("#token", token)
+        await page.click("#login button")
+        await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+        await expect(page.locator("#namespace")).to_have_text(namespace)
