@@ -15,6 +15,7 @@ import click
 from pydantic import ValidationError
 
 from mcp_agentbus.cli.common import fail, load_settings
+from mcp_agentbus.cli.dashboard import dashboard
 from mcp_agentbus.cli.guard import guard
 from mcp_agentbus.cli.local import local
 from mcp_agentbus.cli.serve import serve
@@ -37,6 +38,7 @@ main.add_command(watch)
 main.add_command(token)
 main.add_command(local)
 main.add_command(guard)
+main.add_command(dashboard)
 
 
 @main.command()

@@ -15,10 +15,12 @@ token never goes into a URL, where logs and browser history would keep it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from importlib import resources
 
 import anyio
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -26,8 +28,10 @@ from starlette.routing import Route
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import AgentBusError
+from mcp_agentbus.redis.connection import close, connect
 from mcp_agentbus.server.dashboard_data import take
 from mcp_agentbus.server.tokens import Grant, TokensFile
+from mcp_agentbus.settings import Settings
 
 MAX_STREAMS = 16  # open event streams per server process; past it a new one gets 503
 KEEPALIVE_SECONDS = 15.0  # a comment line, so proxies and the browser keep an idle stream open
@@ -187,6 +191,38 @@ class Dashboard:
             headers={**HEADERS, "X-Accel-Buffering": "no"},
             background=BackgroundTask(self._streams.discard, stream),
         )
+
+
+def dashboard_app(settings: Settings) -> Starlette:
+    """Only the dashboard, of `settings.namespace`, for loopback clients (`agentbus dashboard`). It
+    only reads and listens: no reaper, no MCP endpoint."""
+    from mcp_agentbus.server.http import LOOPBACK_HOSTS
+
+    bus: AgentBus | None = None
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        nonlocal bus
+        redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
+        try:
+            async with anyio.create_task_group() as tg:
+                opened = AgentBus(redis, settings)
+                await tg.start(opened.wakeups.run)
+                bus = opened
+                yield
+                bus = None
+                tg.cancel_scope.cancel()
+        finally:
+            await close(redis)
+
+    async def bus_for(_namespace: str) -> AgentBus | None:
+        return bus
+
+    security = TransportSecuritySettings(
+        allowed_hosts=list(LOOPBACK_HOSTS),
+        allowed_origins=[f"http://{host}" for host in LOOPBACK_HOSTS],
+    )
+    return Starlette(routes=Dashboard(settings.namespace, bus_for, security).routes(), lifespan=lifespan)
 
 
 def _is_loopback(host: str) -> bool:

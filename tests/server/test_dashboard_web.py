@@ -8,6 +8,9 @@ fail under CI=true, like the other real components.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -15,7 +18,8 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
-from helpers.http_servers import Server, bus_env, connect, fresh, http_server
+from helpers import free_port
+from helpers.http_servers import Server, _stop, bus_env, connect, fresh, http_server
 from helpers.redis_servers import IN_CI
 from playwright.async_api import Browser, Page, async_playwright, expect
 
@@ -199,3 +203,54 @@ async def test_with_a_tokens_file_the_dashboard_data_needs_a_valid_token(
         await page.click("#login button")
         await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
         await expect(page.locator("#namespace")).to_have_text(namespace)
+
+
+@pytest.fixture
+def dashboard_cli(redis_url_real: str, server: Server, tmp_path: Path) -> Iterator[str]:
+    """`agentbus dashboard` on the namespace of `server` (whose MCP endpoint changes it): its base URL."""
+    env = {**bus_env(redis_url_real, "unused"), "AGENTBUS_NAMESPACE": _namespace_of(server)}
+    port = free_port()
+    log = tmp_path / "dashboard.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mcp_agentbus", "dashboard", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx2.get(base + "/", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"agentbus dashboard did not answer:\n{log.read_text()}"
+            time.sleep(0.05)
+        yield base
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        _stop(proc)
+
+
+def _namespace_of(server: Server) -> str:
+    return str(httpx2.get(server.base + "/dashboard/snapshot", timeout=10).json()["namespace"])
+
+
+async def test_agentbus_dashboard_serves_the_page_and_its_stream_without_an_mcp_endpoint(
+    server: Server, dashboard_cli: str
+) -> None:
+    cap = fresh("cli")
+    async with httpx2.AsyncClient(timeout=10) as http:
+        with anyio.fail_after(TIMEOUT):
+            assert (await http.post(dashboard_cli + "/mcp", json={})).status_code == 404
+            async with http.stream("GET", dashboard_cli + "/dashboard/stream") as stream:
+                assert stream.status_code == 200
+                async with connect(server, "auto") as bus:
+                    await bus.ok("create_task", {"title": "seen from the cli", "capability": cap})
+                assert "event: changed" in [line async for line in _until_changed(stream.aiter_lines())]
+            snap = (await http.get(dashboard_cli + "/dashboard/snapshot")).json()
+            assert snap["ready"] == {cap: 1}
