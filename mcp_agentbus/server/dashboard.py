@@ -153,7 +153,10 @@ class Dashboard:
         try:
             snap = await take(bus, workflow_id=request.query_params.get("workflow"), events=EVENTS_SHOWN)
         except AgentBusError as exc:  # e.g. an unknown workflow id
-            return _error(404 if exc.code == "not_found" else 400, exc.message, exc.hint)
+            status = 404 if exc.code == "not_found" else 400
+            return JSONResponse(
+                {"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}, status
+            )
         return Response(snap.to_json(), media_type="application/json", headers=HEADERS)
 
     async def _stream(self, request: Request) -> Response:

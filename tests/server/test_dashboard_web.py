@@ -157,6 +157,34 @@ async def test_the_stream_says_changed_when_the_namespace_changes_and_streams_ar
             refused = await http.get(server.base + "/dashboard/stream")
             assert refused.status_code == 503
             assert "Close a dashboard tab" in refused.json()["error"]["hint"]
+            await stack.aclose()  # every tab closed: their slots come free
+            statuses = []  # the server hears of the closed streams a moment later: a bounded look
+            for _ in range(50):
+                statuses.append(await _stream_status(http, server))
+                if statuses[-1] != 503:
+                    break
+                await anyio.sleep(0.1)
+            assert statuses[-1] == 200, statuses
+
+
+async def _stream_status(http: httpx2.AsyncClient, server: Server) -> int:
+    async with http.stream("GET", server.base + "/dashboard/stream") as stream:
+        return stream.status_code
+
+
+async def test_the_dashboard_refuses_a_foreign_host_and_an_unknown_workflow_clearly(server: Server) -> None:
+    async with httpx2.AsyncClient(timeout=10) as http:
+        for path in ("/", "/dashboard/snapshot", "/dashboard/stream"):
+            rebound = await http.get(server.base + path, headers={"Host": "evil.example:80"})
+            assert rebound.status_code == 421, (path, rebound.text)
+            foreign = await http.get(server.base + path, headers={"Origin": "http://evil.example"})
+            assert foreign.status_code == 403, (path, foreign.text)
+        unknown = await http.get(server.base + "/dashboard/snapshot", params={"workflow": "wf-999999999"})
+        assert unknown.status_code == 404, unknown.text
+        assert (
+            unknown.json()["error"]["code"] == "not_found"
+            and "wf-999999999" in unknown.json()["error"]["message"]
+        )
 
 
 async def _until_changed(lines: AsyncIterator[str]) -> AsyncIterator[str]:
