@@ -127,6 +127,8 @@ def http_server(env: dict[str, str], log: Path, *flags: str) -> Iterator[Server]
 def bus_env(redis_url: str, namespace: str) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", ""),
+        # coverage's own variables, so a server process the tests start is measured too (pyproject)
+        **{name: value for name, value in os.environ.items() if name.startswith("COVERAGE_")},
         "AGENTBUS_REDIS_URL": redis_url,
         "AGENTBUS_NAMESPACE": namespace,
         "AGENTBUS_AGENT": "http-default",
