@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mcp_agentbus.cli.common import check_redis, fail, load_settings, use_local_bus
 from mcp_agentbus.server.tokens import TokensFile
 from mcp_agentbus.settings import Settings
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+MAX_WORKERS = 64
 
 
 def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile | None:
@@ -58,6 +64,13 @@ def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile
     help="HTTP: no sessions for legacy clients (no pushes to them); for load balancers without stickiness.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, MAX_WORKERS),
+    default=1,
+    show_default=True,
+    help="HTTP: server processes sharing the port, one bus (more than 1 implies --stateless).",
+)
+@click.option(
     "--unsafe-no-auth",
     is_flag=True,
     help="HTTP: serve without tokens even on a non-loopback address. Anyone who can reach it can act.",
@@ -100,12 +113,17 @@ def serve(
     port: int,
     allowed_hosts: tuple[str, ...],
     stateless: bool,
+    workers: int,
     unsafe_no_auth: bool,
     **flags: Any,
 ) -> None:
     """Run the MCP server: stdio (for Claude Code, Claude Desktop and agent runners) or streamable
     HTTP at http://HOST:PORT/mcp (for remote agents; /healthz reports Redis reachability)."""
     settings = load_settings(**flags)
+    if workers > 1 and transport != "http":
+        fail("--workers is for --transport http; a stdio server serves the one client that started it.")
+    if workers > 1 and settings.redis_url.startswith("memory://"):
+        fail("--workers needs a shared Redis: memory:// would give each worker a bus of its own.")
     tokens = None
     if transport == "http":
         tokens = http_auth(settings, host, unsafe_no_auth)
@@ -123,21 +141,67 @@ def serve(
         check_redis(settings)
     from mcp_agentbus.server.app import build_server  # the MCP stack loads only for commands that serve
 
-    try:
-        if transport == "http":
-            from mcp_agentbus.server.http import build_app
-            from mcp_agentbus.server.http import serve as serve_http
-
-            app = build_app(settings, allowed_hosts=allowed_hosts, stateless=stateless, tokens=tokens)
-        else:
-            server = build_server(settings)
-    except ValueError as exc:
-        fail(str(exc))
     if transport == "http":
         auth = f"bearer tokens from {tokens.path}" if tokens else "no auth"
         if tokens is None and not unsafe_no_auth:
             auth += f" until restarted after `agentbus token create` makes {settings.tokens_file}"
-        click.echo(f"agentbus: serving MCP at http://{host}:{port}/mcp ({auth}; health: /healthz)", err=True)
-        serve_http(app, host, port, settings)
-    else:
-        server.run("stdio")
+        serve_http(settings, host, port, allowed_hosts, stateless or workers > 1, tokens, workers, auth)
+        return
+    try:
+        server = build_server(settings)
+    except ValueError as exc:
+        fail(str(exc))
+    server.run("stdio")
+
+
+def serve_http(
+    settings: Settings,
+    host: str,
+    port: int,
+    allowed_hosts: tuple[str, ...],
+    stateless: bool,
+    tokens: TokensFile | None,
+    workers: int,
+    auth: str,
+) -> None:
+    """Serve HTTP in this process, or in `workers` processes on one port (`server/workers.py`)."""
+    from mcp_agentbus.server.http import build_app, serve
+    from mcp_agentbus.server.workers import Fleet, bind, supervise
+
+    def app(fleet: Fleet | None = None, slot: int = 0) -> Starlette:
+        try:
+            return build_app(
+                settings,
+                allowed_hosts=allowed_hosts,
+                stateless=stateless,
+                tokens=tokens,
+                fleet=fleet,
+                slot=slot,
+            )
+        except ValueError as exc:
+            fail(str(exc))
+
+    first = app()  # a bad setting fails here, once, before any worker starts
+    where = f"http://{host}:{port}/mcp"
+    if workers == 1:
+        click.echo(f"agentbus: serving MCP at {where} ({auth}; health: /healthz)", err=True)
+        serve(first, host, port, settings)
+        return
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    fleet = Fleet.shared(workers)
+    click.echo(
+        f"agentbus: serving MCP at {where} with {workers} worker processes, stateless ({auth}; health: "
+        "/healthz)",
+        err=True,
+    )
+    supervise(fleet, lambda slot: _run_worker(app(fleet, slot), host, port, settings, sock))
+
+
+def _run_worker(app: Starlette, host: str, port: int, settings: Settings, sock: socket.socket) -> int:
+    from mcp_agentbus.server.http import serve
+
+    serve(app, host, port, settings, sock)
+    return 0

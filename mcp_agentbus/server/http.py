@@ -16,8 +16,10 @@ import asyncio
 import gc
 import ipaddress
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
 import h11
@@ -37,6 +39,7 @@ from mcp_agentbus.server.app import build_server
 from mcp_agentbus.server.dashboard import Dashboard
 from mcp_agentbus.server.sessions import MCP_PATH, SessionCaps, Sessions
 from mcp_agentbus.server.tokens import TokensFile
+from mcp_agentbus.server.workers import STAMP_SECONDS, Fleet
 from mcp_agentbus.settings import Settings
 
 if TYPE_CHECKING:
@@ -64,10 +67,14 @@ def build_app(
     allowed_hosts: Sequence[str] = (),
     stateless: bool = False,
     tokens: TokensFile | None = None,
+    fleet: Fleet | None = None,
+    slot: int = 0,
 ) -> Starlette:
     """The ASGI app of one server process. Requests must name a loopback host or one of
     `allowed_hosts` (``host:port`` or ``host:*``), against DNS rebinding; with `tokens`, they must
-    also carry a bearer token from that file (401 otherwise) and act within its grant."""
+    also carry a bearer token from that file (401 otherwise) and act within its grant. As worker
+    `slot` of a `fleet` (``--workers``), it stamps its slot while it serves, and ``/healthz`` reports
+    every worker."""
     server = build_server(settings, legacy_subscriptions=not stateless, tokens=tokens)
 
     health_key = Keys(settings.namespace).health
@@ -89,7 +96,18 @@ def build_app(
             return JSONResponse({"status": "unavailable", "redis": type(exc).__name__}, status_code=503)
         finally:
             await close(client)
-        return JSONResponse({"status": "ok", "redis": "ok", "version": __version__})
+        if fleet is None:
+            return JSONResponse({"status": "ok", "redis": "ok", "version": __version__})
+        serving = fleet.serving()
+        return JSONResponse(
+            {
+                # this process and Redis serve: the port answers, with fewer processes while one restarts
+                "status": "ok" if serving == fleet.size else "degraded",
+                "redis": "ok",
+                "version": __version__,
+                "workers": {"serving": serving, "of": fleet.size, "answered_by": slot},
+            }
+        )
 
     # 'host:*' also covers the bare host: a proxy on the default port passes Host without a port.
     hosts = [
@@ -109,6 +127,13 @@ def build_app(
         max_sessions=settings.max_sessions,
     )
     app.add_route("/healthz", healthz, methods=["GET"])
+    if fleet is not None:
+
+        def stamp() -> None:
+            if server.running is not None:  # the MCP endpoint runs (not starting, not stopping)
+                fleet.stamp(slot)
+
+        _stamp_while_serving(app, stamp)
 
     async def bus_for(namespace: str) -> AgentBus | None:
         running = server.running
@@ -123,6 +148,26 @@ def build_app(
         if tokens is not None:
             tokens.on_reload(lambda: sessions.end_revoked(tokens))
     return app
+
+
+def _stamp_while_serving(app: Starlette, stamp: Callable[[], None]) -> None:
+    """Run `stamp` every `STAMP_SECONDS` from the app's own event loop while the app runs: a stamp
+    proves the loop turns, which a thread's would not."""
+    serve_app = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[Any]:
+        async def stamping() -> None:
+            while True:
+                stamp()
+                await anyio.sleep(STAMP_SECONDS)
+
+        async with serve_app(app) as state, anyio.create_task_group() as tg:
+            tg.start_soon(stamping)
+            yield state
+            tg.cancel_scope.cancel()
+
+    app.router.lifespan_context = lifespan
 
 
 class RequestDeadline(H11Protocol):
@@ -183,11 +228,14 @@ def uvicorn_config(app: Starlette, host: str, port: int, settings: Settings) -> 
     )
 
 
-def serve(app: Starlette, host: str, port: int, settings: Settings) -> None:
-    """Run `app` until interrupted."""
+def serve(
+    app: Starlette, host: str, port: int, settings: Settings, sock: socket.socket | None = None
+) -> None:
+    """Run `app` until interrupted, on `sock` when given (a worker's share of one port), else bound
+    to `host`:`port`."""
     import uvicorn
 
     # What is loaded by now lives as long as the process: keep it out of the collector's full passes,
     # which would otherwise walk it again and again under load (pauses of 100 ms and more).
     gc.freeze()
-    uvicorn.Server(uvicorn_config(app, host, port, settings)).run()
+    uvicorn.Server(uvicorn_config(app, host, port, settings)).run(sockets=None if sock is None else [sock])

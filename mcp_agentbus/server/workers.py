@@ -1,0 +1,138 @@
+"""``agentbus serve --transport http --workers N``: N server processes on one port, serving one bus.
+
+The parent binds the port once, then forks N workers that each accept connections on that socket (the
+kernel hands each new connection to one worker that is ready) and run the whole HTTP server of
+``http.py``. The bus lives in Redis, so the processes behave as one bus. A legacy (``initialize``)
+session lives in the process that made it and its next request may reach another, so with more than
+one worker every process runs stateless: each request stands alone; 2026-07-28 clients are
+sessionless anyway.
+
+The parent only supervises: it restarts a worker that exits (at most one start a second per worker,
+so a worker that cannot start does not spin), and on SIGTERM or SIGINT it stops them all. While its
+event loop runs, each worker stamps its slot in a page of memory the processes share (`Fleet`);
+``/healthz`` on any worker reads every slot, so it answers for all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+logger = logging.getLogger(__name__)
+
+STAMP_SECONDS = 1.0  # how often a serving worker stamps its slot
+STALE_SECONDS = 5.0  # a slot older than this is a worker that is not serving (exited, starting, or stuck)
+RESTART_SECONDS = 1.0  # the least time between two starts of one worker
+STOP_SECONDS = 30.0  # how long workers get to finish on SIGTERM before they are killed
+POLL_SECONDS = 0.2  # how often the parent looks for a worker that exited
+_SLOT = struct.Struct("d")  # time.monotonic() of the last stamp; the same clock in every process
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The workers of one server, as every one of them sees them: a shared page of stamps."""
+
+    size: int
+    _page: mmap.mmap
+
+    @classmethod
+    def shared(cls, size: int) -> Fleet:
+        """A fleet of `size` slots in anonymous shared memory; create it before forking."""
+        return cls(size, mmap.mmap(-1, _SLOT.size * size))
+
+    def stamp(self, slot: int) -> None:
+        _SLOT.pack_into(self._page, slot * _SLOT.size, time.monotonic())
+
+    def clear(self, slot: int) -> None:
+        """Mark worker `slot` not serving (it exited) before its stamp would go stale."""
+        _SLOT.pack_into(self._page, slot * _SLOT.size, 0.0)
+
+    def serving(self) -> int:
+        """How many workers stamped their slot within `STALE_SECONDS`."""
+        now = time.monotonic()
+        stamps = (_SLOT.unpack_from(self._page, i * _SLOT.size)[0] for i in range(self.size))
+        return sum(1 for at in stamps if at and now - at < STALE_SECONDS)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket all workers share."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def supervise(fleet: Fleet, run_worker: Callable[[int], int]) -> None:
+    """Fork a worker per slot of `fleet` that runs ``run_worker(slot)`` (its exit status), and keep them
+    running until SIGTERM or SIGINT; then stop them."""
+    workers: dict[int, int] = {}  # pid → slot
+    started: dict[int, float] = {}  # slot → monotonic time of its last start
+    stopping = False
+
+    def start(slot: int) -> None:
+        wait = started.get(slot, -RESTART_SECONDS) + RESTART_SECONDS - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        started[slot] = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # the worker: its own process group, so a terminal's Ctrl-C reaches only the parent
+            os.setpgid(0, 0)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            status = 1
+            try:
+                status = run_worker(slot)
+            except BaseException:
+                logger.exception("worker %d failed", slot)
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        workers[pid] = slot
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            logger.info("stopping %d workers (%s)", len(workers), signal.Signals(signum).name)
+        stopping = True
+        for pid in workers:
+            _signal(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for slot in range(fleet.size):
+        start(slot)
+    deadline = None
+    while workers:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:  # polled, so a stop that comes meanwhile is seen within `POLL_SECONDS`
+            if stopping:
+                deadline = deadline or time.monotonic() + STOP_SECONDS
+                if time.monotonic() > deadline:
+                    for left in workers:
+                        _signal(left, signal.SIGKILL)
+            time.sleep(POLL_SECONDS)
+            continue
+        slot = workers.pop(pid)
+        fleet.clear(slot)
+        if not stopping:
+            code = os.waitstatus_to_exitcode(status)
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+            logger.warning("worker %d (pid %d) %s; starting it again", slot, pid, how)
+            start(slot)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it exited meanwhile; the wait loop collects it
+        os.kill(pid, sig)

@@ -1,0 +1,151 @@
+"""`agentbus serve --transport http --workers N`: N real processes on one port behave as one bus.
+
+The server is started as a user starts it (a subprocess on a free loopback port); workers are killed
+with SIGKILL as a crash would, and the whole server is stopped with SIGTERM as a service manager does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from helpers.http_servers import SERVE, Server, bus_env, connect, http_server
+
+pytestmark = pytest.mark.anyio
+
+BOUND = 30.0  # seconds any one wait below may take; each is far shorter on a quiet machine
+
+
+@pytest.fixture(scope="module")
+def served(redis_url_real: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = bus_env(redis_url_real, f"workers-{uuid.uuid4().hex[:12]}")
+    with http_server(env, tmp_path_factory.mktemp("workers") / "serve.log", "--workers", "2") as server:
+        wait_until(lambda: health(server)["workers"]["serving"] == 2, "both workers serve")  # one may lag
+        yield server
+
+
+def health(server: Server) -> dict[str, Any]:
+    """One /healthz on a fresh connection, so any worker may answer it."""
+    with httpx2.Client(timeout=5) as client:
+        reply = client.get(server.healthz)
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def workers_of(server: Server) -> set[int]:
+    """The pids of the server's worker processes (the children of the process we started)."""
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def wait_until(check: Any, what: str) -> Any:
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline:
+        seen = check()
+        if seen:
+            return seen
+        time.sleep(0.1)
+    pytest.fail(f"not within {BOUND} s: {what}")
+
+
+def test_every_worker_answers_on_the_one_port_and_health_speaks_for_all(served: Server) -> None:
+    answered: set[int] = set()
+    deadline = time.monotonic() + BOUND
+    while answered != {0, 1} and time.monotonic() < deadline:
+        body = health(served)
+        assert body["status"] == "ok"
+        assert body["workers"]["serving"] == 2 and body["workers"]["of"] == 2
+        answered.add(body["workers"]["answered_by"])
+    assert answered == {0, 1}
+    assert len(workers_of(served)) == 2
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_claims_over_many_connections_make_one_queue(served: Server, mode: str) -> None:
+    """Each client is its own connection, so the kernel spreads them over both workers; legacy clients
+    work too, each request standing alone (the workers run stateless)."""
+    capability = f"cap-{uuid.uuid4().hex[:8]}"
+    created: list[str] = []
+    claimed: list[str] = []
+    with anyio.fail_after(BOUND):
+        async with connect(served, mode) as coordinator:
+            for i in range(12):
+                reply = await coordinator.ok("create_task", {"title": f"t{i}", "capability": capability})
+                created.append(reply["task_id"])
+
+        async def worker(n: int) -> None:
+            async with connect(served, mode) as bus:
+                while True:
+                    reply = await bus.ok(
+                        "claim_task", {"agent": f"w{n}", "capabilities": [capability], "wait_seconds": 0}
+                    )
+                    if reply["task"] is None:
+                        return
+                    claimed.append(reply["task"]["id"])
+                    lease = reply["lease"]
+                    await bus.ok(
+                        "complete_task",
+                        {
+                            "agent": f"w{n}",
+                            "task_id": reply["task"]["id"],
+                            "lease_token": lease["lease_token"],
+                        },
+                    )
+
+        async with anyio.create_task_group() as tg:
+            for n in range(6):
+                tg.start_soon(worker, n)
+    assert sorted(claimed) == sorted(created)  # each task once: none lost, none doubled
+
+
+def test_a_killed_worker_is_reported_then_started_again(served: Server) -> None:
+    victim = min(workers_of(served))
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: health(served)["workers"]["serving"] == 1, "health reports one worker of two")
+    wait_until(lambda: health(served)["workers"]["serving"] == 2, "the killed worker serves again")
+    pids = workers_of(served)
+    assert victim not in pids and len(pids) == 2
+    assert health(served)["status"] == "ok"
+    log = served.log.read_text()
+    assert "was killed by SIGKILL; starting it again" in log
+    assert "Traceback" not in log
+
+
+def test_sigterm_stops_every_worker_and_exits_cleanly(redis_url_real: str, tmp_path: Path) -> None:
+    env = bus_env(redis_url_real, f"workers-{uuid.uuid4().hex[:12]}")
+    with http_server(env, tmp_path / "serve.log", "--workers", "3") as server:
+        wait_until(lambda: health(server)["workers"]["serving"] == 3, "three workers serve")
+        pids = workers_of(server)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=BOUND) == 0
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--workers", "2"], "--workers is for --transport http"),
+        (["--transport", "http", "--workers", "0"], "0 is not in the range 1<=x<=64"),
+        (["--transport", "http", "--workers", "2", "--redis-url", "memory://"], "needs a shared Redis"),
+    ],
+)
+def test_workers_refused_where_they_cannot_share_one_bus(flags: list[str], said: str, tmp_path: Path) -> None:
+    env = bus_env("memory://", "refused")
+    done = subprocess.run(
+        [*SERVE, *flags], env=env, capture_output=True, text=True, timeout=BOUND, cwd=tmp_path
+    )
+    assert done.returncode != 0
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr
