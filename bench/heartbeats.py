@@ -1,7 +1,7 @@
 """Presence at scale: N agents, each with its own MCP session over streamable HTTP, heartbeating once a
-second at their own phase against one agentbus HTTP server process. Every call is due at a fixed time;
-its lag is when its answer arrived minus when it was due, so a server (or client) that falls behind
-shows as growing lag, not as fewer calls.
+second at their own phase against one agentbus HTTP server process, then against ``--workers 2``.
+Every call is due at a fixed time; its lag is when its answer arrived minus when it was due, so a
+server (or client) that falls behind shows as growing lag, not as fewer calls.
 
 The agents speak the protocol with a lean client (raw asyncio streams, HTTP/1.1 keep-alive, one
 connection per agent) rather than the SDK's `Client`: that costs about as much CPU per call as the
@@ -24,7 +24,7 @@ from typing import Any
 
 from harness import Figure, Row, make_row
 from plan import Run
-from processes import HttpServer, agentbus_http_spec, cpu_snapshot, http_servers
+from processes import HttpServer, agentbus_http_spec, child_pids, cpu_snapshot, http_servers
 
 from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.settings import Settings
@@ -38,6 +38,7 @@ SETTLE_SECONDS = 1.0  # from the last agent joining to the window: every agent b
 CALL_SECONDS = 10.0  # bound on one call
 GRACE_SECONDS = 5.0  # after the window, how long the calls still due or in flight may take
 TICK_SECONDS = 0.01  # period of the probe of the bench's own event loop
+STARTED_SECONDS = 2.0  # after the first of several workers answers /healthz, for the others to start
 
 
 class CallFailed(Exception):
@@ -153,10 +154,12 @@ class Agent:
         request_id = next(self.ids)
         message = {"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": params}
         status, headers, body = await self.send(message)
-        session = headers.get(b"mcp-session-id")
-        if status != 200 or session is None or "result" not in answer_to(request_id, headers, body):
-            raise CallFailed(f"initialize: HTTP {status}, session id {session!r}")
-        self.head += b"Mcp-Session-Id: %s\r\nMCP-Protocol-Version: %s\r\n" % (session, PROTOCOL.encode())
+        session = headers.get(b"mcp-session-id")  # none from a stateless server (--workers N)
+        if status != 200 or "result" not in answer_to(request_id, headers, body):
+            raise CallFailed(f"initialize: HTTP {status}")
+        if session is not None:
+            self.head += b"Mcp-Session-Id: %s\r\n" % session
+        self.head += b"MCP-Protocol-Version: %s\r\n" % PROTOCOL.encode()
         status, _, _ = await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         if status != 202:
             raise CallFailed(f"notifications/initialized: HTTP {status}")
@@ -323,20 +326,34 @@ async def alive_agents(run: Run, settings: Settings, names: list[str]) -> set[st
 
 
 async def heartbeats_section(run: Run) -> list[Row]:
-    """N agents (the plan's `heartbeat_agents`) join one HTTP server process, each on its own session and
-    connection, and heartbeat once a second; `heartbeat_seconds` of it are measured. After the run every
-    agent that joined must still be alive on the bus."""
+    """N agents (the plan's `heartbeat_agents`) join, each on its own session and connection, and
+    heartbeat once a second; `heartbeat_seconds` of it are measured. Against one HTTP server process,
+    then against `serve --workers 2` (one per core here). After each run every agent that joined must
+    still be alive on the bus."""
+    rows = []
+    for workers in (1, 2):
+        rows += await heartbeats_against(run, workers)
+    return rows
+
+
+async def heartbeats_against(run: Run, workers: int) -> list[Row]:
     count, rounds = run.plan.heartbeat_agents, max(1, round(run.plan.heartbeat_seconds))
-    settings = run.namespace("heartbeats")
+    settings = run.namespace(f"heartbeats-{workers}")
     names = [f"hb-{i:04d}" for i in range(count)]
+    flags = ("--workers", str(workers)) if workers > 1 else ()
     with tempfile.TemporaryDirectory(prefix="agentbus-bench-heartbeats-") as tmp:
         workdir = Path(tmp)
-        specs = [agentbus_http_spec(settings, "(heartbeats)", workdir)]
+        specs = [agentbus_http_spec(settings, "(heartbeats)", workdir, *flags)]
         async with http_servers(run.warnings, specs, workdir) as (server,):
-            pids = {"bench": os.getpid(), "server": server.proc.pid, "redis": run.redis_pid}
-            out = await heartbeat_load(server, names, rounds, pids)
+            pids: dict[str, int | None] = {"bench": os.getpid(), "server": server.proc.pid}
+            if workers > 1:
+                await asyncio.sleep(STARTED_SECONDS)  # the first worker answered /healthz; let all start
+                workers_pids = child_pids(server.proc.pid)
+                pids |= {f"server worker {i}": pid for i, pid in enumerate(workers_pids)}
+            out = await heartbeat_load(server, names, rounds, pids | {"redis": run.redis_pid})
     alive = await alive_agents(run, settings, names)
-    section = f"scale: {count:,} agents heartbeating, 1 HTTP process"
+    processes = "1 HTTP process" if workers == 1 else f"--workers {workers}"
+    section = f"scale: {count:,} agents heartbeating, {processes}"
     report_problems(run, section, alive, out)
     run.figures += heartbeat_figures(section, count, rounds, out, len(alive))
     if len(out.lags) < 2:
@@ -394,9 +411,11 @@ def heartbeat_figures(section: str, count: int, rounds: int, out: Outcome, alive
         Figure(
             section,
             "server CPU per heartbeat",
-            out.cpu.get("server", math.nan) / max(out.answered, 1) * 1000,
+            sum(used for name, used in out.cpu.items() if name.startswith("server"))
+            / max(out.answered, 1)
+            * 1000,
             "ms",
-            "server CPU s / heartbeats answered, in the window",
+            "server CPU s (all its processes) / heartbeats answered, in the window",
         ),
         Figure(
             section,

@@ -122,13 +122,13 @@ def noop_http_spec() -> ServerSpec:
     return ServerSpec("no-op HTTP server", lambda port: [sys.executable, script, "http", str(port)], {})
 
 
-def agentbus_http_spec(settings: Settings, name: str, workdir: Path) -> ServerSpec:
-    """`agentbus serve --transport http` on the settings' Redis and namespace. The tokens file is a path
-    that does not exist, so the server runs without authentication (it listens on loopback only)."""
+def agentbus_http_spec(settings: Settings, name: str, workdir: Path, *flags: str) -> ServerSpec:
+    """`agentbus serve --transport http` on the settings' Redis and namespace, with `flags`. The tokens
+    file is a path that does not exist, so the server runs without authentication (on loopback only)."""
 
     def argv(port: int) -> list[str]:
         serve = [sys.executable, "-m", "mcp_agentbus", "serve", "--transport", "http"]
-        return [*serve, "--host", "127.0.0.1", "--port", str(port)]
+        return [*serve, "--host", "127.0.0.1", "--port", str(port), *flags]
 
     env = {**agentbus_env(settings), "AGENTBUS_TOKENS_FILE": str(workdir / "no-tokens.json")}
     return ServerSpec(f"agentbus HTTP server {name}", argv, env)
@@ -212,9 +212,9 @@ def cpu_snapshot(pids: dict[str, int | None]) -> dict[str, float]:
     return {name: t for name, pid in pids.items() if pid is not None and (t := cpu_seconds(pid)) is not None}
 
 
-def child_pids() -> list[int]:
-    """The process ids of this process's children (Linux /proc)."""
-    me, children = str(os.getpid()), []
+def child_pids(parent: int | None = None) -> list[int]:
+    """The process ids of the children of `parent` (by default this process; Linux /proc)."""
+    me, children = str(parent or os.getpid()), []
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == me:
