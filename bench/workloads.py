@@ -7,7 +7,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 from harness import Step, Workload
 from mcp import Client
@@ -159,7 +159,6 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
     script: its floor is the one XRANGE that reads."""
     lease_ms = raw.settings.lease_seconds * 1000
     events_key = Keys(raw.settings.namespace).events
-    state_key = Keys(raw.settings.namespace).state(STATE_KEY)
 
     async def claim(_: None) -> Lease:
         token = secrets.token_urlsafe(12)
@@ -215,10 +214,10 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
         reply = await raw("set_state", AGENT, "", STATE_KEY, "increment", "1", "", "", *bounds)
         return int(reply[2])
 
-    async def get_value(version: int) -> None:  # a read is no script: its floor is the one HMGET
-        fields = cast(list[str | None], await raw.redis.hmget(state_key, "value", "version"))
-        if fields[1] is None or int(fields[1]) != version:
-            raise RuntimeError(f"HMGET read version {fields[1]}, expected {version}")
+    async def get_value(version: int) -> None:
+        reply = await raw("read_state", STATE_KEY)
+        if reply[3] is None or int(reply[3]) != version:
+            raise RuntimeError(f"read_state read version {reply[3]}, expected {version}")
 
     async def create(_: None) -> str:
         return str(json.loads((await raw("create_task", *CREATE_ARGS))[1])["task_id"])

@@ -2,8 +2,9 @@
 namespace, versioned for compare-and-set, optionally expiring.
 
 Every change is one run of ``lua/set_state.lua`` (which also writes ``state.set`` / ``state.deleted``
-and the ``state:<key>`` wake-up hint); reads are plain reads against the Redis clock, so an expired key
-is never shown even before a write clears it. A key's version only grows: its deletion (or expiry) is a
+and the ``state:<key>`` wake-up hint); a key is read with the Redis clock in one script
+(``lua/read_state.lua``), a listing by plain reads against it, so an expired key is never shown even
+before a write clears it. A key's version only grows: its deletion (or expiry) is a
 version too, kept as a tombstone that the key continues from.
 """
 
@@ -30,7 +31,7 @@ from mcp_agentbus.ids import (
     encode_json,
     seconds,
 )
-from mcp_agentbus.redis.replies import SET_STATE, StateWritten
+from mcp_agentbus.redis.replies import READ_STATE, SET_STATE, StateWritten
 from mcp_agentbus.redis.store import Store, require
 
 MAX_LIMIT = 200  # keys one get_state lists at most
@@ -208,18 +209,13 @@ class State:
                 stopped = waiter.stopped_by_news(agent)
 
     async def _read(self, key: str) -> _Read:
-        keys = self._store.keys
-        now = await self._store.now_ms()
-        with self._store.backend():
-            async with self._store.redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(keys.state(key), *_FIELDS)
-                pipe.zscore(keys.state_tombs, key)
-                fields, tomb = await pipe.execute()
+        read = await self._store.run(READ_STATE, key)
+        now, fields = read.now_ms, read.fields
         entry = _entry(key, fields, now)
         if entry is not None:
             expires = int(fields[4] or 0)
             return _Read(entry, entry.version, (expires - now) / 1000 if expires else math.inf)
-        version = int(fields[1]) + 1 if fields[1] is not None else int(tomb or 0)
+        version = int(fields[1]) + 1 if fields[1] is not None else read.tombstone
         return _Read(None, version, math.inf)
 
     async def _list(self, prefix: str, cursor: str | None, limit: int) -> GetStateResult:

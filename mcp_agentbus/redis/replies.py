@@ -254,6 +254,17 @@ def _set_state(reply: list[Any]) -> StateWritten:
     return StateWritten(status == "duplicate", outcome, int(version), value, int(expires))
 
 
+class StateRead(NamedTuple):
+    now_ms: int
+    fields: list[str | None]  # value, version, by, at, expires: None where the key has none
+    tombstone: int  # the version its last deletion left (0: none)
+
+
+def _read_state(reply: list[Any]) -> StateRead:
+    _, now, *fields, tomb = reply
+    return StateRead(int(now), fields, int(tomb or 0))
+
+
 ACQUIRE_LOCK = Script("acquire_lock", _acquire)
 CANCEL_TASK = Script("cancel_task", _recorded)  # {cancelled, already_final, more}
 CLAIM_TASK = Script("claim_task", _claim)
@@ -266,6 +277,7 @@ HEARTBEAT = Script("heartbeat", _heartbeat)
 LEAVE_LOCK_QUEUE = Script("leave_lock_queue", lambda reply: None)
 PUBLISH_EVENT = Script("publish_event", lambda reply: Published(reply[1], reply[0] == "duplicate"))
 READ_INBOX = Script("read_inbox", _read_inbox)
+READ_STATE = Script("read_state", _read_state)
 REAP = Script("reap", _reap)
 RELEASE_LOCK = Script("release_lock", lambda reply: LockReleased(_flag(reply[1]), reply[2]))
 RELEASE_TASK = Script("release_task", lambda reply: _flag(reply[1]))  # released: the lease was still this one

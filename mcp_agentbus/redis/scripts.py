@@ -40,6 +40,7 @@ ScriptName = Literal[
     "leave_lock_queue",
     "publish_event",
     "read_inbox",
+    "read_state",
     "reap",
     "release_lock",
     "release_task",
