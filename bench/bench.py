@@ -47,6 +47,7 @@ from processes import (
     redis_server,
 )
 from scale import depth_section, retention_section
+from server_cpu import server_cpu_section
 from soak import soak_section
 from waiters import waiters_section
 from workloads import (
@@ -416,6 +417,7 @@ SECTIONS: dict[str, Section] = {
     "memory": memory_section,
     "stdio": stdio_sections,
     "http": http_sections,
+    "cpu": server_cpu_section,
     "concurrent": concurrent_sections,
     "heartbeats": heartbeats_section,
     "retention": retention_section,  # before depth: dropping a million keys resizes Redis' tables

@@ -1,7 +1,8 @@
 """The SDK's latency floor: an MCP server with one tool that does nothing.
 
 `bench.py` drives it in-memory (`build_noop_server()`), as a stdio subprocess
-(``python bench/noop_server.py``) and over streamable HTTP (``python bench/noop_server.py http PORT``),
+(``python bench/noop_server.py``) and over streamable HTTP (``python bench/noop_server.py http PORT
+[json]``),
 next to the agentbus server on the same transport.
 """
 
@@ -38,31 +39,35 @@ async def healthz(_: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def build_noop_http_app() -> Starlette:
+def build_noop_http_app(json_response: bool = False) -> Starlette:
     security = TransportSecuritySettings(
         allowed_hosts=list(LOOPBACK_HOSTS),
         allowed_origins=[f"{scheme}://{h}" for h in LOOPBACK_HOSTS for scheme in ("http", "https")],
     )
     app = build_noop_server().streamable_http_app(
-        streamable_http_path="/mcp", stateless_http=False, transport_security=security
+        streamable_http_path="/mcp",
+        stateless_http=False,
+        transport_security=security,
+        json_response=json_response,
     )
     app.add_route("/healthz", healthz, methods=["GET"])
     return app
 
 
-def serve_http(port: int) -> None:
-    """Serve at http://127.0.0.1:PORT/mcp with uvicorn configured as `agentbus serve --transport http`."""
+def serve_http(port: int, json_response: bool = False) -> None:
+    """Serve at http://127.0.0.1:PORT/mcp with uvicorn configured as `agentbus serve --transport http`
+    (with `json_response`: as `agentbus serve --transport http --json-responses`)."""
     import uvicorn
 
     logging.basicConfig(stream=sys.stderr, level="WARNING")
     config = uvicorn.Config(
-        build_noop_http_app(), host="127.0.0.1", port=port, log_config=None, access_log=False
+        build_noop_http_app(json_response), host="127.0.0.1", port=port, log_config=None, access_log=False
     )
     uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["http"]:
-        serve_http(int(sys.argv[2]))
+        serve_http(int(sys.argv[2]), sys.argv[3:4] == ["json"])
     else:
         build_noop_server().run("stdio")

@@ -34,6 +34,7 @@ class Plan:
     chain: int  # tasks in the dependency chain whose head dies (cascade), among depths[-1] tasks
     soak_seconds: int  # how long the soak sends events and messages at soak_rate, memory sampled
     soak_rate: int  # events, and messages, per second in the soak
+    server_cpu_calls: int  # sequential calls over which a server's CPU per call is measured
 
     def tasks_needed(self, budget: Budget) -> int:
         """Tasks one claim+complete workload can consume: its warm-up and every round."""
@@ -63,6 +64,7 @@ FULL = Plan(
     chain=100_000,
     soak_seconds=60,
     soak_rate=100,
+    server_cpu_calls=1_000,
 )
 # --quick only checks that every path runs (CI: make bench-quick); about 30 s.
 QUICK = Plan(
@@ -84,6 +86,7 @@ QUICK = Plan(
     chain=2_000,
     soak_seconds=6,
     soak_rate=100,
+    server_cpu_calls=100,
 )
 
 

@@ -117,9 +117,11 @@ class HttpServer:
             return False
 
 
-def noop_http_spec() -> ServerSpec:
+def noop_http_spec(*flags: str) -> ServerSpec:
+    """The no-op server over HTTP; flag ``json`` answers with JSON bodies, not event streams."""
     script = str(BENCH_DIR / "noop_server.py")
-    return ServerSpec("no-op HTTP server", lambda port: [sys.executable, script, "http", str(port)], {})
+    name = " ".join(("no-op HTTP server", *flags))
+    return ServerSpec(name, lambda port: [sys.executable, script, "http", str(port), *flags], {})
 
 
 def agentbus_http_spec(settings: Settings, name: str, workdir: Path, *flags: str) -> ServerSpec:

@@ -66,6 +66,7 @@ def build_app(
     *,
     allowed_hosts: Sequence[str] = (),
     stateless: bool = False,
+    json_response: bool = False,
     tokens: TokensFile | None = None,
     fleet: Fleet | None = None,
     slot: int = 0,
@@ -74,7 +75,8 @@ def build_app(
     `allowed_hosts` (``host:port`` or ``host:*``), against DNS rebinding; with `tokens`, they must
     also carry a bearer token from that file (401 otherwise) and act within its grant. As worker
     `slot` of a `fleet` (``--workers``), it stamps its slot while it serves, and ``/healthz`` reports
-    every worker."""
+    every worker. With `json_response`, each call is answered with one JSON body rather than an event
+    stream: less CPU per call, but nothing reaches the client while its call waits (no progress)."""
     server = build_server(settings, legacy_subscriptions=not stateless, tokens=tokens)
 
     health_key = Keys(settings.namespace).health
@@ -122,6 +124,7 @@ def build_app(
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=stateless,
+        json_response=json_response,
         transport_security=security,
         session_idle_timeout=settings.session_idle_seconds,
         max_sessions=settings.max_sessions,

@@ -1,0 +1,62 @@
+"""Server CPU per tool call over streamable HTTP: the agentbus server beside the SDK's no-op server,
+each answering with event streams (the default) and with plain JSON bodies (``--json-responses``).
+
+One client makes sequential calls (heartbeat; the no-op tool) in each protocol era; the server
+process's CPU time (user + system, from /proc) over those calls, divided by their number, is the
+figure. The goal: agentbus at most `GOAL_RATIO` x the no-op server's, in the same response mode.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from harness import Figure, Row
+from plan import Run
+from processes import HttpServer, agentbus_http_spec, cpu_seconds, http_servers, noop_http_spec
+from workloads import call, http_client
+
+GOAL_RATIO = 1.5
+MODES = {"event streams": (), "JSON bodies": ("json",)}
+
+
+async def server_cpu_section(run: Run) -> list[Row]:
+    settings = run.namespace("server-cpu")
+    calls = run.plan.server_cpu_calls
+    with tempfile.TemporaryDirectory(prefix="agentbus-bench-cpu-") as tmp:
+        workdir = Path(tmp)
+        for mode, flags in MODES.items():
+            agentbus_flags = ("--json-responses",) if flags else ()
+            specs = [noop_http_spec(*flags), agentbus_http_spec(settings, "(cpu)", workdir, *agentbus_flags)]
+            async with http_servers(run.warnings, specs, workdir) as (noop, agentbus):
+                for era in ("legacy", "auto"):
+                    floor = await cpu_per_call(noop, era, "noop", calls)
+                    ours = await cpu_per_call(agentbus, era, "heartbeat", calls)
+                    section = f"server CPU per call: http {era}, {mode}"
+                    run.figures += [
+                        Figure(section, "no-op server", floor, "ms", f"CPU / {calls} sequential no-op calls"),
+                        Figure(
+                            section,
+                            "agentbus server",
+                            ours,
+                            "ms",
+                            f"CPU / {calls} sequential heartbeats; {ours / floor:.2f}x the no-op server's",
+                            f"<={GOAL_RATIO:g}x no-op",
+                            ours <= GOAL_RATIO * floor,
+                        ),
+                    ]
+    return []
+
+
+async def cpu_per_call(server: HttpServer, era: str, tool: str, calls: int) -> float:
+    """Milliseconds of the server's CPU per call, over `calls` sequential calls after a warm-up."""
+    async with http_client(server, era) as client:
+        for _ in range(max(10, calls // 10)):
+            await call(client, tool, {})
+        before = cpu_seconds(server.proc.pid)
+        for _ in range(calls):
+            await call(client, tool, {})
+        after = cpu_seconds(server.proc.pid)
+    if before is None or after is None:
+        raise RuntimeError(f"no CPU time for {server.spec.name} (pid {server.proc.pid}) in /proc")
+    return (after - before) / calls * 1000
