@@ -70,7 +70,9 @@ function drawThroughput(stats) {
     g.appendChild(svg("title", {}, `${clock(minute)}: ${done} completed, ${failed} failed, ${dead} dead`));
     const x = left + i * step + 1, doneH = (done / most) * plot, failedH = (failed / most) * plot;
     g.appendChild(svg("rect", { x, y: top, width: step - 2, height: plot, class: "hit" }));
-    if (done) g.appendChild(svg("rect", { x, y: H - bottom - doneH, width: step - 2, height: doneH, class: "done" }));
+    if (done) {
+      g.appendChild(svg("rect", { x, y: H - bottom - doneH, width: step - 2, height: doneH, class: "done" }));
+    }
     if (failed) {
       g.appendChild(svg("rect", {
         x, y: H - bottom - doneH - failedH, width: step - 2, height: failedH, class: "failed",
@@ -92,7 +94,8 @@ function sparkline(samples) {
   const W = 180, H = 24, most = Math.max(1, ...samples);
   const points = samples.map((v, i) => `${(i * W) / (samples.length - 1)},${H - 2 - (v / most) * (H - 4)}`);
   const line = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: "spark" });
-  line.appendChild(svg("title", {}, `ready tasks at each minute's sample, last hour: peak ${Math.max(...samples)}`));
+  const peak = Math.max(...samples);
+  line.appendChild(svg("title", {}, `ready tasks at each minute's sample, then now: peak ${peak}`));
   line.appendChild(svg("polyline", { points: points.join(" ") }));
   return line;
 }
@@ -108,14 +111,14 @@ function drawDepth(stats) {
     const bar = svg("svg", { viewBox: "0 0 150 14", width: 150, height: 14, class: "now" });
     bar.appendChild(svg("title", {}, `${now} ready now`));
     bar.appendChild(svg("rect", { x: 0, y: 2, width: (150 * now) / most, height: 10 }));
-    const tr = row([cap, bar, now, sparkline(stats.ready[cap])]);
+    const tr = row([cap, bar, now, sparkline([...stats.ready[cap].slice(0, -1), now])]);  // ends at now
     tr.dataset.cap = cap;
     tr.dataset.ready = String(now);
     return tr;
   }), "no ready tasks this hour");
   const hidden = stats.capabilities - caps.length;
-  document.getElementById("depth-more").textContent =
-    hidden > 0 ? `${hidden} more capabilities with ready tasks are not shown (the deepest ${caps.length} are)` : "";
+  document.getElementById("depth-more").textContent = hidden > 0
+    ? `${hidden} more capabilities with ready tasks are not shown (the deepest ${caps.length} are)` : "";
 }
 
 const followStats = follower(() => "/dashboard/stats", (stats, ok) => {

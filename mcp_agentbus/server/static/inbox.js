@@ -19,7 +19,8 @@ function drawThreads(body, ok, target) {
   const note = document.getElementById("inbox-note");
   if (!ok) {
     box.replaceChildren();
-    note.textContent = body.error ? body.error.message + " " + (body.error.hint || "") : "cannot read the inbox";
+    const error = body.error || { message: "cannot read the inbox", hint: "" };
+    note.textContent = error.message + " " + (error.hint || "");
     return;
   }
   note.textContent = body.shown === 0 ? `${body.agent} has no messages`
