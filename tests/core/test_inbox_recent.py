@@ -4,11 +4,12 @@ marking any read."""
 from __future__ import annotations
 
 import pytest
+from helpers import ALSO_ON_CLUSTER
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import InvalidArgument
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, ALSO_ON_CLUSTER]
 
 
 async def test_recent_shows_read_and_unread_messages_newest_first_and_marks_none_read(bus: AgentBus) -> None:

@@ -8,13 +8,14 @@ from typing import TypeVar
 
 import anyio
 import pytest
+from helpers import ALSO_ON_CLUSTER
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import ClaimResult
 from mcp_agentbus.core.stats import MINUTE_MS, MINUTES, last_hour
 from mcp_agentbus.settings import Settings
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, ALSO_ON_CLUSTER]
 
 T = TypeVar("T")
 
