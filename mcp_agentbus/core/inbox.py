@@ -7,7 +7,7 @@ at send time, so each recipient reads it once, at its own pace, whichever server
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from mcp_agentbus.core.models import MessageView, ReadInboxResult, SendResult, iso
 from mcp_agentbus.core.tasks import idempotency_scope
@@ -31,6 +31,13 @@ from mcp_agentbus.redis.replies import READ_INBOX, SEND_MESSAGE, UNREAD_MESSAGES
 from mcp_agentbus.redis.store import Store, require
 
 MAX_READ = 100
+
+
+class Kept(NamedTuple):
+    """A message an inbox keeps, and whether its agent has read it yet."""
+
+    message: MessageView
+    unread: bool
 
 
 class Inbox:
@@ -130,6 +137,25 @@ class Inbox:
                 await wait.sleep(waiter.event)
                 stopped = waiter.stopped_by_news(agent, awaited=awaited)
 
+    async def recent(self, agent: str, limit: int = MAX_READ) -> list[Kept]:
+        """The newest `limit` messages the agent's inbox keeps, read and unread, newest first, for a
+        person's look (the dashboard): nothing is marked read and no presence renewed. (`read` with
+        `peek` shows only the unread ones, oldest first.)"""
+        require(agent, AGENT_RE, "agent id")
+        if not 1 <= limit <= MAX_READ:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_READ} (got {limit})")
+        keys, redis = self._store.keys, self._store.redis
+        with self._store.backend():
+            entries = cast(
+                list[tuple[str, dict[str, str]]],
+                await redis.xrevrange(keys.inbox(agent), "+", "-", count=limit),
+            )
+            unread = await redis.zmscore(keys.unread(agent), [e for e, _ in entries]) if entries else []
+        return [
+            Kept(_message(_entry(entry_id, fields)), score is not None)
+            for (entry_id, fields), score in zip(entries, unread, strict=True)
+        ]
+
     async def _read_once(self, agent: str, limit: int, peek: bool, thread_id: str) -> InboxRead:
         """One read that is never half-done: the messages it marked read for a caller that is cancelled
         meanwhile (a client that disconnected or timed out) are marked unread again. It takes only what
@@ -157,6 +183,12 @@ def _fit_notice(returned: int, remaining: int, peek: bool) -> list[str]:
     if peek:
         return [f"Only the oldest {returned} unread message(s) fit in one reply; read them to see the rest."]
     return [f"{remaining} more unread message(s) did not fit in this reply: call read_inbox again for them."]
+
+
+def _entry(entry_id: str, f: dict[str, str]) -> InboxEntry:
+    """A message as the inbox stream stores it (send_message.lua)."""
+    fields = (f["id"], f["from"], f["to"], f["subject"], f["body"], f["data"], f["thread"], f["reply_to"])
+    return InboxEntry(entry_id, *fields)
 
 
 def _message(entry: InboxEntry) -> MessageView:

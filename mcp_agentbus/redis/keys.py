@@ -55,6 +55,8 @@ Every key starts with ``ab:{<ns>}:``.
 | ``state_tombs``      | ZSET    | deleted state keys, score = last version| state_keys_max ⁷                |
 | ``owned_state:<o>``  | ZSET    | state keys o created, score = expiry    | state_keys_max_per_owner ⁵      |
 | ``assigned:<agent>`` | ZSET    | ready ids only it may claim, as ready:  | tasks_max in all                |
+| ``throughput``       | HASH    | done/failed/dead count per minute       | 3 per minute, the last hour ⁸   |
+| ``depth``            | HASH    | ready queues sampled once a minute      | 60 samples of 50 capabilities ⁸ |
 
 ¹ The inbox of an agent that is not live expires after the retention (and is dropped sooner, soonest to
 expire first, when more than idle_inboxes_max wait). ² Each also expires after the retention.
@@ -64,6 +66,7 @@ inboxes or locks. An owner (``context.py``) is ``token:<grant id>`` or an agent 
 ⁶ Live keys; expired ones are not shown and go (as deleted) at the next set_state, 20 a call, so live
 and expired together stay within the bound. ⁷ Past it the lowest versions go and ``counters.state_floor``
 keeps the highest of them: a key with no tombstone continues above it (``lua/set_state.lua``).
+⁸ The reaper's first sweep of each minute trims them to the last 60 minutes (``lua/include/stats.lua``).
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ LAYOUT = (
     "state_tombs",
     "owned_state:",
     "assigned:",
+    "throughput",
+    "depth",
 )
 
 
@@ -209,6 +214,17 @@ class Keys:
 
     def assigned(self, agent_id: str) -> str:
         return f"{self.prefix}assigned:{agent_id}"
+
+    def inbox(self, agent_id: str) -> str:
+        return f"{self.prefix}inbox:{agent_id}"
+
+    @property
+    def throughput(self) -> str:
+        return f"{self.prefix}throughput"
+
+    @property
+    def depth(self) -> str:
+        return f"{self.prefix}depth"
 
     def unread(self, agent_id: str) -> str:
         return f"{self.prefix}unread:{agent_id}"

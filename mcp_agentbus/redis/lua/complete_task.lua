@@ -9,6 +9,7 @@
 --           more ('1' when unblocking further dependents was left to the reaper)}
 --        | {'not_found' | 'wrong_state' | 'lease_lost' | 'payload_too_large', message[, hint]}
 --@include keys.lua
+--@include stats.lua
 --@include common.lua
 --@include tasks.lua
 
@@ -51,6 +52,7 @@ redis.call('HDEL', K_TASK .. id, 'error')
 for _, dep in ipairs(receivers) do redis.call('HINCRBY', K_TASK .. dep, 'in_bytes', #result) end
 set_state(id, wf, 'claimed', 'done', now)
 emit('task.completed', agent, { task = id, workflow = wf, summary = summary })
+count_throughput('done', now)
 local unblocked, more = unblock_dependents(id, now)
 settle(id, wf, now)
 return { 'ok', '0', unblocked, wf, progress(wf), more and '1' or '0' }

@@ -7,6 +7,7 @@
 --           more ('1' when cancelling further dependents was left to the reaper)}
 --        | {'not_found' | 'wrong_state' | 'lease_lost', message[, hint]}
 --@include keys.lua
+--@include stats.lua
 --@include common.lua
 --@include tasks.lua
 
@@ -31,6 +32,7 @@ end
 local now = now_ms()
 drop_lease(id, owner)
 redis.call('HSET', K_TASK .. id, 'error', err, 'failed_token', token)
+count_throughput('failed', now)
 if retry and attempts < max_attempts then
   local delay = math.floor(math.min(cap_ms, base_ms * 2 ^ (attempts - 1)) * (0.5 + 0.5 * jitter))
   release(id, wf, 'claimed', now + delay, now)
@@ -42,5 +44,6 @@ if retry and attempts < max_attempts then
 end
 emit('task.failed', agent, { task = id, workflow = wf, error = err, attempt = attempts })
 redis.call('HSET', K_TASK .. id, 'failed_outcome', cjson.encode({ 'dead', '', attempts }))
+count_throughput('dead', now)
 local cancelled, more = kill(id, wf, 'claimed', err, now, agent)
 return { 'ok', '0', 'dead', '', cancelled, attempts, max_attempts, more and '1' or '0' }

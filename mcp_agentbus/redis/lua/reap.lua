@@ -1,7 +1,8 @@
 -- reap: the periodic sweep. Only the server process holding the reaper key runs it, so one sweep
 -- runs at a time across all processes. Takes back expired leases (the old holder's token stops
 -- working) and expired locks, promotes due delayed tasks, marks silent agents gone, continues the cancel and
--- unblock cascades earlier calls left queued, and drops expired index entries. Each kind of work does at
+-- unblock cascades earlier calls left queued, and drops expired index entries; once a minute it samples the
+-- ready queues for the dashboard's charts (include/stats.lua). Each kind of work does at
 -- most `batch` items per call; `more` asks the caller to call again at once.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, reaper_id, guard_ms, batch
@@ -9,6 +10,7 @@
 --        | {'ok', reclaimed, promoted, gone, more ('1' when a batch was full or a cascade is left),
 --           locks_expired, cascaded (tasks cancelled or unblocked by continued cascades)}
 --@include keys.lua
+--@include stats.lua
 --@include common.lua
 --@include tasks.lua
 --@include locks.lua
@@ -34,7 +36,9 @@ for _, id in ipairs(expired) do
     drop_lease(id, owner)
     tell_lost(owner, 'task ' .. id)
     emit('task.reclaimed', owner, { task = id, workflow = wf, attempt = attempts })
+    count_throughput('failed', now)
     if attempts >= max_attempts then
+      count_throughput('dead', now)
       kill(id, wf, 'claimed', err, now, '')
     else
       redis.call('HSET', K_TASK .. id, 'error', err)
@@ -47,6 +51,7 @@ local stale = redis.call('ZRANGEBYSCORE', K_LOCKS, '-inf', now, 'LIMIT', 0, batc
 for _, res in ipairs(stale) do live_lock(res, now) end -- drops the expired ones
 
 local promoted = promote_due(now, batch)
+keep_stats(now) -- the charts' queue depth sample and trim, once a minute (include/stats.lua)
 local cascaded = continue_cascades(now)
 
 local silent = redis.call('ZRANGEBYSCORE', K_AGENTS, '-inf', now, 'LIMIT', 0, batch)

@@ -87,6 +87,7 @@ function render(snap) {
   const events = snap.events.slice().reverse().filter((e) => !filter || e.topic.includes(filter));
   fill("events", events.map((e) => row(
     [e.at.slice(11, 19), e.topic, e.agent || "", e.data === null ? "" : JSON.stringify(e.data)])));
+  statsChanged(snap); inboxChanged();  // charts.js, inbox.js
 }
 
 function status(text) { document.getElementById("status").textContent = text; }

@@ -1,0 +1,114 @@
+"""The dashboard's charts, dead tasks and inbox threads in a real headless Chromium, on a real server
+process changed through MCP (the browser, server and MCP fixtures are those of test_dashboard_web)."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from helpers.http_servers import Server, connect, fresh
+from playwright.async_api import Browser, expect
+from test_dashboard_web import (  # noqa: F401 - fixtures used by name
+    TIMEOUT,
+    browser,
+    chromium,
+    open_page,
+    server,
+)
+
+pytestmark = pytest.mark.anyio
+
+COMPLETED = 3
+
+
+async def test_the_charts_show_this_minutes_completions_and_a_queues_depth(
+    browser: Browser,  # noqa: F811
+    server: Server,  # noqa: F811
+) -> None:
+    cap = fresh("chart")
+    with anyio.fail_after(TIMEOUT):
+        page = await open_page(browser, server)
+        started = int(time.time() // 60)
+        async with connect(server, "auto") as bus:
+            for n in range(COMPLETED + 2):
+                await bus.ok("create_task", {"title": f"job {n}", "capability": cap})
+            for _ in range(COMPLETED):
+                claim = await bus.ok("claim_task", {"agent": "worker", "capabilities": [cap]})
+                await bus.ok(
+                    "complete_task",
+                    {
+                        "agent": "worker",
+                        "task_id": claim["task"]["id"],
+                        "lease_token": claim["lease"]["lease_token"],
+                    },
+                )
+        chart = page.locator("#throughput-chart svg")
+        await expect(chart).to_have_attribute("data-hour-done", str(COMPLETED))
+        if int(time.time() // 60) == started:  # all in one minute (else split over two bars)
+            current = page.locator("#throughput-chart g.minute").last
+            await expect(current).to_have_attribute("data-done", str(COMPLETED))
+            await expect(current.locator("title")).to_contain_text(f"{COMPLETED} completed")
+            await expect(chart).to_have_attribute("data-current-done", str(COMPLETED))
+        depth = page.locator(f'#depth tr[data-cap="{cap}"]')
+        await expect(depth).to_have_attribute("data-ready", "2")
+        await expect(depth).to_contain_text("2")
+
+        # A change the charts do not show (an agent's note) fetches the stats again but redraws nothing.
+        await page.evaluate("document.querySelector('#throughput-chart svg').dataset.kept = 'yes'")
+        minute = int(time.time() // 60)
+        async with (
+            page.expect_response("**/dashboard/stats", timeout=10_000),
+            connect(server, "auto") as bus,
+        ):
+            await bus.ok("heartbeat", {"agent": "worker", "note": "resting"})
+        await expect(page.locator("#agents")).to_contain_text("resting")
+        if int(time.time() // 60) == minute:  # a new minute moves every bar: a redraw
+            await expect(chart).to_have_attribute("data-kept", "yes")
+
+
+async def test_a_dead_task_shows_in_the_dead_table(browser: Browser, server: Server) -> None:  # noqa: F811
+    cap = fresh("dead")
+    with anyio.fail_after(TIMEOUT):
+        page = await open_page(browser, server)
+        async with connect(server, "auto") as bus:
+            await bus.ok("create_task", {"title": "doomed import", "capability": cap})
+            claim = await bus.ok("claim_task", {"agent": "worker", "capabilities": [cap]})
+            await bus.ok(
+                "fail_task",
+                {
+                    "agent": "worker",
+                    "task_id": claim["task"]["id"],
+                    "lease_token": claim["lease"]["lease_token"],
+                    "error": "the file is corrupt",
+                    "retry": False,
+                },
+            )
+        dead = page.locator(f'#dead tr[data-task="{claim["task"]["id"]}"]')
+        await expect(dead).to_contain_text("doomed import")
+        await expect(dead).to_contain_text("the file is corrupt")
+
+
+async def test_an_agents_inbox_shows_its_threads_and_looking_leaves_them_unread(
+    browser: Browser,  # noqa: F811
+    server: Server,  # noqa: F811
+) -> None:
+    agent = fresh("reader")
+    with anyio.fail_after(TIMEOUT):
+        page = await open_page(browser, server)
+        async with connect(server, "auto") as bus:
+            await bus.ok("heartbeat", {"agent": agent, "status": "idle"})  # on the agents table
+            sent = await bus.ok(
+                "send_message",
+                {"agent": "lead", "to": agent, "subject": "next step", "body": "please check the parser"},
+            )
+            await page.locator("#agents tbody tr", has_text=agent).click()
+            thread = page.locator(f'#threads article[data-thread="{sent["thread_id"]}"]')
+            await expect(thread).to_contain_text("next step")
+            message = thread.locator("tbody tr", has_text="please check the parser")
+            await expect(message).to_contain_text("lead")
+            await expect(message).to_have_class("unread")
+
+            read = await bus.ok("read_inbox", {"agent": agent})  # looking consumed nothing
+            assert [m["body"] for m in read["messages"]] == ["please check the parser"]
+            await expect(message).not_to_have_class("unread")  # and the page follows the read
