@@ -55,6 +55,7 @@ Every key starts with ``ab:{<ns>}:``.
 | ``state_tombs``      | ZSET    | deleted state keys, score = last version| state_keys_max ⁷                |
 | ``owned_state:<o>``  | ZSET    | state keys o created, score = expiry    | state_keys_max_per_owner ⁵      |
 | ``assigned:<agent>`` | ZSET    | ready ids only it may claim, as ready:  | tasks_max in all                |
+| ``locks_revoked``    | ZSET    | revoked lock_tokens and who revoked them| locks_max; retention            |
 
 ¹ The inbox of an agent that is not live expires after the retention (and is dropped sooner, soonest to
 expire first, when more than idle_inboxes_max wait). ² Each also expires after the retention.
@@ -117,6 +118,7 @@ LAYOUT = (
     "state_tombs",
     "owned_state:",
     "assigned:",
+    "locks_revoked",
 )
 
 
