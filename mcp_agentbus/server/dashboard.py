@@ -29,6 +29,7 @@ from starlette.routing import Route
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import AgentBusError
 from mcp_agentbus.redis.connection import close, connect
+from mcp_agentbus.server.dashboard_actions import Actions
 from mcp_agentbus.server.dashboard_data import take
 from mcp_agentbus.server.tokens import Grant, TokensFile
 from mcp_agentbus.settings import Settings
@@ -42,6 +43,7 @@ STATIC = {  # path → (file under static/, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
     "/dashboard/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/dashboard/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/dashboard/actions.js": ("actions.js", "text/javascript; charset=utf-8"),
 }
 HEADERS = {  # the page loads nothing from elsewhere, and no other site may frame it
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
@@ -88,6 +90,7 @@ class Dashboard:
             *(Route(path, self._static, methods=["GET"]) for path in STATIC),
             Route("/dashboard/snapshot", self._snapshot, methods=["GET"]),
             Route("/dashboard/stream", self._stream, methods=["GET"]),
+            *Actions(self).routes(),
         ]
 
     async def _refused(self, request: Request) -> Response | None:
