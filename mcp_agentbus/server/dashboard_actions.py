@@ -142,7 +142,7 @@ class Actions:
                     413,
                     "payload_too_large",
                     f"an action's body is at most {MAX_ACTION_BYTES:,} bytes",
-                    "Send less: a message body is at most 16,384 characters.",
+                    f"Send less: a message body is at most {MAX_BODY:,} characters.",
                 )
             try:
                 body = model.model_validate_json(text)
