@@ -27,25 +27,38 @@ def _tokens(tokens_file: Path | None) -> TokensFile:
 
 @token.command("create")
 @click.option(
-    "--agent", required=True, help="Agent ids the token may act as: one id, or a glob such as 'worker-*'."
+    "--agent",
+    help="Agent ids the token may act as: one id, or a glob such as 'worker-*' (required but for "
+    "--role operator, whose one id is who the person acts as: default 'human').",
 )
 @click.option("--namespace", help="The namespace it works in [default: AGENTBUS_NAMESPACE or 'default'].")
 @click.option(
     "--role",
     default="worker",
     show_default=True,
-    help="Tools it may call: worker, coordinator, all, tool names, or a comma list of them.",
+    help="Tools it may call: worker, coordinator, all, tool names, or a comma list of them. Or operator: "
+    "a person's token for the web dashboard, to view it and act from it (send messages, cancel, retry, "
+    "release locks) but call no agent tools. Tokens of role all may act there too; any other may only view.",
 )
 @click.option("--note", default="", help="What it is for (shown by `token list`).")
 @_tokens_file_option
-def token_create(agent: str, namespace: str | None, role: str, note: str, tokens_file: Path | None) -> None:
+def token_create(
+    agent: str | None, namespace: str | None, role: str, note: str, tokens_file: Path | None
+) -> None:
     """Create a token: printed once on stdout; only its hash is kept."""
-    from mcp_agentbus.server.profiles import select_tools
+    from mcp_agentbus.server.profiles import OPERATOR, check_role
 
     try:
-        select_tools(role)
+        check_role(role)
     except ValueError as exc:
         fail(f"--role {exc}")
+    if agent is None:
+        if role != OPERATOR:
+            fail(
+                "--agent is required: the agent ids the token may act as (one id, or a glob such as "
+                "'worker-*')"
+            )
+        agent = "human"
     settings = load_settings(namespace=namespace, tokens_file=tokens_file)
     tokens = TokensFile(settings.tokens_file)
     new_file = not tokens.exists()

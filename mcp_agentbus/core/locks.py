@@ -13,7 +13,16 @@ from mcp_agentbus.core.waiting import ProgressCallback, Wait
 from mcp_agentbus.core.wakeups import Wakeups, news_for
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.ids import AGENT_RE, MAX_HELD_LOCKS, RESOURCE_RE, seconds
-from mcp_agentbus.redis.replies import ACQUIRE_LOCK, LEAVE_LOCK_QUEUE, RELEASE_LOCK, Granted, Held, Queued
+from mcp_agentbus.redis.replies import (
+    ACQUIRE_LOCK,
+    LEAVE_LOCK_QUEUE,
+    RELEASE_LOCK,
+    REVOKE_LOCK,
+    Granted,
+    Held,
+    LockRevoked,
+    Queued,
+)
 from mcp_agentbus.redis.store import Store, require
 
 MAX_LISTED_LOCKS = 1000
@@ -52,7 +61,7 @@ def canonical(resource: str, what: str = "resource") -> str:
 
 
 class Locks:
-    """Acquire, release and list locks on resources (file paths lock what lies below a directory)."""
+    """Acquire, release, revoke and list locks on resources (file paths lock what lies below a directory)."""
 
     def __init__(self, store: Store, wakeups: Wakeups) -> None:
         self._store = store
@@ -159,6 +168,14 @@ class Locks:
         resource = canonical(resource)
         released = await self._store.run(RELEASE_LOCK, agent, resource, lock_token)
         return ReleaseResult(released=released.released, resource=resource, reason=released.reason or None)
+
+    async def revoke(self, resource: str, by: str) -> LockRevoked:
+        """Take the lock on `resource` from its holder whatever its token (for a person freeing a stuck
+        lock): the first waiter takes it next, with a higher fencing token; the holder's next call is
+        told, its waits end, and its late release_lock says it was revoked by `by`. Nothing held is
+        `NotFound`."""
+        require(by, AGENT_RE, "agent id")
+        return await self._store.run(REVOKE_LOCK, by, canonical(resource))
 
 
 def _result(resource: str, reply: Granted | Held | Queued, notices: list[str]) -> LockResult:

@@ -40,6 +40,12 @@ def lines(watch: Watch | None) -> list[str]:
                 f"Your lease on task {name} expired and the task was taken back: stop work on it "
                 "(complete_task would get lease_lost)."
             )
+        elif kind == "revoked":  # revoke_lock's 'revoked <by> <resource>': a person freed it
+            by, _, resource = name.partition(" ")
+            out.append(
+                f"Your lock on {resource} was revoked by {by} and may be someone else's now: stop writing "
+                "under it, and re-acquire it (a new fencing token) before writing more."
+            )
         else:
             out.append(f"Your lock on {name} expired and was taken back: re-acquire it before writing more.")
     return out

@@ -57,6 +57,7 @@ Every key starts with ``ab:{<ns>}:``.
 | ``assigned:<agent>`` | ZSET    | ready ids only it may claim, as ready:  | tasks_max in all                |
 | ``throughput``       | HASH    | done/failed/dead count per minute       | 3 per minute, the last hour ⁸   |
 | ``depth``            | HASH    | ready queues sampled once a minute      | 60 samples of 50 capabilities ⁸ |
+| ``locks_revoked``    | ZSET    | revoked lock_tokens and who revoked them| locks_max; retention            |
 
 ¹ The inbox of an agent that is not live expires after the retention (and is dropped sooner, soonest to
 expire first, when more than idle_inboxes_max wait). ² Each also expires after the retention.
@@ -122,6 +123,7 @@ LAYOUT = (
     "assigned:",
     "throughput",
     "depth",
+    "locks_revoked",
 )
 
 

@@ -197,6 +197,12 @@ class LockReleased(NamedTuple):
     reason: str  # why nothing was released ('' when it was)
 
 
+class LockRevoked(NamedTuple):
+    holder: str  # whom it was taken from
+    fencing_token: int  # the holder's; the next grant's is higher
+    waiters: int  # agents queued for it, the first of whom takes it next
+
+
 class InboxEntry(NamedTuple):
     entry_id: str  # the inbox stream's entry id; its first part is the send time (ms)
     message_id: str
@@ -284,4 +290,5 @@ RELEASE_TASK = Script("release_task", lambda reply: _flag(reply[1]))  # released
 RETRY_TASK = Script("retry_task", _recorded)  # {task_id, state, restored, more}
 SEND_MESSAGE = Script("send_message", _recorded)
 SET_STATE = Script("set_state", _set_state)
+REVOKE_LOCK = Script("revoke_lock", lambda reply: LockRevoked(reply[1], int(reply[2]), int(reply[3])))
 UNREAD_MESSAGES = Script("unread_messages", lambda reply: int(reply[1]))  # how many were marked unread again

@@ -48,6 +48,7 @@ ScriptName = Literal[
     "send_message",
     "set_state",
     "unread_messages",
+    "revoke_lock",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 

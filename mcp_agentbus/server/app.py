@@ -30,7 +30,6 @@ from mcp_agentbus import __version__
 from mcp_agentbus.context import Caller, Watch, of_token
 from mcp_agentbus.errors import (
     AgentBusError,
-    Forbidden,
     InvalidArgument,
     NotFound,
 )
@@ -44,6 +43,7 @@ from mcp_agentbus.server.auth import (
     kind_of,
     may_read,
     revoked,
+    tool_refused,
     watch_tokens,
 )
 from mcp_agentbus.server.failures import error_result, explain, resource_error
@@ -128,13 +128,7 @@ class AgentBusServer(MCPServer[App]):
             )
         grant = current_grant()
         if grant is not None and name not in self._role_tools(grant.role):
-            return error_result(
-                Forbidden(
-                    f"the role {grant.role!r} of your token may not call {name}",
-                    hint=f"It may call: {', '.join(self._role_tools(grant.role)) or 'nothing'}. "
-                    "Ask the operator for a token with a role that includes this tool.",
-                )
-            )
+            return error_result(tool_refused(grant.role, name, self._role_tools(grant.role)))
         unknown = sorted(set(arguments) - allowed)
         if unknown:
             return error_result(

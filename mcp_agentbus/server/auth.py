@@ -1,6 +1,7 @@
 """Who an HTTP request acts for: the grant of its bearer token (``tokens.py``), checked by the SDK's
 auth middleware (401 without a valid token) and consulted by the server for namespace, agent, tools
-and resources (each resource follows the role of the tool it mirrors). Long-lived things end when
+and resources (each resource follows the role of the tool it mirrors; an ``operator`` token, a person's
+for the dashboard, gets neither, and is told why). Long-lived things end when
 their grant goes: listen streams here (`Streams`), subscriptions in ``push.py``, waits through
 ``waiting.still_allowed``, legacy sessions in ``http.py``."""
 
@@ -20,6 +21,7 @@ from mcp.types import INVALID_REQUEST
 from mcp_agentbus.errors import Forbidden, UnknownAgent
 from mcp_agentbus.outages import Outage
 from mcp_agentbus.server import resources
+from mcp_agentbus.server.profiles import OPERATOR
 from mcp_agentbus.server.resources import PREFIX
 from mcp_agentbus.server.tokens import Grant, TokensFile
 
@@ -72,6 +74,27 @@ def acting_agent(agent: str | None, default: str | None, grant: Grant | None) ->
     return acting
 
 
+DASHBOARD_TOKEN_HINT = (
+    "An agent needs a token of its own (agentbus token create --role worker, coordinator or all); this "
+    "one is for a person, in a browser at this server's / (the dashboard)."
+)
+
+
+def tool_refused(role: str, tool: str, allowed: list[str]) -> Forbidden:
+    """The refusal of a call of `tool` by a token whose `role` may call only `allowed`."""
+    if role == OPERATOR:
+        return Forbidden(
+            f"your token has the role {OPERATOR!r}: it is a dashboard token, for a person, and may call no "
+            f"agent tools ({tool} included)",
+            hint=DASHBOARD_TOKEN_HINT,
+        )
+    return Forbidden(
+        f"the role {role!r} of your token may not call {tool}",
+        hint=f"It may call: {', '.join(allowed) or 'nothing'}. "
+        "Ask the operator for a token with a role that includes this tool.",
+    )
+
+
 # --- resources and long-lived streams under a grant ------------------------------------------------------
 
 TOKENS_POLL_SECONDS = 1.0  # how soon a revocation ends open streams on a server nobody calls
@@ -104,6 +127,12 @@ def authorize_resource(uri: str, allowed: Iterable[str]) -> None:
     if grant is None:
         return
     allowed = list(allowed)
+    if grant.role == OPERATOR:
+        raise Forbidden(
+            f"your token has the role {OPERATOR!r}: it is a dashboard token, for a person, and reads no "
+            f"resources ({uri} included)",
+            hint=DASHBOARD_TOKEN_HINT,
+        )
     if not may_read(kind, allowed):
         tools = RESOURCE_TOOLS[kind]
         readable = [v.uri for v in resources.VIEWS if may_read(kind_of(v.uri), allowed)]

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import AgentBusError
 from mcp_agentbus.redis.connection import close, connect
+from mcp_agentbus.server.dashboard_actions import Actions
 from mcp_agentbus.server.dashboard_data import take
 from mcp_agentbus.server.dashboard_stats import DashboardStats
 from mcp_agentbus.server.tokens import Grant, TokensFile
@@ -46,6 +47,7 @@ STATIC = {  # path → (file under static/, content type)
     "/dashboard/charts.js": ("charts.js", "text/javascript; charset=utf-8"),
     "/dashboard/inbox.js": ("inbox.js", "text/javascript; charset=utf-8"),
     "/dashboard/charts.css": ("charts.css", "text/css; charset=utf-8"),
+    "/dashboard/actions.js": ("actions.js", "text/javascript; charset=utf-8"),
 }
 HEADERS = {  # the page loads nothing from elsewhere, and no other site may frame it
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
@@ -93,6 +95,7 @@ class Dashboard:
             Route("/dashboard/snapshot", self._snapshot, methods=["GET"]),
             Route("/dashboard/stream", self._stream, methods=["GET"]),
             *DashboardStats(self._open, HEADERS).routes(),  # charts and inbox threads
+            *Actions(self).routes(),
         ]
 
     async def _refused(self, request: Request) -> Response | None:

@@ -1,5 +1,7 @@
 """Which tools a server offers: the tool names, the profiles (``worker``, ``coordinator``, ``all``) and
-``select_tools``. No MCP here, so ``agentbus token create`` checks a profile without loading the MCP stack."""
+``select_tools``; and the token role ``operator``, a person's: it views and acts from the web dashboard
+(`may_act`, as ``all`` may) and calls no agent tools. No MCP here, so ``agentbus token create`` checks a
+role without loading the MCP stack."""
 
 from __future__ import annotations
 
@@ -75,3 +77,25 @@ def select_tools(profile: str) -> list[str]:
             f"({', '.join(PROFILES)}) and tools ({', '.join(TOOL_NAMES)}), comma-separated"
         )
     return list(names)
+
+
+OPERATOR = "operator"  # a person's dashboard token: it may act there, and may call no tool
+ACTING_ROLES = (OPERATOR, "all")  # the roles whose tokens may act from the dashboard
+
+
+def may_act(role: str) -> bool:
+    """Whether a token of `role` may act from the dashboard (send, cancel, retry, release); every other
+    valid token of its namespace may only view it."""
+    return any(item.strip() in ACTING_ROLES for item in role.split(","))
+
+
+def check_role(role: str) -> None:
+    """Refuse (ValueError) a role a token cannot have: ``operator`` alone, or tools and profiles."""
+    items = [item.strip() for item in role.split(",")]
+    if OPERATOR not in items:
+        select_tools(role)
+    elif len(items) > 1:
+        raise ValueError(
+            f"{role!r}: {OPERATOR} is a person's dashboard role and stands alone; give an agent its own "
+            "token (worker, coordinator, all or tool names)"
+        )

@@ -1,4 +1,4 @@
--- release_lock: give a lock up; only its token can.
+-- release_lock: give a lock up; only its token can. A token revoke_lock took the lock from is told so.
 -- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, resource, lock_token
 -- returns: {'ok', released ('1'|'0'), reason} | {'not_lock_owner', message}
@@ -8,6 +8,11 @@
 
 local agent, res, token = ARGV[4], ARGV[5], ARGV[6]
 local owner, lock_token = unpack(redis.call('HMGET', K_LOCK .. res, 'owner', 'token'))
+local revoked_by = lock_token ~= token and revoked_from(token)
+if revoked_by then
+  return { 'ok', '0', 'this lock on ' .. res .. ' was revoked by ' .. revoked_by .. ' and is no longer yours' ..
+    (owner and ('; ' .. owner .. ' holds it now') or '') }
+end
 if not owner then
   return { 'ok', '0', 'no lock is held on ' .. res .. ' (it was released, or it expired)' }
 end

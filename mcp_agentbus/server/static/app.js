@@ -82,12 +82,17 @@ function render(snap) {
   fill("queues", Object.entries(snap.ready).map(([cap, n]) => row([cap, n])), "no ready tasks");
   document.getElementById("queue-totals").textContent =
     `claimed ${snap.claimed} · delayed ${snap.delayed} · dead ${snap.dead_total}`;
-  fill("locks", snap.locks.map((l) => row([l.resource, l.holder, until(now, l.expires_at), l.waiters])));
+  fill("locks", snap.locks.map((l) => {
+    const tr = row([l.resource, l.holder, until(now, l.expires_at), l.waiters]);
+    tr.dataset.resource = l.resource;
+    return tr;
+  }));
   const filter = document.getElementById("topic-filter").value.trim();
   const events = snap.events.slice().reverse().filter((e) => !filter || e.topic.includes(filter));
   fill("events", events.map((e) => row(
     [e.at.slice(11, 19), e.topic, e.agent || "", e.data === null ? "" : JSON.stringify(e.data)])));
   statsChanged(snap); inboxChanged();  // charts.js, inbox.js
+  renderActions(snap);
 }
 
 function status(text) { document.getElementById("status").textContent = text; }

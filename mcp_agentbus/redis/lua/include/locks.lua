@@ -15,15 +15,20 @@ local function next_fence(res)
   return fence
 end
 
-local function drop_lock(res, owner, topic)
+-- Free `res` (held by `owner`) and wake its waiters: the first in its queue takes it on its next try.
+local function unlock(res, owner)
   local charged = redis.call('HGET', K_LOCK .. res, 'owned_by')
   if charged then redis.call('ZREM', K_OWNED_LOCKS .. charged, res) end
   redis.call('DEL', K_LOCK .. res)
   redis.call('ZREM', K_LOCKS, res)
   redis.call('ZREM', K_LOCK_NAMES, res)
   redis.call('SREM', K_AGENT_LOCKS .. owner, res)
-  emit(topic, owner, { resource = res })
   wake('lock')
+end
+
+local function drop_lock(res, owner, topic)
+  unlock(res, owner)
+  emit(topic, owner, { resource = res })
 end
 
 -- The live lock on exactly `res` ({owner =, token =, fence =, expires =}), or nil. An expired one is
@@ -85,4 +90,22 @@ local function overlapping(res, now)
     if #below < 50 then return nil, nil end
   end
   return nil, nil, true
+end
+
+-- The lock_tokens revoke_lock took locks from, each with who revoked it: score-0 members
+-- '<token> <by>' (a lock_token has no space), found by prefix. At most `max` are kept (past it one goes:
+-- the lowest, a random one, since tokens are random), all for the retention after the last revoke.
+local function remember_revoked(token, by, max)
+  redis.call('ZADD', K_LOCKS_REVOKED, 0, token .. ' ' .. by)
+  if redis.call('ZCARD', K_LOCKS_REVOKED) > max then
+    redis.call('ZREMRANGEBYRANK', K_LOCKS_REVOKED, 0, 0)
+  end
+  redis.call('PEXPIRE', K_LOCKS_REVOKED, RETENTION_MS)
+end
+
+-- Who revoked the lock `token` held, or nil.
+local function revoked_from(token)
+  local found = redis.call('ZRANGEBYLEX', K_LOCKS_REVOKED, '[' .. token .. ' ', '[' .. token .. ' \255',
+    'LIMIT', 0, 1)[1]
+  return found and string.sub(found, #token + 2) or nil
 end
