@@ -55,6 +55,7 @@ Every key starts with ``ab:{<ns>}:``.
 | ``state_tombs``      | ZSET    | deleted state keys, score = last version| state_keys_max ⁷                |
 | ``owned_state:<o>``  | ZSET    | state keys o created, score = expiry    | state_keys_max_per_owner ⁵      |
 | ``assigned:<agent>`` | ZSET    | ready ids only it may claim, as ready:  | tasks_max in all                |
+| ``attempts:<id>``    | LIST    | a task's attempts: holder, when, ending | newest 20; expires with task ⁸  |
 
 ¹ The inbox of an agent that is not live expires after the retention (and is dropped sooner, soonest to
 expire first, when more than idle_inboxes_max wait). ² Each also expires after the retention.
@@ -64,6 +65,8 @@ inboxes or locks. An owner (``context.py``) is ``token:<grant id>`` or an agent 
 ⁶ Live keys; expired ones are not shown and go (as deleted) at the next set_state, 20 a call, so live
 and expired together stay within the bound. ⁷ Past it the lowest versions go and ``counters.state_floor``
 keeps the highest of them: a key with no tombstone continues above it (``lua/set_state.lua``).
+⁸ ``ATTEMPTS_KEPT`` in ``lua/include/tasks.lua``; it is given the task record's expiry whenever that is
+set or removed (``expire_task``, ``persist_task`` there).
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ LAYOUT = (
     "state_tombs",
     "owned_state:",
     "assigned:",
+    "attempts:",
 )
 
 
@@ -206,6 +210,9 @@ class Keys:
     @property
     def counters(self) -> str:
         return f"{self.prefix}counters"
+
+    def attempts(self, task_id: str) -> str:
+        return f"{self.prefix}attempts:{task_id}"
 
     def assigned(self, agent_id: str) -> str:
         return f"{self.prefix}assigned:{agent_id}"

@@ -29,7 +29,7 @@ if state ~= 'claimed' or lease_token ~= token then
 end
 
 local now = now_ms()
-drop_lease(id, owner)
+drop_lease(id, owner, 'failed', now, err)
 redis.call('HSET', K_TASK .. id, 'error', err, 'failed_token', token)
 if retry and attempts < max_attempts then
   local delay = math.floor(math.min(cap_ms, base_ms * 2 ^ (attempts - 1)) * (0.5 + 0.5 * jitter))
