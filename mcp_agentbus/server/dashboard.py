@@ -30,6 +30,7 @@ from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import AgentBusError
 from mcp_agentbus.redis.connection import close, connect
 from mcp_agentbus.server.dashboard_data import take
+from mcp_agentbus.server.dashboard_task import task_route
 from mcp_agentbus.server.tokens import Grant, TokensFile
 from mcp_agentbus.settings import Settings
 
@@ -42,6 +43,9 @@ STATIC = {  # path → (file under static/, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
     "/dashboard/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/dashboard/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/dashboard/dag.js": ("dag.js", "text/javascript; charset=utf-8"),
+    "/dashboard/detail.js": ("detail.js", "text/javascript; charset=utf-8"),
+    "/dashboard/views.css": ("views.css", "text/css; charset=utf-8"),
 }
 HEADERS = {  # the page loads nothing from elsewhere, and no other site may frame it
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
@@ -88,6 +92,7 @@ class Dashboard:
             *(Route(path, self._static, methods=["GET"]) for path in STATIC),
             Route("/dashboard/snapshot", self._snapshot, methods=["GET"]),
             Route("/dashboard/stream", self._stream, methods=["GET"]),
+            task_route(self._open),
         ]
 
     async def _refused(self, request: Request) -> Response | None:
