@@ -41,6 +41,25 @@ OVERLAPS = """() => {
   return { count: boxes.length, hits, width: boxes.length ? boxes[0].width : 0 };
 }"""
 
+# Edges that pass behind a node other than their own two ends (sampled along each path): none may.
+HIDDEN_EDGES = """() => {
+  const nodes = [...document.querySelectorAll('#dag-svg .dag-node')];
+  const hidden = [];
+  for (const edge of document.querySelectorAll('#dag-svg .dag-edge')) {
+    const m = edge.getScreenCTM(), length = edge.getTotalLength();
+    for (let s = 1; s < 100; s++) {
+      const q = edge.getPointAtLength((length * s) / 100), p = new DOMPoint(q.x, q.y).matrixTransform(m);
+      for (const g of nodes) {
+        if (g.dataset.task === edge.dataset.from || g.dataset.task === edge.dataset.to) continue;
+        const b = g.querySelector('rect').getBoundingClientRect();
+        if (p.x > b.left && p.x < b.right && p.y > b.top && p.y < b.bottom) hidden.push([edge.dataset.from,
+          edge.dataset.to, g.dataset.task]);
+      }
+    }
+  }
+  return hidden;
+}"""
+
 # A fresh layout of the followed workflow, timed in the page (the redraw dag.js does when tasks change).
 RELAYOUT_MS = """() => {
   const t0 = performance.now();
@@ -67,7 +86,12 @@ async def test_the_dag_has_a_node_per_task_an_edge_per_dependency_and_recolours_
         {"key": "fetch", "title": "Fetch the sources", "capability": cap},
         {"key": "lint", "title": "Lint them", "capability": cap, "depends_on": ["fetch"]},
         {"key": "test", "title": "Test them", "capability": cap, "depends_on": ["fetch"]},
-        {"key": "ship", "title": "Ship " + "a very long release name " * 4, "depends_on": ["lint", "test"]},
+        {"key": "notes", "title": "Write the notes", "capability": cap},  # a root: its edge spans two columns
+        {
+            "key": "ship",
+            "title": "Ship " + "a very long release name " * 4,
+            "depends_on": ["lint", "test", "notes"],
+        },
     ]
     with anyio.fail_after(TIMEOUT):
         page = await open_page(browser, server)
@@ -75,7 +99,7 @@ async def test_the_dag_has_a_node_per_task_an_edge_per_dependency_and_recolours_
             created = await bus.ok("create_workflow", {"title": "pipeline", "tasks": tasks})
             ids = created["task_ids"]
             await follow(page, created["workflow_id"])
-            await expect(page.locator("#dag-svg .dag-node")).to_have_count(4)
+            await expect(page.locator("#dag-svg .dag-node")).to_have_count(5)
             edges = await page.eval_on_selector_all(
                 "#dag-svg .dag-edge", "(es) => es.map((e) => [e.dataset.from, e.dataset.to])"
             )
@@ -85,8 +109,10 @@ async def test_the_dag_has_a_node_per_task_an_edge_per_dependency_and_recolours_
                     [ids["fetch"], ids["test"]],
                     [ids["lint"], ids["ship"]],
                     [ids["test"], ids["ship"]],
+                    [ids["notes"], ids["ship"]],
                 ]
             )
+            assert await page.evaluate(HIDDEN_EDGES) == []
             ship = node(page, ids["ship"])
             assert (await ship.locator("text").text_content() or "").endswith("…")
             assert "a very long release name " * 4 in (await ship.locator("title").text_content() or "")

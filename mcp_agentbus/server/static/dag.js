@@ -1,12 +1,14 @@
 // The followed workflow's DAG as SVG: a node per task, coloured by state, an edge per dependency.
-// Layout: column = longest path from the roots; order within a column by barycenter sweeps, which cut
-// crossings. Nodes stack in their column with a gap, so no two ever overlap. The layout is redone only
+// Layout: column = longest path from the roots; an edge spanning columns passes through a placeholder
+// in each column between its ends, so it runs beside the nodes there, not behind them; order within a
+// column by barycenter sweeps, which cut crossings. Nodes and placeholders stack in their column with a
+// gap, so no two ever overlap. The layout is redone only
 // when tasks or dependencies change, and only the state classes when states change: a busy bus makes the
 // page fetch snapshots ~3 times a second, and most of them change nothing drawn here.
 "use strict";
 
 const DAG = {
-  NODE_W: 170, NODE_H: 30, GAP_X: 60, GAP_Y: 12, PAD: 16, LABEL: 24, SWEEPS: 4,
+  NODE_W: 170, NODE_H: 30, VIA_H: 4, GAP_X: 60, GAP_Y: 12, PAD: 16, LABEL: 24, SWEEPS: 4, VIAS: 4000,
   STATES: ["blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled"],
   SVG: "http://www.w3.org/2000/svg",
   zoom: 1, shape: "", states: "", layouts: 0, width: 0, height: 0,
@@ -42,7 +44,30 @@ function dagDepths(parents) {
       if (--waiting[c] === 0) queue.push(c);
     }
   }
-  return { depth, children };
+  return depth;
+}
+
+// The edges, each with the placeholders it passes through, and the graph with the placeholders in it
+// (numbered after the tasks). At most DAG.VIAS placeholders in all (200 tasks of 50 dependencies each
+// could ask for a million), given to the shortest spans first; a longer edge is drawn straight across.
+function dagRoutes(parents, depth) {
+  const edges = [];
+  parents.forEach((ps, i) => ps.forEach((p) => edges.push([p, i])));
+  const span = ([p, i]) => depth[i] - depth[p];
+  edges.sort((a, b) => span(a) - span(b));
+  const at = depth.slice(), up = parents.map(() => []), down = parents.map(() => []);
+  let budget = DAG.VIAS;
+  const routes = edges.map(([p, i]) => {
+    const via = [];
+    if (span([p, i]) - 1 <= budget) {
+      for (let d = depth[p] + 1; d < depth[i]; d++) { via.push(at.length); at.push(d); up.push([]); down.push([]); }
+      budget -= via.length;
+    }
+    const chain = [p, ...via, i];
+    for (let k = 1; k < chain.length; k++) { up[chain[k]].push(chain[k - 1]); down[chain[k - 1]].push(chain[k]); }
+    return { from: p, to: i, via };
+  });
+  return { routes, at, up, down };
 }
 
 // Rows within each column: creation order, then barycenter sweeps (by parents rightwards, by children
@@ -72,14 +97,27 @@ function dagLabel(title) {
   return title.length > DAG.LABEL ? title.slice(0, DAG.LABEL - 1) + "…" : title;
 }
 
+function dagCurve(x1, y1, x2, y2) {
+  const bend = Math.max(20, (x2 - x1) / 2);
+  return ` C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`;
+}
+
 function dagLayout(wf) {
-  const tasks = wf.tasks, parents = dagParents(tasks);
-  const { depth, children } = dagDepths(parents);
-  const { row, columns } = dagRows(parents, children, depth);
-  const x = (i) => DAG.PAD + depth[i] * (DAG.NODE_W + DAG.GAP_X);
-  const y = (i) => DAG.PAD + row[i] * (DAG.NODE_H + DAG.GAP_Y);
+  const tasks = wf.tasks, n = tasks.length, parents = dagParents(tasks);
+  const depth = dagDepths(parents);
+  const { routes, at, up, down } = dagRoutes(parents, depth);
+  const { columns } = dagRows(up, down, at);
+  const x = (i) => DAG.PAD + at[i] * (DAG.NODE_W + DAG.GAP_X);
+  const top = new Array(at.length);  // stacked down each column: a task NODE_H high, a placeholder VIA_H
+  DAG.height = 0;
+  for (const col of columns) {
+    let y = DAG.PAD;
+    for (const i of col) { top[i] = y; y += (i < n ? DAG.NODE_H : DAG.VIA_H) + DAG.GAP_Y; }
+    DAG.height = Math.max(DAG.height, y + DAG.PAD);
+  }
+  const y = (i) => top[i];
+  const mid = (i) => top[i] + (i < n ? DAG.NODE_H : DAG.VIA_H) / 2;
   DAG.width = 2 * DAG.PAD + columns.length * DAG.NODE_W + Math.max(0, columns.length - 1) * DAG.GAP_X;
-  DAG.height = 2 * DAG.PAD + Math.max(1, ...columns.map((c) => c.length)) * (DAG.NODE_H + DAG.GAP_Y);
   const svg = dagNode("svg", { viewBox: `0 0 ${DAG.width} ${DAG.height}`, id: "dag-svg" });
   const defs = dagNode("defs");
   const arrow = dagNode("marker", { id: "dag-arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
@@ -88,12 +126,17 @@ function dagLayout(wf) {
   defs.appendChild(arrow);
   svg.appendChild(defs);
   const edges = dagNode("g", { class: "dag-edges" });
-  parents.forEach((ps, i) => ps.forEach((p) => {
-    const x1 = x(p) + DAG.NODE_W, y1 = y(p) + DAG.NODE_H / 2, x2 = x(i), y2 = y(i) + DAG.NODE_H / 2;
-    const bend = Math.max(20, (x2 - x1) / 2);
-    edges.appendChild(dagNode("path", { class: "dag-edge", "data-from": tasks[p].id, "data-to": tasks[i].id,
-      d: `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`, "marker-end": "url(#dag-arrow)" }));
-  }));
+  for (const { from, to, via } of routes) {
+    let cx = x(from) + DAG.NODE_W, cy = mid(from), d = `M${cx},${cy}`;
+    for (const v of via) {
+      d += dagCurve(cx, cy, x(v), mid(v)) + ` L${x(v) + DAG.NODE_W},${mid(v)}`;
+      cx = x(v) + DAG.NODE_W;
+      cy = mid(v);
+    }
+    d += dagCurve(cx, cy, x(to), mid(to));
+    edges.appendChild(dagNode("path", { class: "dag-edge", "data-from": tasks[from].id, "data-to": tasks[to].id,
+      d, "marker-end": "url(#dag-arrow)" }));
+  }
   svg.appendChild(edges);
   const nodes = dagNode("g", { class: "dag-nodes" });
   tasks.forEach((t, i) => {
