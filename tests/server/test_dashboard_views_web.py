@@ -137,6 +137,13 @@ async def test_the_dag_has_a_node_per_task_an_edge_per_dependency_and_recolours_
             await expect(node(page, ids["lint"])).to_have_class("dag-node state-ready")
             # States changed, tasks did not: the nodes were recoloured, not laid out again.
             assert await page.locator("#dag-view").get_attribute("data-layouts") == layouts
+            # A stream of events that change no task: the page follows it, the DAG is left alone.
+            paints = await page.locator("#dag-view").get_attribute("data-paints")
+            for n in range(60):
+                await bus.ok("publish_event", {"topic": "chatter.note", "data": {"n": n}})
+            await expect(page.locator("#events tbody tr").first).to_contain_text('{"n":59}')
+            assert await page.locator("#dag-view").get_attribute("data-layouts") == layouts
+            assert await page.locator("#dag-view").get_attribute("data-paints") == paints
 
 
 async def test_a_200_task_workflow_is_drawn_with_no_two_nodes_overlapping(

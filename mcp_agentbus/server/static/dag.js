@@ -11,7 +11,7 @@ const DAG = {
   NODE_W: 170, NODE_H: 30, VIA_H: 4, GAP_X: 60, GAP_Y: 12, PAD: 16, LABEL: 24, SWEEPS: 4, VIAS: 4000,
   STATES: ["blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled"],
   SVG: "http://www.w3.org/2000/svg",
-  zoom: 1, shape: "", states: "", layouts: 0, width: 0, height: 0,
+  zoom: 1, shape: "", states: "", layouts: 0, paints: 0, width: 0, height: 0,
 };
 
 function dagNode(tag, attrs, text) {
@@ -202,6 +202,7 @@ function drawDag(wf) {
   if (states !== DAG.states) {
     dagPaintStates(wf);
     DAG.states = states;
+    section.dataset.paints = String(++DAG.paints);
   }
   const left = wf.tasks_left_out || [];
   document.getElementById("dag-note").textContent = left.length ? `${left.length} task(s) not drawn: too many ` +
