@@ -58,6 +58,7 @@ Every key starts with ``ab:{<ns>}:``.
 | ``throughput``       | HASH    | done/failed/dead count per minute       | 3 per minute, the last hour ⁸   |
 | ``depth``            | HASH    | ready queues sampled once a minute      | 60 samples of 50 capabilities ⁸ |
 | ``locks_revoked``    | ZSET    | revoked lock_tokens and who revoked them| locks_max; retention            |
+| ``attempts:<id>``    | LIST    | a task's attempts: holder, when, ending | newest 20; expires with task ⁹  |
 
 ¹ The inbox of an agent that is not live expires after the retention (and is dropped sooner, soonest to
 expire first, when more than idle_inboxes_max wait). ² Each also expires after the retention.
@@ -68,6 +69,8 @@ inboxes or locks. An owner (``context.py``) is ``token:<grant id>`` or an agent 
 and expired together stay within the bound. ⁷ Past it the lowest versions go and ``counters.state_floor``
 keeps the highest of them: a key with no tombstone continues above it (``lua/set_state.lua``).
 ⁸ The reaper's first sweep of each minute trims them to the last 60 minutes (``lua/include/stats.lua``).
+⁹ ``ATTEMPTS_KEPT`` in ``lua/include/tasks.lua``; it is given the task record's expiry whenever that is
+set or removed (``expire_task``, ``persist_task`` there).
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ LAYOUT = (
     "throughput",
     "depth",
     "locks_revoked",
+    "attempts:",
 )
 
 
@@ -213,6 +217,9 @@ class Keys:
     @property
     def counters(self) -> str:
         return f"{self.prefix}counters"
+
+    def attempts(self, task_id: str) -> str:
+        return f"{self.prefix}attempts:{task_id}"
 
     def assigned(self, agent_id: str) -> str:
         return f"{self.prefix}assigned:{agent_id}"

@@ -32,6 +32,7 @@ from mcp_agentbus.redis.connection import close, connect
 from mcp_agentbus.server.dashboard_actions import Actions
 from mcp_agentbus.server.dashboard_data import take
 from mcp_agentbus.server.dashboard_stats import DashboardStats
+from mcp_agentbus.server.dashboard_task import task_route
 from mcp_agentbus.server.tokens import Grant, TokensFile
 from mcp_agentbus.settings import Settings
 
@@ -48,6 +49,9 @@ STATIC = {  # path → (file under static/, content type)
     "/dashboard/inbox.js": ("inbox.js", "text/javascript; charset=utf-8"),
     "/dashboard/charts.css": ("charts.css", "text/css; charset=utf-8"),
     "/dashboard/actions.js": ("actions.js", "text/javascript; charset=utf-8"),
+    "/dashboard/dag.js": ("dag.js", "text/javascript; charset=utf-8"),
+    "/dashboard/detail.js": ("detail.js", "text/javascript; charset=utf-8"),
+    "/dashboard/views.css": ("views.css", "text/css; charset=utf-8"),
 }
 HEADERS = {  # the page loads nothing from elsewhere, and no other site may frame it
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
@@ -96,6 +100,7 @@ class Dashboard:
             Route("/dashboard/stream", self._stream, methods=["GET"]),
             *DashboardStats(self._open, HEADERS).routes(),  # charts and inbox threads
             *Actions(self).routes(),
+            task_route(self._open),
         ]
 
     async def _refused(self, request: Request) -> Response | None:

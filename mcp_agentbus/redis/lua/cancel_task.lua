@@ -62,7 +62,7 @@ if status == 'running' then
   emit('workflow.finished', agent, { workflow = wf, status = 'cancelled', done = tonumber(done or 0),
     dead = tonumber(dead or 0), cancelled = tonumber(n_cancelled or 0), reason = reason })
   redis.call('PEXPIRE', K_WF .. wf, RETENTION_MS)
-  for _, tid in ipairs(ids) do redis.call('PEXPIRE', K_TASK .. tid, RETENTION_MS) end
+  for _, tid in ipairs(ids) do expire_task(tid) end
 end
 
 local result = cjson.encode({ cancelled = cancelled, already_final = already_final, more = more })

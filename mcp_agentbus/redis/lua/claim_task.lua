@@ -79,6 +79,7 @@ redis.call('HSET', K_TASK .. id, 'token', token, 'owner', agent, 'lease_ms', lea
 redis.call('HDEL', K_TASK .. id, 'progress_pct', 'progress_msg', 'progress_at') -- an earlier attempt's
 redis.call('ZADD', K_LEASES, expires, id)
 redis.call('SADD', K_HELD .. agent, id)
+begin_attempt(id, attempt, fence, agent, now)
 local key, wf, title, desc, payload, prio, max_attempts, deps = unpack(redis.call('HMGET', K_TASK .. id,
   'key', 'wf', 'title', 'desc', 'payload', 'prio', 'max_attempts', 'deps'))
 set_state(id, wf, 'ready', 'claimed', now)

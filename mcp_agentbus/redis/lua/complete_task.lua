@@ -45,7 +45,7 @@ for _, dep in ipairs(split(dependents)) do
 end
 
 local now = now_ms()
-drop_lease(id, owner)
+drop_lease(id, owner, 'done', now)
 redis.call('HSET', K_TASK .. id, 'result', result, 'summary', summary, 'done_token', token,
   'completed_by', agent, 'finished', now)
 redis.call('HDEL', K_TASK .. id, 'error')

@@ -30,7 +30,7 @@ if state ~= 'claimed' or lease_token ~= token then
 end
 
 local now = now_ms()
-drop_lease(id, owner)
+drop_lease(id, owner, 'failed', now, err)
 redis.call('HSET', K_TASK .. id, 'error', err, 'failed_token', token)
 count_throughput('failed', now)
 if retry and attempts < max_attempts then

@@ -12,7 +12,7 @@ local state, lease_token, owner, wf = unpack(redis.call('HMGET', K_TASK .. id, '
   'wf'))
 if state ~= 'claimed' or lease_token ~= token then return { 'ok', '0' } end
 local now = now_ms()
-drop_lease(id, owner)
+drop_lease(id, owner, 'released', now)
 redis.call('HINCRBY', K_TASK .. id, 'attempts', -1)
 make_ready(id, now)
 emit('task.released', agent, { task = id, workflow = wf })

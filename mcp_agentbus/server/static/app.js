@@ -79,6 +79,7 @@ function render(snap) {
       return tr;
     }));
   }
+  drawDag(wf); followTaskDetail(wf);  // dag.js, detail.js
   fill("queues", Object.entries(snap.ready).map(([cap, n]) => row([cap, n])), "no ready tasks");
   document.getElementById("queue-totals").textContent =
     `claimed ${snap.claimed} · delayed ${snap.delayed} · dead ${snap.dead_total}`;

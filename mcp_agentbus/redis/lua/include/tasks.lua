@@ -88,7 +88,46 @@ local function promote_due(now, limit)
   return #ids
 end
 
-local function drop_lease(id, owner)
+-- Each claim of a task is recorded in `attempts:<id>` (the dashboard's task detail): who held it and
+-- since when, then how and when the attempt ended ('done', 'failed' with its error, 'expired',
+-- 'cancelled', 'released'). Only the newest ATTEMPTS_KEPT stay: max_attempts bounds the attempts of one
+-- run, but every retry_task starts a new run. The list expires and persists with its task record.
+local ATTEMPTS_KEPT = 20
+local ATTEMPT_ERROR_BYTES = 300 -- of each failed attempt's error (the task keeps its last one whole)
+
+local function begin_attempt(id, attempt, fence, agent, now)
+  redis.call('RPUSH', K_ATTEMPTS .. id, cjson.encode({ attempt = attempt, fence = fence, holder = agent,
+    claimed = now }))
+  redis.call('LTRIM', K_ATTEMPTS .. id, -ATTEMPTS_KEPT, -1)
+end
+
+local function end_attempt(id, how, now, err)
+  local last = redis.call('LINDEX', K_ATTEMPTS .. id, -1)
+  if not last then return end -- claimed before attempts were recorded
+  local entry = cjson.decode(last)
+  if entry.ended then return end
+  entry.ended, entry.outcome = now, how
+  if err and #err > ATTEMPT_ERROR_BYTES then -- cut on a character boundary: a cut UTF-8 sequence goes too
+    err = (string.gsub(string.sub(err, 1, ATTEMPT_ERROR_BYTES), '[\192-\255][\128-\191]*$', ''))
+  end
+  entry.error = err
+  redis.call('LSET', K_ATTEMPTS .. id, -1, cjson.encode(entry))
+end
+
+-- A task's record and its attempts expire together (a final task after the retention) or not at all.
+local function expire_task(id)
+  redis.call('PEXPIRE', K_TASK .. id, RETENTION_MS)
+  redis.call('PEXPIRE', K_ATTEMPTS .. id, RETENTION_MS)
+end
+
+local function persist_task(id)
+  redis.call('PERSIST', K_TASK .. id)
+  redis.call('PERSIST', K_ATTEMPTS .. id)
+end
+
+-- A lease ends: `how` the attempt ended (end_attempt) is recorded with it.
+local function drop_lease(id, owner, how, now, err)
+  end_attempt(id, how, now, err)
   redis.call('HDEL', K_TASK .. id, 'token', 'owner', 'lease_exp')
   redis.call('ZREM', K_LEASES, id)
   if owner and owner ~= '' then redis.call('SREM', K_HELD .. owner, id) end
@@ -114,7 +153,7 @@ end
 -- let finished records expire after the retention.
 local function settle(id, wf, now)
   if not wf or wf == '' then
-    redis.call('PEXPIRE', K_TASK .. id, RETENTION_MS)
+    expire_task(id)
     return
   end
   local total, done, dead, cancelled, status, tasks = unpack(redis.call('HMGET', K_WF .. wf, 'total', 'n:done',
@@ -127,7 +166,7 @@ local function settle(id, wf, now)
   emit('workflow.finished', '', { workflow = wf, status = status, done = done, dead = dead,
     cancelled = cancelled })
   redis.call('PEXPIRE', K_WF .. wf, RETENTION_MS)
-  for _, tid in ipairs(split(tasks)) do redis.call('PEXPIRE', K_TASK .. tid, RETENTION_MS) end
+  for _, tid in ipairs(split(tasks)) do expire_task(tid) end
 end
 
 -- A task of a finished workflow runs again (retry_task): the workflow is running again, and its
@@ -139,7 +178,7 @@ local function reopen(wf, agent)
   redis.call('HSET', K_WF .. wf, 'status', 'running')
   redis.call('HDEL', K_WF .. wf, 'finished')
   redis.call('PERSIST', K_WF .. wf)
-  for _, tid in ipairs(split(tasks)) do redis.call('PERSIST', K_TASK .. tid) end
+  for _, tid in ipairs(split(tasks)) do persist_task(tid) end
   emit('workflow.reopened', agent, { workflow = wf, was = status })
 end
 
@@ -188,7 +227,7 @@ local function requeue(id, wf, old, now, agent)
   end
   redis.call('HSET', K_TASK .. id, 'pending', pending, 'in_bytes', in_bytes)
   redis.call('HDEL', K_TASK .. id, 'cause', 'error') -- a fresh start
-  redis.call('PERSIST', K_TASK .. id)
+  persist_task(id)
   reopen(wf, agent)
   if pending > 0 then set_state(id, wf, old, 'blocked', now) else make_ready(id, now) end
 end
@@ -273,7 +312,7 @@ local function cancel(id, reason, short_reason, now, agent)
   elseif state == 'delayed' then
     redis.call('ZREM', K_DELAYED, id)
   elseif state == 'claimed' then
-    drop_lease(id, owner)
+    drop_lease(id, owner, 'cancelled', now, reason)
     tell_lost(owner, 'task ' .. id .. ' cancelled: ' .. short_reason)
   end
   redis.call('HSET', K_TASK .. id, 'error', reason)
