@@ -9,13 +9,16 @@ wake-up hint arrives for the namespace (coalesced to a few a second; a keep-aliv
 Access is that of ``/mcp``: the Host/Origin checks against DNS rebinding always; without a tokens file,
 loopback clients only; with one, the data routes need ``Authorization: Bearer <token>`` (401 otherwise)
 and show the token's namespace. The page sends the header with ``fetch`` (streamed for the events), so a
-token never goes into a URL, where logs and browser history would keep it.
+token never goes into a URL, where logs and browser history would keep it. Every data or action route
+(this module's and those of the other ``dashboard_*`` modules) starts with `Dashboard.open`, which does
+all of that and says whether the caller may act (`may_act`) or only look.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 
 import anyio
@@ -43,11 +46,32 @@ STATIC = {  # path → (file under static/, content type)
     "/dashboard/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/dashboard/app.css": ("app.css", "text/css; charset=utf-8"),
 }
+ACTING_ROLES = ("all", "operator")  # roles whose tokens may act from the dashboard, not only look
+
 HEADERS = {  # the page loads nothing from elsewhere, and no other site may frame it
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
+
+
+def may_act(grant: Grant | None) -> bool:
+    """Whether a dashboard caller may act (send, cancel, retry, release), not only look: anyone the
+    server lets in without a tokens file (loopback only), else a token whose role is, or lists,
+    ``all`` or ``operator``."""
+    if grant is None:
+        return True
+    return any(item.strip() in ACTING_ROLES for item in grant.role.split(","))
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A dashboard request let in: the bus of the namespace it shows, the token's grant (None without
+    a tokens file) and whether it may act."""
+
+    bus: AgentBus
+    grant: Grant | None
+    may_act: bool
 
 
 class _Stream:
@@ -91,7 +115,8 @@ class Dashboard:
         ]
 
     async def _refused(self, request: Request) -> Response | None:
-        refused = await self._security.validate_request(request)
+        # A POST (an action) must also be JSON, which a form on another site cannot send unasked.
+        refused = await self._security.validate_request(request, is_post=request.method == "POST")
         if refused is not None:
             return refused
         client = request.client.host if request.client else ""
@@ -117,7 +142,10 @@ class Dashboard:
             )
         return grant
 
-    async def _open(self, request: Request) -> AgentBus | Response:
+    async def open(self, request: Request) -> Opened | Response:
+        """The request let in (`Opened`), or the answer that refuses it: a foreign Host/Origin (421/403),
+        no tokens file and not loopback (403), no valid token (401), the server not serving yet (503).
+        Routes that act refuse with 403 themselves when `Opened.may_act` is False."""
         refused = await self._refused(request)
         if refused is not None:
             return refused
@@ -131,7 +159,7 @@ class Dashboard:
         if namespace not in self._heard:
             self._heard.add(namespace)
             bus.wakeups.listen(lambda _hint: self._poke(namespace))
-        return bus
+        return Opened(bus, grant, may_act(grant))
 
     def _poke(self, namespace: str) -> None:
         for stream in self._streams:
@@ -147,11 +175,13 @@ class Dashboard:
         return Response(body, media_type=media_type, headers=HEADERS)
 
     async def _snapshot(self, request: Request) -> Response:
-        bus = await self._open(request)
-        if isinstance(bus, Response):
-            return bus
+        opened = await self.open(request)
+        if isinstance(opened, Response):
+            return opened
         try:
-            snap = await take(bus, workflow_id=request.query_params.get("workflow"), events=EVENTS_SHOWN)
+            snap = await take(
+                opened.bus, workflow_id=request.query_params.get("workflow"), events=EVENTS_SHOWN
+            )
         except AgentBusError as exc:  # e.g. an unknown workflow id
             status = 404 if exc.code == "not_found" else 400
             return JSONResponse(
@@ -160,16 +190,16 @@ class Dashboard:
         return Response(snap.to_json(), media_type="application/json", headers=HEADERS)
 
     async def _stream(self, request: Request) -> Response:
-        bus = await self._open(request)
-        if isinstance(bus, Response):
-            return bus
+        opened = await self.open(request)
+        if isinstance(opened, Response):
+            return opened
         if len(self._streams) >= MAX_STREAMS:
             return _error(
                 503,
                 f"this server already has {MAX_STREAMS} dashboard streams open",
                 "Close a dashboard tab, or reload the page later (it refreshes on reload).",
             )
-        stream = _Stream(bus.settings.namespace)
+        stream = _Stream(opened.bus.settings.namespace)
         self._streams.add(stream)
         token = request.headers.get("authorization", "").partition(" ")[2].strip()
 
