@@ -102,3 +102,22 @@ async def test_an_action_must_be_a_json_post_so_another_site_cannot_submit_a_for
     assert json_post.status_code == 200 and json_post.json()["acts"] is True
     foreign = await open_http.post("/probe", json={}, headers={"Origin": "http://evil.example"})
     assert foreign.status_code == 403
+
+
+async def test_a_token_shows_only_its_own_namespace_and_says_how_to_look_at_another(
+    bus: AgentBus, tokens: TokensFile
+) -> None:
+    token, grant = tokens.create(namespace=bus.settings.namespace, agent="ops", role="operator")
+    auth = {"Authorization": f"Bearer {token}"}
+    async with await client(bus, tokens) as http:
+        own = await http.get("/dashboard/access", params={"namespace": bus.settings.namespace}, headers=auth)
+        assert own.json() == {
+            "namespace": bus.settings.namespace,
+            "namespaces": [bus.settings.namespace],
+            "tokens": True,
+            "token": {"id": grant.id, "agent": "ops", "role": "operator"},
+            "may_act": True,
+        }
+        other = await http.get("/dashboard/snapshot", params={"namespace": "elsewhere"}, headers=auth)
+        assert other.status_code == 403, other.text
+        assert "Add a token of namespace 'elsewhere'" in other.json()["error"]["hint"]
