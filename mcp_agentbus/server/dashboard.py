@@ -14,8 +14,9 @@ token never goes into a URL, where logs and browser history would keep it. Every
 all of that and says whether the caller may act (`may_act`) or only look.
 
 Which namespace a request shows: with tokens, its token's (the page keeps one token per namespace and
-sends the one of the namespace shown); without, the one ``?namespace=`` names among those the server
-serves (the first when it names none): `agentbus dashboard --namespace a,b` serves several, ``serve``
+sends the one of the namespace shown); without, the one ``?namespace=`` (or the header
+``X-Agentbus-Namespace``, which the page sends) names among those the server serves (the first when it
+names none): `agentbus dashboard --namespace a,b` serves several, ``serve``
 its own. Any other is refused (403 with tokens, 404 without) with a hint naming what is served.
 """
 
@@ -41,6 +42,7 @@ from mcp_agentbus.server.tokens import Grant, TokensFile
 from mcp_agentbus.settings import Settings
 
 EVENTS_SHOWN = 30
+NAMESPACE_HEADER = "X-Agentbus-Namespace"  # the page's way to say ?namespace= on every request
 ACTING_ROLES = ("all", "operator")  # roles whose tokens may act from the dashboard, not only look
 
 STATIC = {  # path → (file under static/, content type)
@@ -118,6 +120,11 @@ class Dashboard:
             return _error(503, "the server is starting or stopping", "Try again in a moment.")
         return Opened(bus, grant, may_act(grant))
 
+    async def _open(self, request: Request) -> AgentBus | Response:
+        """`open` for a route that only reads: the namespace's bus, or the refusal."""
+        opened = await self.open(request)
+        return opened if isinstance(opened, Response) else opened.bus
+
     async def _refused(self, request: Request) -> Response | None:
         # A POST (an action) must also be JSON, which a form on another site cannot send unasked.
         refused = await self._security.validate_request(request, is_post=request.method == "POST")
@@ -147,7 +154,7 @@ class Dashboard:
         return grant
 
     def _namespace(self, request: Request, grant: Grant | None) -> str | Response:
-        asked = request.query_params.get("namespace") or None
+        asked = request.query_params.get("namespace") or request.headers.get(NAMESPACE_HEADER) or None
         shown = repr(asked[:80]) if asked else ""
         if grant is not None:
             if asked is not None and asked != grant.namespace:
@@ -197,13 +204,11 @@ class Dashboard:
         )
 
     async def _snapshot(self, request: Request) -> Response:
-        opened = await self.open(request)
-        if isinstance(opened, Response):
-            return opened
+        bus = await self._open(request)
+        if isinstance(bus, Response):
+            return bus
         try:
-            snap = await take(
-                opened.bus, workflow_id=request.query_params.get("workflow"), events=EVENTS_SHOWN
-            )
+            snap = await take(bus, workflow_id=request.query_params.get("workflow"), events=EVENTS_SHOWN)
         except AgentBusError as exc:  # e.g. an unknown workflow id
             status = 404 if exc.code == "not_found" else 400
             return JSONResponse(

@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 HEALTH_TIMEOUT = 2.0
 HEALTH_KEY_TTL_MS = 60_000
+# On shutdown, what still runs this long after new connections stopped is cancelled: an open stream (a
+# dashboard tab, an MCP listen) never ends by itself, and uvicorn would otherwise wait for it forever.
+SHUTDOWN_GRACE_SECONDS = 3.0
 
 
 def is_loopback(host: str) -> bool:
@@ -180,6 +183,7 @@ def uvicorn_config(app: Starlette, host: str, port: int, settings: Settings) -> 
         access_log=False,
         http=deadline,
         limit_concurrency=settings.http_max_connections,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
 
 

@@ -4,6 +4,7 @@ token; and `agentbus dashboard --namespace a,b` serves each listed namespace and
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.anyio
 
 TIMEOUT = 60  # bound on one test, process starts included
 ENDED_WITHIN = 5.0  # a revoked token's stream ends within this (it looks at the tokens file every second)
+STOPPED_WITHIN = 10.0  # seconds a server takes to stop with a stream open (its grace is 3 s)
 
 
 async def change(url: str, namespace: str, topic: str = "note.changed") -> None:
@@ -148,3 +150,18 @@ async def test_agentbus_dashboard_serves_the_namespaces_it_lists_and_refuses_the
 def test_agentbus_dashboard_refuses_a_namespace_list_with_a_bad_name() -> None:
     result = CliRunner().invoke(dashboard, ["--namespace", "good,not good"])
     assert result.exit_code == 2 and "'not good' is not a namespace" in result.output
+
+
+async def test_a_server_stops_within_a_few_seconds_while_a_dashboard_tab_holds_its_stream(
+    redis_url_real: str, tmp_path: Path
+) -> None:
+    with http_server(bus_env(redis_url_real, fresh("stop")), tmp_path / "server.log") as server:
+        async with (
+            httpx2.AsyncClient(timeout=TIMEOUT) as http,
+            http.stream("GET", server.base + "/dashboard/stream") as stream,
+        ):
+            assert stream.status_code == 200
+            server.proc.terminate()
+            # uvicorn waits for open responses on shutdown, and a stream never ends by itself
+            stopped = await anyio.to_thread.run_sync(lambda: server.proc.wait(timeout=STOPPED_WITHIN))
+            assert stopped == -signal.SIGTERM  # uvicorn stopped cleanly, then raised the signal again
