@@ -49,7 +49,7 @@ HEALTH_TIMEOUT = 2.0
 HEALTH_KEY_TTL_MS = 60_000
 # On shutdown, what still runs this long after new connections stopped is cancelled: an open stream (a
 # dashboard tab, an MCP listen) never ends by itself, and uvicorn would otherwise wait for it forever.
-SHUTDOWN_GRACE_SECONDS = 3.0
+SHUTDOWN_GRACE_SECONDS = 3
 
 
 def is_loopback(host: str) -> bool:
