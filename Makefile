@@ -40,7 +40,9 @@ format: install
 bench: install
 	$(PY) bench/bench.py
 	$(PY) bench/startup.py
+	$(PY) bench/dashboard.py
 
 bench-quick: install
 	$(PY) bench/bench.py --quick
 	$(PY) bench/startup.py --runs 2
+	$(PY) bench/dashboard.py --quick

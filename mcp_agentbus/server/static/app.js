@@ -245,6 +245,7 @@ async function connect() {
     sessionStorage.setItem(SHOWN, body.namespace);
     document.getElementById("add-token").hidden = !body.tokens;
     picker(body.tokens ? Object.keys(tokens()) : body.namespaces);
+    refresh();  // at once, not after the stream opens (which fetches again: nothing is missed between)
   } catch (err) {
     if (state.down === null) state.down = Date.now();
     tick();
