@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import cast
 
 import anyio
@@ -71,13 +72,21 @@ class _Stream:
         return False
 
 
+@dataclass
+class _Reader:
+    """The task following one namespace's events, and whether it has looked where they stand yet."""
+
+    task: asyncio.Task[None]
+    looked: anyio.Event
+
+
 class Streams:
     """The open event streams of one server process, and the reader of each namespace they follow."""
 
     def __init__(self, tokens: TokensFile | None) -> None:
         self._tokens = tokens
         self._open: set[_Stream] = set()
-        self._readers: dict[str, asyncio.Task[None]] = {}
+        self._readers: dict[str, _Reader] = {}
 
     def __len__(self) -> int:
         return len(self._open)
@@ -98,7 +107,7 @@ class Streams:
                 "Close another tab of this dashboard (each open tab holds one stream), then reload.",
             )
         stream = _Stream(bus.settings.namespace, owner)
-        self._add(stream, bus)
+        reader = self._add(stream, bus)
         unwatch = (
             self._tokens.watch(grant, stream.end) if grant is not None and self._tokens else lambda: None
         )
@@ -109,16 +118,20 @@ class Streams:
 
         # The background task also frees the slot of a stream whose client left before it began.
         return StreamingResponse(
-            self._events(stream, done),
+            self._events(stream, reader, done),
             media_type="text/event-stream",
             headers=STREAM_HEADERS,
             background=BackgroundTask(done),
         )
 
-    async def _events(self, stream: _Stream, done: Callable[[], None]) -> AsyncIterator[str]:
+    async def _events(self, stream: _Stream, reader: _Reader, done: Callable[[], None]) -> AsyncIterator[str]:
         # With tokens a stream looks at the file every LOOK_SECONDS; without, it wakes only to keep alive.
         tick = KEEPALIVE_SECONDS if self._tokens is None else LOOK_SECONDS
         try:
+            # The page fetches the snapshot once connected: a change after that fetch began must poke it,
+            # so the stream says so only once its reader follows the events (or found Redis away).
+            with anyio.move_on_after(LOOK_SECONDS):
+                await reader.looked.wait()
             yield "retry: 1000\n: connected\n\n"
             quiet = 0.0
             while True:
@@ -139,28 +152,33 @@ class Streams:
         finally:
             done()
 
-    def _add(self, stream: _Stream, bus: AgentBus) -> None:
+    def _add(self, stream: _Stream, bus: AgentBus) -> _Reader:
+        """Count `stream` in; the reader of its namespace, started if it is the first."""
         self._open.add(stream)
         reader = self._readers.get(stream.namespace)
-        if reader is None or reader.done():
-            self._readers[stream.namespace] = asyncio.get_running_loop().create_task(
-                self._follow(bus), name=f"dashboard reader of {stream.namespace}"
+        if reader is None or reader.task.done():
+            looked = anyio.Event()
+            task = asyncio.get_running_loop().create_task(
+                self._follow(bus, looked), name=f"dashboard reader of {stream.namespace}"
             )
+            reader = self._readers[stream.namespace] = _Reader(task, looked)
+        return reader
 
     def _discard(self, stream: _Stream) -> None:
         self._open.discard(stream)
         if not any(s.namespace == stream.namespace for s in self._open):
             reader = self._readers.pop(stream.namespace, None)
             if reader is not None:
-                reader.cancel()  # the last stream of the namespace closed
+                reader.task.cancel()  # the last stream of the namespace closed
 
     def _poke(self, namespace: str) -> None:
         for stream in self._open:
             if stream.namespace == namespace:
                 stream.poke()
 
-    async def _follow(self, bus: AgentBus) -> None:
-        """Poke the streams of `bus`'s namespace on every new event, until cancelled; never fails."""
+    async def _follow(self, bus: AgentBus, looked: anyio.Event) -> None:
+        """Poke the streams of `bus`'s namespace on every new event, until cancelled; never fails. Sets
+        `looked` once it knows the newest event (or that Redis is away)."""
         settings, key = bus.settings, bus.store.keys.events
         redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds + READ_BLOCK_MS / 1000)
         outage = Outage(f"the dashboard's reader of the events of namespace {settings.namespace}", logger)
@@ -174,6 +192,7 @@ class Streams:
                         if outage.failures:  # whatever changed while Redis was away
                             self._poke(settings.namespace)
                         outage.recovered()
+                        looked.set()
                     reply = await redis.xread({key: last}, count=READ_COUNT, block=READ_BLOCK_MS)
                     if reply:
                         [(_key, entries)] = cast(list[tuple[str, list[tuple[str, object]]]], reply)
@@ -181,6 +200,7 @@ class Streams:
                         self._poke(settings.namespace)
                 except Exception as exc:  # Redis down or restarting: never end the streams' updates
                     last = None
+                    looked.set()  # the streams open meanwhile, and hear "changed" when Redis is back
                     await anyio.sleep(outage.failed(exc))
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):

@@ -5,9 +5,10 @@ token; and `agentbus dashboard --namespace a,b` serves each listed namespace and
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import cast
 
 import anyio
 import httpx2
@@ -17,10 +18,11 @@ from helpers import free_port, fresh_settings
 from helpers.browser import agentbus_dashboard
 from helpers.http_servers import Server, bus_env, fresh, http_server
 from helpers.redis_servers import DATA_ARGS, redis_binary, start_redis, stop_redis
+from starlette.responses import StreamingResponse
 
 from mcp_agentbus.cli.dashboard import dashboard
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.server.dashboard_stream import MAX_STREAMS_PER_TOKEN
+from mcp_agentbus.server.dashboard_stream import MAX_STREAMS_PER_TOKEN, Streams
 from mcp_agentbus.server.tokens import TokensFile
 
 pytestmark = pytest.mark.anyio
@@ -48,6 +50,25 @@ async def log_says(log: Path, text: str) -> None:
         if text in await anyio.Path(log).read_text():
             return
         await anyio.sleep(0.05)
+
+
+async def test_every_open_stream_of_a_namespace_hears_each_change_and_closed_ones_free_their_slots(
+    bus: AgentBus,
+) -> None:
+    """In-process on both backends: the streams' body, as the HTTP response would send it."""
+    streams = Streams(None)
+    bodies = []
+    for _ in range(2):
+        response = streams.respond(bus, None)
+        assert isinstance(response, StreamingResponse)
+        bodies.append(cast(AsyncGenerator[str, None], response.body_iterator))
+    with anyio.fail_after(TIMEOUT):
+        assert [await anext(body) for body in bodies] == ["retry: 1000\n: connected\n\n"] * 2
+        await bus.events.publish("tester", "note.one")
+        assert [await anext(body) for body in bodies] == ["event: changed\ndata: {}\n\n"] * 2
+        for body in bodies:
+            await body.aclose()
+    assert len(streams) == 0
 
 
 async def test_a_stream_lives_through_a_redis_restart_and_says_changed_once_redis_is_back(

@@ -15,6 +15,9 @@ const state = {
   stream: null,     // the AbortController of the open stream
   shown: {},        // per table, what it shows: a table whose data did not change is not redrawn
 };
+// Not every change writes an event (a heartbeat that changes only a note or its time does not): a page
+// that heard nothing this long fetches anyway, so what it shows is never older than that.
+const QUIET_REFRESH_MS = 15000;
 const TOKENS = "agentbus-tokens";  // sessionStorage: {namespace: token}, one per namespace
 const SHOWN = "agentbus-namespace";
 
@@ -95,6 +98,7 @@ function tick() {
   updated.textContent = state.updated === null ? "" : "updated " + secs(state.updated) + " s ago";
   if (state.updated !== null) updated.title = new Date(state.updated).toLocaleString();
   if (state.down !== null) status("stream down for " + secs(state.down) + " s, reconnecting…");
+  else if (state.updated !== null && Date.now() - state.updated > QUIET_REFRESH_MS) refresh();
 }
 
 function bar(done, total) {
