@@ -16,6 +16,7 @@ from mcp_agentbus.cli.status import view_settings
 from mcp_agentbus.ids import NAMESPACE_RE
 
 OPEN_DELAY = 1.0  # seconds: the browser is opened once the server is likely listening
+GRACE_SECONDS = 1  # on Ctrl-C, open pages' streams are cut this soon: nothing else is in flight for long
 
 
 @click.command()
@@ -46,4 +47,4 @@ def dashboard(port: int, open_browser: bool, namespace: str | None, **flags: Any
     click.echo(f"agentbus dashboard of namespace {shown}: {url}", err=True)
     if open_browser:
         threading.Timer(OPEN_DELAY, webbrowser.open, [url]).start()
-    serve(dashboard_app(settings, also=names[1:]), "127.0.0.1", port, settings)
+    serve(dashboard_app(settings, also=names[1:]), "127.0.0.1", port, settings, grace_seconds=GRACE_SECONDS)

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.anyio
 
 TIMEOUT = 60  # bound on one test, process starts included
 ENDED_WITHIN = 5.0  # a revoked token's stream ends within this (it looks at the tokens file every second)
-STOPPED_WITHIN = 10.0  # seconds a server takes to stop with a stream open (its grace is 3 s)
+STOPPED_WITHIN = 30.0  # seconds a server takes to stop with a stream open (bus_env: its grace is 5 + 5 s)
 
 
 async def change(url: str, namespace: str, topic: str = "note.changed") -> None:
@@ -173,7 +173,7 @@ def test_agentbus_dashboard_refuses_a_namespace_list_with_a_bad_name() -> None:
     assert result.exit_code == 2 and "'not good' is not a namespace" in result.output
 
 
-async def test_a_server_stops_within_a_few_seconds_while_a_dashboard_tab_holds_its_stream(
+async def test_a_server_stops_once_its_shutdown_grace_is_over_while_a_dashboard_tab_holds_its_stream(
     redis_url_real: str, tmp_path: Path
 ) -> None:
     with http_server(bus_env(redis_url_real, fresh("stop")), tmp_path / "server.log") as server:
