@@ -12,6 +12,7 @@ const state = {
   skew: 0,          // the server's now_ms minus Date.now(): relative times tick on the server's clock
   updated: null,    // Date.now() when the snapshot shown arrived
   down: null,       // Date.now() since the stream is down (null while live)
+  why: "",          // and why
   stream: null,     // the AbortController of the open stream
   shown: {},        // per table, what it shows: a table whose data did not change is not redrawn
 };
@@ -97,7 +98,7 @@ function tick() {
   const secs = (since) => Math.round((Date.now() - since) / 1000);
   updated.textContent = state.updated === null ? "" : "updated " + secs(state.updated) + " s ago";
   if (state.updated !== null) updated.title = new Date(state.updated).toLocaleString();
-  if (state.down !== null) status("stream down for " + secs(state.down) + " s, reconnecting…");
+  if (state.down !== null) status("stream down for " + secs(state.down) + " s, reconnecting… (" + state.why + ")");
   else if (state.updated !== null && Date.now() - state.updated > QUIET_REFRESH_MS) refresh();
 }
 
@@ -205,7 +206,10 @@ async function listen(controller) {
     try {
       const reply = await fetch("/dashboard/stream", { headers: headers(), cache: "no-store", signal: controller.signal });
       if (reply.status === 401) { refused(); return; }
-      if (!reply.ok || !reply.body) throw new Error("stream answered " + reply.status);
+      if (!reply.ok || !reply.body) {  // e.g. 429: this token's tabs hold all its streams
+        const body = await reply.json().catch(() => ({}));
+        throw new Error(body.error ? body.error.message + ". " + body.error.hint : "stream answered " + reply.status);
+      }
       state.down = null;
       status("live");
       refresh();  // whatever changed while the stream was down
@@ -226,6 +230,7 @@ async function listen(controller) {
     } catch (err) {
       if (controller.signal.aborted) return;
       if (state.down === null) state.down = Date.now();
+      state.why = err.message;
       tick();
     }
     await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -252,6 +257,7 @@ async function connect() {
     refresh();  // at once, not after the stream opens (which fetches again: nothing is missed between)
   } catch (err) {
     if (state.down === null) state.down = Date.now();
+    state.why = err.message;
     tick();
     setTimeout(() => { if (!controller.signal.aborted) connect(); }, 1000);
     return;
