@@ -63,7 +63,7 @@ def snapshots(page: Page) -> list[float]:
 
 
 async def test_the_picker_switches_between_the_namespaces_agentbus_dashboard_serves(
-    browser: Browser, two: tuple[str, str, str], redis_url_real: str
+    two: tuple[str, str, str], redis_url_real: str, browser: Browser
 ) -> None:
     base, first, second = two
     with anyio.fail_after(TIMEOUT):
@@ -97,7 +97,7 @@ def guarded(redis_url_real: str, tmp_path: Path) -> Iterator[tuple[Server, Token
 
 
 async def test_with_tokens_the_page_holds_one_per_namespace_and_forgets_a_revoked_one(
-    browser: Browser, guarded: tuple[Server, TokensFile]
+    guarded: tuple[Server, TokensFile], browser: Browser
 ) -> None:
     server, tokens = guarded
     first, second = fresh("first"), fresh("second")
@@ -148,7 +148,7 @@ async def test_relative_times_tick_without_a_fetch_and_the_status_line_says_when
             await expect(page.locator("#updated")).to_contain_text("updated")
             assert asked == [], "the page fetched a snapshot although nothing changed"
 
-            server.proc.terminate()
+            server.proc.kill()  # the server is gone (a crash, a restart): the page says so
             await expect(page.locator("#status")).to_contain_text("reconnecting", timeout=10_000)
             await expect(page.locator("#status")).to_contain_text("stream down for")
 
@@ -180,6 +180,7 @@ async def test_the_page_answers_a_click_and_fetches_a_few_snapshots_a_second_und
                     await expect(page.locator("#tasks tr", has_text="step 11")).to_contain_text("ready")
                 lasted = time.monotonic() - began
                 await expect(page.locator("#events")).to_contain_text("load.tick")
+                await page.close()  # before the server stops, which would wait for the page's stream
         busiest = max(sum(1 for t in asked if s <= t < s + 1) for s in asked)
         assert busiest <= SNAPSHOTS_PER_SECOND + 1, (busiest, len(asked))  # +1: the click's own
         assert len(asked) <= SNAPSHOTS_PER_SECOND * lasted, (len(asked), lasted)

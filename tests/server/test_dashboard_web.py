@@ -53,7 +53,7 @@ async def open_page(browser: Browser, server: Server) -> Page:
 
 
 async def test_the_page_shows_a_workflow_and_follows_its_tasks_as_agents_work(
-    browser: Browser, server: Server
+    server: Server, browser: Browser
 ) -> None:
     cap = fresh("dash")
     with anyio.fail_after(TIMEOUT):
@@ -182,7 +182,7 @@ def guarded(redis_url_real: str, tmp_path: Path) -> Iterator[tuple[Server, Token
 
 
 async def test_with_a_tokens_file_the_dashboard_data_needs_a_valid_token(
-    browser: Browser, guarded: tuple[Server, TokensFile]
+    guarded: tuple[Server, TokensFile], browser: Browser
 ) -> None:
     server, tokens = guarded
     namespace = fresh("mine")
