@@ -47,6 +47,7 @@ async def open_page(browser: Browser, base: str) -> Page:
     page.set_default_timeout(SEEN_MS)
     await page.goto(base + "/")
     await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+    await expect(page.locator("body[data-updated]")).to_have_count(1)  # its first snapshot is shown
     return page
 
 

@@ -212,7 +212,7 @@ async function listen(controller) {
       }
       state.down = null;
       status("live");
-      refresh();  // whatever changed while the stream was down
+      refresh();  // now that every change is heard: what the namespace is (and what changed while down)
       const reader = reply.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
       for (;;) {
@@ -254,7 +254,6 @@ async function connect() {
     sessionStorage.setItem(SHOWN, body.namespace);
     document.getElementById("add-token").hidden = !body.tokens;
     picker(body.tokens ? Object.keys(tokens()) : body.namespaces);
-    refresh();  // at once, not after the stream opens (which fetches again: nothing is missed between)
   } catch (err) {
     if (state.down === null) state.down = Date.now();
     state.why = err.message;
