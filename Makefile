@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # redis-server(s) on free loopback ports (tests/conftest.py). `make test WORKERS=2` to change.
 WORKERS ?= 4
 
-.PHONY: install check lint typecheck test format bench bench-quick
+.PHONY: install check lint typecheck test format bench bench-quick screenshots
 
 install: $(VENV)/.installed
 
@@ -40,7 +40,13 @@ format: install
 bench: install
 	$(PY) bench/bench.py
 	$(PY) bench/startup.py
+	$(PY) bench/dashboard.py
 
 bench-quick: install
 	$(PY) bench/bench.py --quick
 	$(PY) bench/startup.py --runs 2
+	$(PY) bench/dashboard.py --quick
+
+# The README's dashboard screenshots (docs/*.png), from a scene on a bus of their own (needs chromium).
+screenshots: install
+	$(PY) docs/screenshots.py

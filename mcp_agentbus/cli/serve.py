@@ -215,5 +215,5 @@ def serve_http(settings: Settings, host: str, port: int, served: Served, workers
 def _run_worker(app: Starlette, host: str, port: int, settings: Settings, sock: socket.socket) -> int:
     from mcp_agentbus.server.http import serve
 
-    serve(app, host, port, settings, sock)
+    serve(app, host, port, settings, sock=sock)
     return 0

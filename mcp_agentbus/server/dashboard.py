@@ -1,46 +1,52 @@
-"""The web dashboard: a read-only page of one namespace that a person keeps open beside the agents.
+"""The web dashboard: a page of the bus that a person keeps open beside the agents.
 
-``GET /`` is the page (plain HTML and JS under ``static/``, no build); ``GET /dashboard/snapshot`` is the
+``GET /`` is the page (plain HTML and JS under ``static/``, no build); ``GET /dashboard/snapshot`` is one
 namespace as JSON (`dashboard_data.take`, as `agentbus status` reads it; ``?workflow=<id>`` adds that
-workflow's tasks); ``GET /dashboard/stream`` is a server-sent-event stream that says ``changed`` whenever a
-wake-up hint arrives for the namespace (coalesced to a few a second; a keep-alive comment every
-`KEEPALIVE_SECONDS`), on which the page fetches the snapshot again.
+workflow's tasks); ``GET /dashboard/stream`` says ``changed`` whenever the namespace changes
+(`dashboard_stream.py`), on which the page fetches the snapshot again; ``GET /dashboard/access`` says
+which namespaces the caller may look at and whether it may act.
 
 Access is that of ``/mcp``: the Host/Origin checks against DNS rebinding always; without a tokens file,
 loopback clients only; with one, the data routes need ``Authorization: Bearer <token>`` (401 otherwise)
 and show the token's namespace. The page sends the header with ``fetch`` (streamed for the events), so a
-token never goes into a URL, where logs and browser history would keep it.
+token never goes into a URL, where logs and browser history would keep it. Every data or action route
+(this module's and those of the other ``dashboard_*`` modules) starts with `Dashboard.open`, which does
+all of that and says whether the caller may act (`may_act`) or only look.
+
+Which namespace a request shows: with tokens, its token's (the page keeps one token per namespace and
+sends the one of the namespace shown); without, the one ``?namespace=`` (or the header
+``X-Agentbus-Namespace``, which the page sends) names among those the server serves (the first when it
+names none): `agentbus dashboard --namespace a,b` serves several, ``serve``
+its own. Any other is refused (403 with tokens, 404 without) with a hint naming what is served.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 
-import anyio
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import AgentBusError
 from mcp_agentbus.redis.connection import close, connect
-from mcp_agentbus.server.dashboard_actions import Actions
+from mcp_agentbus.server import profiles
+from mcp_agentbus.server.dashboard_actions import Actions, acting_as
 from mcp_agentbus.server.dashboard_data import take
 from mcp_agentbus.server.dashboard_stats import DashboardStats
+from mcp_agentbus.server.dashboard_stream import Streams
 from mcp_agentbus.server.dashboard_task import task_route
 from mcp_agentbus.server.tokens import Grant, TokensFile
 from mcp_agentbus.settings import Settings
 
-MAX_STREAMS = 16  # open event streams per server process; past it a new one gets 503
-KEEPALIVE_SECONDS = 15.0  # a comment line, so proxies and the browser keep an idle stream open
-COALESCE_SECONDS = 0.3  # at most about three "changed" events a second, however busy the bus
 EVENTS_SHOWN = 30
-
+NAMESPACE_HEADER = "X-Agentbus-Namespace"  # the page's way to say ?namespace= on every request
 STATIC = {  # path → (file under static/, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
     "/dashboard/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -60,42 +66,44 @@ HEADERS = {  # the page loads nothing from elsewhere, and no other site may fram
 }
 
 
-class _Stream:
-    """One open event stream: poked by every hint of its namespace, it tells its page once."""
+def may_act(grant: Grant | None) -> bool:
+    """Whether a dashboard caller may act (send, cancel, retry, release), not only look: anyone the
+    server lets in without a tokens file (loopback only), else a token whose role is, or lists,
+    ``all`` or ``operator``."""
+    return grant is None or profiles.may_act(grant.role)
 
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-        self._event = anyio.Event()
 
-    def poke(self) -> None:
-        self._event.set()
+@dataclass(frozen=True)
+class Opened:
+    """A dashboard request let in: the bus of the namespace it shows, the token's grant (None without
+    a tokens file) and whether it may act."""
 
-    async def changed(self) -> None:
-        """Returns once a hint came since the last time it returned."""
-        await self._event.wait()
-        self._event = anyio.Event()
+    bus: AgentBus
+    grant: Grant | None
+    may_act: bool
 
 
 class Dashboard:
-    """The dashboard's routes, for namespaces that `bus_for` opens (already hearing their wake-ups)."""
+    """The dashboard's routes, for the namespaces `bus_for` opens: without tokens those of `namespace`
+    (one name, or several: the first is shown by default), with tokens each token's own."""
 
     def __init__(
         self,
-        namespace: str,
+        namespace: str | Sequence[str],
         bus_for: Callable[[str], Awaitable[AgentBus | None]],
         security: TransportSecuritySettings,
         tokens: TokensFile | None = None,
     ) -> None:
-        self._namespace = namespace
+        self._served = [namespace] if isinstance(namespace, str) else list(namespace)
         self._bus_for = bus_for
         self._security = TransportSecurityMiddleware(security)
         self._tokens = tokens
-        self._streams: set[_Stream] = set()
-        self._heard: set[str] = set()  # namespaces whose hints are handed to the streams
+        self._streams = Streams(tokens)
 
     def routes(self) -> list[Route]:
         return [
             *(Route(path, self._static, methods=["GET"]) for path in STATIC),
+            Route("/dashboard/access", self._access, methods=["GET"]),
             Route("/dashboard/snapshot", self._snapshot, methods=["GET"]),
             Route("/dashboard/stream", self._stream, methods=["GET"]),
             *DashboardStats(self._open, HEADERS).routes(),  # charts and inbox threads
@@ -103,8 +111,33 @@ class Dashboard:
             task_route(self._open),
         ]
 
+    async def open(self, request: Request) -> Opened | Response:
+        """The request let in (`Opened`), or the answer that refuses it: a foreign Host/Origin (421/403),
+        a POST that is not JSON (400), no tokens file and not loopback (403), no valid token (401), a
+        namespace not served (403/404), the server not serving yet (503). Routes that act refuse with
+        403 themselves when `Opened.may_act` is False."""
+        refused = await self._refused(request)
+        if refused is not None:
+            return refused
+        grant = self._grant(request)
+        if isinstance(grant, Response):
+            return grant
+        namespace = self._namespace(request, grant)
+        if isinstance(namespace, Response):
+            return namespace
+        bus = await self._bus_for(namespace)
+        if bus is None:
+            return _error(503, "the server is starting or stopping", "Try again in a moment.")
+        return Opened(bus, grant, may_act(grant))
+
+    async def _open(self, request: Request) -> AgentBus | Response:
+        """`open` for a route that only reads: the namespace's bus, or the refusal."""
+        opened = await self.open(request)
+        return opened if isinstance(opened, Response) else opened.bus
+
     async def _refused(self, request: Request) -> Response | None:
-        refused = await self._security.validate_request(request)
+        # A POST (an action) must also be JSON, which a form on another site cannot send unasked.
+        refused = await self._security.validate_request(request, is_post=request.method == "POST")
         if refused is not None:
             return refused
         client = request.client.host if request.client else ""
@@ -130,26 +163,27 @@ class Dashboard:
             )
         return grant
 
-    async def _open(self, request: Request) -> AgentBus | Response:
-        refused = await self._refused(request)
-        if refused is not None:
-            return refused
-        grant = self._grant(request)
-        if isinstance(grant, Response):
-            return grant
-        namespace = self._namespace if grant is None else grant.namespace
-        bus = await self._bus_for(namespace)
-        if bus is None:
-            return _error(503, "the server is starting or stopping", "Try again in a moment.")
-        if namespace not in self._heard:
-            self._heard.add(namespace)
-            bus.wakeups.listen(lambda _hint: self._poke(namespace))
-        return bus
-
-    def _poke(self, namespace: str) -> None:
-        for stream in self._streams:
-            if stream.namespace == namespace:
-                stream.poke()
+    def _namespace(self, request: Request, grant: Grant | None) -> str | Response:
+        asked = request.query_params.get("namespace") or request.headers.get(NAMESPACE_HEADER) or None
+        shown = repr(asked[:80]) if asked else ""
+        if grant is not None:
+            if asked is not None and asked != grant.namespace:
+                return _error(
+                    403,
+                    f"this token is for namespace {grant.namespace!r}, not {shown}",
+                    f'Add a token of namespace {shown} on the page ("add a token"), or look at '
+                    f"{grant.namespace!r}.",
+                )
+            return grant.namespace
+        if asked is None:
+            return self._served[0]
+        if asked not in self._served:
+            return _error(
+                404,
+                f"this dashboard does not serve namespace {shown}; it serves {', '.join(self._served)}",
+                "Pick one of those, or start `agentbus dashboard --namespace a,b` listing the ones you want.",
+            )
+        return asked
 
     async def _static(self, request: Request) -> Response:
         refused = await self._refused(request)
@@ -158,6 +192,27 @@ class Dashboard:
         name, media_type = STATIC[request.url.path]
         body = resources.files(__package__).joinpath("static", name).read_bytes()
         return Response(body, media_type=media_type, headers=HEADERS)
+
+    async def _access(self, request: Request) -> Response:
+        """What the page may show and do: the namespaces it may pick from (with tokens, the one of the
+        token sent: the page keeps the others' tokens) and whether it may act."""
+        opened = await self.open(request)
+        if isinstance(opened, Response):
+            return opened
+        grant = opened.grant
+        return JSONResponse(
+            {
+                "namespace": opened.bus.settings.namespace,
+                "namespaces": self._served if grant is None else [grant.namespace],
+                "tokens": self._tokens is not None,
+                "token": None
+                if grant is None
+                else {"id": grant.id, "agent": grant.agent, "role": grant.role},
+                "may_act": opened.may_act,
+                "acts_as": acting_as(grant),
+            },
+            headers=HEADERS,
+        )
 
     async def _snapshot(self, request: Request) -> Response:
         bus = await self._open(request)
@@ -173,72 +228,39 @@ class Dashboard:
         return Response(snap.to_json(), media_type="application/json", headers=HEADERS)
 
     async def _stream(self, request: Request) -> Response:
-        bus = await self._open(request)
-        if isinstance(bus, Response):
-            return bus
-        if len(self._streams) >= MAX_STREAMS:
-            return _error(
-                503,
-                f"this server already has {MAX_STREAMS} dashboard streams open",
-                "Close a dashboard tab, or reload the page later (it refreshes on reload).",
-            )
-        stream = _Stream(bus.settings.namespace)
-        self._streams.add(stream)
-        token = request.headers.get("authorization", "").partition(" ")[2].strip()
-
-        async def events() -> AsyncIterator[str]:
-            try:
-                yield "retry: 1000\n: connected\n\n"
-                while self._tokens is None or self._tokens.find(token) is not None:  # revoked: ends
-                    with anyio.move_on_after(KEEPALIVE_SECONDS) as idle:
-                        await stream.changed()
-                    if idle.cancelled_caught:
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield "event: changed\ndata: {}\n\n"
-                    await anyio.sleep(COALESCE_SECONDS)  # hints meanwhile make one more event
-            finally:
-                self._streams.discard(stream)
-
-        # The background task also frees the slot of a stream whose client left before it began.
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={**HEADERS, "X-Accel-Buffering": "no"},
-            background=BackgroundTask(self._streams.discard, stream),
-        )
+        opened = await self.open(request)
+        if isinstance(opened, Response):
+            return opened
+        return self._streams.respond(opened.bus, opened.grant)
 
 
-def dashboard_app(settings: Settings) -> Starlette:
-    """Only the dashboard, of `settings.namespace`, for loopback clients (`agentbus dashboard`). It
-    only reads and listens: no reaper, no MCP endpoint."""
+def dashboard_app(settings: Settings, also: Sequence[str] = ()) -> Starlette:
+    """Only the dashboard, of `settings.namespace` and the namespaces `also` names, for loopback
+    clients (`agentbus dashboard`). It only reads: no reaper, no MCP endpoint, no wake-ups."""
     from mcp_agentbus.server.http import LOOPBACK_HOSTS
 
-    bus: AgentBus | None = None
+    served = list(dict.fromkeys([settings.namespace, *also]))
+    buses: dict[str, AgentBus] = {}
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        nonlocal bus
         redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
         try:
-            async with anyio.create_task_group() as tg:
-                opened = AgentBus(redis, settings)
-                await tg.start(opened.wakeups.run)
-                bus = opened
-                yield
-                bus = None
-                tg.cancel_scope.cancel()
+            for namespace in served:
+                buses[namespace] = AgentBus(redis, settings.model_copy(update={"namespace": namespace}))
+            yield
         finally:
+            buses.clear()
             await close(redis)
 
-    async def bus_for(_namespace: str) -> AgentBus | None:
-        return bus
+    async def bus_for(namespace: str) -> AgentBus | None:
+        return buses.get(namespace)
 
     security = TransportSecuritySettings(
         allowed_hosts=list(LOOPBACK_HOSTS),
         allowed_origins=[f"http://{host}" for host in LOOPBACK_HOSTS],
     )
-    return Starlette(routes=Dashboard(settings.namespace, bus_for, security).routes(), lifespan=lifespan)
+    return Starlette(routes=Dashboard(served, bus_for, security).routes(), lifespan=lifespan)
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,11 +1,11 @@
 """A person's hand on the bus from the dashboard: send a message, cancel a task or a workflow, retry a
 task, release (revoke) a stuck lock. Each is a ``POST /dashboard/actions/<name>`` with a JSON body, and
 goes through the same core operation and Lua script as the tool that does it, so it writes the same
-events; ``GET /dashboard/me`` says who the page acts as and whether it may act (the page hides its
-buttons otherwise).
+events; ``GET /dashboard/access`` (dashboard.py) says who the page acts as and whether it may act (the
+page hides its buttons otherwise).
 
 Who may act: without a tokens file, anyone the dashboard answers (loopback only); with one, a token of
-role ``operator`` or ``all`` (`profiles.may_act`); any other token of the namespace may only view (403).
+role ``operator`` or ``all`` (`dashboard.may_act`); any other token of the namespace may only view (403).
 An action acts as the token's one agent when its grant names one (``--agent alice``), else as
 ``human``; without tokens, as ``human``. The page sends its token in a header and no cookie is ever
 read, and an action needs ``Content-Type: application/json`` (415 otherwise), which a form of another
@@ -29,7 +29,7 @@ from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.control import MAX_REASON
 from mcp_agentbus.errors import AgentBusError, explain_validation
 from mcp_agentbus.ids import MAX_BODY, Recipient, Resource, TaskId, ThreadId, WorkflowId
-from mcp_agentbus.server.profiles import ACTING_ROLES, may_act
+from mcp_agentbus.server.profiles import ACTING_ROLES
 from mcp_agentbus.server.tokens import Grant
 
 if TYPE_CHECKING:
@@ -82,45 +82,21 @@ class Actions:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/dashboard/me", self._me, methods=["GET"]),
             Route("/dashboard/actions/message", self._post(Message, _message), methods=["POST"]),
             Route("/dashboard/actions/cancel", self._post(Cancel, _cancel), methods=["POST"]),
             Route("/dashboard/actions/retry", self._post(Retry, _retry), methods=["POST"]),
             Route("/dashboard/actions/release", self._post(Release, _release), methods=["POST"]),
         ]
 
-    async def _access(self, request: Request) -> tuple[AgentBus, Grant | None] | Response:
-        """The namespace's bus and the request's grant, or the refusal (Host/Origin, 401) to answer."""
-        opened = await self._dashboard._open(request)
-        if isinstance(opened, Response):
-            return opened
-        grant = self._dashboard._grant(request)
-        return opened, None if isinstance(grant, Response) else grant
-
-    async def _me(self, request: Request) -> Response:
-        access = await self._access(request)
-        if isinstance(access, Response):
-            return access
-        bus, grant = access
-        return JSONResponse(
-            {
-                "namespace": bus.settings.namespace,
-                "role": None if grant is None else grant.role,
-                "may_act": grant is None or may_act(grant.role),
-                "acts_as": acting_as(grant),
-            },
-            headers={"Cache-Control": "no-store"},
-        )
-
     def _post(
         self, model: type[B], act: Callable[[AgentBus, str, B], Awaitable[str]]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            access = await self._access(request)
-            if isinstance(access, Response):
-                return access
-            bus, grant = access
-            if grant is not None and not may_act(grant.role):
+            opened = await self._dashboard.open(request)
+            if isinstance(opened, Response):
+                return opened
+            bus, grant = opened.bus, opened.grant
+            if grant is not None and not opened.may_act:  # without tokens (loopback) anyone may act
                 return error(
                     403,
                     "forbidden",

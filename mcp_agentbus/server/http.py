@@ -16,6 +16,7 @@ import asyncio
 import gc
 import ipaddress
 import logging
+import math
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -50,6 +51,10 @@ logger = logging.getLogger(__name__)
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 HEALTH_TIMEOUT = 2.0
 HEALTH_KEY_TTL_MS = 60_000
+# On shutdown, what still runs this long (beyond the longest wait a tool call may make) after new
+# connections stopped is cancelled: an open stream (a dashboard tab, an MCP listen) never ends by
+# itself, and uvicorn would otherwise wait for it forever.
+SHUTDOWN_MARGIN_SECONDS = 5
 
 
 def is_loopback(host: str) -> bool:
@@ -214,9 +219,14 @@ class RequestDeadline(H11Protocol):
             self.transport.close()
 
 
-def uvicorn_config(app: Starlette, host: str, port: int, settings: Settings) -> uvicorn.Config:
+def uvicorn_config(
+    app: Starlette, host: str, port: int, settings: Settings, *, grace_seconds: int | None = None
+) -> uvicorn.Config:
     """How uvicorn serves `app`: with our request deadline and connection limit, logging through
-    our stderr logging."""
+    our stderr logging; on shutdown, what runs `grace_seconds` later (by default, when every tool
+    call's wait is over) is cancelled."""
+    if grace_seconds is None:
+        grace_seconds = math.ceil(settings.max_wait_seconds) + SHUTDOWN_MARGIN_SECONDS
     import uvicorn
 
     deadline = type("RequestDeadline", (RequestDeadline,), {"timeout": settings.http_request_timeout_seconds})
@@ -228,17 +238,25 @@ def uvicorn_config(app: Starlette, host: str, port: int, settings: Settings) -> 
         access_log=False,
         http=deadline,
         limit_concurrency=settings.http_max_connections,
+        timeout_graceful_shutdown=grace_seconds,
     )
 
 
 def serve(
-    app: Starlette, host: str, port: int, settings: Settings, sock: socket.socket | None = None
+    app: Starlette,
+    host: str,
+    port: int,
+    settings: Settings,
+    *,
+    grace_seconds: int | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Run `app` until interrupted, on `sock` when given (a worker's share of one port), else bound
-    to `host`:`port`."""
+    """Run `app` until interrupted (`uvicorn_config` says how), on `sock` when given (a worker's share
+    of one port), else bound to `host`:`port`."""
     import uvicorn
 
     # What is loaded by now lives as long as the process: keep it out of the collector's full passes,
     # which would otherwise walk it again and again under load (pauses of 100 ms and more).
     gc.freeze()
-    uvicorn.Server(uvicorn_config(app, host, port, settings)).run(sockets=None if sock is None else [sock])
+    config = uvicorn_config(app, host, port, settings, grace_seconds=grace_seconds)
+    uvicorn.Server(config).run(sockets=None if sock is None else [sock])

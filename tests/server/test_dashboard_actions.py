@@ -73,13 +73,13 @@ async def claimed_task(bus: AgentBus, agent: str = "worker-2") -> tuple[str, str
 # --- who may act --------------------------------------------------------------------------------------
 
 
-async def test_with_a_tokens_file_every_action_and_me_need_a_valid_token(
+async def test_with_a_tokens_file_every_action_and_access_need_a_valid_token(
     bus: AgentBus, tokens: TokensFile
 ) -> None:
     bearer(tokens, bus, "someone", "operator")  # the file exists: tokens are required
     async with dashboard(bus, tokens) as http:
         for headers in ({}, {"Authorization": "Bearer abt_not-a-token"}):
-            assert (await http.get("/dashboard/me", headers=headers)).status_code == 401
+            assert (await http.get("/dashboard/access", headers=headers)).status_code == 401
             for name, body in ACTIONS.items():
                 refused = await http.post(f"/dashboard/actions/{name}", json=body, headers=headers)
                 assert refused.status_code == 401, (name, refused.text)
@@ -92,13 +92,9 @@ async def test_a_viewer_token_may_view_but_not_act_and_is_told_which_role_acts(
 ) -> None:
     viewer = bearer(tokens, bus, "worker-*", "worker")
     async with dashboard(bus, tokens) as http:
-        me = (await http.get("/dashboard/me", headers=viewer)).json()
-        assert me == {
-            "namespace": bus.settings.namespace,
-            "role": "worker",
-            "may_act": False,
-            "acts_as": "human",
-        }
+        me = (await http.get("/dashboard/access", headers=viewer)).json()
+        assert me["namespace"] == bus.settings.namespace
+        assert (me["token"]["role"], me["may_act"], me["acts_as"]) == ("worker", False, "human")
         assert (await http.get("/dashboard/snapshot", headers=viewer)).status_code == 200
         for name, body in ACTIONS.items():
             refused = await http.post(f"/dashboard/actions/{name}", json=body, headers=viewer)
@@ -115,11 +111,11 @@ async def test_operator_and_all_tokens_may_act_and_say_whom_they_act_as(
     async with dashboard(bus, tokens) as http:
         for agent, role, acts_as in (("alice", "operator", "alice"), ("ops-*", "operator", "human"),
                                      ("boss", "all", "boss")):  # fmt: skip
-            me = (await http.get("/dashboard/me", headers=bearer(tokens, bus, agent, role))).json()
-            assert (me["role"], me["may_act"], me["acts_as"]) == (role, True, acts_as)
+            me = (await http.get("/dashboard/access", headers=bearer(tokens, bus, agent, role))).json()
+            assert (me["token"]["role"], me["may_act"], me["acts_as"]) == (role, True, acts_as)
     async with dashboard(bus) as http:  # no tokens file: loopback only, as human
-        me = (await http.get("/dashboard/me")).json()
-        assert (me["role"], me["may_act"], me["acts_as"]) == (None, True, "human")
+        me = (await http.get("/dashboard/access")).json()
+        assert (me["token"], me["may_act"], me["acts_as"]) == (None, True, "human")
 
 
 async def test_an_action_needs_a_json_content_type_and_a_bounded_body(bus: AgentBus) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers.browser import chromium_path, launched_browser  # noqa: F401 (the fixtures)
+from helpers.browser import browser_fixture, chromium_fixture  # noqa: F401 (fixtures)
 from helpers.http_servers import Server, bus_env, connect, fresh, http_server
 from helpers.tokens import connect_as
 from playwright.async_api import Browser, Page, expect

@@ -7,12 +7,11 @@ import time
 
 import anyio
 import pytest
+from helpers.browser import browser_fixture, chromium_fixture  # noqa: F401 (fixtures)
 from helpers.http_servers import Server, connect, fresh
 from playwright.async_api import Browser, expect
 from test_dashboard_web import (  # noqa: F401 - fixtures used by name
     TIMEOUT,
-    browser,
-    chromium,
     open_page,
     server,
 )
@@ -23,7 +22,7 @@ COMPLETED = 3
 
 
 async def test_the_charts_show_this_minutes_completions_and_a_queues_depth(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: Server,  # noqa: F811
 ) -> None:
     cap = fresh("chart")
@@ -90,7 +89,7 @@ async def test_a_dead_task_shows_in_the_dead_table(browser: Browser, server: Ser
 
 
 async def test_an_agents_inbox_shows_its_threads_and_looking_leaves_them_unread(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: Server,  # noqa: F811
 ) -> None:
     agent = fresh("reader")

@@ -9,6 +9,7 @@ import anyio
 import httpx2
 import pytest
 import test_dashboard_web as web
+from helpers.browser import browser_fixture, chromium_fixture  # noqa: F401 (fixtures)
 from helpers.http_servers import Server, connect, fresh
 from playwright.async_api import Browser, Page, expect
 
@@ -18,9 +19,7 @@ from mcp_agentbus.server.tokens import TokensFile
 pytestmark = pytest.mark.anyio
 
 # The fixtures of the dashboard's first browser tests: Debian's chromium, a server process, one with tokens.
-chromium, browser, server, guarded, open_page = (
-    web.chromium,
-    web.browser,
+server, guarded, open_page = (
     web.server,
     web.guarded,
     web.open_page,

@@ -1,16 +1,11 @@
 """The web dashboard of `agentbus serve --transport http`, in a real headless Chromium: a real server
 process on a real Redis, changed through MCP by a client session of the test, shown by the page.
 
-Chromium is Debian's (`/usr/bin/chromium`; `.ci/run` installs it): missing, these tests skip locally and
-fail under CI=true, like the other real components.
+Chromium is Debian's (`helpers/browser.py`): missing, these tests skip locally and fail under CI=true.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -18,46 +13,17 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
-from helpers import free_port
-from helpers.http_servers import Server, _stop, bus_env, connect, fresh, http_server
-from helpers.redis_servers import IN_CI
-from playwright.async_api import Browser, Page, async_playwright, expect
+from helpers.browser import agentbus_dashboard, browser_fixture, chromium_fixture  # noqa: F401 (fixtures)
+from helpers.http_servers import Server, bus_env, connect, fresh, http_server
+from playwright.async_api import Browser, Page, expect
 
-from mcp_agentbus.server.dashboard import MAX_STREAMS
+from mcp_agentbus.server.dashboard_stream import MAX_STREAMS
 from mcp_agentbus.server.tokens import TokensFile
 
 pytestmark = pytest.mark.anyio
 
 TIMEOUT = 60  # bound on one test, browser start included; each finishes far sooner
 SEEN_MS = 3_000  # the page shows a change within this (it refetches on the stream's "changed" event)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-
-
-@pytest.fixture
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if IN_CI:
-            pytest.fail("chromium is not installed; CI must test the dashboard in it (.ci/run installs it)")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    return path
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @pytest.fixture
@@ -76,7 +42,7 @@ async def open_page(browser: Browser, server: Server) -> Page:
 
 
 async def test_the_page_shows_a_workflow_and_follows_its_tasks_as_agents_work(
-    browser: Browser, server: Server
+    server: Server, browser: Browser
 ) -> None:
     cap = fresh("dash")
     with anyio.fail_after(TIMEOUT):
@@ -205,7 +171,7 @@ def guarded(redis_url_real: str, tmp_path: Path) -> Iterator[tuple[Server, Token
 
 
 async def test_with_a_tokens_file_the_dashboard_data_needs_a_valid_token(
-    browser: Browser, guarded: tuple[Server, TokensFile]
+    guarded: tuple[Server, TokensFile], browser: Browser
 ) -> None:
     server, tokens = guarded
     namespace = fresh("mine")
@@ -237,31 +203,8 @@ async def test_with_a_tokens_file_the_dashboard_data_needs_a_valid_token(
 def dashboard_cli(redis_url_real: str, server: Server, tmp_path: Path) -> Iterator[str]:
     """`agentbus dashboard` on the namespace of `server` (whose MCP endpoint changes it): its base URL."""
     env = {**bus_env(redis_url_real, "unused"), "AGENTBUS_NAMESPACE": _namespace_of(server)}
-    port = free_port()
-    log = tmp_path / "dashboard.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mcp_agentbus", "dashboard", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx2.get(base + "/", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"agentbus dashboard did not answer:\n{log.read_text()}"
-            time.sleep(0.05)
+    with agentbus_dashboard(env, tmp_path / "dashboard.log") as base:
         yield base
-        assert "Traceback" not in log.read_text(), log.read_text()
-    finally:
-        _stop(proc)
 
 
 def _namespace_of(server: Server) -> str:

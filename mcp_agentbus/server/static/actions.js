@@ -1,25 +1,12 @@
 // The dashboard's actions: a person sends a message, cancels a task or a workflow, retries a task,
 // releases a stuck lock. Each is a JSON POST to /dashboard/actions/<name> with the token in a header
 // (headers() of app.js); the reply's one sentence shows in #action-line. Whatever takes work away from
-// an agent asks first in the #confirm dialog. /dashboard/me says whether this token may act at all:
-// if not, no button shows. render() of app.js calls renderActions(snap) after each redraw.
+// an agent asks first in the #confirm dialog. /dashboard/access (state.access of app.js) says whether
+// this token may act at all, and as whom: if not, no button shows. render() of app.js calls
+// renderActions(snap) after each redraw.
 "use strict";
 
-const acting = { me: null, asking: false, workflow: null };
-
-async function whoAmI() {
-  if (acting.me || acting.asking) return;
-  acting.asking = true;
-  try {
-    const reply = await fetch("/dashboard/me", { headers: headers(), cache: "no-store" });
-    if (reply.ok) acting.me = await reply.json();
-  } catch (err) {
-    // the page's own status line says the server is unreachable; ask again on the next redraw
-  } finally {
-    acting.asking = false;
-  }
-  if (acting.me && state.snap) renderActions(state.snap);
-}
+const acting = { workflow: null };
 
 function say(text, ok) {
   const line = document.getElementById("action-line");
@@ -65,7 +52,7 @@ function button(label, cls, onClick) {
   return b;
 }
 
-function because(what) { return what + " by " + acting.me.acts_as + " from the dashboard"; }
+function because(what) { return what + " by " + state.access.acts_as + " from the dashboard"; }
 
 function cancelTask(t) {
   const held = t.state === "claimed" && t.assignee;
@@ -112,6 +99,8 @@ function decorate(tableId, rows) {
   const head = document.querySelector("#" + tableId + " thead tr");
   if (head && !head.querySelector("th.act")) head.appendChild(el("th", "", "act"));
   for (const [tr, buttons] of rows) {
+    const old = tr.querySelector("td.act");  // a row app.js did not redraw keeps its cell: replace it
+    if (old) old.remove();
     const td = el("td", null, "act");
     td.append(...buttons);
     tr.appendChild(td);
@@ -119,8 +108,7 @@ function decorate(tableId, rows) {
 }
 
 function renderActions(snap) {
-  if (!acting.me) { whoAmI(); return; }
-  const may = acting.me.may_act;
+  const may = Boolean(state.access && state.access.may_act);
   document.getElementById("act").hidden = !may;
   if (!may) return;
 
