@@ -117,6 +117,12 @@ function renderActions(snap) {
     .filter((tr) => tasks.has(tr.dataset.task))
     .map((tr) => [tr, taskButtons(tasks.get(tr.dataset.task))]));
 
+  const dead = new Set(snap.dead.map((t) => t.id));  // the dead-tasks table (charts.js)
+  decorate("dead", [...document.querySelectorAll("#dead tbody tr[data-task]")]
+    .filter((tr) => dead.has(tr.dataset.task))
+    .map((tr) => [tr, [button("retry", "act-retry",
+      () => act("retry", { task_id: tr.dataset.task, reason: because("retried") }))]]));
+
   const locks = new Map(snap.locks.map((l) => [l.resource, l]));
   decorate("locks", [...document.querySelectorAll("#locks tbody tr[data-resource]")]
     .filter((tr) => locks.has(tr.dataset.resource))
