@@ -113,7 +113,7 @@ class Dashboard:
 
     async def open(self, request: Request) -> Opened | Response:
         """The request let in (`Opened`), or the answer that refuses it: a foreign Host/Origin (421/403),
-        a POST that is not JSON (400), no tokens file and not loopback (403), no valid token (401), a
+        a POST that is not JSON (415), no tokens file and not loopback (403), no valid token (401), a
         namespace not served (403/404), the server not serving yet (503). Routes that act refuse with
         403 themselves when `Opened.may_act` is False."""
         refused = await self._refused(request)
@@ -136,10 +136,17 @@ class Dashboard:
         return opened if isinstance(opened, Response) else opened.bus
 
     async def _refused(self, request: Request) -> Response | None:
-        # A POST (an action) must also be JSON, which a form on another site cannot send unasked.
-        refused = await self._security.validate_request(request, is_post=request.method == "POST")
+        refused = await self._security.validate_request(request)
         if refused is not None:
             return refused
+        # A POST (an action) must be JSON, which a form on another site cannot send unasked.
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and media_type != "application/json":
+            return _error(
+                415,
+                "an action needs a JSON body (Content-Type: application/json)",
+                "Send the action's fields as a JSON object, as the dashboard page does.",
+            )
         client = request.client.host if request.client else ""
         if self._tokens is None and not _is_loopback(client):
             return _error(
@@ -270,7 +277,11 @@ def _is_loopback(host: str) -> bool:
 
 
 def _error(status: int, message: str, hint: str) -> JSONResponse:
-    code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 503: "unavailable"}.get(
-        status, "invalid"
-    )
+    code = {
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        415: "unsupported_media_type",
+        503: "unavailable",
+    }.get(status, "invalid")
     return JSONResponse({"error": {"code": code, "message": message, "hint": hint}}, status_code=status)

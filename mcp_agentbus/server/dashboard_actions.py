@@ -8,8 +8,9 @@ Who may act: without a tokens file, anyone the dashboard answers (loopback only)
 role ``operator`` or ``all`` (`dashboard.may_act`); any other token of the namespace may only view (403).
 An action acts as the token's one agent when its grant names one (``--agent alice``), else as
 ``human``; without tokens, as ``human``. The page sends its token in a header and no cookie is ever
-read, and an action needs ``Content-Type: application/json`` (415 otherwise), which a form of another
-site cannot send without the browser asking first (and the Origin check refusing): no CSRF.
+read, and an action needs ``Content-Type: application/json`` (415 otherwise, from `Dashboard.open`),
+which a form of another site cannot send without the browser asking first (and the Origin check
+refusing): no CSRF.
 Every reply is JSON: ``{"ok": true, "line": <one sentence for a person>}``, or
 ``{"error": {"code", "message", "hint"}}`` with a fitting status, nothing written.
 """
@@ -103,14 +104,6 @@ class Actions:
                     f"the role {grant.role!r} of your token may view this dashboard but not act from it",
                     f"Acting needs a token of role {' or '.join(ACTING_ROLES)} "
                     "(agentbus token create --role operator).",
-                )
-            content_type = request.headers.get("content-type", "")
-            if content_type.split(";")[0].strip().lower() != "application/json":
-                return error(
-                    415,
-                    "unsupported_media_type",
-                    "an action needs a JSON body (Content-Type: application/json)",
-                    "Send the action's fields as a JSON object, as the dashboard page does.",
                 )
             text = await _read(request)
             if text is None:

@@ -97,7 +97,8 @@ async def test_an_action_must_be_a_json_post_so_another_site_cannot_submit_a_for
     open_http: httpx2.AsyncClient,
 ) -> None:
     form = await open_http.post("/probe", data={"text": "hi"})
-    assert form.status_code == 400, form.text
+    assert form.status_code == 415, form.text
+    assert form.json()["error"]["code"] == "unsupported_media_type"
     json_post = await open_http.post("/probe", json={"text": "hi"})
     assert json_post.status_code == 200 and json_post.json()["acts"] is True
     foreign = await open_http.post("/probe", json={}, headers={"Origin": "http://evil.example"})
@@ -117,6 +118,7 @@ async def test_a_token_shows_only_its_own_namespace_and_says_how_to_look_at_anot
             "tokens": True,
             "token": {"id": grant.id, "agent": "ops", "role": "operator"},
             "may_act": True,
+            "acts_as": "ops",
         }
         other = await http.get("/dashboard/snapshot", params={"namespace": "elsewhere"}, headers=auth)
         assert other.status_code == 403, other.text
