@@ -47,4 +47,6 @@ def dashboard(port: int, open_browser: bool, namespace: str | None, **flags: Any
     click.echo(f"agentbus dashboard of namespace {shown}: {url}", err=True)
     if open_browser:
         threading.Timer(OPEN_DELAY, webbrowser.open, [url]).start()
-    serve(dashboard_app(settings, also=names[1:]), "127.0.0.1", port, settings, grace_seconds=GRACE_SECONDS)
+    app = dashboard_app(settings, also=names[1:])
+    if not serve(app, "127.0.0.1", port, settings, grace_seconds=GRACE_SECONDS):
+        fail(f"the dashboard did not start on port {port} (the lines above say why: another --port?)")

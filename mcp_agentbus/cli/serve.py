@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
 MAX_WORKERS = 64
+STARTUP_FAILED = 3  # a worker's exit status when it never served (uvicorn's own for that)
 
 
 def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile | None:
@@ -67,7 +68,7 @@ def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile
 @click.option(
     "--json-responses",
     is_flag=True,
-    help="HTTP: answer each call with one JSON body, not an event stream: about 40% less server CPU per "
+    help="HTTP: answer each call with one JSON body, not an event stream: about a third less server CPU per "
     "call, but no progress notifications while a call waits.",
 )
 @click.option(
@@ -176,7 +177,7 @@ class Served:
 
 def serve_http(settings: Settings, host: str, port: int, served: Served, workers: int) -> None:
     """Serve HTTP in this process, or in `workers` processes on one port (`server/workers.py`)."""
-    from mcp_agentbus.server.http import build_app, serve
+    from mcp_agentbus.server.http import build_app, serve, shutdown_grace
     from mcp_agentbus.server.workers import Fleet, bind, supervise
 
     def app(fleet: Fleet | None = None, slot: int = 0) -> Starlette:
@@ -197,7 +198,8 @@ def serve_http(settings: Settings, host: str, port: int, served: Served, workers
     where = f"http://{host}:{port}/mcp"
     if workers == 1:
         click.echo(f"agentbus: serving MCP at {where} ({served.auth}; health: /healthz)", err=True)
-        serve(first, host, port, settings)
+        if not serve(first, host, port, settings):
+            fail("the server did not start (the lines above say why)")
         return
     try:
         sock = bind(host, port)
@@ -209,11 +211,14 @@ def serve_http(settings: Settings, host: str, port: int, served: Served, workers
         f"({served.auth}; health: /healthz)",
         err=True,
     )
-    supervise(fleet, lambda slot: _run_worker(app(fleet, slot), host, port, settings, sock))
+    supervise(
+        fleet,
+        lambda slot: _run_worker(app(fleet, slot), host, port, settings, sock),
+        shutdown_grace(settings),
+    )
 
 
 def _run_worker(app: Starlette, host: str, port: int, settings: Settings, sock: socket.socket) -> int:
     from mcp_agentbus.server.http import serve
 
-    serve(app, host, port, settings, sock=sock)
-    return 0
+    return 0 if serve(app, host, port, settings, sock=sock) else STARTUP_FAILED

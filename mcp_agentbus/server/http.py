@@ -219,6 +219,11 @@ class RequestDeadline(H11Protocol):
             self.transport.close()
 
 
+def shutdown_grace(settings: Settings) -> int:
+    """Seconds a stopping server gives what still runs: every tool call's wait is over by then."""
+    return math.ceil(settings.max_wait_seconds) + SHUTDOWN_MARGIN_SECONDS
+
+
 def uvicorn_config(
     app: Starlette, host: str, port: int, settings: Settings, *, grace_seconds: int | None = None
 ) -> uvicorn.Config:
@@ -226,7 +231,7 @@ def uvicorn_config(
     our stderr logging; on shutdown, what runs `grace_seconds` later (by default, when every tool
     call's wait is over) is cancelled."""
     if grace_seconds is None:
-        grace_seconds = math.ceil(settings.max_wait_seconds) + SHUTDOWN_MARGIN_SECONDS
+        grace_seconds = shutdown_grace(settings)
     import uvicorn
 
     deadline = type("RequestDeadline", (RequestDeadline,), {"timeout": settings.http_request_timeout_seconds})
@@ -250,13 +255,16 @@ def serve(
     *,
     grace_seconds: int | None = None,
     sock: socket.socket | None = None,
-) -> None:
+) -> bool:
     """Run `app` until interrupted (`uvicorn_config` says how), on `sock` when given (a worker's share
-    of one port), else bound to `host`:`port`."""
+    of one port), else bound to `host`:`port`. False when it never started serving (uvicorn logged
+    why: the port taken, the app's startup failed)."""
     import uvicorn
 
     # What is loaded by now lives as long as the process: keep it out of the collector's full passes,
     # which would otherwise walk it again and again under load (pauses of 100 ms and more).
     gc.freeze()
     config = uvicorn_config(app, host, port, settings, grace_seconds=grace_seconds)
-    uvicorn.Server(config).run(sockets=None if sock is None else [sock])
+    server = uvicorn.Server(config)
+    server.run(sockets=None if sock is None else [sock])
+    return server.started

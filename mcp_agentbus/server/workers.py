@@ -8,7 +8,8 @@ one worker every process runs stateless: each request stands alone; 2026-07-28 c
 sessionless anyway.
 
 The parent only supervises: it restarts a worker that exits (at most one start a second per worker,
-so a worker that cannot start does not spin), and on SIGTERM or SIGINT it stops them all. While its
+so a worker that cannot start does not spin), and passes SIGTERM or SIGINT on to them all; those still
+running after their shutdown grace (``http.shutdown_grace``) and a margin are killed. While its
 event loop runs, each worker stamps its slot in a page of memory the processes share (`Fleet`);
 ``/healthz`` on any worker reads every slot, so it answers for all of them.
 """
@@ -32,8 +33,9 @@ logger = logging.getLogger(__name__)
 STAMP_SECONDS = 1.0  # how often a serving worker stamps its slot
 STALE_SECONDS = 5.0  # a slot older than this is a worker that is not serving (exited, starting, or stuck)
 RESTART_SECONDS = 1.0  # the least time between two starts of one worker
-STOP_SECONDS = 30.0  # how long workers get to finish on SIGTERM before they are killed
+STOP_MARGIN_SECONDS = 5.0  # past the workers' own shutdown grace, before they are killed
 POLL_SECONDS = 0.2  # how often the parent looks for a worker that exited
+STOPS = {signal.SIGTERM, signal.SIGINT}
 _SLOT = struct.Struct("d")  # time.monotonic() of the last stamp; the same clock in every process
 
 
@@ -74,9 +76,10 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def supervise(fleet: Fleet, run_worker: Callable[[int], int]) -> None:
+def supervise(fleet: Fleet, run_worker: Callable[[int], int], grace_seconds: float) -> None:
     """Fork a worker per slot of `fleet` that runs ``run_worker(slot)`` (its exit status), and keep them
-    running until SIGTERM or SIGINT; then stop them."""
+    running until SIGTERM or SIGINT; then pass that signal on, and kill those still running
+    `grace_seconds` (their own shutdown grace) and a margin later."""
     workers: dict[int, int] = {}  # pid → slot
     started: dict[int, float] = {}  # slot → monotonic time of its last start
     stopping = False
@@ -85,12 +88,17 @@ def supervise(fleet: Fleet, run_worker: Callable[[int], int]) -> None:
         wait = started.get(slot, -RESTART_SECONDS) + RESTART_SECONDS - time.monotonic()
         if wait > 0:
             time.sleep(wait)
+        if stopping:  # a stop came while it waited
+            return
         started[slot] = time.monotonic()
+        # Blocked across the fork: the child must not run the parent's handler before it resets it.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
         pid = os.fork()
         if pid == 0:  # the worker: its own process group, so a terminal's Ctrl-C reaches only the parent
             os.setpgid(0, 0)
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOPS:
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             status = 1
             try:
                 status = run_worker(slot)
@@ -100,17 +108,18 @@ def supervise(fleet: Fleet, run_worker: Callable[[int], int]) -> None:
                 logging.shutdown()
                 os._exit(status)
         workers[pid] = slot
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         if not stopping:
             logger.info("stopping %d workers (%s)", len(workers), signal.Signals(signum).name)
         stopping = True
-        for pid in workers:
-            _signal(pid, signal.SIGTERM)
+        for pid in workers:  # the same signal: a second Ctrl-C makes uvicorn stop at once
+            _signal(pid, signal.Signals(signum))
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for sig in STOPS:
+        signal.signal(sig, stop)
     for slot in range(fleet.size):
         start(slot)
     deadline = None
@@ -118,7 +127,7 @@ def supervise(fleet: Fleet, run_worker: Callable[[int], int]) -> None:
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:  # polled, so a stop that comes meanwhile is seen within `POLL_SECONDS`
             if stopping:
-                deadline = deadline or time.monotonic() + STOP_SECONDS
+                deadline = deadline or time.monotonic() + grace_seconds + STOP_MARGIN_SECONDS
                 if time.monotonic() > deadline:
                     for left in workers:
                         _signal(left, signal.SIGKILL)

@@ -121,12 +121,15 @@ def test_a_killed_worker_is_reported_then_started_again(served: Server) -> None:
     assert "Traceback" not in log
 
 
-def test_sigterm_stops_every_worker_and_exits_cleanly(redis_url_real: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_stops_every_worker_and_exits_cleanly(
+    stop: signal.Signals, redis_url_real: str, tmp_path: Path
+) -> None:
     env = bus_env(redis_url_real, f"workers-{uuid.uuid4().hex[:12]}")
     with http_server(env, tmp_path / "serve.log", "--workers", "3") as server:
         wait_until(lambda: health(server)["workers"]["serving"] == 3, "three workers serve")
         pids = workers_of(server)
-        server.proc.send_signal(signal.SIGTERM)
+        server.proc.send_signal(stop)
         assert server.proc.wait(timeout=BOUND) == 0
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
@@ -148,4 +151,16 @@ def test_workers_refused_where_they_cannot_share_one_bus(flags: list[str], said:
     )
     assert done.returncode != 0
     assert said in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_already_taken_ends_the_command_with_an_error(
+    workers: str, redis_url_real: str, served: Server, tmp_path: Path
+) -> None:
+    env = bus_env(redis_url_real, "taken")
+    argv = [*SERVE, "--transport", "http", "--port", str(served.port), "--workers", workers]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=BOUND, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "already in use" in done.stderr.lower()
     assert "Traceback" not in done.stderr
