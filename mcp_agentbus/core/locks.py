@@ -79,7 +79,9 @@ class Locks:
         stopped: str | None = None  # why the wait ended early, once it has
         try:
             while True:
-                with self._wakeups.expect(("lock", *news_for(agent))) as waiter:
+                async with self._wakeups.expect(
+                    ("lock", *news_for(agent)), waiting=wait.remaining() > 0 and stopped is None
+                ) as waiter:
                     remaining = 0.0 if stopped is not None else wait.remaining()
                     reply = await self._try(agent, resource, ttl_ms, token, remaining)
                     if isinstance(reply, Granted) or remaining <= 0:

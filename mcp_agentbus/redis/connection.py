@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -137,6 +138,27 @@ def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Redis:
         url, max_connections=MAX_CONNECTIONS, timeout=options["socket_timeout"], **options
     )
     return aioredis.Redis.from_pool(pool)
+
+
+async def subscriber(redis: Redis, channel: str) -> tuple[aioredis.Redis | None, PubSub, bool]:
+    """A pub/sub connection for the wake-up channels that share `channel`'s hash slot: the client opened
+    for it (to close after it; None when it is `redis`'s own), and whether to use shard channels. On a
+    Redis Cluster it goes to the node serving the slot, with shard channels (SSUBSCRIBE) from Redis 7
+    on, as the scripts' SPUBLISH (scripts.keys_lua); older clusters broadcast PUBLISH to every node."""
+    if not isinstance(redis, RedisCluster):
+        return None, redis.pubsub(), False
+    await redis.initialize()  # the slot map, to find the node
+    node = redis.get_node_from_key(channel)
+    if node is None:
+        raise RedisConnectionError(f"no Redis Cluster node serves the slot of {channel}")
+    pool = aioredis.ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+    client = aioredis.Redis.from_pool(pool)
+    try:
+        version = str((await client.info("server"))["redis_version"])
+    except BaseException:
+        await client.aclose()
+        raise
+    return client, client.pubsub(), int(version.partition(".")[0]) >= 7
 
 
 def _options(timeout: float) -> dict[str, Any]:
