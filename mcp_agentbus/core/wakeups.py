@@ -93,7 +93,7 @@ class Waiter:
 @dataclass(eq=False)
 class Following:
     """A follower's hold on its topics' channels (push.py): `listener` gets the hint of every message
-    on them (synchronous; it must not raise) until `close`."""
+    on them (synchronous; what it raises is logged) until `close`."""
 
     topics: frozenset[str]
     listener: Callable[[str], None]
@@ -192,7 +192,10 @@ class Wakeups:
                     waiter.wake(topic)
         for following in list(self._followers):
             if hint is not None and topic in following.topics:
-                following.listener(hint)
+                try:
+                    following.listener(hint)
+                except Exception:  # a follower's bug must not cost the others (or the waiters) their hints
+                    logger.exception("a wake-up follower failed on %s", hint)
 
     def _confirmed(self, topic: str) -> None:
         """`topic`'s subscription is confirmed: a waiter that looked before it did looks again."""
@@ -218,6 +221,8 @@ class Wakeups:
                         task_status.started()
                     await anyio.sleep_forever()
             except Exception as exc:  # any failure of the listener must not end waiting for good
+                while isinstance(exc, ExceptionGroup) and exc.exceptions:  # a task of the connection's
+                    exc = exc.exceptions[0]
                 delay = outage.failed(exc)
                 if not started:
                     started = True

@@ -81,7 +81,6 @@ from mcp_agentbus.ids import NAMESPACE_RE
 WAKE_TOPIC_MAX = 100
 
 
-
 def topic_hash(raw: bytes) -> str:
     """The channel name of an over-long topic: two 32-bit polynomial hashes of its bytes, as the Lua
     twin computes them (scripts get no SHA-1 on every server). Topics that collide share a channel,
