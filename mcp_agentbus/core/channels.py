@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mcp_agentbus.redis.connection import Redis, subscriber
 from mcp_agentbus.redis.keys import Keys
@@ -32,10 +33,11 @@ class _Channel:
     on_server: bool = False  # a SUBSCRIBE went on this connection, and no UNSUBSCRIBE after it
     ready: anyio.Event = field(default_factory=anyio.Event)  # the latest SUBSCRIBE is confirmed
     sent: deque[anyio.Event] = field(default_factory=deque)  # `ready` of each SUBSCRIBE not yet confirmed
+    leaving: int = 0  # UNSUBSCRIBEs not yet confirmed
 
     @property
     def idle(self) -> bool:
-        return not self.refs and not self.on_server and not self.sent
+        return not self.refs and not self.on_server and not self.sent and not self.leaving
 
 
 class Channels:
@@ -108,6 +110,7 @@ class Channels:
         for name, channel in list(self._channels.items()):  # nothing is subscribed on a new connection
             channel.on_server = False
             channel.sent.clear()
+            channel.leaving = 0
             if not channel.refs:
                 del self._channels[name]
             elif channel.ready.is_set():
@@ -151,6 +154,7 @@ class Channels:
                 elif not channel.refs and channel.on_server:
                     off.append(name)
                     channel.on_server = False
+                    channel.leaving += 1
                 if channel.idle:
                     del self._channels[name]
             # All of a namespace's channels share its hash tag, so one command may name them all.
@@ -177,9 +181,15 @@ class Channels:
             kind = message["type"]
             if kind in ("message", "smessage") and channel.refs:
                 self._on_hint(channel.topic, message["data"])
-            elif kind in ("subscribe", "ssubscribe") and channel.sent:
+            elif kind in ("subscribe", "ssubscribe"):
+                if not channel.sent:  # redis-py reconnected and subscribed again: hints were missed
+                    raise RedisConnectionError(f"the connection subscribed to {name} was lost")
                 channel.sent.popleft().set()
                 if channel.refs:
                     self._on_confirmed(channel.topic)
+            elif kind in ("unsubscribe", "sunsubscribe"):
+                if not channel.leaving:  # Redis dropped it (a Cluster slot moved): subscribe anew
+                    raise RedisConnectionError(f"Redis unsubscribed {name} (its slot moved?)")
+                channel.leaving -= 1
             if channel.idle:
                 del self._channels[name]

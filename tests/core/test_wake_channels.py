@@ -199,3 +199,31 @@ async def test_every_resource_a_change_touches_follows_a_channel_that_change_pub
         for uri in changed_by(hint):
             followed = {bus.store.keys.wake(topic) for topic in topics_for(uri)}
             assert followed & channels, (hint, uri)
+
+
+async def test_a_wait_whose_subscription_connection_is_killed_still_sees_the_change(redis_url: str) -> None:
+    """The change comes while the subscription is gone: back, it subscribes again and every waiter looks."""
+    if redis_url.startswith("memory://"):
+        pytest.skip("the embedded store has no connections to kill")
+    done = anyio.Event()
+    async with (
+        AgentBus.open(fresh_settings(redis_url, max_wait_seconds=WAIT)) as bus,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def wait_for_key() -> None:
+            got = await bus.state.get("cfg", after_version=0, wait_seconds=WAIT)
+            assert got.entries[0].version == 1
+            done.set()
+
+        tg.start_soon(wait_for_key)
+        await until_subscribed(bus, {bus.store.keys.wake("state:cfg")})
+        kill = ["CLIENT", "KILL", "TYPE", "pubsub"]
+        if isinstance(bus.redis, RedisCluster):
+            for node in bus.redis.get_nodes():
+                await bus.redis.execute_command(*kill, target_nodes=node)
+        else:
+            await bus.redis.execute_command(*kill)
+        await bus.state.set("boss", "cfg", value=1)
+        with anyio.fail_after(10):
+            await done.wait()
