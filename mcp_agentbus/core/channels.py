@@ -94,11 +94,16 @@ class Channels:
     async def confirmed(self, topics: Collection[str]) -> bool:
         """Whether Redis confirmed the subscriptions to `topics` (waiting up to CONFIRM_SECONDS while
         connected); False when it did not (yet)."""
+        waits = [
+            ready for topic in topics if not (ready := self._channels[self._keys.wake(topic)].ready).is_set()
+        ]
+        if not waits:  # the common case: subscribed already
+            return True
         if not self._connected:
             return False
         with anyio.move_on_after(CONFIRM_SECONDS):
-            for topic in topics:
-                await self._channels[self._keys.wake(topic)].ready.wait()
+            for ready in waits:
+                await ready.wait()
             return True
         return False
 

@@ -223,7 +223,7 @@ async def test_a_wait_whose_subscription_connection_is_killed_still_sees_the_cha
             for node in bus.redis.get_nodes():
                 await bus.redis.execute_command(*kill, target_nodes=node)
         else:
-            await bus.redis.execute_command(*kill)
+            await bus.redis.execute_command(*kill)  # type: ignore[no-untyped-call]
         await bus.state.set("boss", "cfg", value=1)
         with anyio.fail_after(10):
             await done.wait()
