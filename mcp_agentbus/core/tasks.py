@@ -164,7 +164,7 @@ class Tasks:
         wait = Wait(self._store, wait_seconds, "a task", on_progress)
         # a task assigned to the agent wakes it too; a message for it or a loss ends the wait
         news = (f"task:@{agent}", *news_for(agent))
-        # before the first look tells which queues a claim without capabilities looks at: any task
+        # until its first look says which queues a claim without capabilities reads, any ready task wakes it
         topics = [*(f"task:{c}" for c in caps), *news] if caps else [ANY_TASK, *news]
         owed = 0  # wake-ups for ready tasks this claimer alone got, not yet answered by an attempt
         stopped: str | None = None  # why the wait ended early, once it has
