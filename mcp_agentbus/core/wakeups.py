@@ -57,6 +57,13 @@ def event_topics(patterns: Collection[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(topics)) or (ALL_EVENTS,)
 
 
+def lock_topics(resource: str) -> tuple[str, ...]:
+    """The hint topics of the locks that can hold up a wait for canonical `resource`: its path's, and
+    each directory's above it (a lock freed below it hints there too: ``lua/include/common.lua``)."""
+    path = resource.removesuffix("/")
+    return (f"lock:{path}", *(f"lock:{path[:i]}" for i, char in enumerate(path) if char == "/"))
+
+
 STOPPED_FOR_MESSAGE = "Stopped waiting early: a message arrived for you (read_inbox)."
 STOPPED_FOR_LOSS = (
     "Stopped waiting early: a lease or lock of yours was taken back (see the notice naming it)."

@@ -65,10 +65,10 @@ inboxes or locks. An owner (``context.py``) is ``token:<grant id>`` or an agent 
 and expired together stay within the bound. ⁷ Past it the lowest versions go and ``counters.state_floor``
 keeps the highest of them: a key with no tombstone continues above it (``lua/set_state.lua``).
 ⁸ Pub/sub, not the truth (``core/wakeups.py``): one channel per hint topic (``task:<cap>``,
-``inbox:<agent>``, ``state:<key>``, ...), subscribed by a process only while something in it waits or
-follows a resource there. A topic longer than WAKE_TOPIC_MAX bytes (UTF-8) is named by a 64-bit hash of
-it (``wake:#<hex>``), so a channel name stays bounded whatever users name things. On Redis Cluster ≥ 7
-they are shard channels (SPUBLISH/SSUBSCRIBE), so a namespace's hints stay on its slot's node.
+``inbox:<agent>``, ``state:<key>``, ``lock:<path>``, ...), subscribed by a process only while something
+in it waits or follows a resource there. A topic longer than WAKE_TOPIC_MAX bytes (UTF-8) is named by a
+64-bit hash of it (``wake:#<hex>``), so a channel name stays bounded whatever users name things. On Redis
+Cluster ≥ 7 they are shard channels (SPUBLISH/SSUBSCRIBE), so a namespace's hints stay on its slot's node.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 
 from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.wakeups import lock_topics
 from mcp_agentbus.redis.connection import connect
 from mcp_agentbus.redis.keys import WAKE_TOPIC_MAX
 from mcp_agentbus.server.push import topics_for
@@ -227,3 +228,30 @@ async def test_a_wait_whose_subscription_connection_is_killed_still_sees_the_cha
         await bus.state.set("boss", "cfg", value=1)
         with anyio.fail_after(10):
             await done.wait()
+
+
+@pytest.mark.parametrize(
+    ("held", "wanted"),
+    [("src/", "src/auth/login.py"), ("src/auth/login.py", "src/"), ("/etc/x", "/etc/x"), ("src", "src/a.py")],
+)
+async def test_a_lock_wait_listens_on_its_path_and_the_dirs_above_and_a_release_there_or_below_wakes_it(
+    redis_url: str, held: str, wanted: str
+) -> None:
+    async with AgentBus.open(fresh_settings(redis_url, max_wait_seconds=WAIT)) as bus:
+        holder = await bus.locks.acquire("holder", held, ttl_seconds=WAIT)
+        assert holder.lock_token is not None
+        done = anyio.Event()
+        async with anyio.create_task_group() as tg:
+
+            async def wait_for_lock() -> None:
+                got = await bus.locks.acquire("waiter", wanted, wait_seconds=WAIT)
+                assert got.acquired
+                done.set()
+
+            tg.start_soon(wait_for_lock)
+            keys = bus.store.keys
+            news = {keys.wake("message:waiter"), keys.wake("lost:waiter")}
+            await until_subscribed(bus, news | {keys.wake(topic) for topic in lock_topics(wanted)})
+            with anyio.fail_after(10):
+                await bus.locks.release("holder", held, holder.lock_token)
+                await done.wait()

@@ -33,6 +33,21 @@ local function wake(topic, hint)
   redis.call(WAKE_PUBLISH, K_WAKE .. name, hint)
 end
 
+-- A lock on `res` was freed, or a waiter left its queue: the hint goes to the resource's path and to each
+-- directory above it (core/wakeups.lock_topics), where the waits it may unblock listen: a wait on the
+-- same path, on a directory above it (`src/` is freed by `src/a.py`) or below it. At most one publish
+-- per '/' of a name (RESOURCE_RE bounds its length).
+local function wake_lock(res)
+  local path = res
+  if string.sub(path, -1) == '/' then path = string.sub(path, 1, -2) end
+  wake('lock:' .. path)
+  local i = string.find(path, '/', 1, true)
+  while i do
+    wake('lock:' .. string.sub(path, 1, i - 1))
+    i = string.find(path, '/', i + 1, true)
+  end
+end
+
 -- The event log keeps about EVENT_RETENTION events and at most EVENT_LOG_MAX_BYTES (plus a 64th) of topic,
 -- agent and data. A stream trims by count or id only, so `counters.event_bytes` counts every byte ever
 -- logged and `events:marks` keeps the id of the event that crosses each 64th of the bound, scored by

@@ -23,7 +23,7 @@ local function drop_lock(res, owner, topic)
   redis.call('ZREM', K_LOCK_NAMES, res)
   redis.call('SREM', K_AGENT_LOCKS .. owner, res)
   emit(topic, owner, { resource = res })
-  wake('lock')
+  wake_lock(res)
 end
 
 -- The live lock on exactly `res` ({owner =, token =, fence =, expires =}), or nil. An expired one is
