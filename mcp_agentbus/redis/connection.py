@@ -26,7 +26,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
@@ -146,19 +146,33 @@ async def subscriber(redis: Redis, channel: str) -> tuple[aioredis.Redis | None,
     Redis Cluster it goes to the node serving the slot, with shard channels (SSUBSCRIBE) from Redis 7
     on, as the scripts' SPUBLISH (scripts.keys_lua); older clusters broadcast PUBLISH to every node."""
     if not isinstance(redis, RedisCluster):
-        return None, redis.pubsub(), False
+        pool = redis.connection_pool
+        if isinstance(pool, SentinelConnectionPool) or pool.connection_class.__module__.startswith(
+            "fakeredis"
+        ):
+            return None, redis.pubsub(), False  # the master it finds, or the embedded store: as they come
+        client = _pubsub_client(pool.connection_class, pool.connection_kwargs)
+        return client, client.pubsub(), False
     await redis.initialize()  # the slot map, to find the node
     node = redis.get_node_from_key(channel)
     if node is None:
         raise RedisConnectionError(f"no Redis Cluster node serves the slot of {channel}")
-    pool = aioredis.ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
-    client = aioredis.Redis.from_pool(pool)
+    client = _pubsub_client(node.connection_class, node.connection_kwargs)
     try:
         version = str((await client.info("server"))["redis_version"])
     except BaseException:
         await client.aclose()
         raise
     return client, client.pubsub(), int(version.partition(".")[0]) >= 7
+
+
+def _pubsub_client(connection_class: Any, kwargs: dict[str, Any]) -> aioredis.Redis:
+    """A client of its own for a subscriber, whose connection never reconnects by itself: redis-py would,
+    and subscribe again, from whichever of the subscriber's reading and writing tasks failed first, racing
+    the other; the failure goes up instead (core/channels.py reconnects once and wakes every waiter)."""
+    no_retry = {"retry": Retry(NoBackoff(), 0, supported_errors=()), "retry_on_error": []}
+    pool = aioredis.ConnectionPool(connection_class=connection_class, **{**kwargs, **no_retry})
+    return aioredis.Redis.from_pool(pool)
 
 
 def _options(timeout: float) -> dict[str, Any]:
