@@ -49,7 +49,7 @@ from processes import (
 from scale import depth_section, retention_section
 from server_cpu import server_cpu_section
 from soak import soak_section
-from waiters import waiters_section
+from waiters import idle_section, waiters_section
 from workloads import (
     RawScripts,
     core_workloads,
@@ -424,6 +424,7 @@ SECTIONS: dict[str, Section] = {
     "soak": soak_section,
     "depth": depth_section,
     "waiters": waiters_section,
+    "idle": idle_section,
     "cascade": cascade_section,
 }
 

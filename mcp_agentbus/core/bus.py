@@ -57,7 +57,7 @@ class AgentBus:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
-        self.wakeups = Wakeups(redis, Keys(settings.namespace).wake)
+        self.wakeups = Wakeups(redis, Keys(settings.namespace))
         self._serve(Store(redis, settings))
         self.reaper = Reaper(self.store)
 

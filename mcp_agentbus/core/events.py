@@ -12,7 +12,7 @@ from typing import Any, cast
 from mcp_agentbus.core.models import EventView, PublishResult, ReadEventsResult, iso
 from mcp_agentbus.core.tasks import idempotency_scope
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
-from mcp_agentbus.core.wakeups import Wakeups
+from mcp_agentbus.core.wakeups import Wakeups, event_topics, news_for
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.ids import (
     AGENT_RE,
@@ -94,7 +94,9 @@ class Events:
         check_trimmed = after is not None and after != "0"
         stopped: str | None = None  # why the wait ended early, once it has
         while True:
-            with self._wakeups.expect() as waiter:
+            async with self._wakeups.expect(
+                (*event_topics(patterns), *news_for(agent)), waiting=wait.remaining() > 0 and stopped is None
+            ) as waiter:
                 scan = await self._scan(patterns, cursor, limit, with_oldest=check_trimmed)
                 cursor = scan.cursor
                 if check_trimmed:

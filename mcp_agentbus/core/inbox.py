@@ -124,7 +124,9 @@ class Inbox:
         awaited = (f"inbox:{agent}", f"message:{agent}")
         stopped: str | None = None  # why the wait ended early (a loss), once it has
         while True:
-            with self._wakeups.expect((*awaited, *news_for(agent))) as waiter:
+            async with self._wakeups.expect(
+                (*awaited, *news_for(agent)), waiting=wait.remaining() > 0 and stopped is None
+            ) as waiter:
                 read = await self._read_once(agent, limit, peek, thread_id or "")
                 if read.entries or wait.remaining() <= 0 or stopped is not None:
                     fit = _fit_notice(len(read.entries), read.unread_remaining, peek) if read.full else []

@@ -10,7 +10,7 @@ import anyio
 
 from mcp_agentbus.core.models import HeldLock, LockResult, LocksView, ReleaseResult, iso
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
-from mcp_agentbus.core.wakeups import Wakeups, news_for
+from mcp_agentbus.core.wakeups import Wakeups, lock_topics, news_for
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.ids import AGENT_RE, MAX_HELD_LOCKS, RESOURCE_RE, seconds
 from mcp_agentbus.redis.replies import (
@@ -88,7 +88,10 @@ class Locks:
         stopped: str | None = None  # why the wait ended early, once it has
         try:
             while True:
-                with self._wakeups.expect(("lock", *news_for(agent))) as waiter:
+                async with self._wakeups.expect(
+                    (*lock_topics(resource), *news_for(agent)),
+                    waiting=wait.remaining() > 0 and stopped is None,
+                ) as waiter:
                     remaining = 0.0 if stopped is not None else wait.remaining()
                     reply = await self._try(agent, resource, ttl_ms, token, remaining)
                     if isinstance(reply, Granted) or remaining <= 0:

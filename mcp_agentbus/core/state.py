@@ -198,7 +198,9 @@ class State:
         wait = Wait(self._store, wait_seconds, key, on_progress)
         stopped: str | None = None  # why the wait ended early, once it has
         while True:
-            with self._wakeups.expect((f"state:{key}", *news_for(agent))) as waiter:
+            async with self._wakeups.expect(
+                (f"state:{key}", *news_for(agent)), waiting=wait.remaining() > 0 and stopped is None
+            ) as waiter:
                 read = await self._read(key)
                 changed = after_version is None or read.version > after_version
                 if changed or wait.remaining() <= 0 or stopped is not None:

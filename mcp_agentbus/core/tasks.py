@@ -21,7 +21,7 @@ from mcp_agentbus.core.models import (
     iso,
 )
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
-from mcp_agentbus.core.wakeups import Wakeups, news_for
+from mcp_agentbus.core.wakeups import ANY_TASK, Wakeups, news_for
 from mcp_agentbus.errors import InvalidArgument
 from mcp_agentbus.ids import (
     AGENT_RE,
@@ -164,12 +164,14 @@ class Tasks:
         wait = Wait(self._store, wait_seconds, "a task", on_progress)
         # a task assigned to the agent wakes it too; a message for it or a loss ends the wait
         news = (f"task:@{agent}", *news_for(agent))
-        topics: list[str] | None = [*(f"task:{c}" for c in caps), *news] if caps else None
+        # until its first look says which queues a claim without capabilities reads, any ready task wakes it
+        topics = [*(f"task:{c}" for c in caps), *news] if caps else [ANY_TASK, *news]
         owed = 0  # wake-ups for ready tasks this claimer alone got, not yet answered by an attempt
         stopped: str | None = None  # why the wait ended early, once it has
         try:
             while True:
-                with self._wakeups.claiming(topics) as waiter:
+                waiting = wait.remaining() > 0 and stopped is None and task_id is None
+                async with self._wakeups.claiming(topics, waiting=waiting) as waiter:
                     try:
                         reply = await self._claim_once(agent, lease_ms, task_id or "", ",".join(caps))
                         # This attempt looked after the owed wake-ups came: a task answers one of them

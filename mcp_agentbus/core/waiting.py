@@ -41,8 +41,15 @@ class Wait:
         self._started = anyio.current_time()
 
     def remaining(self) -> float:
-        """Seconds left of the wait (≤ 0 once it is over)."""
-        return self._started + self.seconds - anyio.current_time()
+        """Seconds left of the wait (≤ 0 once it is over: then, if more was asked, the cap's notice)."""
+        left = self._started + self.seconds - anyio.current_time()
+        if left <= 0 and self._asked is not None:  # over, however it was spent (sleeping, subscribing)
+            self.notices.append(
+                f"wait_seconds={self._asked:g} is above this server's cap: waited {self.seconds:g} s, "
+                "the most it waits."
+            )
+            self._asked = None  # said once
+        return left
 
     async def sleep(self, woken: anyio.Event, at_most: float = math.inf) -> None:
         """Until `woken` is set, `at_most` seconds have passed, or the wait is over."""
@@ -59,9 +66,4 @@ class Wait:
                 await self._on_progress(waited, self.seconds, message)
         if check is not None:  # woken at once, or at the end: the caller looks again only if allowed
             check()
-        if self._asked is not None and self.remaining() <= 0:
-            self.notices.append(
-                f"wait_seconds={self._asked:g} is above this server's cap: waited {self.seconds:g} s, "
-                "the most it waits."
-            )
-            self._asked = None  # said once
+        self.remaining()  # the cap's notice, if the wait is over

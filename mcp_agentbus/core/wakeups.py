@@ -1,36 +1,67 @@
-"""Server-side waiting without polling: one pub/sub subscription per bus fans wake-ups out to waiters.
+"""Server-side waiting without polling: wake-up hints on narrow channels, subscribed on demand.
 
-Scripts ``PUBLISH`` a hint (``task:<capability>``) when something a waiter may want appears. Hints
-are never the source of truth: a woken waiter re-runs its script, and when the subscription is
-(re)established every waiter is woken, since hints may have been missed meanwhile.
+Scripts publish a hint on the channel of each topic they touch (``task:<capability>``, ``inbox:<agent>``,
+``state:<key>``, ``event:<topic>``, ...: ``lua/include/common.lua``). A process subscribes to a topic's
+channel only while one of its waiters, or a follower (push.py's resource subscriptions), needs it: counted
+per channel on the bus's one pub/sub connection, and unsubscribed when the last leaves. An idle process
+holds no subscription and receives no hint. Hints are never the truth: a woken waiter re-runs its script.
+Enter a waiter *before* checking state; entering returns once Redis confirmed its subscriptions, so a hint
+published after the check began is never missed. When the connection is (re)established every waiter is
+woken, since hints may have been missed meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterator
-from contextlib import AbstractContextManager, contextmanager
+import re
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
 from anyio.abc import TaskStatus
-from redis.asyncio.cluster import RedisCluster
 
+from mcp_agentbus.core.channels import Channels
 from mcp_agentbus.outages import Outage
 from mcp_agentbus.redis.connection import Redis
+from mcp_agentbus.redis.keys import Keys
 
 logger = logging.getLogger(__name__)
-
 
 # A ready task is for one claimer: its hint wakes one waiting claimer per process, not all of them
 # (a thousand waiters would otherwise each re-run the claim script for every task created).
 ONE_AT_A_TIME = "task:"
+ANY_TASK = "task:*"  # a ready task of any capability (Lua publishes it beside ``task:<cap>``)
+ALL_EVENTS = "event:*"
+_WILDCARD = re.compile(r"[*?\[]")
 
 
 def news_for(agent: str | None) -> tuple[str, ...]:
     """The hints that end any wait of `agent` early: a message delivered to it (direct, role or
     broadcast: ``message:``), or a lease or lock of its taken back (``lost:``)."""
     return () if agent is None else (f"message:{agent}", f"lost:{agent}")
+
+
+def event_topics(patterns: Collection[str]) -> tuple[str, ...]:
+    """The hint topics covering the events whose topic matches one of `patterns` (shell-style; every
+    event when none): an exact topic's own, a ``family.…`` pattern's family (``event:task.*``), else all."""
+    topics: list[str] = []
+    for pattern in patterns:
+        family, dot, _ = pattern.partition(".")
+        if not _WILDCARD.search(pattern):
+            topics.append(f"event:{pattern}")
+        elif dot and not _WILDCARD.search(family):
+            topics.append(f"event:{family}.*")
+        else:
+            return (ALL_EVENTS,)
+    return tuple(dict.fromkeys(topics)) or (ALL_EVENTS,)
+
+
+def lock_topics(resource: str) -> tuple[str, ...]:
+    """The hint topics of the locks that can hold up a wait for canonical `resource`: its path's, and
+    each directory's above it (a lock freed below it hints there too: ``lua/include/common.lua``)."""
+    path = resource.removesuffix("/")
+    return (f"lock:{path}", *(f"lock:{path[:i]}" for i, char in enumerate(path) if char == "/"))
 
 
 STOPPED_FOR_MESSAGE = "Stopped waiting early: a message arrived for you (read_inbox)."
@@ -41,17 +72,14 @@ STOPPED_FOR_LOSS = (
 
 @dataclass(eq=False)
 class Waiter:
-    """One call waiting in this process, and the topics it waits on (None = any)."""
+    """One call waiting in this process, and the topics it waits on."""
 
-    topics: Collection[str] | None
+    topics: frozenset[str]
     event: anyio.Event
     claimer: bool  # takes one-at-a-time hints one at a time, and hands on those it does not use
     hints: int = 0  # one-at-a-time hints handed to this claimer alone
     heard: set[str] = field(default_factory=set)  # the topics of the hints that woke it
-
-    def wants(self, topics: Collection[str] | None) -> bool:
-        """Whether a hint on `topics` concerns this waiter."""
-        return self.topics is None or topics is None or not set(self.topics).isdisjoint(topics)
+    unconfirmed: bool = False  # looked before its subscriptions were confirmed: woken once they are
 
     def wake(self, topic: str | None) -> None:
         if topic is not None:
@@ -69,51 +97,81 @@ class Waiter:
         return None
 
 
+@dataclass(eq=False)
+class Following:
+    """A follower's hold on its topics' channels (push.py): `listener` gets the hint of every message
+    on them (synchronous; what it raises is logged) until `close`."""
+
+    topics: frozenset[str]
+    listener: Callable[[str], None]
+    _wakeups: Wakeups
+
+    async def confirmed(self) -> None:
+        """Once Redis confirmed the subscriptions (or gave up waiting: a reconnect tells every waiter)."""
+        await self._wakeups._channels.confirmed(self.topics)
+
+    def close(self) -> None:
+        if self._wakeups._followers.pop(self, False) is None:  # once
+            self._wakeups._channels.release(self.topics)
+
+
 class Wakeups:
-    """The process's one subscription to the namespace's wake-up channel, and the waiters it wakes: a
-    script that changes state publishes hints; a waiter looks again when one concerns it."""
+    """The process's wake-up subscriptions in one namespace, and the waiters and followers they serve."""
 
-    def __init__(self, redis: Redis, channel: str) -> None:
-        self._redis = redis
-        self._channel = channel
+    def __init__(self, redis: Redis, keys: Keys) -> None:
         self._waiters: dict[Waiter, None] = {}  # in arrival order: the longest waiting is woken first
-        self._listeners: list[Callable[[str], None]] = []
+        self._followers: dict[Following, None] = {}
+        self._channels = Channels(redis, keys, self._dispatch, self._confirmed)
 
-    def listen(self, listener: Callable[[str], None]) -> None:
-        """Also hand every hint to `listener` (synchronous; it must not raise)."""
-        self._listeners.append(listener)
+    @property
+    def subscriptions(self) -> int:
+        """Channels this process wants subscribed now (0 when nothing waits or follows)."""
+        return self._channels.wanted
 
-    def expect(self, topics: Collection[str] | None = None) -> AbstractContextManager[Waiter]:
-        """A waiter whose event is set when one of `topics` (any, if None) is published. Enter it *before*
-        checking state, so a hint published between the check and the wait is not missed."""
-        return self._registered(Waiter(topics, anyio.Event(), claimer=False))
+    def expect(self, topics: Iterable[str], *, waiting: bool = True) -> AbstractAsyncContextManager[Waiter]:
+        """A waiter whose event is set when a hint on one of `topics` comes. Enter it *before* checking
+        state: it returns once subscribed. A call that will not wait (`waiting` False) subscribes to
+        nothing."""
+        return self._registered(Waiter(frozenset(topics), anyio.Event(), claimer=False), waiting)
 
-    def claiming(self, topics: Collection[str] | None) -> AbstractContextManager[Waiter]:
+    def claiming(self, topics: Iterable[str], *, waiting: bool = True) -> AbstractAsyncContextManager[Waiter]:
         """`expect` for a claimer: a ready task's hint wakes one claimer (`Waiter.hints` counts those it
         got), which owes each of them a look at the queue and hands on (`pass_on`) those it does not use."""
-        return self._registered(Waiter(topics, anyio.Event(), claimer=True))
+        return self._registered(Waiter(frozenset(topics), anyio.Event(), claimer=True), waiting)
 
-    @contextmanager
-    def _registered(self, waiter: Waiter) -> Iterator[Waiter]:
+    def follow(self, topics: Iterable[str], listener: Callable[[str], None]) -> Following:
+        """Hand the hints on `topics` to `listener` until the returned `Following` is closed."""
+        following = Following(frozenset(topics), listener, self)
+        self._channels.hold(following.topics)
+        self._followers[following] = None
+        return following
+
+    @asynccontextmanager
+    async def _registered(self, waiter: Waiter, waiting: bool) -> AsyncIterator[Waiter]:
+        topics = waiter.topics if waiting else frozenset[str]()
+        self._channels.hold(topics)
         self._waiters[waiter] = None
         try:
+            if not await self._channels.confirmed(topics):
+                waiter.unconfirmed = True
             yield waiter
         finally:
             del self._waiters[waiter]
+            self._channels.release(topics)
 
-    def pass_on(self, topics: Collection[str] | None, count: int) -> None:
+    def pass_on(self, topics: Collection[str], count: int) -> None:
         """`count` one-at-a-time hints a claimer did not use (it took one task, or left): each wakes
         another claimer for `topics`, so no ready task waits for a hint that was spent."""
         for _ in range(count):
             if not self._wake_one(topics):
                 return
 
-    def _wake_one(self, topics: Collection[str] | None) -> bool:
+    def _wake_one(self, topics: Collection[str]) -> bool:
         """Wake the longest-waiting idle claimer for `topics`; with none idle, the hint goes to a woken
         one, which will pass it on if it is left over. False when no claimer waits for it."""
         woken = None
         for waiter in self._waiters:
-            if waiter.claimer and waiter.wants(topics):
+            if waiter.claimer and not waiter.topics.isdisjoint(topics):
                 if not waiter.event.is_set():
                     waiter.wake(None)  # a task announced for any claimer of the capability: no news
                     waiter.hints += 1
@@ -124,39 +182,54 @@ class Wakeups:
         woken.hints += 1
         return True
 
-    def _dispatch(self, topic: str | None) -> None:
-        if topic is not None and topic.startswith(ONE_AT_A_TIME):
+    def _dispatch(self, topic: str | None, hint: str | None) -> None:
+        """A hint on `topic` (None: the connection is back, so every waiter looks again)."""
+        if topic is None:
+            for waiter in self._waiters:
+                waiter.wake(None)
+            return
+        if topic.startswith(ONE_AT_A_TIME):
             for waiter in self._waiters:  # waiters that are not claimers hear it as any other hint
-                if not waiter.claimer and waiter.wants((topic,)):
+                if not waiter.claimer and topic in waiter.topics:
                     waiter.wake(topic)
             self._wake_one((topic,))
-            return
+        else:
+            for waiter in self._waiters:
+                if topic in waiter.topics:
+                    waiter.wake(topic)
+        for following in list(self._followers):
+            if hint is not None and topic in following.topics:
+                try:
+                    following.listener(hint)
+                except Exception:  # a follower's bug must not cost the others (or the waiters) their hints
+                    logger.exception("a wake-up follower failed on %s", hint)
+
+    def _confirmed(self, topic: str) -> None:
+        """`topic`'s subscription is confirmed: a waiter that looked before it did looks again."""
         for waiter in self._waiters:
-            if topic is None or waiter.topics is None or topic in waiter.topics:
-                waiter.wake(topic)
+            if waiter.unconfirmed and topic in waiter.topics:
+                waiter.unconfirmed = False
+                waiter.wake(None)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Listen until cancelled, resubscribing (with a backoff) after a lost connection or any other
-        failure: waits still end at their deadline meanwhile, and every waiter looks again once back."""
+        """Keep the subscriptions until cancelled, reconnecting (with a backoff) after a lost connection
+        or any other failure: waits still end at their deadline meanwhile, and every waiter looks again
+        once back. Started once connected (or once the first attempt failed)."""
+        outage = Outage(f"the wake-up subscriptions of {self._channels.where}", logger)
         started = False
-        outage = Outage(f"the wake-up subscription to {self._channel}", logger)
         while True:
             try:
-                if isinstance(self._redis, RedisCluster):
-                    await self._redis.initialize()  # a cluster pubsub needs the slot map to pick its node
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
+                async with self._channels.connected() as ready:
+                    await ready.wait()
                     outage.recovered()
-                    self._dispatch(None)
+                    self._dispatch(None, None)
                     if not started:
                         started = True
                         task_status.started()
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self._dispatch(message["data"])
-                            for listener in self._listeners:
-                                listener(message["data"])
+                    await anyio.sleep_forever()
             except Exception as exc:  # any failure of the listener must not end waiting for good
+                while isinstance(exc, ExceptionGroup) and exc.exceptions:  # a task of the connection's
+                    exc = exc.exceptions[0]
                 delay = outage.failed(exc)
                 if not started:
                     started = True

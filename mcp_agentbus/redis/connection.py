@@ -22,10 +22,11 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
@@ -136,6 +137,41 @@ def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=MAX_CONNECTIONS, timeout=options["socket_timeout"], **options
     )
+    return aioredis.Redis.from_pool(pool)
+
+
+async def subscriber(redis: Redis, channel: str) -> tuple[aioredis.Redis | None, PubSub, bool]:
+    """A pub/sub connection for the wake-up channels that share `channel`'s hash slot: the client opened
+    for it (to close after it; None when it is `redis`'s own), and whether to use shard channels. On a
+    Redis Cluster it goes to the node serving the slot, with shard channels (SSUBSCRIBE) from Redis 7
+    on, as the scripts' SPUBLISH (scripts.keys_lua); older clusters broadcast PUBLISH to every node."""
+    if not isinstance(redis, RedisCluster):
+        pool = redis.connection_pool
+        if isinstance(pool, SentinelConnectionPool) or pool.connection_class.__module__.startswith(
+            "fakeredis"
+        ):
+            return None, redis.pubsub(), False  # the master it finds, or the embedded store: as they come
+        client = _pubsub_client(pool.connection_class, pool.connection_kwargs)
+        return client, client.pubsub(), False
+    await redis.initialize()  # the slot map, to find the node
+    node = redis.get_node_from_key(channel)
+    if node is None:
+        raise RedisConnectionError(f"no Redis Cluster node serves the slot of {channel}")
+    client = _pubsub_client(node.connection_class, node.connection_kwargs)
+    try:
+        version = str((await client.info("server"))["redis_version"])
+    except BaseException:
+        await client.aclose()
+        raise
+    return client, client.pubsub(), int(version.partition(".")[0]) >= 7
+
+
+def _pubsub_client(connection_class: Any, kwargs: dict[str, Any]) -> aioredis.Redis:
+    """A client of its own for a subscriber, whose connection never reconnects by itself: redis-py would,
+    and subscribe again, from whichever of the subscriber's reading and writing tasks failed first, racing
+    the other; the failure goes up instead (core/channels.py reconnects once and wakes every waiter)."""
+    no_retry = {"retry": Retry(NoBackoff(), 0, supported_errors=()), "retry_on_error": []}
+    pool = aioredis.ConnectionPool(connection_class=connection_class, **{**kwargs, **no_retry})
     return aioredis.Redis.from_pool(pool)
 
 

@@ -27,7 +27,7 @@ Every key starts with ``ab:{<ns>}:``.
 | ``agents:gone``      | ZSET    | agents whose presence expired           | agents_max - live ⁴             |
 | ``counters``         | HASH    | ids, seq, ready:<cap> > 0, open, bytes  | fixed + one per ready cap       |
 | ``reaper``           | STRING  | which process runs the reaper           | one, expires                    |
-| ``wake``             | channel | pub/sub wake-up hints (not the truth)   | not stored                      |
+| ``wake:<topic>``     | channel | wake-up hints on one topic ¹⁰           | not stored                      |
 | ``lock:<resource>``  | HASH    | held lock: owner, token, fence, expiry  | locks_max                       |
 | ``agent_locks:<a>``  | SET     | resources the agent holds locks on      | locks_max in all                |
 | ``lock_queue:<res>`` | ZSET    | agents waiting for it, arrival order    | one per waiting call            |
@@ -71,6 +71,11 @@ keeps the highest of them: a key with no tombstone continues above it (``lua/set
 ⁸ The reaper's first sweep of each minute trims them to the last 60 minutes (``lua/include/stats.lua``).
 ⁹ ``ATTEMPTS_KEPT`` in ``lua/include/tasks.lua``; it is given the task record's expiry whenever that is
 set or removed (``expire_task``, ``persist_task`` there).
+¹⁰ Pub/sub, not the truth (``core/wakeups.py``): one channel per hint topic (``task:<cap>``,
+``inbox:<agent>``, ``state:<key>``, ``lock:<path>``, ...), subscribed by a process only while something
+in it waits or follows a resource there. A topic longer than WAKE_TOPIC_MAX bytes (UTF-8) is named by a
+64-bit hash of it (``wake:#<hex>``), so a channel name stays bounded whatever users name things. On Redis
+Cluster ≥ 7 they are shard channels (SPUBLISH/SSUBSCRIBE), so a namespace's hints stay on its slot's node.
 """
 
 from __future__ import annotations
@@ -78,6 +83,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mcp_agentbus.ids import NAMESPACE_RE
+
+# Hint topics longer than this many bytes (user-named keys, topics) get a channel named by a hash.
+WAKE_TOPIC_MAX = 100
+
+
+def topic_hash(raw: bytes) -> str:
+    """The channel name of an over-long topic: two 32-bit polynomial hashes of its bytes, as the Lua
+    twin computes them (scripts get no SHA-1 on every server). Topics that collide share a channel,
+    which costs a spurious wake-up, never a lost one."""
+    a, b = 7, 0
+    for byte in raw:
+        a = (a * 31 + byte) % 2**32
+        b = (b * 131 + byte) % 2**32
+    return f"#{a:08x}{b:08x}"
+
 
 # The KEYS layout every script sees, in order (scripts.keys_lua makes their Lua locals). A name ending in
 # ":" is a family: the script appends an id to it.
@@ -97,7 +117,7 @@ LAYOUT = (
     "agents:gone",
     "counters",
     "reaper",
-    "wake",
+    "wake:",
     "lock:",
     "agent_locks:",
     "lock_queue:",
@@ -181,9 +201,10 @@ class Keys:
     def health(self) -> str:
         return f"{self.prefix}health"
 
-    @property
-    def wake(self) -> str:
-        return f"{self.prefix}wake"
+    def wake(self, topic: str) -> str:
+        """The channel of hint `topic` (the Lua twin is `wake` in ``lua/include/common.lua``)."""
+        raw = topic.encode()  # Lua counts bytes
+        return f"{self.prefix}wake:{topic_hash(raw) if len(raw) > WAKE_TOPIC_MAX else topic}"
 
     def agent_locks(self, agent_id: str) -> str:
         return f"{self.prefix}agent_locks:{agent_id}"

@@ -16,10 +16,11 @@ from functools import cache
 from importlib import resources
 from typing import Any, Generic, Literal, TypeVar, get_args
 
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from mcp_agentbus.redis.connection import Redis
-from mcp_agentbus.redis.keys import LAYOUT
+from mcp_agentbus.redis.keys import LAYOUT, WAKE_TOPIC_MAX
 
 _INCLUDE = "--@include "
 _KEYS = "keys.lua"  # generated, not a file
@@ -88,9 +89,11 @@ def lua_key_name(name: str) -> str:
     return "K_" + name.rstrip(":").replace(":", "_").upper()
 
 
-def keys_lua() -> str:
-    """The include every script starts with: a local per KEYS entry and per bound, and the ARGV every
-    script gets first (store.common_argv)."""
+def keys_lua(sharded: bool = False) -> str:
+    """The include every script starts with: a local per KEYS entry and per bound, the ARGV every
+    script gets first (store.common_argv), and the wake-up flags: whether hints go to shard channels
+    (`sharded`: the client is a Redis Cluster's; the Lua still falls back to PUBLISH below Redis 7) and
+    the longest topic a channel is named by (keys.WAKE_TOPIC_MAX)."""
     keys = [f"local {lua_key_name(name)} = KEYS[{i}]" for i, name in enumerate(LAYOUT, 1)]
     bounds = [f"local {name.upper()} = BOUNDS[{i}]" for i, name in enumerate(BOUNDS, 1)]
     return "\n".join(
@@ -109,6 +112,8 @@ def keys_lua() -> str:
             "local RETENTION_MS = tonumber(ARGV[2])",
             "local CALLER, STAY_MS = string.match(ARGV[3], '^([^,]*),?(%d*)$')",
             "STAY_MS = tonumber(STAY_MS) or 0",
+            f"local SHARDED_WAKE = {'true' if sharded else 'false'}",
+            f"local WAKE_TOPIC_MAX = {WAKE_TOPIC_MAX}",
         ]
     )
 
@@ -118,7 +123,7 @@ _WRAPPER_NEEDS = ("inbox.lua", "presence.lua", "notices.lua")
 
 
 @cache
-def source(name: str) -> str:
+def source(name: str, sharded: bool = False) -> str:
     """The full text of script `name`: its header comment, its includes, then its code as `main`, run
     for the agent a call is made for (CALLER): that agent's presence is renewed first (a call is a
     sign of life, presence.lua) and the reply gets its notices."""
@@ -134,7 +139,8 @@ def source(name: str) -> str:
             header.append(line)
     includes += [needed for needed in _WRAPPER_NEEDS if needed not in includes]
     shared = [
-        keys_lua() if include == _KEYS else (_LUA / "include" / include).read_text() for include in includes
+        keys_lua(sharded) if include == _KEYS else (_LUA / "include" / include).read_text()
+        for include in includes
     ]
     return "\n".join(
         [
@@ -150,11 +156,13 @@ def source(name: str) -> str:
 
 
 class Scripts:
-    """The registered scripts of one Redis client, called by name."""
+    """The registered scripts of one Redis client, called by name. A Redis Cluster client's publish
+    their wake-up hints to shard channels (core/wakeups.py subscribes alike)."""
 
     def __init__(self, redis: Redis) -> None:
+        sharded = isinstance(redis, RedisCluster)
         self._scripts: dict[ScriptName, AsyncScript] = {
-            name: redis.register_script(source(name)) for name in SCRIPT_NAMES
+            name: redis.register_script(source(name, sharded)) for name in SCRIPT_NAMES
         }
 
     async def __call__(self, name: ScriptName, keys: tuple[str, ...], args: list[Any]) -> Any:

@@ -1,7 +1,8 @@
 """The namespaces one server process serves: for each, a bus and its push, opened on first use.
 
 Without auth a server serves its configured namespace; with tokens, each request works in its token's
-namespace. All share one Redis client; each namespace has its own wake-up subscription and reaper.
+namespace. All share one Redis client; each namespace has its own wake-up connection (subscribed to
+what its waiters and resource subscribers need, only while they do) and reaper.
 """
 
 from __future__ import annotations
@@ -58,15 +59,15 @@ class Namespaces:
         return served
 
     async def subscribed(self, namespace: str) -> Served:
-        """The namespace once it hears its wake-ups: a subscriber must not miss the first change."""
+        """The namespace once its wake-up connection is up: a subscriber must not miss the first change
+        (it also waits for its own channels: `Push.subscribe`, `Push.following`)."""
         served = self.get(namespace)
         await served.subscribed.wait()
         return served
 
     def _open(self, namespace: str) -> Served:
         bus = AgentBus(self._redis, self._settings.model_copy(update={"namespace": namespace}))
-        push = Push(self._listeners, namespace)
-        bus.wakeups.listen(push.hint)
+        push = Push(self._listeners, namespace, bus.wakeups)
         served = self._served[namespace] = Served(bus, push)
         return served
 

@@ -1,7 +1,8 @@
 """Push: tell subscribed clients that a resource changed, whichever server process changed it.
 
-Every server process already listens to its namespace's wake-up channel, on which every script
-announces what it touched (``wakeups.py``); `resources.changed_by` maps those hints to URIs. Both
+Every script announces what it touched on narrow wake-up channels (``wakeups.py``); a process follows
+the channels of the URIs its clients subscribed to (`topics_for`), only while they do, and
+`resources.changed_by` maps the hints that come to URIs. Both
 MCP eras are served: 2026-07-28 clients listen through ``subscriptions/listen`` (the SDK's
 `SubscriptionBus`), legacy clients (``initialize`` handshake) through ``resources/subscribe``.
 With tokens, a stream or subscription lasts only while its token's grant does: before each update
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -21,14 +23,36 @@ from anyio.abc import TaskStatus
 from mcp.server.connection import Connection
 from mcp.server.subscriptions import ResourceUpdated, ServerEvent
 
+from mcp_agentbus.core.wakeups import Following, Wakeups, event_topics
+from mcp_agentbus.errors import AgentBusError
 from mcp_agentbus.outages import Outage
 from mcp_agentbus.server.auth import current_grant
-from mcp_agentbus.server.resources import changed_by
+from mcp_agentbus.server.resources import changed_by, parse
 from mcp_agentbus.server.tokens import Grant, TokensFile
 
 logger = logging.getLogger(__name__)
 
 COALESCE_SECONDS = 0.02  # the hints of one change, or of a burst, become one notification per URI
+
+
+def topics_for(uri: str) -> tuple[str, ...]:
+    """The wake-up topics whose hints may change the resource at `uri` (`changed_by` read backwards;
+    a pattern may cover more than the URI, never less). None for a URI that names no resource."""
+    try:
+        kind, arg = parse(uri)
+    except AgentBusError:
+        return ()
+    if kind == "agents":  # agents show the tasks and locks they hold
+        return ("event:agent.*", "event:lock.*", "event:task.*")
+    if kind == "workflows":
+        return (f"workflow:{arg}",) if arg else ("workflow:*", "event:workflow.*")
+    if kind == "inbox":
+        return (f"inbox:{arg}",)
+    if kind == "locks":
+        return ("locks", "event:lock.*")
+    if kind == "state":
+        return (f"state:{arg}",)
+    return event_topics([arg])
 
 
 class Listeners:
@@ -87,9 +111,11 @@ class _Subscriber:
 class Push:
     """Resource updates of one namespace, to its subscribers in both eras."""
 
-    def __init__(self, listeners: Listeners, namespace: str) -> None:
+    def __init__(self, listeners: Listeners, namespace: str, wakeups: Wakeups) -> None:
         self._listeners = listeners
         self._namespace = namespace
+        self._wakeups = wakeups
+        self._follows: dict[str, Following] = {}  # the wake-ups of each URI legacy subscribers follow
         self._legacy: dict[str, set[Connection]] = {}  # subscribers by URI, until their connection closes
         self._subscribers: dict[Connection, _Subscriber] = {}
         self._held: Counter[object] = Counter()  # subscriptions per owner
@@ -106,9 +132,22 @@ class Push:
         """URIs someone follows (through legacy subscriptions) now."""
         return len(self._legacy)
 
-    def subscribe(self, uri: str, connection: Connection, limit: int) -> bool:
-        """Subscribe `connection` to `uri`; False (and nothing changed) when its token (or, without
-        tokens, the connection) already holds `limit` subscriptions. The same URI again counts once."""
+    @asynccontextmanager
+    async def following(self, uris: Iterable[str]) -> AsyncIterator[None]:
+        """The wake-ups of `uris` followed while a listen stream (2026-07-28) is open in it: once Redis
+        confirmed them, no change is missed."""
+        topics = {topic for uri in uris for topic in topics_for(uri)}
+        follows = self._wakeups.follow(topics, self.hint)
+        try:
+            await follows.confirmed()
+            yield
+        finally:
+            follows.close()
+
+    async def subscribe(self, uri: str, connection: Connection, limit: int) -> bool:
+        """Subscribe `connection` to `uri`, returning once its wake-ups are followed; False (and nothing
+        changed) when its token (or, without tokens, the connection) already holds `limit` subscriptions.
+        The same URI again counts once."""
         grant = current_grant()
         subscriber = self._subscribers.get(connection)
         if subscriber is not None and uri in subscriber.uris:
@@ -123,6 +162,10 @@ class Push:
         subscriber.uris.add(uri)
         self._held[owner] += 1
         self._legacy.setdefault(uri, set()).add(connection)
+        follows = self._follows.get(uri)
+        if follows is None:
+            follows = self._follows[uri] = self._wakeups.follow(topics_for(uri), self.hint)
+        await follows.confirmed()
         return True
 
     def unsubscribe(self, uri: str, connection: Connection) -> None:
@@ -151,11 +194,12 @@ class Push:
         subscribers = self._legacy.get(uri)
         if subscribers is not None:
             subscribers.discard(connection)
-            if not subscribers:  # a URI nobody follows any more is not kept
+            if not subscribers:  # a URI nobody follows any more is not kept, nor are its wake-ups
                 del self._legacy[uri]
+                self._follows.pop(uri).close()
 
     def hint(self, hint: str) -> None:
-        """A wake-up hint arrived (a `Wakeups` listener)."""
+        """A wake-up hint arrived on a followed topic."""
         uris = changed_by(hint)
         if uris:
             self._pending |= uris

@@ -57,7 +57,7 @@ class Subscribing:
         app = ctx.lifespan_context
         served = await app.namespaces.subscribed(app.namespace_for(current_grant()))
         limit = self._settings.max_subscriptions_per_token
-        if not served.push.subscribe(uri, _connection(ctx), limit):
+        if not await served.push.subscribe(uri, _connection(ctx), limit):
             whose = "your token" if current_grant() else "this session"
             raise limit_error(
                 "too_many_subscriptions",
@@ -77,8 +77,9 @@ class Subscribing:
             self._authorized(uri)
         with self._streams.open(current_grant()) as ended:
             app = ctx.lifespan_context
-            await app.namespaces.subscribed(app.namespace_for(current_grant()))
-            result = await self._listen_handler(ctx, params)
+            served = await app.namespaces.subscribed(app.namespace_for(current_grant()))
+            async with served.push.following(params.notifications.resource_subscriptions or ()):
+                result = await self._listen_handler(ctx, params)
         if ended.cancelled_caught:
             error = revoked()
             raise MCPError(

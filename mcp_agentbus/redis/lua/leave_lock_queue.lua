@@ -7,7 +7,7 @@
 
 local agent, res = ARGV[4], ARGV[5]
 if redis.call('ZREM', K_LOCK_QUEUE .. res, agent) == 1 then
-  wake('lock')
+  wake_lock(res)
   wake('locks')
 end
 redis.call('HDEL', K_LOCK_WAITS .. res, agent)

@@ -5,12 +5,46 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Wake-ups are hints for waiters in any server process; Redis state stays the truth.
+-- Wake-ups are hints for waiters in any server process; Redis state stays the truth. Each topic has a
+-- channel of its own (keys.Keys.wake: past WAKE_TOPIC_MAX bytes named by a hash, `topic_hash`), which only
+-- processes with a waiter or a resource subscriber for it listen to; the message is `hint` (what changed,
+-- for resource subscribers: server/resources.changed_by), the topic itself unless an aggregate topic
+-- (`task:*`, `event:*`, ...) carries it. On Redis Cluster >= 7 they are shard channels: they stay on the
+-- namespace's node instead of being broadcast to every node.
+local WAKE_PUBLISH = (SHARDED_WAKE and (redis.REDIS_VERSION_NUM or 0) >= 0x070000) and 'SPUBLISH' or 'PUBLISH'
+local function topic_hash(topic) -- two 32-bit polynomial hashes, as keys.topic_hash (no SHA-1 in every Lua)
+  local a, b = 7, 0
+  for i = 1, #topic do
+    local byte = string.byte(topic, i)
+    a = (a * 31 + byte) % 4294967296
+    b = (b * 131 + byte) % 4294967296
+  end
+  return string.format('#%08x%08x', a, b)
+end
+
 local woken = {}
-local function wake(what)
-  if not woken[what] then
-    woken[what] = true
-    redis.call('PUBLISH', K_WAKE, what)
+local function wake(topic, hint)
+  hint = hint or topic
+  local once = topic .. '\0' .. hint
+  if woken[once] then return end
+  woken[once] = true
+  local name = topic
+  if #name > WAKE_TOPIC_MAX then name = topic_hash(topic) end
+  redis.call(WAKE_PUBLISH, K_WAKE .. name, hint)
+end
+
+-- A lock on `res` was freed, or a waiter left its queue: the hint goes to the resource's path and to each
+-- directory above it (core/wakeups.lock_topics), where the waits it may unblock listen: a wait on the
+-- same path, on a directory above it (`src/` is freed by `src/a.py`) or below it. At most one publish
+-- per '/' of a name (RESOURCE_RE bounds its length).
+local function wake_lock(res)
+  local path = res
+  if string.sub(path, -1) == '/' then path = string.sub(path, 1, -2) end
+  wake('lock:' .. path)
+  local i = string.find(path, '/', 1, true)
+  while i do
+    wake('lock:' .. string.sub(path, 1, i - 1))
+    i = string.find(path, '/', i + 1, true)
   end
 end
 
@@ -44,8 +78,17 @@ local function emit(topic, agent, data)
   local id = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENT_RETENTION, '*', 'topic', topic, 'agent', agent,
     'data', data)
   trim_events_by_bytes(id, #topic + #agent + #data)
-  wake('event:' .. topic)
-  if type(workflow) == 'string' and workflow ~= '' then wake('workflow:' .. workflow) end
+  -- An event's hint goes to its topic, its family (`event:task.*`) and all events (`event:*`), for
+  -- the waits and resource subscribers that follow a pattern; a workflow's to it and to all workflows.
+  local hint = 'event:' .. topic
+  wake(hint)
+  local family = string.match(topic, '^([^.]*)%.')
+  if family then wake('event:' .. family .. '.*', hint) end
+  wake('event:*', hint)
+  if type(workflow) == 'string' and workflow ~= '' then
+    wake('workflow:' .. workflow)
+    wake('workflow:*', 'workflow:' .. workflow)
+  end
   return id
 end
 

@@ -23,7 +23,7 @@ local function unlock(res, owner)
   redis.call('ZREM', K_LOCKS, res)
   redis.call('ZREM', K_LOCK_NAMES, res)
   redis.call('SREM', K_AGENT_LOCKS .. owner, res)
-  wake('lock')
+  wake_lock(res)
 end
 
 local function drop_lock(res, owner, topic)

@@ -48,6 +48,7 @@ local function make_ready(id, now)
     redis.call('ZADD', K_READY .. cap, score, id)
     redis.call('HINCRBY', K_COUNTERS, 'ready:' .. cap, 1)
     wake('task:' .. cap)
+    wake('task:*', 'task:' .. cap) -- for claimers of any capability
   end
   redis.call('HDEL', K_TASK .. id, 'due')
   set_state(id, wf, state, 'ready', now)
