@@ -12,7 +12,6 @@ ends after ``AGENTBUS_SESSION_IDLE_SECONDS``, a revoked token's at once), open c
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import ipaddress
 import logging
@@ -20,16 +19,14 @@ import math
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import h11
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mcp_agentbus import __version__
 from mcp_agentbus.core.bus import AgentBus
@@ -38,6 +35,7 @@ from mcp_agentbus.redis.connection import backend, close, connect
 from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.server.app import build_server
 from mcp_agentbus.server.dashboard import Dashboard
+from mcp_agentbus.server.request_deadline import protocol
 from mcp_agentbus.server.sessions import MCP_PATH, SessionCaps, Sessions
 from mcp_agentbus.server.tokens import TokensFile
 from mcp_agentbus.server.workers import STAMP_SECONDS, Fleet
@@ -178,47 +176,6 @@ def _stamp_while_serving(app: Starlette, stamp: Callable[[], None]) -> None:
     app.router.lifespan_context = lifespan
 
 
-class RequestDeadline(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose request (headers and body) has not all
-    arrived `timeout` seconds after it began. uvicorn times out only idle kept-alive connections, so a
-    client that sent half a request would otherwise hold its connection (and a task) forever."""
-
-    timeout: ClassVar[float] = 15.0
-    _deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        if self._deadline is None and self.conn.their_state is h11.IDLE:
-            self._arm()  # the next request on a kept-alive connection begins
-        super().data_received(data)
-        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
-            self._disarm()  # all of it arrived (or the connection is done with)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self.timeout, self._expire)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expire(self) -> None:
-        self._deadline = None
-        if not self.transport.is_closing():
-            logger.info(
-                "closed a connection from %s: no whole request within %g s", self.client, self.timeout
-            )
-            self.transport.close()
-
-
 def shutdown_grace(settings: Settings) -> int:
     """Seconds a stopping server gives what still runs: every tool call's wait is over by then."""
     return math.ceil(settings.max_wait_seconds) + SHUTDOWN_MARGIN_SECONDS
@@ -227,21 +184,21 @@ def shutdown_grace(settings: Settings) -> int:
 def uvicorn_config(
     app: Starlette, host: str, port: int, settings: Settings, *, grace_seconds: int | None = None
 ) -> uvicorn.Config:
-    """How uvicorn serves `app`: with our request deadline and connection limit, logging through
+    """How uvicorn serves `app`: with our request deadline (`request_deadline.py`; uvloop too when the
+    ``fast`` extra installed it: uvicorn's ``loop="auto"``) and connection limit, logging through
     our stderr logging; on shutdown, what runs `grace_seconds` later (by default, when every tool
     call's wait is over) is cancelled."""
     if grace_seconds is None:
         grace_seconds = shutdown_grace(settings)
     import uvicorn
 
-    deadline = type("RequestDeadline", (RequestDeadline,), {"timeout": settings.http_request_timeout_seconds})
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
         access_log=False,
-        http=deadline,
+        http=protocol(settings.http_request_timeout_seconds),
         limit_concurrency=settings.http_max_connections,
         timeout_graceful_shutdown=grace_seconds,
     )
