@@ -1,7 +1,8 @@
 """The dashboard as a person waits for it, in headless Chromium (Debian's `chromium`, driven by
-Playwright): its first load (navigation → the workflows table filled) and its update latency (a task
-completed through MCP by another client → the page shows it done). p50 and p99 over N runs as rows of
-`harness.py`, p95 as figures.
+Playwright): its first load (navigation → the workflows table filled), its update latency (a task
+completed through MCP by another client → the page shows it done), and how many snapshots a second it
+fetches while 1,200 events a minute stream (the stream coalesces them, COALESCE_SECONDS). p50 and p99 over
+N runs as rows of `harness.py`, p95 and the fetch rate as figures.
 
     .venv/bin/python bench/dashboard.py [--quick] [--runs N] [--json PATH]
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from harness import Figure, Row, make_row, table
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, Request, async_playwright
 from processes import BENCH_DIR, agentbus_http_spec, http_servers, own_redis
 from workloads import call
 
@@ -37,6 +38,7 @@ SECTION = "dashboard"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 SEEN_MS = 10_000  # bound on one wait for the page; a run past it fails the benchmark
 TASKS = 40  # tasks in the workflow the page shows
+FLOOD_PER_SECOND = 20  # 1,200 events a minute, published through MCP while the page is open
 
 
 async def first_loads(browser: Browser, base: str, runs: int) -> list[float]:
@@ -77,6 +79,24 @@ async def updates(page: Page, client: Client, workflow_id: str, runs: int) -> li
     return samples
 
 
+async def fetches_under_load(page: Page, client: Client, seconds: int) -> float:
+    """Snapshots the page fetches a second while FLOOD_PER_SECOND events a second stream for `seconds`."""
+    asked: list[str] = []
+
+    def seen(request: Request) -> None:
+        if "/dashboard/snapshot" in request.url:
+            asked.append(request.url)
+
+    page.on("request", seen)
+    started = time.perf_counter()
+    for i in range(FLOOD_PER_SECOND * seconds):  # paced to the schedule, however long each call takes
+        await call(client, "publish_event", {"topic": "bench.tick", "data": {"i": i}})
+        await asyncio.sleep(max(0.0, started + (i + 1) / FLOOD_PER_SECOND - time.perf_counter()))
+    lasted = time.perf_counter() - started
+    page.remove_listener("request", seen)
+    return len(asked) / lasted
+
+
 def p95(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=20, method="inclusive")[18] * 1000
 
@@ -102,6 +122,7 @@ async def benchmark(runs: int, chromium: str, workdir: Path) -> tuple[list[Row],
                         page = await browser.new_page()
                         await page.goto(base + "/")
                         latencies = await updates(page, client, created["workflow_id"], runs)
+                        rate = await fetches_under_load(page, client, max(5, runs))
                     finally:
                         await browser.close()
         for warning in warnings:
@@ -114,6 +135,13 @@ async def benchmark(runs: int, chromium: str, workdir: Path) -> tuple[list[Row],
     figures = [
         Figure(SECTION, "first load p95", p95(loads), "ms", how),
         Figure(SECTION, "update latency p95", p95(latencies), "ms", how),
+        Figure(
+            SECTION,
+            "snapshot fetches under 1,200 events/min",
+            rate,
+            "fetches/s",
+            f"{FLOOD_PER_SECOND} publish_event/s for {max(5, runs)} s, one page open",
+        ),
     ]
     return rows, figures
 

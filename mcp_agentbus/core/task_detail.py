@@ -1,6 +1,6 @@
 """One task in detail, for a person (the dashboard's task panel): the task as get_workflow shows it,
 each recorded attempt with its holder (``attempts:<id>``, written by the claim and by whatever ended the
-lease, include/tasks.lua), and its recent events, found by looking back a bounded stretch of the log."""
+lease, include/attempts.lua), and its recent events, found by looking back a bounded stretch of the log."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Attempt(BaseModel):
     claimed_at: str | None
     ended_at: str | None = None
     outcome: Outcome | None = Field(None, description="How it ended; null while its lease is held.")
-    error: str | None = Field(None, description="A failed (or cancelled) attempt's error, shortened.")
+    error: str | None = Field(None, description="A failed, expired or cancelled attempt's error, shortened.")
 
 
 class TaskDetail(BaseModel):

@@ -69,7 +69,7 @@ inboxes or locks. An owner (``context.py``) is ``token:<grant id>`` or an agent 
 and expired together stay within the bound. ⁷ Past it the lowest versions go and ``counters.state_floor``
 keeps the highest of them: a key with no tombstone continues above it (``lua/set_state.lua``).
 ⁸ The reaper's first sweep of each minute trims them to the last 60 minutes (``lua/include/stats.lua``).
-⁹ ``ATTEMPTS_KEPT`` in ``lua/include/tasks.lua``; it is given the task record's expiry whenever that is
+⁹ ``ATTEMPTS_KEPT`` in ``lua/include/attempts.lua``; it is given the task record's expiry whenever that is
 set or removed (``expire_task``, ``persist_task`` there).
 ¹⁰ Pub/sub, not the truth (``core/wakeups.py``): one channel per hint topic (``task:<cap>``,
 ``inbox:<agent>``, ``state:<key>``, ``lock:<path>``, ...), subscribed by a process only while something

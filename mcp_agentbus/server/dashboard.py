@@ -49,7 +49,9 @@ EVENTS_SHOWN = 30
 NAMESPACE_HEADER = "X-Agentbus-Namespace"  # the page's way to say ?namespace= on every request
 STATIC = {  # path → (file under static/, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
+    "/dashboard/common.js": ("common.js", "text/javascript; charset=utf-8"),
     "/dashboard/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/dashboard/access.js": ("access.js", "text/javascript; charset=utf-8"),
     "/dashboard/app.css": ("app.css", "text/css; charset=utf-8"),
     "/dashboard/charts.js": ("charts.js", "text/javascript; charset=utf-8"),
     "/dashboard/inbox.js": ("inbox.js", "text/javascript; charset=utf-8"),

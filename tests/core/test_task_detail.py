@@ -44,6 +44,7 @@ async def test_two_attempts_after_an_expired_lease_show_both_holders_and_how_eac
     assert while_held.task.state == "claimed" and while_held.task.lease_expires_at is not None
     first, second = detail.attempt_history
     assert (first.holder, first.attempt, first.fence, first.outcome) == ("slow", 1, 1, "expired")
+    assert first.error == "lease expired on attempt 1 (slow stopped without completing)"
     assert (second.holder, second.attempt, second.fence, second.outcome) == ("rescuer", 2, 2, "done")
     assert first.claimed_at is not None and first.ended_at is not None and first.claimed_at < first.ended_at
     assert second.claimed_at is not None and first.ended_at <= second.claimed_at
@@ -73,6 +74,22 @@ async def test_a_failed_and_a_cancelled_attempt_keep_their_errors(bus: AgentBus)
         "cancelled",
         "not needed any more",
     )
+
+
+async def test_a_claim_handed_back_shows_as_a_released_attempt_before_the_next_claim(bus: AgentBus) -> None:
+    with anyio.fail_after(TIMEOUT):
+        created = await bus.tasks.create("planner", title="raced")
+        with anyio.CancelScope() as scope:
+            scope.cancel()  # the claimer goes away before it hears of its claim: release_task hands it back
+            await bus.tasks.claim("gone")
+        task_id, _ = lease_of(await bus.tasks.claim("w2"))
+        detail = await task_detail.read(bus.store, task_id)
+
+    assert scope.cancelled_caught and task_id == created.task_id
+    released, held = detail.attempt_history
+    assert (released.holder, released.attempt, released.fence, released.outcome) == ("gone", 1, 1, "released")
+    assert released.ended_at is not None and released.error is None
+    assert (held.holder, held.attempt, held.fence, held.outcome) == ("w2", 1, 2, None)
 
 
 async def test_the_record_keeps_only_the_newest_twenty_attempts(bus: AgentBus) -> None:

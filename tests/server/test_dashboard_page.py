@@ -24,7 +24,10 @@ pytestmark = pytest.mark.anyio
 TIMEOUT = 90  # bound on one test, browser start included
 SEEN_MS = 3_000  # the page shows a change within this
 FLOOD_PER_SECOND, FLOOD_SECONDS = 20, 10  # 1,200 events a minute
-SNAPSHOTS_PER_SECOND = 4  # the page fetches at most about this many snapshots a second, however busy
+# The stream coalesces changes into about 3 "changed" a second (COALESCE_SECONDS) and the page fetches one
+# snapshot at a time: a page that fetched per event would ask 20 times a second here. A generous bound on
+# coalescing, not a speed (how many it fetches is measured in bench/dashboard.py).
+SNAPSHOTS_PER_SECOND = 6
 
 
 @pytest.fixture
@@ -158,6 +161,7 @@ async def test_the_page_answers_a_click_and_fetches_a_few_snapshots_a_second_und
     browser: Browser, redis_url_real: str, tmp_path: Path
 ) -> None:
     namespace = fresh("busy")
+    last = FLOOD_PER_SECOND * FLOOD_SECONDS - 1
     with http_server(bus_env(redis_url_real, namespace), tmp_path / "server.log") as server:
         async with AgentBus.open(fresh_settings(redis_url_real, namespace=namespace)) as bus:
             tasks = [{"key": f"t{i}", "title": f"step {i}", "capability": "busy"} for i in range(12)]
@@ -169,20 +173,17 @@ async def test_the_page_answers_a_click_and_fetches_a_few_snapshots_a_second_und
                 await expect(row).to_contain_text("under load")
 
                 async def flood() -> None:
-                    for i in range(FLOOD_PER_SECOND * FLOOD_SECONDS):
+                    for i in range(last + 1):
                         await bus.events.publish("tester", "load.tick", {"i": i})
                         await anyio.sleep(1 / FLOOD_PER_SECOND)
 
-                began = time.monotonic()
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(flood)
                     await anyio.sleep(FLOOD_SECONDS / 2)
                     await row.click()  # in the thick of it: the page still answers a click
                     await expect(page.locator("#tasks tr", has_text="step 11")).to_contain_text("ready")
-                lasted = time.monotonic() - began
-                await expect(page.locator("#events")).to_contain_text("load.tick")
+                # and it follows the bus to its last event, however many it coalesced on the way
+                await expect(page.locator("#events")).to_contain_text(f'{{"i":{last}}}')
                 await page.close()  # before the server stops, which would wait for the page's stream
         busiest = max(sum(1 for t in asked if s <= t < s + 1) for s in asked)
-        assert busiest <= SNAPSHOTS_PER_SECOND + 1, (busiest, len(asked))  # +1: the click's own
-        assert len(asked) <= SNAPSHOTS_PER_SECOND * lasted, (len(asked), lasted)
-        assert len(asked) >= FLOOD_SECONDS, "the page stopped following the bus under load"
+        assert busiest <= SNAPSHOTS_PER_SECOND, f"{busiest} snapshots in one second: changes not coalesced"

@@ -13,6 +13,7 @@
 --          cancelling further dependents was left to the reaper}
 --@include keys.lua
 --@include common.lua
+--@include attempts.lua
 --@include tasks.lua
 
 local agent, idem, id, wf, reason, short_reason = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]

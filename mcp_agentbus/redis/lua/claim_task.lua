@@ -15,6 +15,7 @@
 --        | {'not_found' | 'wrong_state', message[, hint]}
 --@include keys.lua
 --@include common.lua
+--@include attempts.lua
 --@include tasks.lua
 
 local agent, lease_ms, token, wanted, caps_csv = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]

@@ -11,6 +11,7 @@
 --@include keys.lua
 --@include stats.lua
 --@include common.lua
+--@include attempts.lua
 --@include tasks.lua
 
 local agent, id, token, result, summary = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]

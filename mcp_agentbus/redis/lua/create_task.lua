@@ -11,6 +11,7 @@
 --          | {'not_found' | 'wrong_state' | 'invalid_argument' | 'payload_too_large', message[, hint]}
 --@include keys.lua
 --@include common.lua
+--@include attempts.lua
 --@include tasks.lua
 
 local agent, idem, title, desc, cap, prio, payload, deps_csv, wf = unpack(ARGV, 4, 12)

@@ -9,6 +9,7 @@
 -- returns: {'ok', result_json} | {'duplicate', first_result_json} | {'invalid_argument', message, hint}
 --@include keys.lua
 --@include common.lua
+--@include attempts.lua
 --@include tasks.lua
 
 local agent, idem, title = ARGV[4], ARGV[5], ARGV[6]

@@ -12,6 +12,7 @@
 --@include keys.lua
 --@include stats.lua
 --@include common.lua
+--@include attempts.lua
 --@include tasks.lua
 --@include locks.lua
 
@@ -33,7 +34,7 @@ for _, id in ipairs(expired) do
     reclaimed = reclaimed + 1
     attempts, max_attempts = tonumber(attempts), tonumber(max_attempts)
     local err = 'lease expired on attempt ' .. attempts .. ' (' .. owner .. ' stopped without completing)'
-    drop_lease(id, owner, 'expired', now)
+    drop_lease(id, owner, 'expired', now, err)
     tell_lost(owner, 'task ' .. id)
     emit('task.reclaimed', owner, { task = id, workflow = wf, attempt = attempts })
     count_throughput('failed', now)

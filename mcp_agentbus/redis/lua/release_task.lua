@@ -5,6 +5,7 @@
 -- returns: {'ok', released ('1'|'0')}
 --@include keys.lua
 --@include common.lua
+--@include attempts.lua
 --@include tasks.lua
 
 local agent, id, token = ARGV[4], ARGV[5], ARGV[6]

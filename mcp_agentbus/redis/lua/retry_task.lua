@@ -11,6 +11,7 @@
 --          dependents was left to the reaper}
 --@include keys.lua
 --@include common.lua
+--@include attempts.lua
 --@include tasks.lua
 
 local agent, idem, id, reason = ARGV[4], ARGV[5], ARGV[6], ARGV[7]

@@ -1,8 +1,8 @@
 // The agentbus dashboard's core: fetches /dashboard/snapshot, and again on each "changed" event of
-// /dashboard/stream (read with fetch, not EventSource, so the token goes in a header).
-// The page's other files use its helpers: headers() (the token and namespace every request carries),
-// el/row/fill/fillIf (tables), ago/until (relative times that tick without a fetch), refresh(); and
-// each adds one call to render().
+// /dashboard/stream (read with fetch, not EventSource, so the token goes in a header). Who may see which
+// namespace (tokens, the login form, the picker) is access.js's; the page's shared helpers are common.js's.
+// The page's other files use its helpers: row/fill/fillIf (tables), ago/until (relative times that tick
+// without a fetch), status(), refresh(); and each adds one call to render().
 "use strict";
 
 const state = {
@@ -19,31 +19,6 @@ const state = {
 // Not every change writes an event (a heartbeat that changes only a note or its time does not): a page
 // that heard nothing this long fetches anyway, so what it shows is never older than that.
 const QUIET_REFRESH_MS = 15000;
-const TOKENS = "agentbus-tokens";  // sessionStorage: {namespace: token}, one per namespace
-const SHOWN = "agentbus-namespace";
-
-function tokens() {
-  try { return JSON.parse(sessionStorage.getItem(TOKENS) || "{}"); } catch { return {}; }
-}
-
-function token() {
-  const all = tokens();
-  return (state.namespace && all[state.namespace]) || (state.namespace ? "" : Object.values(all)[0] || "");
-}
-
-function headers() {
-  const sent = {};
-  if (token()) sent.Authorization = "Bearer " + token();
-  if (state.namespace) sent["X-Agentbus-Namespace"] = state.namespace;
-  return sent;
-}
-
-function el(tag, text, cls) {
-  const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  if (cls) node.className = cls;
-  return node;
-}
 
 function row(cells, cls) {
   const tr = el("tr", null, cls);
@@ -72,28 +47,21 @@ function fillIf(id, data, build, empty) {
 
 function now() { return Date.now() + state.skew; }
 
-function agoText(iso) {
-  const s = Math.max(0, Math.round((now() - Date.parse(iso)) / 1000));
-  return s < 120 ? s + " s ago" : s < 7200 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago";
-}
-
-function untilText(iso) { return "in " + Math.max(0, Math.round((Date.parse(iso) - now()) / 1000)) + " s"; }
-
 function ago(iso) {  // "12 s ago", ticking; the local time on hover
-  const node = el("span", iso ? agoText(iso) : "");
+  const node = el("span", iso ? agoText(iso, now()) : "");
   if (iso) { node.dataset.ago = iso; node.title = new Date(iso).toLocaleString(); }
   return node;
 }
 
 function until(iso) {
-  const node = el("span", iso ? untilText(iso) : "");
+  const node = el("span", iso ? untilText(iso, now()) : "");
   if (iso) { node.dataset.until = iso; node.title = new Date(iso).toLocaleString(); }
   return node;
 }
 
 function tick() {
-  for (const node of document.querySelectorAll("[data-ago]")) node.textContent = agoText(node.dataset.ago);
-  for (const node of document.querySelectorAll("[data-until]")) node.textContent = untilText(node.dataset.until);
+  for (const node of document.querySelectorAll("[data-ago]")) node.textContent = agoText(node.dataset.ago, now());
+  for (const node of document.querySelectorAll("[data-until]")) node.textContent = untilText(node.dataset.until, now());
   const updated = document.getElementById("updated");
   const secs = (since) => Math.round((Date.now() - since) / 1000);
   updated.textContent = state.updated === null ? "" : "updated " + secs(state.updated) + " s ago";
@@ -154,26 +122,6 @@ function render(snap) {
 }
 
 function status(text) { document.getElementById("status").textContent = text; }
-
-function askToken(message) {
-  state.down = null;
-  document.getElementById("login").hidden = false;
-  document.getElementById("login-note").textContent = message || "";
-  status("needs a token");
-}
-
-// A 401 for the namespace shown: its token was revoked (or never valid). Forget it, and show another
-// namespace the tab holds a token for, or ask for one.
-function refused() {
-  const all = tokens();
-  if (state.namespace && all[state.namespace]) {
-    delete all[state.namespace];
-    sessionStorage.setItem(TOKENS, JSON.stringify(all));
-  }
-  const other = Object.keys(all)[0];
-  if (other) { show(other); return; }
-  askToken(state.access && state.access.tokens ? "The token was refused (revoked?): add a valid one." : "");
-}
 
 async function refresh() {
   if (state.fetching) { state.again = true; return; }  // one fetch at a time; one more if changed meanwhile
@@ -244,76 +192,10 @@ async function listen(controller) {
   }
 }
 
-// What the caller may see (GET /dashboard/access), then the namespace's stream.
-async function connect() {
-  if (state.stream) state.stream.abort();
-  const controller = state.stream = new AbortController();
-  try {
-    const reply = await fetch("/dashboard/access", { headers: headers(), cache: "no-store" });
-    if (reply.status === 401) { refused(); return; }
-    const body = await reply.json();
-    if (!reply.ok) {
-      if (state.namespace && reply.status !== 503) { state.namespace = null; connect(); return; }  // no longer served
-      throw new Error(body.error ? body.error.message : "error " + reply.status);
-    }
-    state.access = body;
-    state.namespace = body.namespace;
-    sessionStorage.setItem(SHOWN, body.namespace);
-    document.getElementById("add-token").hidden = !body.tokens;
-    picker(body.tokens ? Object.keys(tokens()) : body.namespaces);
-  } catch (err) {
-    if (state.down === null) state.down = Date.now();
-    state.why = err.message;
-    tick();
-    setTimeout(() => { if (!controller.signal.aborted) connect(); }, 1000);
-    return;
-  }
-  listen(controller);
-}
-
-function picker(namespaces) {
-  const select = document.getElementById("namespace-picker");
-  select.hidden = namespaces.length < 2;
-  select.replaceChildren(...namespaces.map((name) => {
-    const option = el("option", name);
-    option.value = name;
-    option.selected = name === state.namespace;
-    return option;
-  }));
-}
-
-function show(namespace) {  // switch the page to another namespace
-  state.namespace = namespace;
-  state.workflow = null;
-  state.snap = null;
-  state.shown = {};
-  state.updated = null;
-  connect();
-}
-
-async function addToken(value) {
-  const reply = await fetch("/dashboard/access", { headers: { Authorization: "Bearer " + value }, cache: "no-store" });
-  if (!reply.ok) { askToken("That token is not valid here (a typo, or revoked?)."); return; }
-  const body = await reply.json();
-  const all = tokens();
-  all[body.namespace] = value;
-  sessionStorage.setItem(TOKENS, JSON.stringify(all));
-  document.getElementById("login").hidden = true;
-  show(body.namespace);
-}
-
 function start() {
-  document.getElementById("login").addEventListener("submit", (event) => {
-    event.preventDefault();
-    addToken(document.getElementById("token").value.trim());
-    document.getElementById("token").value = "";
-  });
-  document.getElementById("add-token").addEventListener("click", () => askToken(""));
-  document.getElementById("namespace-picker").addEventListener("change", (event) => show(event.target.value));
   document.getElementById("topic-filter").addEventListener("input", () => state.snap && render(state.snap));
-  state.namespace = sessionStorage.getItem(SHOWN);
   setInterval(tick, 1000);
-  connect();
+  startAccess();  // access.js: the namespace shown, then its stream
 }
 
 document.addEventListener("DOMContentLoaded", start);

@@ -5,17 +5,9 @@
 // redrawn only when what it shows changed. Also the dead tasks of the snapshot, in their own table.
 "use strict";
 
-const SVG_NS = "http://www.w3.org/2000/svg";
 const STATS_TICK_MS = 20000;
 const FOLLOW_GAP_MS = 1000; // at most one request a second per follower, however busy the bus
 const drawn = { throughput: "", depth: "", dead: "" };
-
-function svg(tag, attrs, text) {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
-  if (text !== undefined) node.textContent = String(text);
-  return node;
-}
 
 // A GET of url() that runs one at a time and at most once every FOLLOW_GAP_MS; a call while one runs
 // makes one more after it. draw(body, ok) gets each answer (the error body when not ok).

@@ -10,16 +10,8 @@
 const DAG = {
   NODE_W: 170, NODE_H: 30, VIA_H: 4, GAP_X: 60, GAP_Y: 12, PAD: 16, LABEL: 24, SWEEPS: 4, VIAS: 4000,
   STATES: ["blocked", "ready", "delayed", "claimed", "done", "dead", "cancelled"],
-  SVG: "http://www.w3.org/2000/svg",
   zoom: 1, shape: "", states: "", layouts: 0, paints: 0, width: 0, height: 0,
 };
-
-function dagNode(tag, attrs, text) {
-  const node = document.createElementNS(DAG.SVG, tag);
-  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
-  if (text !== undefined) node.textContent = String(text);
-  return node;
-}
 
 // The in-workflow tasks each task depends on (depends_on names a task by key where it has one, by id
 // otherwise; a dependency outside the workflow draws no edge).
@@ -118,14 +110,14 @@ function dagLayout(wf) {
   const y = (i) => top[i];
   const mid = (i) => top[i] + (i < n ? DAG.NODE_H : DAG.VIA_H) / 2;
   DAG.width = 2 * DAG.PAD + columns.length * DAG.NODE_W + Math.max(0, columns.length - 1) * DAG.GAP_X;
-  const svg = dagNode("svg", { viewBox: `0 0 ${DAG.width} ${DAG.height}`, id: "dag-svg" });
-  const defs = dagNode("defs");
-  const arrow = dagNode("marker", { id: "dag-arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
+  const drawing = svg("svg", { viewBox: `0 0 ${DAG.width} ${DAG.height}`, id: "dag-svg" });
+  const defs = svg("defs");
+  const arrow = svg("marker", { id: "dag-arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
     markerWidth: 6, markerHeight: 6, orient: "auto" });
-  arrow.appendChild(dagNode("path", { d: "M0,0 L10,5 L0,10 z", class: "dag-arrowhead" }));
+  arrow.appendChild(svg("path", { d: "M0,0 L10,5 L0,10 z", class: "dag-arrowhead" }));
   defs.appendChild(arrow);
-  svg.appendChild(defs);
-  const edges = dagNode("g", { class: "dag-edges" });
+  drawing.appendChild(defs);
+  const edges = svg("g", { class: "dag-edges" });
   for (const { from, to, via } of routes) {
     let cx = x(from) + DAG.NODE_W, cy = mid(from), d = `M${cx},${cy}`;
     for (const v of via) {
@@ -134,22 +126,22 @@ function dagLayout(wf) {
       cy = mid(v);
     }
     d += dagCurve(cx, cy, x(to), mid(to));
-    edges.appendChild(dagNode("path", { class: "dag-edge", "data-from": tasks[from].id, "data-to": tasks[to].id,
+    edges.appendChild(svg("path", { class: "dag-edge", "data-from": tasks[from].id, "data-to": tasks[to].id,
       d, "marker-end": "url(#dag-arrow)" }));
   }
-  svg.appendChild(edges);
-  const nodes = dagNode("g", { class: "dag-nodes" });
+  drawing.appendChild(edges);
+  const nodes = svg("g", { class: "dag-nodes" });
   tasks.forEach((t, i) => {
-    const g = dagNode("g", { class: "dag-node", "data-task": t.id, transform: `translate(${x(i)},${y(i)})` });
-    g.appendChild(dagNode("title", {}, `${t.title}\n${t.id}${t.key ? " (" + t.key + ")" : ""}`));
-    g.appendChild(dagNode("rect", { width: DAG.NODE_W, height: DAG.NODE_H, rx: 5 }));
-    g.appendChild(dagNode("text", { x: 8, y: DAG.NODE_H / 2 + 4 }, dagLabel(t.title || t.id)));
+    const g = svg("g", { class: "dag-node", "data-task": t.id, transform: `translate(${x(i)},${y(i)})` });
+    g.appendChild(svg("title", {}, `${t.title}\n${t.id}${t.key ? " (" + t.key + ")" : ""}`));
+    g.appendChild(svg("rect", { width: DAG.NODE_W, height: DAG.NODE_H, rx: 5 }));
+    g.appendChild(svg("text", { x: 8, y: DAG.NODE_H / 2 + 4 }, dagLabel(t.title || t.id)));
     g.addEventListener("click", () => window.showTaskDetail && window.showTaskDetail(t.id));
     nodes.appendChild(g);
   });
-  svg.appendChild(nodes);
+  drawing.appendChild(nodes);
   DAG.layouts++;
-  return svg;
+  return drawing;
 }
 
 function dagPaintStates(wf) {
@@ -161,10 +153,10 @@ function dagPaintStates(wf) {
 }
 
 function dagApplyZoom() {
-  const svg = document.getElementById("dag-svg");
-  if (!svg) return;
-  svg.setAttribute("width", String(Math.round(DAG.width * DAG.zoom)));
-  svg.setAttribute("height", String(Math.round(DAG.height * DAG.zoom)));
+  const drawing = document.getElementById("dag-svg");
+  if (!drawing) return;
+  drawing.setAttribute("width", String(Math.round(DAG.width * DAG.zoom)));
+  drawing.setAttribute("height", String(Math.round(DAG.height * DAG.zoom)));
   document.getElementById("dag-zoom").textContent = Math.round(DAG.zoom * 100) + "%";
 }
 
