@@ -158,8 +158,7 @@ class Tasks:
             require(cap, CAPABILITY_RE, "capability")
         if task_id is not None:
             require(task_id, TASK_ID_RE, "task_id")
-        if lease_seconds is None:
-            lease_seconds = self._settings.lease_seconds
+        lease_seconds = self._settings.lease_seconds if lease_seconds is None else lease_seconds
         lease_ms = math.ceil(seconds(lease_seconds, "lease_seconds") * 1000)
         wait = Wait(self._store, wait_seconds, "a task", on_progress)
         # a task assigned to the agent wakes it too; a message for it or a loss ends the wait
