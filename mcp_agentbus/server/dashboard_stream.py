@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.outages import Outage
-from mcp_agentbus.redis.connection import close, connect
+from mcp_agentbus.redis.connection import Redis, close, connect
 from mcp_agentbus.server.tokens import Grant, TokensFile
 
 logger = logging.getLogger(__name__)
@@ -180,12 +180,15 @@ class Streams:
         """Poke the streams of `bus`'s namespace on every new event, until cancelled; never fails. Sets
         `looked` once it knows the newest event (or that Redis is away)."""
         settings, key = bus.settings, bus.store.keys.events
-        redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds + READ_BLOCK_MS / 1000)
         outage = Outage(f"the dashboard's reader of the events of namespace {settings.namespace}", logger)
+        redis: Redis | None = None  # connected in the loop: a failing connect (local://) is retried too
         last: str | None = None  # the id of the last event seen; None: look it up (again)
         try:
             while True:
                 try:
+                    if redis is None:
+                        timeout = settings.redis_timeout_seconds + READ_BLOCK_MS / 1000
+                        redis = connect(settings.redis_url, timeout=timeout)
                     if last is None:
                         top = await redis.xrevrange(key, "+", "-", count=1)
                         last = str(top[0][0]) if top else "0-0"
@@ -203,8 +206,9 @@ class Streams:
                     looked.set()  # the streams open meanwhile, and hear "changed" when Redis is back
                     await anyio.sleep(outage.failed(exc))
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-                await close(redis)
+            if redis is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                    await close(redis)
 
 
 def _refuse(status: int, message: str, hint: str) -> JSONResponse:
