@@ -1,6 +1,11 @@
 """The dashboard's inbox threads, read only: ``GET /dashboard/inbox?agent=<id>`` is that agent's newest
 `INBOX_SHOWN` messages, read and unread, grouped by thread (`Inbox.recent`); looking marks nothing read,
 so the agent's next ``read_inbox`` still gets them.
+
+Whose inbox a caller may read: over MCP an agent's token reads only the inboxes of the agents it may act
+as, and the dashboard is no side door. A token whose role may act from the dashboard (``operator``,
+``all``: `dashboard.may_act`) reads every inbox of its namespace, as does anyone without a tokens file
+(loopback); any other token only those of the agents its grant covers (`Grant.may_act_as`), 403 otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from starlette.routing import Route
 
 from mcp_agentbus.core.inbox import Kept
 from mcp_agentbus.server.dashboard_replies import answer, refuse, route
+from mcp_agentbus.server.profiles import ACTING_ROLES
 
 if TYPE_CHECKING:
     from mcp_agentbus.server.dashboard import Dashboard
@@ -37,6 +43,16 @@ class Inbox:
         agent = request.query_params.get("agent", "")
         if not agent:
             return refuse(400, "invalid_argument", "which agent's inbox?", "Add ?agent=<agent id>.")
+        grant = opened.grant
+        if grant is not None and not opened.may_act and not grant.may_act_as(agent):
+            return refuse(
+                403,
+                "forbidden",
+                f"your token (agents {grant.agent!r}, role {grant.role!r}) may read the inboxes of its own "
+                f"agents only, not {agent[:80]!r}'s",
+                f"Pick an agent matching {grant.agent!r}, or use a token of role {' or '.join(ACTING_ROLES)} "
+                "(agentbus token create --role operator), which reads every inbox of its namespace.",
+            )
         kept = await opened.bus.inbox.recent(agent, INBOX_SHOWN)
         return answer({"agent": agent, "limit": INBOX_SHOWN, "shown": len(kept), "threads": threads(kept)})
 

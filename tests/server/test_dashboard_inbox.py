@@ -1,9 +1,10 @@
 """The dashboard's inbox route, in process on both backends: an agent's threads, looked at without
-marking anything read."""
+marking anything read, and shown only to a caller who may see them (no side door past the MCP rules)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -73,3 +74,35 @@ async def test_inbox_of_no_or_a_bad_agent_is_refused_with_what_to_do(http: httpx
     assert "agent id" in bad.json()["error"]["message"]
     empty = await http.get("/dashboard/inbox", params={"agent": "quiet"})
     assert empty.json() == {"agent": "quiet", "limit": 50, "shown": 0, "threads": []}
+
+
+async def test_a_viewer_token_reads_only_its_own_agents_inboxes_and_operators_read_every_one(
+    bus: AgentBus, tmp_path: Path
+) -> None:
+    tokens = TokensFile(tmp_path / "tokens.json")
+    await bus.inbox.send("lead", "worker-1", "yours")
+    await bus.inbox.send("worker-1", "lead", "the lead's, private")
+
+    def bearer(agent: str, role: str) -> dict[str, str]:
+        token, _ = tokens.create(namespace=bus.settings.namespace, agent=agent, role=role)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def bodies(http: httpx2.AsyncClient, headers: dict[str, str], agent: str) -> list[str]:
+        reply = await http.get("/dashboard/inbox", params={"agent": agent}, headers=headers)
+        assert reply.status_code == 200, (agent, reply.text)
+        return [m["body"] for thread in reply.json()["threads"] for m in thread["messages"]]
+
+    async with client(bus, tokens) as http:
+        viewer = bearer("worker-*", "worker")
+        assert await bodies(http, viewer, "worker-1") == ["yours"]
+        refused = await http.get("/dashboard/inbox", params={"agent": "lead"}, headers=viewer)
+        assert refused.status_code == 403, refused.text
+        error = refused.json()["error"]
+        assert (
+            error["code"] == "forbidden" and "'lead'" in error["message"] and "'worker-*'" in error["message"]
+        )
+        assert "--role operator" in error["hint"] and "the lead's" not in refused.text
+        for agent, role in (("ops", "operator"), ("boss", "all"), ("ops-*", "operator")):
+            assert await bodies(http, bearer(agent, role), "lead") == ["the lead's, private"], role
+    async with client(bus) as http:  # no tokens file: the loopback person sees every inbox
+        assert await bodies(http, {}, "lead") == ["the lead's, private"]
