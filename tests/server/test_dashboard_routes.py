@@ -14,7 +14,7 @@ import pytest
 from helpers.http_servers import bus_env, fresh, http_server, throwaway_redis
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
-from starlette.routing import Route
+from test_dashboard_actions import ACTIONS
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.server.dashboard import STATIC, Dashboard
@@ -33,27 +33,21 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/dashboard/stats"): {},
     ("GET", "/dashboard/inbox"): {"params": {"agent": "worker-1"}},
     ("GET", "/dashboard/task"): {"params": {"id": "t-1"}},
-    ("POST", "/dashboard/actions/message"): {"json": {"to": "worker-1", "body": "hello"}},
-    ("POST", "/dashboard/actions/cancel"): {"json": {"task_id": "t-1", "reason": "not needed"}},
-    ("POST", "/dashboard/actions/retry"): {"json": {"task_id": "t-1", "reason": "try again"}},
-    ("POST", "/dashboard/actions/release"): {"json": {"resource": "src/app.py"}},
+    **{("POST", f"/dashboard/actions/{name}"): {"json": body} for name, body in ACTIONS.items()},
 }
 READS_NO_REDIS = {("GET", "/dashboard/access")}  # who the caller is: the tokens file, no Redis
 STREAM = ("GET", "/dashboard/stream")  # stays open through an outage and says "changed" once it ends
 
 
-def routes(tokens: TokensFile | None = None) -> list[Route]:
+def guarded_routes() -> list[tuple[str, str]]:
+    """(method, path) of every route but the page's static files."""
+
     async def nothing(_namespace: str) -> AgentBus | None:
         return None
 
-    return Dashboard("ns", nothing, SECURITY, tokens).routes()
-
-
-def guarded_routes() -> list[tuple[str, str]]:
-    """(method, path) of every route but the page's static files."""
     return sorted(
         (method, route.path)
-        for route in routes()
+        for route in Dashboard("ns", nothing, SECURITY).routes()
         if route.path not in STATIC
         for method in route.methods or ()
         if method != "HEAD"
