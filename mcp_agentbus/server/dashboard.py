@@ -11,7 +11,8 @@ loopback clients only; with one, the data routes need ``Authorization: Bearer <t
 and show the token's namespace. The page sends the header with ``fetch`` (streamed for the events), so a
 token never goes into a URL, where logs and browser history would keep it. Every data or action route
 (this module's and those of the other ``dashboard_*`` modules) starts with `Dashboard.open`, which does
-all of that and says whether the caller may act (`may_act`) or only look.
+all of that and says whether the caller may act (`may_act`) or only look, and answers as
+`dashboard_replies` says (one error shape; Redis down is 503 ``backend_unavailable`` on every route).
 
 Which namespace a request shows: with tokens, its token's (the page keeps one token per namespace and
 sends the one of the namespace shown); without, the one ``?namespace=`` (or the header
@@ -30,18 +31,19 @@ from importlib import resources
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.errors import AgentBusError
 from mcp_agentbus.redis.connection import close, connect
 from mcp_agentbus.server import profiles
 from mcp_agentbus.server.dashboard_actions import Actions, acting_as
 from mcp_agentbus.server.dashboard_data import take
-from mcp_agentbus.server.dashboard_stats import DashboardStats
+from mcp_agentbus.server.dashboard_inbox import Inbox
+from mcp_agentbus.server.dashboard_replies import HEADERS, answer, refuse, route
+from mcp_agentbus.server.dashboard_stats import Stats
 from mcp_agentbus.server.dashboard_stream import Streams
-from mcp_agentbus.server.dashboard_task import task_route
+from mcp_agentbus.server.dashboard_task import TaskDetail
 from mcp_agentbus.server.tokens import Grant, TokensFile
 from mcp_agentbus.settings import Settings
 
@@ -60,11 +62,6 @@ STATIC = {  # path → (file under static/, content type)
     "/dashboard/dag.js": ("dag.js", "text/javascript; charset=utf-8"),
     "/dashboard/detail.js": ("detail.js", "text/javascript; charset=utf-8"),
     "/dashboard/views.css": ("views.css", "text/css; charset=utf-8"),
-}
-HEADERS = {  # the page loads nothing from elsewhere, and no other site may frame it
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
 }
 
 
@@ -103,21 +100,24 @@ class Dashboard:
         self._streams = Streams(tokens)
 
     def routes(self) -> list[Route]:
+        """The page's files, then the routes that start with `open` (`dashboard_replies.route`)."""
         return [
             *(Route(path, self._static, methods=["GET"]) for path in STATIC),
-            Route("/dashboard/access", self._access, methods=["GET"]),
-            Route("/dashboard/snapshot", self._snapshot, methods=["GET"]),
-            Route("/dashboard/stream", self._stream, methods=["GET"]),
-            *DashboardStats(self._open, HEADERS).routes(),  # charts and inbox threads
+            route("/dashboard/access", self._access),
+            route("/dashboard/snapshot", self._snapshot),
+            route("/dashboard/stream", self._stream),
+            *Stats(self).routes(),
+            *Inbox(self).routes(),
+            *TaskDetail(self).routes(),
             *Actions(self).routes(),
-            task_route(self._open),
         ]
 
     async def open(self, request: Request) -> Opened | Response:
-        """The request let in (`Opened`), or the answer that refuses it: a foreign Host/Origin (421/403),
-        a POST that is not JSON (415), no tokens file and not loopback (403), no valid token (401), a
-        namespace not served (403/404), the server not serving yet (503). Routes that act refuse with
-        403 themselves when `Opened.may_act` is False."""
+        """The request let in (`Opened`), or the answer that refuses it, checked in this order: a foreign
+        Host/Origin (421/403), no tokens file and not loopback (403), no valid token (401), a namespace
+        not served (403/404), a POST that is not JSON (415), the server not serving yet (503). Who asks
+        comes before what it sends. Routes that act refuse with 403 themselves when `Opened.may_act` is
+        False."""
         refused = await self._refused(request)
         if refused is not None:
             return refused
@@ -127,32 +127,36 @@ class Dashboard:
         namespace = self._namespace(request, grant)
         if isinstance(namespace, Response):
             return namespace
+        # A POST (an action) must be JSON, which a form on another site cannot send unasked.
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and media_type != "application/json":
+            return refuse(
+                415,
+                "unsupported_media_type",
+                "an action needs a JSON body (Content-Type: application/json)",
+                "Send the action's fields as a JSON object, as the dashboard page does.",
+            )
         bus = await self._bus_for(namespace)
         if bus is None:
-            return _error(503, "the server is starting or stopping", "Try again in a moment.")
+            return refuse(503, "unavailable", "the server is starting or stopping", "Try again in a moment.")
         return Opened(bus, grant, may_act(grant))
 
-    async def _open(self, request: Request) -> AgentBus | Response:
+    async def open_bus(self, request: Request) -> AgentBus | Response:
         """`open` for a route that only reads: the namespace's bus, or the refusal."""
         opened = await self.open(request)
         return opened if isinstance(opened, Response) else opened.bus
 
     async def _refused(self, request: Request) -> Response | None:
+        """The refusal of a request from where it must not come (foreign Host/Origin, or not loopback
+        without a tokens file), before anything else is looked at."""
         refused = await self._security.validate_request(request)
         if refused is not None:
             return refused
-        # A POST (an action) must be JSON, which a form on another site cannot send unasked.
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if request.method == "POST" and media_type != "application/json":
-            return _error(
-                415,
-                "an action needs a JSON body (Content-Type: application/json)",
-                "Send the action's fields as a JSON object, as the dashboard page does.",
-            )
         client = request.client.host if request.client else ""
         if self._tokens is None and not _is_loopback(client):
-            return _error(
+            return refuse(
                 403,
+                "forbidden",
                 "this server has no tokens file, so its dashboard answers loopback only",
                 "Open it on the server's machine, or serve with a tokens file and send a token.",
             )
@@ -165,8 +169,9 @@ class Dashboard:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         grant = self._tokens.find(token.strip()) if scheme.lower() == "bearer" and token else None
         if grant is None:
-            return _error(
+            return refuse(
                 401,
+                "unauthorized",
                 "the dashboard needs a valid token",
                 "Send 'Authorization: Bearer <token>' (agentbus token create makes one).",
             )
@@ -177,8 +182,9 @@ class Dashboard:
         shown = repr(asked[:80]) if asked else ""
         if grant is not None:
             if asked is not None and asked != grant.namespace:
-                return _error(
+                return refuse(
                     403,
+                    "forbidden",
                     f"this token is for namespace {grant.namespace!r}, not {shown}",
                     f'Add a token of namespace {shown} on the page ("add a token"), or look at '
                     f"{grant.namespace!r}.",
@@ -187,8 +193,9 @@ class Dashboard:
         if asked is None:
             return self._served[0]
         if asked not in self._served:
-            return _error(
+            return refuse(
                 404,
+                "not_found",
                 f"this dashboard does not serve namespace {shown}; it serves {', '.join(self._served)}",
                 "Pick one of those, or start `agentbus dashboard --namespace a,b` listing the ones you want.",
             )
@@ -209,7 +216,7 @@ class Dashboard:
         if isinstance(opened, Response):
             return opened
         grant = opened.grant
-        return JSONResponse(
+        return answer(
             {
                 "namespace": opened.bus.settings.namespace,
                 "namespaces": self._served if grant is None else [grant.namespace],
@@ -219,22 +226,15 @@ class Dashboard:
                 else {"id": grant.id, "agent": grant.agent, "role": grant.role},
                 "may_act": opened.may_act,
                 "acts_as": acting_as(grant),
-            },
-            headers=HEADERS,
+            }
         )
 
     async def _snapshot(self, request: Request) -> Response:
-        bus = await self._open(request)
+        bus = await self.open_bus(request)
         if isinstance(bus, Response):
             return bus
-        try:
-            snap = await take(bus, workflow_id=request.query_params.get("workflow"), events=EVENTS_SHOWN)
-        except AgentBusError as exc:  # e.g. an unknown workflow id
-            status = 404 if exc.code == "not_found" else 400
-            return JSONResponse(
-                {"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}, status
-            )
-        return Response(snap.to_json(), media_type="application/json", headers=HEADERS)
+        snap = await take(bus, workflow_id=request.query_params.get("workflow"), events=EVENTS_SHOWN)
+        return answer(snap.to_json())
 
     async def _stream(self, request: Request) -> Response:
         opened = await self.open(request)
@@ -245,7 +245,8 @@ class Dashboard:
 
 def dashboard_app(settings: Settings, also: Sequence[str] = ()) -> Starlette:
     """Only the dashboard, of `settings.namespace` and the namespaces `also` names, for loopback
-    clients (`agentbus dashboard`). It only reads: no reaper, no MCP endpoint, no wake-ups."""
+    clients (`agentbus dashboard`), who may look and act there; no reaper, no MCP endpoint, no
+    wake-ups."""
     from mcp_agentbus.server.http import LOOPBACK_HOSTS
 
     served = list(dict.fromkeys([settings.namespace, *also]))
@@ -276,14 +277,3 @@ def _is_loopback(host: str) -> bool:
     from mcp_agentbus.server.http import is_loopback
 
     return is_loopback(host)
-
-
-def _error(status: int, message: str, hint: str) -> JSONResponse:
-    code = {
-        401: "unauthorized",
-        403: "forbidden",
-        404: "not_found",
-        415: "unsupported_media_type",
-        503: "unavailable",
-    }.get(status, "invalid")
-    return JSONResponse({"error": {"code": code, "message": message, "hint": hint}}, status_code=status)

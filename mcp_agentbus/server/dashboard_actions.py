@@ -8,11 +8,12 @@ Who may act: without a tokens file, anyone the dashboard answers (loopback only)
 role ``operator`` or ``all`` (`dashboard.may_act`); any other token of the namespace may only view (403).
 An action acts as the token's one agent when its grant names one (``--agent alice``), else as
 ``human``; without tokens, as ``human``. The page sends its token in a header and no cookie is ever
-read, and an action needs ``Content-Type: application/json`` (415 otherwise, from `Dashboard.open`),
-which a form of another site cannot send without the browser asking first (and the Origin check
-refusing): no CSRF.
+read, and an action needs ``Content-Type: application/json`` (415 otherwise, from `Dashboard.open`,
+after the token's 401), which a form of another site cannot send without the browser asking first (and
+the Origin check refusing): no CSRF.
 Every reply is JSON: ``{"ok": true, "line": <one sentence for a person>}``, or
-``{"error": {"code", "message", "hint"}}`` with a fitting status, nothing written.
+``{"error": {"code", "message", "hint"}}`` with a fitting status, nothing written (`dashboard_replies`:
+what the bus refuses keeps its code, e.g. 409 ``wrong_state``, 503 ``backend_unavailable``).
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from typing import TYPE_CHECKING, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from mcp_agentbus.context import Caller, of_token
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.control import MAX_REASON
-from mcp_agentbus.errors import AgentBusError, explain_validation
+from mcp_agentbus.errors import explain_validation
 from mcp_agentbus.ids import MAX_BODY, Recipient, Resource, TaskId, ThreadId, WorkflowId
+from mcp_agentbus.server.dashboard_replies import answer, refuse, route
 from mcp_agentbus.server.profiles import ACTING_ROLES
 from mcp_agentbus.server.tokens import Grant
 
@@ -38,7 +40,6 @@ if TYPE_CHECKING:
 
 HUMAN = "human"  # who an action acts as when its token names no one agent (or there are no tokens)
 MAX_ACTION_BYTES = 65_536  # one action's JSON body; past it 413, before any of it is parsed
-STATUS = {"not_found": 404, "wrong_state": 409, "payload_too_large": 413, "backend_unavailable": 503}
 
 
 class _Body(BaseModel):
@@ -83,10 +84,10 @@ class Actions:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/dashboard/actions/message", self._post(Message, _message), methods=["POST"]),
-            Route("/dashboard/actions/cancel", self._post(Cancel, _cancel), methods=["POST"]),
-            Route("/dashboard/actions/retry", self._post(Retry, _retry), methods=["POST"]),
-            Route("/dashboard/actions/release", self._post(Release, _release), methods=["POST"]),
+            route("/dashboard/actions/message", self._post(Message, _message), "POST"),
+            route("/dashboard/actions/cancel", self._post(Cancel, _cancel), "POST"),
+            route("/dashboard/actions/retry", self._post(Retry, _retry), "POST"),
+            route("/dashboard/actions/release", self._post(Release, _release), "POST"),
         ]
 
     def _post(
@@ -98,7 +99,7 @@ class Actions:
                 return opened
             bus, grant = opened.bus, opened.grant
             if grant is not None and not opened.may_act:  # without tokens (loopback) anyone may act
-                return error(
+                return refuse(
                     403,
                     "forbidden",
                     f"the role {grant.role!r} of your token may view this dashboard but not act from it",
@@ -107,7 +108,7 @@ class Actions:
                 )
             text = await _read(request)
             if text is None:
-                return error(
+                return refuse(
                     413,
                     "payload_too_large",
                     f"an action's body is at most {MAX_ACTION_BYTES:,} bytes",
@@ -116,18 +117,15 @@ class Actions:
             try:
                 body = model.model_validate_json(text)
             except ValidationError as exc:
-                return error(
+                return refuse(
                     400,
                     "invalid_argument",
                     explain_validation(exc),
                     f"Send a JSON object with {_fields(model)}.",
                 )
             owner = "" if grant is None else of_token(grant.id)
-            try:
-                line = await act(bus.acting(Caller(None, owner)), acting_as(grant), body)
-            except AgentBusError as exc:
-                return error(STATUS.get(exc.code, 400), exc.code, exc.message, exc.hint)
-            return JSONResponse({"ok": True, "line": line}, headers={"Cache-Control": "no-store"})
+            line = await act(bus.acting(Caller(None, owner)), acting_as(grant), body)
+            return answer({"ok": True, "line": line})
 
         return endpoint
 
@@ -196,7 +194,3 @@ def _fields(model: type[_Body]) -> str:
     return ", ".join(
         name + ("" if field.is_required() else " (optional)") for name, field in model.model_fields.items()
     )
-
-
-def error(status: int, code: str, message: str, hint: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "hint": hint}}, status)

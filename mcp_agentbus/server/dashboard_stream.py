@@ -23,11 +23,12 @@ from typing import cast
 
 import anyio
 from starlette.background import BackgroundTask
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.outages import Outage
-from mcp_agentbus.redis.connection import close, connect
+from mcp_agentbus.redis.connection import Redis, close, connect
+from mcp_agentbus.server.dashboard_replies import HEADERS, refuse
 from mcp_agentbus.server.tokens import Grant, TokensFile
 
 logger = logging.getLogger(__name__)
@@ -39,12 +40,7 @@ COALESCE_SECONDS = 0.3  # at most about three "changed" events a second, however
 LOOK_SECONDS = 1.0  # how often a stream looks at the tokens file: a revoked token's stream ends within it
 READ_BLOCK_MS = 5_000  # one XREAD waits at most this long, so a stopped reader leaves no command behind
 READ_COUNT = 100  # events one XREAD returns at most (only the last id is kept)
-STREAM_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'",
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    "X-Accel-Buffering": "no",  # a proxy (nginx) must pass each event on at once
-}
+STREAM_HEADERS = {**HEADERS, "X-Accel-Buffering": "no"}  # a proxy (nginx) must pass each event on at once
 
 
 class _Stream:
@@ -94,15 +90,17 @@ class Streams:
     def respond(self, bus: AgentBus, grant: Grant | None) -> Response:
         """A new stream of `bus`'s namespace for a caller holding `grant`, or the refusal past a bound."""
         if len(self._open) >= MAX_STREAMS:
-            return _refuse(
+            return refuse(
                 503,
+                "unavailable",
                 f"this server already has {MAX_STREAMS} dashboard streams open",
                 "Close a dashboard tab, or reload the page later (it refreshes on reload).",
             )
         owner = None if grant is None else grant.id
         if owner is not None and Counter(s.owner for s in self._open)[owner] >= MAX_STREAMS_PER_TOKEN:
-            return _refuse(
+            return refuse(
                 429,
+                "too_many",
                 f"this token already has {MAX_STREAMS_PER_TOKEN} dashboard streams open",
                 "Close another tab of this dashboard (each open tab holds one stream), then reload.",
             )
@@ -180,12 +178,15 @@ class Streams:
         """Poke the streams of `bus`'s namespace on every new event, until cancelled; never fails. Sets
         `looked` once it knows the newest event (or that Redis is away)."""
         settings, key = bus.settings, bus.store.keys.events
-        redis = connect(settings.redis_url, timeout=settings.redis_timeout_seconds + READ_BLOCK_MS / 1000)
         outage = Outage(f"the dashboard's reader of the events of namespace {settings.namespace}", logger)
+        redis: Redis | None = None  # connected in the loop: a failing connect (local://) is retried too
         last: str | None = None  # the id of the last event seen; None: look it up (again)
         try:
             while True:
                 try:
+                    if redis is None:
+                        timeout = settings.redis_timeout_seconds + READ_BLOCK_MS / 1000
+                        redis = connect(settings.redis_url, timeout=timeout)
                     if last is None:
                         top = await redis.xrevrange(key, "+", "-", count=1)
                         last = str(top[0][0]) if top else "0-0"
@@ -203,10 +204,6 @@ class Streams:
                     looked.set()  # the streams open meanwhile, and hear "changed" when Redis is back
                     await anyio.sleep(outage.failed(exc))
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-                await close(redis)
-
-
-def _refuse(status: int, message: str, hint: str) -> JSONResponse:
-    code = {429: "too_many", 503: "unavailable"}[status]
-    return JSONResponse({"error": {"code": code, "message": message, "hint": hint}}, status_code=status)
+            if redis is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                    await close(redis)

@@ -73,20 +73,6 @@ async def claimed_task(bus: AgentBus, agent: str = "worker-2") -> tuple[str, str
 # --- who may act --------------------------------------------------------------------------------------
 
 
-async def test_with_a_tokens_file_every_action_and_access_need_a_valid_token(
-    bus: AgentBus, tokens: TokensFile
-) -> None:
-    bearer(tokens, bus, "someone", "operator")  # the file exists: tokens are required
-    async with dashboard(bus, tokens) as http:
-        for headers in ({}, {"Authorization": "Bearer abt_not-a-token"}):
-            assert (await http.get("/dashboard/access", headers=headers)).status_code == 401
-            for name, body in ACTIONS.items():
-                refused = await http.post(f"/dashboard/actions/{name}", json=body, headers=headers)
-                assert refused.status_code == 401, (name, refused.text)
-                assert refused.json()["error"]["code"] == "unauthorized"
-    assert await topics(bus) == []
-
-
 async def test_a_viewer_token_may_view_but_not_act_and_is_told_which_role_acts(
     bus: AgentBus, tokens: TokensFile
 ) -> None:

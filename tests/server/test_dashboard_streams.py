@@ -4,7 +4,9 @@ token; and `agentbus dashboard --namespace a,b` serves each listed namespace and
 
 from __future__ import annotations
 
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -22,6 +24,7 @@ from starlette.responses import StreamingResponse
 
 from mcp_agentbus.cli.dashboard import dashboard
 from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.redis.local import LocalBus
 from mcp_agentbus.server.dashboard_stream import MAX_STREAMS_PER_TOKEN, Streams
 from mcp_agentbus.server.tokens import TokensFile
 
@@ -101,6 +104,33 @@ async def test_a_stream_lives_through_a_redis_restart_and_says_changed_once_redi
         assert len(reader) == 2, reader  # the outage once, its end once: no line per retry
     finally:
         stop_redis(procs[-1:])
+
+
+async def test_a_reader_whose_connect_fails_tries_again_and_its_stream_hears_once_redis_is_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``local://`` bus connects by starting its redis-server: while that fails, so does the reader's
+    connect, which must be retried like any other failure, not end the reader (and the page's updates)."""
+    redis_binary("redis-server") or pytest.skip("redis-server not installed")
+    directory = Path(tempfile.mkdtemp(prefix="ab-", dir="/tmp"))  # a unix socket's path must be short
+    local = LocalBus(directory)
+    try:
+        async with AgentBus.open(fresh_settings(f"local://{directory}"), reaper=False) as bus:
+            local.stop()  # the local bus is gone, and cannot be started for now:
+            monkeypatch.setenv("AGENTBUS_REDIS_SERVER", "/bin/false")
+            response = Streams(None).respond(bus, None)
+            assert isinstance(response, StreamingResponse)
+            body = cast(AsyncGenerator[str, None], response.body_iterator)
+            with anyio.fail_after(TIMEOUT):
+                assert await anext(body) == "retry: 1000\n: connected\n\n"
+                monkeypatch.delenv("AGENTBUS_REDIS_SERVER")  # the reader's next try starts it
+                assert await anext(body) == "event: changed\ndata: {}\n\n"  # there: fetch again
+                await bus.events.publish("tester", "note.after")
+                assert await anext(body) == "event: changed\ndata: {}\n\n"
+            await body.aclose()
+    finally:
+        local.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

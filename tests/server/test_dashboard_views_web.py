@@ -14,16 +14,11 @@ from helpers.http_servers import Server, connect, fresh
 from playwright.async_api import Browser, Page, expect
 
 from mcp_agentbus.core.task_detail import EVENTS_SCANNED
-from mcp_agentbus.server.tokens import TokensFile
 
 pytestmark = pytest.mark.anyio
 
-# The fixtures of the dashboard's first browser tests: Debian's chromium, a server process, one with tokens.
-server, guarded, open_page = (
-    web.server,
-    web.guarded,
-    web.open_page,
-)
+# The fixtures of the dashboard's first browser tests: Debian's chromium and a server process.
+server, open_page = web.server, web.open_page
 
 TIMEOUT = 90  # bound on one test, browser start included; each finishes far sooner
 DRAWN_MS = 10_000  # a followed workflow is drawn within this, its 200 tasks included
@@ -259,18 +254,3 @@ async def test_the_task_route_answers_the_detail_and_refuses_unknown_and_malform
     for refused in (malformed, missing):
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_argument"
     assert rebound.status_code == 421
-
-
-async def test_with_a_tokens_file_the_task_route_needs_a_token(guarded: tuple[Server, TokensFile]) -> None:
-    server, tokens = guarded
-    token, _ = tokens.create(namespace=fresh("mine"), agent="viewer", role="all")
-    async with httpx2.AsyncClient(timeout=10) as http:
-        with anyio.fail_after(TIMEOUT):
-            refused = await http.get(server.base + "/dashboard/task", params={"id": "t-1"})
-            allowed = await http.get(
-                server.base + "/dashboard/task",
-                params={"id": "t-1"},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-    assert refused.status_code == 401
-    assert allowed.status_code == 404  # through the door: its fresh namespace has no task t-1

@@ -17,7 +17,6 @@ from helpers.subscriptions import ROOT
 from helpers.tokens import assert_resource_refused, connect_as
 from mcp.shared.exceptions import MCPError
 
-from mcp_agentbus.server.profiles import may_act
 from mcp_agentbus.server.tokens import TokensFile
 
 pytestmark = pytest.mark.anyio
@@ -59,19 +58,6 @@ async def test_an_operator_token_lists_no_tools_and_is_told_it_is_a_dashboard_to
         async with connect_as(server, mode, worker) as w:  # the other roles are refused as before
             error = await w.err("create_task", {"title": "t", "agent": "w-1"}, "forbidden", "role 'worker'")
             assert "It may call: heartbeat, claim_task" in error["hint"], error
-
-
-def test_only_operator_and_all_may_act_from_the_dashboard() -> None:
-    assert [
-        may_act(role) for role in ("operator", "all", "worker,all", "worker", "coordinator", "heartbeat")
-    ] == [
-        True,
-        True,
-        True,
-        False,
-        False,
-        False,
-    ]
 
 
 def test_token_create_makes_an_operator_token_acting_as_human_unless_it_names_an_agent(
