@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # redis-server(s) on free loopback ports (tests/conftest.py). `make test WORKERS=2` to change.
 WORKERS ?= 4
 
-.PHONY: install check lint typecheck test format bench bench-quick
+.PHONY: install check lint typecheck test format bench bench-quick soak
 
 install: $(VENV)/.installed
 
@@ -44,3 +44,7 @@ bench: install
 bench-quick: install
 	$(PY) bench/bench.py --quick
 	$(PY) bench/startup.py --runs 2
+
+# The soak with the default settings for 10 minutes (after the short one with lowered bounds): about 11 min.
+soak: install
+	$(PY) bench/bench.py --only soak --soak-minutes 10 --json bench/results/soak.json
