@@ -40,6 +40,7 @@ RATE = 100  # defaults: events, and messages, per second
 SAMPLE_SECONDS = 10  # defaults: memory sampled this often
 FLAT_SHARE = 0.02  # defaults: "flat" is at most this share of the memory at minute 1 added per minute
 SENDERS = tuple(f"soak-worker-{k}" for k in range(10))  # defaults: senders, each charged its idle inboxes
+FLAT_MINUTES = 2  # defaults: "flat from minute M" needs at least this many flat minutes after M
 SHOWN_BYTES = 10_000  # defaults: key families smaller than this at the end are left out of the table
 FAMILIES = sorted((name for name in LAYOUT if name.endswith(":")), key=len, reverse=True)
 
@@ -215,6 +216,21 @@ def defaults_figures(
         )
     floor = FLAT_SHARE * memory.get(60, 0) / 1e6
     worst = max(growth, default=0.0)
+    # The minute from which every later minute stays within the floor, if at least FLAT_MINUTES do.
+    flat_from = next((m for m in range(1, minutes - FLAT_MINUTES + 1) if max(growth[m - 1 :]) <= floor), None)
+    run.figures.append(
+        Figure(
+            DEFAULTS_SECTION,
+            "flat from minute",
+            flat_from,
+            "min",
+            f"at {memory[60 * flat_from] / 1e6:.2f} MB",
+        )
+        if flat_from
+        else Figure(
+            DEFAULTS_SECTION, "flat from minute", minutes, "min", "not within the soak: still growing"
+        )
+    )
     run.figures.append(
         Figure(
             DEFAULTS_SECTION,
