@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # redis-server(s) on free loopback ports (tests/conftest.py). `make test WORKERS=2` to change.
 WORKERS ?= 4
 
-.PHONY: install check lint typecheck test format bench bench-quick screenshots
+.PHONY: install check lint typecheck test format bench bench-quick screenshots soak
 
 install: $(VENV)/.installed
 
@@ -50,3 +50,7 @@ bench-quick: install
 # The README's dashboard screenshots (docs/*.png), from a scene on a bus of their own (needs chromium).
 screenshots: install
 	$(PY) docs/screenshots.py
+
+# The soak with the default settings for 10 minutes (after the short one with lowered bounds): about 11 min.
+soak: install
+	$(PY) bench/bench.py --only soak --soak-minutes 10 --json bench/results/soak.json

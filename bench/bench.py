@@ -459,6 +459,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, default=BENCH_DIR / "results" / "latest.json", help="where to write the rows"
     )
+    parser.add_argument("--soak-minutes", type=int, default=0, help="also soak the default settings so long")
     parser.add_argument("--redis-url", help="use this Redis instead of starting a throwaway redis-server")
     parser.add_argument(
         "--only", action="append", choices=list(SECTIONS), default=[], help="run this section (repeatable)"
@@ -476,7 +477,7 @@ def interrupt(signum: int, _: Any) -> None:
 
 def main() -> None:
     args = parse_args()
-    plan = QUICK if args.quick else FULL
+    plan = replace(QUICK if args.quick else FULL, soak_minutes=args.soak_minutes)
     signal.signal(signal.SIGTERM, interrupt)
     started = time.perf_counter()
     env = environment(args.quick)

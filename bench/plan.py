@@ -34,6 +34,7 @@ class Plan:
     chain: int  # tasks in the dependency chain whose head dies (cascade), among depths[-1] tasks
     soak_seconds: int  # how long the soak sends events and messages at soak_rate, memory sampled
     soak_rate: int  # events, and messages, per second in the soak
+    soak_minutes: int  # the soak with the default settings (bench.py --soak-minutes; 0: none)
     server_cpu_calls: int  # sequential calls over which a server's CPU per call is measured
 
     def tasks_needed(self, budget: Budget) -> int:
@@ -64,6 +65,7 @@ FULL = Plan(
     chain=100_000,
     soak_seconds=60,
     soak_rate=100,
+    soak_minutes=0,
     server_cpu_calls=1_000,
 )
 # --quick only checks that every path runs (CI: make bench-quick); about 30 s.
@@ -86,6 +88,7 @@ QUICK = Plan(
     chain=2_000,
     soak_seconds=6,
     soak_rate=100,
+    soak_minutes=0,
     server_cpu_calls=100,
 )
 
