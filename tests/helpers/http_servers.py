@@ -22,6 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from helpers import free_port
 from helpers.mcp_session import Bus
+from mcp_agentbus.server.tokens import TokensFile
 
 SERVE = [sys.executable, "-m", "mcp_agentbus", "serve"]
 
@@ -122,6 +123,18 @@ def http_server(env: dict[str, str], log: Path, *flags: str) -> Iterator[Server]
         finally:
             _stop(proc)
     pytest.fail("no free port could be bound in three tries")
+
+
+@pytest.fixture(name="guarded")
+def guarded_server(redis_url_real: str, tmp_path: Path) -> Iterator[tuple[Server, TokensFile]]:
+    """A server process that needs tokens from the start (its file holds one of another namespace),
+    and its tokens file, to add the test's own tokens to."""
+    tokens = TokensFile(tmp_path / "tokens.json")
+    tokens.create(namespace=fresh("other"), agent="someone", role="all")
+    env = {**bus_env(redis_url_real, fresh("dash")), "AGENTBUS_TOKENS_FILE": str(tokens.path)}
+    with http_server(env, tmp_path / "server.log") as running:
+        yield running, tokens
+        running.assert_clean_log()
 
 
 def bus_env(redis_url: str, namespace: str) -> dict[str, str]:

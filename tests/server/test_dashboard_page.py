@@ -13,7 +13,13 @@ import anyio
 import pytest
 from helpers import fresh_settings
 from helpers.browser import agentbus_dashboard, chromium_path, launched
-from helpers.http_servers import Server, bus_env, fresh, http_server
+from helpers.http_servers import (
+    Server,
+    bus_env,
+    fresh,
+    guarded_server,  # noqa: F401 (fixture)
+    http_server,
+)
 from playwright.async_api import Browser, Page, Request, expect
 
 from mcp_agentbus.core.bus import AgentBus
@@ -88,16 +94,6 @@ async def test_the_picker_switches_between_the_namespaces_agentbus_dashboard_ser
         async with AgentBus.open(fresh_settings(redis_url_real, namespace=second)) as bus:
             await bus.events.publish("tester", "note.later")
         await expect(page.locator("#events")).to_contain_text("note.later")
-
-
-@pytest.fixture
-def guarded(redis_url_real: str, tmp_path: Path) -> Iterator[tuple[Server, TokensFile]]:
-    tokens = TokensFile(tmp_path / "tokens.json")
-    tokens.create(namespace=fresh("other"), agent="someone", role="all")  # tokens are required from start
-    env = {**bus_env(redis_url_real, fresh("dash")), "AGENTBUS_TOKENS_FILE": str(tokens.path)}
-    with http_server(env, tmp_path / "server.log") as running:
-        yield running, tokens
-        running.assert_clean_log()
 
 
 async def test_with_tokens_the_page_holds_one_per_namespace_and_forgets_a_revoked_one(

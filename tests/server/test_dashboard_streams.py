@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import signal
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import cast
@@ -18,7 +18,13 @@ import pytest
 from click.testing import CliRunner
 from helpers import free_port, fresh_settings
 from helpers.browser import agentbus_dashboard
-from helpers.http_servers import Server, bus_env, fresh, http_server
+from helpers.http_servers import (
+    Server,
+    bus_env,
+    fresh,
+    guarded_server,  # noqa: F401 (fixture)
+    http_server,
+)
 from helpers.redis_servers import DATA_ARGS, redis_binary, start_redis, stop_redis
 from starlette.responses import StreamingResponse
 
@@ -131,16 +137,6 @@ async def test_a_reader_whose_connect_fails_tries_again_and_its_stream_hears_onc
     finally:
         local.stop()
         shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def guarded(redis_url_real: str, tmp_path: Path) -> Iterator[tuple[Server, TokensFile]]:
-    tokens = TokensFile(tmp_path / "tokens.json")
-    tokens.create(namespace=fresh("other"), agent="someone", role="all")  # tokens are required from start
-    env = {**bus_env(redis_url_real, fresh("dash")), "AGENTBUS_TOKENS_FILE": str(tokens.path)}
-    with http_server(env, tmp_path / "server.log") as running:
-        yield running, tokens
-        running.assert_clean_log()
 
 
 async def test_a_token_holds_a_few_streams_and_a_revoked_tokens_streams_end_and_it_is_refused(

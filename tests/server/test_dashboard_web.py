@@ -14,7 +14,14 @@ import anyio
 import httpx2
 import pytest
 from helpers.browser import agentbus_dashboard, browser_fixture, chromium_fixture  # noqa: F401 (fixtures)
-from helpers.http_servers import Server, bus_env, connect, fresh, http_server
+from helpers.http_servers import (
+    Server,
+    bus_env,
+    connect,
+    fresh,
+    guarded_server,  # noqa: F401 (fixture)
+    http_server,
+)
 from playwright.async_api import Browser, Page, expect
 
 from mcp_agentbus.server.dashboard_stream import MAX_STREAMS
@@ -158,16 +165,6 @@ async def _until_changed(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         yield line
         if line == "event: changed":
             return
-
-
-@pytest.fixture
-def guarded(redis_url_real: str, tmp_path: Path) -> Iterator[tuple[Server, TokensFile]]:
-    tokens = TokensFile(tmp_path / "tokens.json")
-    tokens.create(namespace=fresh("other"), agent="someone", role="all")  # tokens are required from start
-    env = {**bus_env(redis_url_real, fresh("dash")), "AGENTBUS_TOKENS_FILE": str(tokens.path)}
-    with http_server(env, tmp_path / "server.log") as running:
-        yield running, tokens
-        running.assert_clean_log()
 
 
 async def test_with_a_tokens_file_the_dashboard_data_needs_a_valid_token(
