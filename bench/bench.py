@@ -56,6 +56,7 @@ from workloads import (
     drop_namespace,
     http_client,
     noop_workload,
+    ping_tool_workload,
     ping_workload,
     raw_workloads,
     redis_client,
@@ -105,13 +106,15 @@ async def redis_section(run: Run) -> list[Row]:
 
 
 async def mcp_section(run: Run, section: str, noop: Client, tools: Client, budget: Budget) -> list[Row]:
-    """The no-op tool and every operation by agentbus tool calls, interleaved, on one transport."""
+    """The no-op tool, the no-op server's tool that makes one Redis PING (what waiting on one round trip
+    costs any tool; the no-op tool never waits), and every operation by agentbus tool calls,
+    interleaved, on one transport."""
     operations = tool_workloads(tools)
-    floor, *samples = await interleave(
-        [noop_workload(noop), *operations], budget, run.plan.warmup, run.plan.rounds
+    floor, ping, *samples = await interleave(
+        [noop_workload(noop), ping_tool_workload(noop), *operations], budget, run.plan.warmup, run.plan.rounds
     )
     noop_row = make_row(section, "no-op tool", floor[0])
-    rows = [noop_row]
+    rows = [noop_row, make_row(section, "no-op tool, one PING", ping[0], noop_row)]
     for operation, operation_samples in zip(operations, samples, strict=True):
         steps = len(operation.steps)
         rows += operation_rows(
@@ -128,7 +131,8 @@ async def mcp_section(run: Run, section: str, noop: Client, tools: Client, budge
 
 async def memory_section(run: Run) -> list[Row]:
     settings = await run.namespace_with_tasks("memory", run.plan.memory)
-    async with Client(build_noop_server()) as noop, Client(build_server(settings)) as tools:
+    noop_server = build_noop_server(settings.redis_url)
+    async with Client(noop_server) as noop, Client(build_server(settings)) as tools:
         section = f"mcp in-memory auto {tools.protocol_version}"
         return await mcp_section(run, section, noop, tools, run.plan.memory)
 
@@ -146,7 +150,7 @@ async def stdio_sections(run: Run) -> list[Row]:
 
 async def stdio_section(run: Run, mode: str) -> list[Row]:
     settings = await run.namespace_with_tasks(f"stdio-{mode}", run.plan.stdio)
-    noop_server = stdio_params([str(BENCH_DIR / "noop_server.py")])
+    noop_server = stdio_params([str(BENCH_DIR / "noop_server.py")], {"NOOP_REDIS_URL": settings.redis_url})
     agentbus_server = stdio_params(["-m", "mcp_agentbus", "serve"], agentbus_env(settings))
     async with Client(noop_server, mode=mode) as noop, Client(agentbus_server, mode=mode) as tools:
         section = f"mcp stdio {mode} {tools.protocol_version}"
@@ -160,7 +164,10 @@ async def http_sections(run: Run) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="agentbus-bench-http-") as tmp:
         workdir = Path(tmp)
-        specs = [noop_http_spec(), agentbus_http_spec(settings, "(sequential)", workdir)]
+        specs = [
+            noop_http_spec(redis_url=settings.redis_url),
+            agentbus_http_spec(settings, "(sequential)", workdir),
+        ]
         async with http_servers(run.warnings, specs, workdir) as (noop_server, agentbus_server):
             for mode in ("legacy", "auto"):
                 async with (

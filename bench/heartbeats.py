@@ -30,7 +30,9 @@ from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.settings import Settings
 
 PROTOCOL = "2025-11-25"  # the legacy era (initialize + Mcp-Session-Id): what Claude Code speaks
-LAG_GOAL_MS = 100.0  # the issue's goal: 1,000 heartbeating agents held with lag p99 under 100 ms
+# The goal: 1,000 agents heartbeating against one machine (any number of processes) with lag p99 at most
+# 250 ms (issue 18; issue 6 had asked for 100 ms from one process).
+LAG_GOAL_MS = 250.0
 RATE_GOAL = 0.98  # answers arriving per second: at least this share of N/s
 JOINING_AT_ONCE = 32  # agents opening their session at the same time
 JOIN_SECONDS = 12.0  # bound on all agents joining
@@ -390,8 +392,8 @@ def heartbeat_figures(section: str, count: int, rounds: int, out: Outcome, alive
             lag_p99,
             "ms",
             "answer arrived - call due; p50 in the row",
-            f"<{LAG_GOAL_MS:g} ms",
-            lag_p99 < LAG_GOAL_MS,
+            f"<={LAG_GOAL_MS:g} ms",
+            lag_p99 <= LAG_GOAL_MS,
         ),
         Figure(
             section,

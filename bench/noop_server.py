@@ -2,13 +2,15 @@
 
 `bench.py` drives it in-memory (`build_noop_server()`), as a stdio subprocess
 (``python bench/noop_server.py``) and over streamable HTTP (``python bench/noop_server.py http PORT
-[json]``),
-next to the agentbus server on the same transport.
+[json]``), next to the agentbus server on the same transport. With ``NOOP_REDIS_URL`` set it also has
+a tool ``ping`` that makes one Redis PING through a client configured as the bus's: the floor of a tool
+that does one round trip (server_cpu.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from mcp.server.mcpserver import MCPServer
@@ -16,6 +18,8 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+from mcp_agentbus.redis.connection import connect
 
 # As `mcp_agentbus.server.http` builds its app: loopback Host and Origin checks, stateful sessions (legacy
 # clients get an Mcp-Session-Id), SSE responses (the SDK's default, json_response=False), /healthz.
@@ -27,11 +31,20 @@ async def noop() -> dict[str, int]:
     return {"ok": 1}
 
 
-def build_noop_server() -> MCPServer:
+def build_noop_server(redis_url: str | None = None) -> MCPServer:
     # async, like the agentbus tools (a sync tool would run in a worker thread);
     # WARNING, like agentbus' default log level (the SDK's default is INFO).
     server = MCPServer("noop", log_level="WARNING")
     server.add_tool(noop, structured_output=True)
+    if redis_url is not None:
+        redis = connect(redis_url)
+
+        async def ping() -> dict[str, int]:
+            """One Redis PING."""
+            await redis.ping()
+            return {"ok": 1}
+
+        server.add_tool(ping, structured_output=True)
     return server
 
 
@@ -44,7 +57,7 @@ def build_noop_http_app(json_response: bool = False) -> Starlette:
         allowed_hosts=list(LOOPBACK_HOSTS),
         allowed_origins=[f"{scheme}://{h}" for h in LOOPBACK_HOSTS for scheme in ("http", "https")],
     )
-    app = build_noop_server().streamable_http_app(
+    app = build_noop_server(os.environ.get("NOOP_REDIS_URL")).streamable_http_app(
         streamable_http_path="/mcp",
         stateless_http=False,
         transport_security=security,
@@ -70,4 +83,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["http"]:
         serve_http(int(sys.argv[2]), sys.argv[3:4] == ["json"])
     else:
-        build_noop_server().run("stdio")
+        build_noop_server(os.environ.get("NOOP_REDIS_URL")).run("stdio")

@@ -117,11 +117,13 @@ class HttpServer:
             return False
 
 
-def noop_http_spec(*flags: str) -> ServerSpec:
-    """The no-op server over HTTP; flag ``json`` answers with JSON bodies, not event streams."""
+def noop_http_spec(*flags: str, redis_url: str | None = None) -> ServerSpec:
+    """The no-op server over HTTP; flag ``json`` answers with JSON bodies, not event streams. With
+    `redis_url` it also has the tool ``ping`` (one Redis PING)."""
     script = str(BENCH_DIR / "noop_server.py")
     name = " ".join(("no-op HTTP server", *flags))
-    return ServerSpec(name, lambda port: [sys.executable, script, "http", str(port), *flags], {})
+    env = {} if redis_url is None else {"NOOP_REDIS_URL": redis_url}
+    return ServerSpec(name, lambda port: [sys.executable, script, "http", str(port), *flags], env)
 
 
 def agentbus_http_spec(settings: Settings, name: str, workdir: Path, *flags: str) -> ServerSpec:

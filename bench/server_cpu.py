@@ -4,6 +4,9 @@ each answering with event streams (the default) and with plain JSON bodies (``--
 One client makes sequential calls (heartbeat; the no-op tool) in each protocol era; the server
 process's CPU time (user + system, from /proc) over those calls, divided by their number, is the
 figure. The goal: agentbus at most `GOAL_RATIO` x the no-op server's, in the same response mode.
+Beside them, the no-op server's tool that makes one Redis PING: what any tool that waits on one round
+trip costs the SDK's server (the no-op tool never waits), so the part of agentbus's figure above it is
+its own work.
 """
 
 from __future__ import annotations
@@ -27,14 +30,25 @@ async def server_cpu_section(run: Run) -> list[Row]:
         workdir = Path(tmp)
         for mode, flags in MODES.items():
             agentbus_flags = ("--json-responses",) if flags else ()
-            specs = [noop_http_spec(*flags), agentbus_http_spec(settings, "(cpu)", workdir, *agentbus_flags)]
+            specs = [
+                noop_http_spec(*flags, redis_url=settings.redis_url),
+                agentbus_http_spec(settings, "(cpu)", workdir, *agentbus_flags),
+            ]
             async with http_servers(run.warnings, specs, workdir) as (noop, agentbus):
                 for era in ("legacy", "auto"):
                     floor = await cpu_per_call(noop, era, "noop", calls)
+                    ping = await cpu_per_call(noop, era, "ping", calls)
                     ours = await cpu_per_call(agentbus, era, "heartbeat", calls)
                     section = f"server CPU per call: http {era}, {mode}"
                     run.figures += [
                         Figure(section, "no-op server", floor, "ms", f"CPU / {calls} sequential no-op calls"),
+                        Figure(
+                            section,
+                            "no-op server, one PING",
+                            ping,
+                            "ms",
+                            f"CPU / {calls} sequential calls of a tool making one Redis PING",
+                        ),
                         Figure(
                             section,
                             "agentbus server",

@@ -307,6 +307,15 @@ def noop_workload(client: Client) -> Workload:
     return Workload("noop", [noop], ("no-op tool",))
 
 
+def ping_tool_workload(client: Client) -> Workload:
+    """The no-op server's tool that makes one Redis PING (noop_server.py, with NOOP_REDIS_URL)."""
+
+    async def ping(_: None) -> None:
+        await call(client, "ping", {})
+
+    return Workload("ping", [ping], ("no-op tool, one PING",))
+
+
 def tool_workloads(client: Client, agent: str | None = None) -> list[Workload]:
     """Each operation by MCP tool calls, as `agent` (by default the server's AGENTBUS_AGENT)."""
     who = {} if agent is None else {"agent": agent}

@@ -1,10 +1,11 @@
 """Every Redis key agentbus uses, built in one place.
 
 All keys of a namespace share the hash tag ``{<ns>}``, so every script touches a single Redis
-Cluster slot. Scripts receive the same key layout (`Keys.script_keys`) on every call: static keys
-by name, and *families* — a prefix to which the script appends an id (``task:`` + ``t-17``). Lua
-never invents a key of its own; each entry is a Lua local (``K_<NAME>``) in the ``keys.lua`` include
-that ``scripts.py`` generates from `LAYOUT`.
+Cluster slot. A script gets one key, the namespace's prefix (`Keys.script_keys`: on a Cluster it routes
+the call to that slot), and the ``keys.lua`` include that ``scripts.py`` generates from `LAYOUT` makes
+each key of the layout from it, as a Lua local (``K_<NAME>``): static keys by name, and *families* — a
+prefix to which the script appends an id (``task:`` + ``t-17``). Lua never invents a key of its own.
+(One key instead of the whole layout: packing ~50 keys into every EVALSHA cost more than the script.)
 
 Every key is bounded, so a namespace's memory has a ceiling (docs/limits.md has the formula). In the
 bound column, settings are ``AGENTBUS_*`` names in lower case; "retention" is ``retention_seconds``.
@@ -99,8 +100,8 @@ def topic_hash(raw: bytes) -> str:
     return f"#{a:08x}{b:08x}"
 
 
-# The KEYS layout every script sees, in order (scripts.keys_lua makes their Lua locals). A name ending in
-# ":" is a family: the script appends an id to it.
+# The keys every script can name (scripts.keys_lua makes their Lua locals). A name ending in ":" is a
+# family: the script appends an id to it.
 LAYOUT = (
     "task:",
     "ready:",
@@ -164,7 +165,7 @@ class Keys:
             raise ValueError(f"invalid namespace {self.namespace!r}: use letters, digits, '.', '_', '-'")
         prefix = f"ab:{{{self.namespace}}}:"
         object.__setattr__(self, "prefix", prefix)
-        object.__setattr__(self, "script_keys", tuple(prefix + name for name in LAYOUT))
+        object.__setattr__(self, "script_keys", (prefix,))
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"

@@ -23,7 +23,7 @@ from redis.exceptions import MovedError
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import ClaimResult
 from mcp_agentbus.redis.connection import connect, redact
-from mcp_agentbus.redis.keys import Keys
+from mcp_agentbus.redis.keys import LAYOUT, Keys
 from mcp_agentbus.settings import Settings
 
 # --- URL handling (no server needed) ---------------------------------------------------------------
@@ -304,7 +304,8 @@ async def test_the_namespaces_tests_create_spread_over_the_masters(
     for _ in range(12):
         settings = fresh_settings(cluster_url)  # the namespaces every cluster-leg test gets
         keys = Keys(settings.namespace)
-        owners = {await master_of(nodes, key) for key in (*keys.script_keys, keys.task("t-1"))}
+        layout = (keys.prefix + name for name in LAYOUT)
+        owners = {await master_of(nodes, key) for key in (*keys.script_keys, *layout, keys.task("t-1"))}
         assert len(owners) == 1, "a namespace's keys must share one slot"
         placed[settings.namespace] = owners.pop()
         async with AgentBus.open(settings) as bus:

@@ -1,6 +1,6 @@
 -- acquire_lock: an exclusive, expiring lock on a resource, refused while anything overlapping is
 -- held. Agents queued for the resource go first, so a waiter is not starved by newcomers.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, resource, ttl_ms, lock_token (used if granted),
 --       queue ('1': keep a place in the queue when refused), queue_ms (how long to keep it), max_held
 --       (locks one agent may hold)

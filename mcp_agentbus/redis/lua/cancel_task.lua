@@ -4,7 +4,7 @@
 -- lease is taken back at once and its holder told. A final task is left as it is and listed. A
 -- cancelled workflow's status becomes 'cancelled' (workflow.finished); its records then expire after
 -- the retention like any finished workflow's.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none),
 --       task_id ('' when a workflow is cancelled), workflow_id ('' when one task is), reason, the reason
 --       shortened for a holder's notice (core/control.py NOTICE_REASON characters: it bounds the lost-list)

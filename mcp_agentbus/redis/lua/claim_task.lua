@@ -6,7 +6,7 @@
 -- by MAX_DEPENDENCIES (and their bytes by MAX_INPUTS_BYTES, checked when the task was created and as its
 -- dependencies completed); the counters it lists when nothing is ready are those of capabilities that
 -- have ready tasks.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, lease_ms, lease_token, task_id ('' = best),
 --       capabilities (comma list; '' = the agent's registered ones plus 'any'), max_held
 -- returns: {'ok', id, key, workflow, title, description, payload, capability, priority, attempt,

@@ -1,6 +1,6 @@
 -- clock: the Redis time, for views that compare stored expiries with it. Changes nothing.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT); on a Cluster they route the call
--- to the namespace's shard
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it); on a Cluster it routes
+-- the call to the namespace's shard
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller
 -- returns: {'ok', now_ms}
 --@include keys.lua

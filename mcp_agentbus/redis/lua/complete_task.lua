@@ -2,7 +2,7 @@
 -- reaper continues the rest, see cascades in include/tasks.lua). A result that would make the inputs of
 -- a blocked dependent (the results of all it depends on, which its claim carries) exceed max_inputs_bytes
 -- is refused, nothing written and the lease kept; each dependent's 'in_bytes' counts its inputs so far.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, task_id, lease_token, result (JSON text), summary,
 --       max_inputs_bytes
 -- returns: {'ok', already ('1'|'0'), {unblocked id, ...}, workflow_id, {progress fields},

@@ -2,7 +2,7 @@
 -- already has max_workflow_tasks tasks, when a dependency already has max_dependents dependents (which
 -- bounds the work of completing or killing that one), or when the results of its dependencies that are
 -- done already exceed max_inputs_bytes (its claim would carry them all).
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none), title, description,
 --       capability, priority, payload (JSON text), depends_on (comma ids), workflow_id ('' = none),
 --       max_attempts, delay_ms, max_workflow_tasks, max_dependents, max_inputs_bytes, assignee ('' = none:

@@ -1,7 +1,7 @@
 -- create_workflow: a DAG of tasks created at once; tasks without dependencies start ready. Its loops are
 -- bounded by MAX_WORKFLOW_TASKS (checked by workflows.py), and since its tasks depend only on one another,
 -- none of them can reach MAX_DEPENDENTS here.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none), title,
 --       spec (JSON list of {key, title, desc, cap, prio, max_attempts, assignee (absent or '' = none),
 --       deps: [1-based positions]},

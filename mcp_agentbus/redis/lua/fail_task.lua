@@ -1,6 +1,6 @@
 -- fail_task: end a leased attempt with an error; retry with exponential backoff and jitter until
 -- max_attempts, then the task is dead and its dependents are cancelled.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, task_id, lease_token, error, retry ('1'|'0'),
 --       jitter (0..1, from the caller), backoff_base_ms, backoff_cap_ms
 -- returns: {'ok', already ('1'|'0'), state, due_ms | '', {cancelled id, ...}, attempts, max_attempts,

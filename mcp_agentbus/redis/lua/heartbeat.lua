@@ -4,7 +4,7 @@
 -- records (live and gone) are kept: a newcomer pushes out the record of the agent gone longest. A new
 -- record is charged to the call's owner (its `owned_by`), at most AGENTS_MAX_PER_OWNER each, until the
 -- record goes: an agent that comes back under another owner stays charged to the first.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- With progress, it first checks that the agent holds that task (else it refuses, nothing written), then
 -- records it on the task ('task.progress'), until the task is claimed again.
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, status, capabilities (comma list), capabilities given

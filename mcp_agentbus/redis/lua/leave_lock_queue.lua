@@ -1,5 +1,5 @@
 -- leave_lock_queue: a waiter gives up its place (it timed out or went away), so the next can go.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, resource
 -- returns: {'ok'}
 --@include keys.lua

@@ -1,5 +1,5 @@
 -- publish_event: append a user event to the namespace's event log.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none), topic, data (JSON text)
 -- returns: {'ok', event_id} | {'duplicate', first_event_id}
 --@include keys.lua

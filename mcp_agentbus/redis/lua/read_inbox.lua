@@ -2,7 +2,7 @@
 -- one reply (`budget` bytes of JSON; the first always comes); unless peeking, exactly those returned are
 -- marked read in the same step (so a message is read once, whichever process serves it, and never
 -- marked read without being in the reply).
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, limit, peek ('1'|'0'), thread_id ('' = any), budget
 -- returns: {'ok', {{entry_id, id, from, to, subject, body, data, thread, reply_to}, ...}, unread_remaining,
 --           full (1 when the budget stopped it before `limit`)}

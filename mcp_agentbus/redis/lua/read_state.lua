@@ -1,6 +1,6 @@
 -- read_state: one key of the shared state as it is now, with the Redis time its expiry is judged by,
 -- in one round trip. Changes nothing (but the caller's presence, as every call does).
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, key
 -- returns: {'ok', now_ms, value, version, by, at, expires_at_ms, tombstone_version}; nil for what is not there
 --@include keys.lua

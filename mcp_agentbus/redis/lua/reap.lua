@@ -4,7 +4,7 @@
 -- unblock cascades earlier calls left queued, and drops expired index entries; once a minute it samples the
 -- ready queues for the dashboard's charts (include/stats.lua). Each kind of work does at
 -- most `batch` items per call; `more` asks the caller to call again at once.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, reaper_id, guard_ms, batch
 -- returns: {'busy'}
 --        | {'ok', reclaimed, promoted, gone, more ('1' when a batch was full or a cascade is left),

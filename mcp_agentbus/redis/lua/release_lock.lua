@@ -1,5 +1,5 @@
 -- release_lock: give a lock up; only its token can. A token revoke_lock took the lock from is told so.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, resource, lock_token
 -- returns: {'ok', released ('1'|'0'), reason} | {'not_lock_owner', message}
 --@include keys.lua

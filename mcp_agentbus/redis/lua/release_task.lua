@@ -1,6 +1,6 @@
 -- release_task: hand a just-claimed task back untouched (its claimer went away before seeing it).
 -- The attempt is not counted; the fence still grows, so the released lease can never be used.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, task_id, lease_token
 -- returns: {'ok', released ('1'|'0')}
 --@include keys.lua

@@ -3,7 +3,7 @@
 -- dead index, its record (and its workflow's, running again) no longer expiring. The tasks that were
 -- cancelled because of it come back too, transitively (cascade 'r' within the shared budget; the reaper
 -- continues it, see include/tasks.lua). Its dependencies are at most MAX_DEPENDENCIES.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none),
 --       task_id, reason
 -- returns: {'ok', result_json} | {'duplicate', first_result_json} | {'not_found' | 'wrong_state', message[, hint]}

@@ -1,7 +1,7 @@
 -- revoke_lock: take a lock from its holder whatever its token (a person releasing a stuck lock). The
 -- queue goes on as after a release; the holder is told (its next call's notices, and its waits end),
 -- and its lock_token is remembered (include/locks.lua), so its late release_lock says it was revoked.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, by (who revokes), resource
 -- returns: {'ok', holder, fencing_token, waiters} | {'not_found', message, hint}
 --@include keys.lua

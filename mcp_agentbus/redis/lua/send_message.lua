@@ -4,7 +4,7 @@
 -- (never drops an unread one). A copy to '*' or a role is bounded by FANOUT_MAX_BYTES; an agent not
 -- live gets an idle inbox (it expires after the retention), at most IDLE_INBOXES_MAX of them, and at
 -- most IDLE_INBOXES_MAX_PER_OWNER opened by the call's owner.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, sender, idempotency scope ('' = none), to, subject, body,
 --       data (JSON text), thread_id ('' = new thread or reply_to's), reply_to ('' = none), inbox_max,
 --       max_recipients (live agents a role: or * message may reach)

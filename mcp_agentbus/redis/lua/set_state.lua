@@ -5,7 +5,7 @@
 -- it the lowest version goes, and counters.state_floor keeps the highest version so dropped, above which
 -- every key without a tombstone starts. Expired keys are deleted (state.deleted, expired: true) by this
 -- script, up to SWEEP a call, so live and expired keys together stay within keys_max.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none),
 --       key, op ('value' | 'increment' | 'delete'), operand (JSON text | a number | ''), if_version ('' = any),
 --       ttl_ms ('' = keep the key's expiry), keys_max, keys_max_per_owner

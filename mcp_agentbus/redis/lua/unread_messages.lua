@@ -1,5 +1,5 @@
 -- unread_messages: mark messages unread again, for a read whose caller was cut off before it got them.
--- KEYS: the namespace layout (keys.lua, generated from keys.LAYOUT)
+-- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, entry_id, sequence, entry_id, sequence, ...
 -- returns: {'ok', restored}
 --@include keys.lua
