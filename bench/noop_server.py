@@ -4,7 +4,7 @@
 (``python bench/noop_server.py``) and over streamable HTTP (``python bench/noop_server.py http PORT
 [json]``), next to the agentbus server on the same transport. With ``NOOP_REDIS_URL`` set it also has
 a tool ``ping`` that makes one Redis PING through a client configured as the bus's: the floor of a tool
-that does one round trip (server_cpu.py).
+that does one round trip (bench.py, server_cpu.py).
 """
 
 from __future__ import annotations
