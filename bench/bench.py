@@ -131,8 +131,11 @@ async def mcp_section(run: Run, section: str, noop: Client, tools: Client, budge
 
 async def memory_section(run: Run) -> list[Row]:
     settings = await run.namespace_with_tasks("memory", run.plan.memory)
-    noop_server = build_noop_server(settings.redis_url)
-    async with Client(noop_server) as noop, Client(build_server(settings)) as tools:
+    async with (
+        redis_client(settings.redis_url) as redis,
+        Client(build_noop_server(redis)) as noop,
+        Client(build_server(settings)) as tools,
+    ):
         section = f"mcp in-memory auto {tools.protocol_version}"
         return await mcp_section(run, section, noop, tools, run.plan.memory)
 

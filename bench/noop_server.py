@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from mcp_agentbus.redis.connection import connect
+from mcp_agentbus.redis.connection import Redis, connect
 
 # As `mcp_agentbus.server.http` builds its app: loopback Host and Origin checks, stateful sessions (legacy
 # clients get an Mcp-Session-Id), SSE responses (the SDK's default, json_response=False), /healthz.
@@ -31,13 +31,13 @@ async def noop() -> dict[str, int]:
     return {"ok": 1}
 
 
-def build_noop_server(redis_url: str | None = None) -> MCPServer:
+def build_noop_server(redis: Redis | None = None) -> MCPServer:
+    """The no-op server; with `redis`, also the tool ``ping``."""
     # async, like the agentbus tools (a sync tool would run in a worker thread);
     # WARNING, like agentbus' default log level (the SDK's default is INFO).
     server = MCPServer("noop", log_level="WARNING")
     server.add_tool(noop, structured_output=True)
-    if redis_url is not None:
-        redis = connect(redis_url)
+    if redis is not None:
 
         async def ping() -> dict[str, int]:
             """One Redis PING."""
@@ -46,6 +46,12 @@ def build_noop_server(redis_url: str | None = None) -> MCPServer:
 
         server.add_tool(ping, structured_output=True)
     return server
+
+
+def redis_from_env() -> Redis | None:
+    """A client configured as the bus's for NOOP_REDIS_URL (it lives as long as the process), if set."""
+    url = os.environ.get("NOOP_REDIS_URL")
+    return None if url is None else connect(url)
 
 
 async def healthz(_: Request) -> JSONResponse:
@@ -57,7 +63,7 @@ def build_noop_http_app(json_response: bool = False) -> Starlette:
         allowed_hosts=list(LOOPBACK_HOSTS),
         allowed_origins=[f"{scheme}://{h}" for h in LOOPBACK_HOSTS for scheme in ("http", "https")],
     )
-    app = build_noop_server(os.environ.get("NOOP_REDIS_URL")).streamable_http_app(
+    app = build_noop_server(redis_from_env()).streamable_http_app(
         streamable_http_path="/mcp",
         stateless_http=False,
         transport_security=security,
@@ -83,4 +89,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["http"]:
         serve_http(int(sys.argv[2]), sys.argv[3:4] == ["json"])
     else:
-        build_noop_server(os.environ.get("NOOP_REDIS_URL")).run("stdio")
+        build_noop_server(redis_from_env()).run("stdio")

@@ -20,7 +20,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 
 from helpers import free_port
-from helpers.http_servers import _stop
+from helpers.examples import stop
 from helpers.redis_servers import IN_CI
 
 START_BOUND = 60.0  # seconds `agentbus dashboard` may take to answer on a busy machine
@@ -81,7 +81,7 @@ def agentbus_dashboard(env: dict[str, str], log: Path, *flags: str) -> Iterator[
         yield base
         assert "Traceback" not in log.read_text(), log.read_text()
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @pytest.fixture(name="chromium")

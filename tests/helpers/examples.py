@@ -29,6 +29,7 @@ def wait_until(condition: Callable[[], bool], what: str, bound: float = BOUND) -
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process the tests started: SIGTERM, then SIGKILL if it has not exited within 10 s."""
     if proc.poll() is None:
         proc.terminate()
         try:

@@ -21,6 +21,7 @@ from mcp.client.session import MessageHandlerFnT
 from mcp.client.streamable_http import streamable_http_client
 
 from helpers import free_port
+from helpers.examples import stop
 from helpers.mcp_session import Bus
 from mcp_agentbus.server.tokens import TokensFile
 
@@ -89,16 +90,6 @@ def _wait_healthy(proc: subprocess.Popen[bytes], port: int) -> bool:
     pytest.fail(f"the server on port {port} did not become healthy within {START_BOUND} s")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 @contextmanager
 def http_server(env: dict[str, str], log: Path, *flags: str) -> Iterator[Server]:
     """`agentbus serve --transport http` on a free loopback port, healthy, terminated on exit; its
@@ -121,7 +112,7 @@ def http_server(env: dict[str, str], log: Path, *flags: str) -> Iterator[Server]
             if "address already in use" not in text.lower():
                 pytest.fail(f"the server exited with {proc.returncode}:\n{text}")
         finally:
-            _stop(proc)
+            stop(proc)
     pytest.fail("no free port could be bound in three tries")
 
 
@@ -196,7 +187,7 @@ def throwaway_redis(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], st
         yield proc, url
     finally:
         client.close()
-        _stop(proc)
+        stop(proc)
 
 
 def post_initialize(server: Server, host: str | None = None) -> httpx2.Response:

@@ -22,12 +22,12 @@ import anyio
 import httpx2
 import pytest
 from helpers import free_port
+from helpers.examples import stop
 from helpers.http_servers import (
     INIT,
     POST_HEADERS,
     SERVE,
     Server,
-    _stop,
     bus_env,
     connect,
     fresh,
@@ -200,7 +200,7 @@ async def test_redis_going_away_is_503_and_backend_unavailable_and_the_process_s
                 async with connect(server, "legacy") as bus:
                     await bus.ok("heartbeat", {"agent": "survivor"})
 
-                    _stop(redis_proc)  # Redis goes away under a running server
+                    stop(redis_proc)  # Redis goes away under a running server
 
                     down = await http.get(server.healthz)
                     assert down.status_code == 503
