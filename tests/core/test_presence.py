@@ -33,6 +33,24 @@ async def test_the_first_heartbeat_joins_and_later_ones_do_not(bus: AgentBus) ->
     assert first.live_agents == 1
 
 
+async def test_a_new_status_or_note_is_an_event_and_a_repeated_one_is_not(bus: AgentBus) -> None:
+    """Watchers (the web page, read_events) see what an agent says it is doing when it says it, not at
+    their next full look; a heartbeat that only renews writes nothing to the log."""
+    await bus.presence.heartbeat("erin", status="busy", note="reading the spec")
+    await bus.presence.heartbeat("erin", status="busy", note="reading the spec")
+    await bus.presence.heartbeat("erin", status="busy", note="writing tests")
+    await bus.presence.heartbeat("erin", status="idle", note="writing tests")
+    await bus.presence.heartbeat("erin", status="idle", note="writing tests")
+
+    events = (await bus.events.read(topics=["agent.*"], after="0")).events
+    assert [(e.topic, e.data.get("status"), e.data.get("note")) for e in events] == [
+        ("agent.joined", "busy", "reading the spec"),
+        ("agent.status", "busy", "writing tests"),
+        ("agent.status", "idle", "writing tests"),
+    ]
+    assert events[1].data["was"] == "busy"
+
+
 async def test_capabilities_are_kept_when_omitted_and_replaced_when_given(bus: AgentBus) -> None:
     await bus.presence.heartbeat("bob", capabilities=["python", "review"])
     kept = await bus.presence.heartbeat("bob", status="busy")

@@ -63,7 +63,7 @@ if status == 'offline' then
     redis.call('ZCARD', K_UNREAD .. agent) }
 end
 local joined = not redis.call('ZSCORE', K_AGENTS, agent)
-local was, charged = unpack(redis.call('HMGET', K_AGENT .. agent, 'status', 'owned_by'))
+local was, charged, was_note = unpack(redis.call('HMGET', K_AGENT .. agent, 'status', 'owned_by', 'note'))
 local gone_at = joined and was == 'gone' and redis.call('ZSCORE', K_AGENTS_GONE, agent) or false
 if joined then
   local live = redis.call('ZCARD', K_AGENTS)
@@ -103,9 +103,10 @@ redis.call('ZREM', K_AGENTS_GONE, agent)
 unpark_inbox(agent)
 local registered_caps, joined_at = unpack(redis.call('HMGET', K_AGENT .. agent, 'caps', 'joined_at'))
 if joined then
-  emit('agent.joined', agent, { agent = agent, status = status, capabilities = split(registered_caps) })
-elseif was ~= status then
-  emit('agent.status', agent, { agent = agent, status = status, was = was })
+  emit('agent.joined', agent, { agent = agent, status = status, note = note,
+    capabilities = split(registered_caps) })
+elseif was ~= status or was_note ~= note then -- a new note is news too: the page shows it at once
+  emit('agent.status', agent, { agent = agent, status = status, was = was, note = note })
 end
 
 local extended = {}

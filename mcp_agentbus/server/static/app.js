@@ -16,8 +16,8 @@ const state = {
   stream: null,     // the AbortController of the open stream
   shown: {},        // per table, what it shows: a table whose data did not change is not redrawn
 };
-// Not every change writes an event (a heartbeat that changes only a note or its time does not): a page
-// that heard nothing this long fetches anyway, so what it shows is never older than that.
+// Not every change writes an event (a heartbeat that only renews an agent's time does not): a page that
+// heard nothing this long fetches anyway, so the times it shows are never older than that.
 const QUIET_REFRESH_MS = 15000;
 
 function row(cells, cls) {
