@@ -1,5 +1,6 @@
 """Presence at scale: N agents, each with its own MCP session over streamable HTTP, heartbeating once a
-second at their own phase against one agentbus HTTP server process, then against ``--workers 2``.
+second at their own phase against one agentbus HTTP server process, then against ``--workers 2``, with
+and without ``--json-responses``.
 Every call is due at a fixed time; its lag is when its answer arrived minus when it was due, so a
 server (or client) that falls behind shows as growing lag, not as fewer calls.
 
@@ -327,35 +328,41 @@ async def alive_agents(run: Run, settings: Settings, names: list[str]) -> set[st
     return {name for name, score in zip(names, scores, strict=True) if score is not None and score > now_ms}
 
 
+# The servers the agents heartbeat against: one process; one per core; and one per core answering with
+# plain JSON bodies, which the README suggests for fleets that heartbeat and claim without waiting.
+SERVERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("1 HTTP process", ()),
+    ("--workers 2", ("--workers", "2")),
+    ("--workers 2 --json-responses", ("--workers", "2", "--json-responses")),
+)
+
+
 async def heartbeats_section(run: Run) -> list[Row]:
     """N agents (the plan's `heartbeat_agents`) join, each on its own session and connection, and
-    heartbeat once a second; `heartbeat_seconds` of it are measured. Against one HTTP server process,
-    then against `serve --workers 2` (one per core here). After each run every agent that joined must
-    still be alive on the bus."""
+    heartbeat once a second; `heartbeat_seconds` of it are measured, against each of `SERVERS`. After
+    each run every agent that joined must still be alive on the bus."""
     rows = []
-    for workers in (1, 2):
-        rows += await heartbeats_against(run, workers)
+    for n, (label, flags) in enumerate(SERVERS):
+        rows += await heartbeats_against(run, n, label, flags)
     return rows
 
 
-async def heartbeats_against(run: Run, workers: int) -> list[Row]:
+async def heartbeats_against(run: Run, n: int, label: str, flags: tuple[str, ...]) -> list[Row]:
     count, rounds = run.plan.heartbeat_agents, max(1, round(run.plan.heartbeat_seconds))
-    settings = run.namespace(f"heartbeats-{workers}")
+    settings = run.namespace(f"heartbeats-{n}")
     names = [f"hb-{i:04d}" for i in range(count)]
-    flags = ("--workers", str(workers)) if workers > 1 else ()
     with tempfile.TemporaryDirectory(prefix="agentbus-bench-heartbeats-") as tmp:
         workdir = Path(tmp)
         specs = [agentbus_http_spec(settings, "(heartbeats)", workdir, *flags)]
         async with http_servers(run.warnings, specs, workdir) as (server,):
             pids: dict[str, int | None] = {"bench": os.getpid(), "server": server.proc.pid}
-            if workers > 1:
+            if "--workers" in flags:
                 await asyncio.sleep(STARTED_SECONDS)  # the first worker answered /healthz; let all start
                 workers_pids = child_pids(server.proc.pid)
                 pids |= {f"server worker {i}": pid for i, pid in enumerate(workers_pids)}
             out = await heartbeat_load(server, names, rounds, pids | {"redis": run.redis_pid})
     alive = await alive_agents(run, settings, names)
-    processes = "1 HTTP process" if workers == 1 else f"--workers {workers}"
-    section = f"scale: {count:,} agents heartbeating, {processes}"
+    section = f"scale: {count:,} agents heartbeating, {label}"
     report_problems(run, section, alive, out)
     run.figures += heartbeat_figures(section, count, rounds, out, len(alive))
     if len(out.lags) < 2:
