@@ -15,6 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 from processes import AGENT, HttpServer
 
 from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.events import SCAN_FACTOR
 from mcp_agentbus.ids import (
     MAX_DEPENDENTS,
     MAX_FANOUT_RECIPIENTS,
@@ -155,10 +156,8 @@ class RawScripts:
 
 
 def raw_workloads(raw: RawScripts) -> list[Workload]:
-    """Each operation by its scripts, with the arguments the core API passes. Reading events is not a
-    script: its floor is the one XRANGE that reads."""
+    """Each operation by its scripts, with the arguments the core API passes."""
     lease_ms = raw.settings.lease_seconds * 1000
-    events_key = Keys(raw.settings.namespace).events
 
     async def claim(_: None) -> Lease:
         token = secrets.token_urlsafe(12)
@@ -205,9 +204,10 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
         return str((await raw("publish_event", AGENT, "", TOPIC, "null"))[1])
 
     async def read_event(event_id: str) -> None:
-        entries = await raw.redis.xrange(events_key, f"({just_before(event_id)}", "+", count=1)
-        if not entries or entries[0][0] != event_id:
-            raise RuntimeError(f"XRANGE returned {entries}, expected {event_id}")
+        # As the core reads with one topic and limit 1: a batch of SCAN_FACTOR, checking for trimming.
+        reply = await raw("read_events", just_before(event_id), SCAN_FACTOR, "1")
+        if reply[2:3] != [event_id]:
+            raise RuntimeError(f"read_events answered {reply}, expected {event_id} first")
 
     async def set_value(_: None) -> int:
         bounds = (raw.settings.state_keys_max, raw.settings.state_keys_max_per_owner)

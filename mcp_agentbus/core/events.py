@@ -26,7 +26,7 @@ from mcp_agentbus.ids import (
     TOPIC_RE,
     encode_json,
 )
-from mcp_agentbus.redis.replies import PUBLISH_EVENT
+from mcp_agentbus.redis.replies import PUBLISH_EVENT, READ_EVENTS
 from mcp_agentbus.redis.store import Store, require
 
 # Written only by the bus itself.
@@ -97,11 +97,13 @@ class Events:
             async with self._wakeups.expect(
                 (*event_topics(patterns), *news_for(agent)), waiting=wait.remaining() > 0 and stopped is None
             ) as waiter:
-                scan = await self._scan(patterns, cursor, limit, with_oldest=check_trimmed)
-                cursor = scan.cursor
-                if check_trimmed:
-                    notices += _trimmed_notice(cast(str, after), scan.oldest)
-                    check_trimmed = False
+                scan = await self._scan(patterns, cursor, limit, check_trimmed=check_trimmed)
+                cursor, check_trimmed = scan.cursor, False
+                if scan.trimmed_to is not None:
+                    notices.append(
+                        f"Events before {scan.trimmed_to} were trimmed by the retention; reading from the "
+                        "oldest kept."
+                    )
                 if scan.stopped or scan.events or wait.remaining() <= 0 or stopped is not None:
                     told = [stopped] if stopped is not None and not scan.events else []
                     return ReadEventsResult(
@@ -139,51 +141,43 @@ class Events:
         return ReadEventsResult(events=found[::-1], cursor=newest)
 
     async def _scan(
-        self, patterns: list[str], cursor: str, limit: int, *, with_oldest: bool = False
+        self, patterns: list[str], cursor: str, limit: int, *, check_trimmed: bool = False
     ) -> _Scan:
         """Up to `limit` matching events after `cursor`, within the reply and scan budgets; and, if
-        asked, the oldest event id kept, read in the same round trip as the first batch."""
+        asked (`check_trimmed`), whether the retention trimmed events after `cursor` (`trimmed_to`)."""
         scan = _Scan(cursor)
         budget = _Budget(limit * SCAN_FACTOR if patterns else limit)
-        key = self._store.keys.events
-        with self._store.backend():
-            while len(scan.events) < limit:
-                count = budget.batch()
-                if not count:  # the last batch was full, so the log may go on past the budget
-                    scan.stopped = "scanned"
-                    scan.notices.append(
-                        f"This read looked at as much of the log as one read may ({budget.looked} events, "
-                        f"{budget.bytes_read:,} bytes) without reaching its end: call read_events again "
-                        "with this cursor to go on."
-                    )
+        while len(scan.events) < limit:
+            count = budget.batch()
+            if not count:  # the last batch was full, so the log may go on past the budget
+                scan.stopped = "scanned"
+                scan.notices.append(
+                    f"This read looked at as much of the log as one read may ({budget.looked} events, "
+                    f"{budget.bytes_read:,} bytes) without reaching its end: call read_events again "
+                    "with this cursor to go on."
+                )
+                break
+            if scan.cursor == LAST_ID:  # nothing can follow it (and Redis refuses "(" before it)
+                break
+            # A script, not a bare XRANGE: the call's notices come in the same round trip.
+            read = await self._store.run(READ_EVENTS, scan.cursor, count, "1" if check_trimmed else "0")
+            scan.trimmed_to, check_trimmed = scan.trimmed_to or read.trimmed_to, False
+            for event_id, fields in read.entries:
+                budget.read(event_id, fields)
+                if not patterns or any(fnmatch.fnmatchcase(fields["topic"], p) for p in patterns):
+                    if not budget.fits(event_id, fields, bool(scan.events)):
+                        scan.stopped = "full"
+                        scan.notices.append(
+                            "More events wait after this cursor than one reply holds: "
+                            "call read_events again with this cursor for them."
+                        )
+                        return scan
+                    scan.events.append(event_view(event_id, fields))
+                scan.cursor = event_id
+                if len(scan.events) == limit:
                     break
-                if scan.cursor == LAST_ID:  # nothing can follow it (and Redis refuses "(" before it)
-                    break
-                start = "-" if scan.cursor == "0" else f"({scan.cursor}"
-                if with_oldest:
-                    async with self._store.redis.pipeline(transaction=False) as pipe:
-                        pipe.xrange(key, "-", "+", count=1)
-                        pipe.xrange(key, start, "+", count=count)
-                        first, entries = await pipe.execute()
-                    scan.oldest, with_oldest = (first[0][0] if first else None), False
-                else:
-                    entries = await self._store.redis.xrange(key, start, "+", count=count)
-                for event_id, fields in cast(list[tuple[str, dict[str, str]]], entries):
-                    budget.read(event_id, fields)
-                    if not patterns or any(fnmatch.fnmatchcase(fields["topic"], p) for p in patterns):
-                        if not budget.fits(event_id, fields, bool(scan.events)):
-                            scan.stopped = "full"
-                            scan.notices.append(
-                                "More events wait after this cursor than one reply holds: "
-                                "call read_events again with this cursor for them."
-                            )
-                            return scan
-                        scan.events.append(event_view(event_id, fields))
-                    scan.cursor = event_id
-                    if len(scan.events) == limit:
-                        break
-                if len(entries) < count:
-                    break
+            if len(read.entries) < count:
+                break
         return scan
 
     async def _newest(self) -> str:
@@ -196,7 +190,7 @@ class Events:
 class _Scan:
     cursor: str  # the last entry looked at: the next scan starts after it
     events: list[EventView] = field(default_factory=list)
-    oldest: str | None = None
+    trimmed_to: str | None = None  # the oldest event kept, when the retention trimmed events after the cursor
     stopped: str | None = None  # "full" (reply budget) or "scanned" (scan budget): more may follow now
     notices: list[str] = field(default_factory=list)
 
@@ -243,17 +237,6 @@ def _check_cursor(after: str) -> None:
             f"cursor {after!r} is past the largest event id (each part is at most {MAX_ID_PART})",
             hint="Pass the cursor a read_events result gave you, or '0' for the beginning.",
         )
-
-
-def _trimmed_notice(after: str, oldest: str | None) -> list[str]:
-    if oldest is not None and _id_key(oldest) > _id_key(after):
-        return [f"Events before {oldest} were trimmed by the retention; reading from the oldest kept."]
-    return []
-
-
-def _id_key(event_id: str) -> tuple[int, int]:
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def event_view(event_id: str, fields: dict[str, str]) -> EventView:

@@ -266,6 +266,17 @@ class StateRead(NamedTuple):
     tombstone: int  # the version its last deletion left (0: none)
 
 
+class EventsRead(NamedTuple):
+    trimmed_to: str | None  # the oldest event kept, when the retention trimmed events after the cursor
+    entries: list[tuple[str, dict[str, str]]]  # each event's id and fields, oldest first
+
+
+def _read_events(reply: list[Any]) -> EventsRead:
+    _, trimmed_to, *flat = reply
+    entries = [(flat[i], _pairs(flat[i + 1])) for i in range(0, len(flat), 2)]
+    return EventsRead(trimmed_to or None, entries)
+
+
 def _read_state(reply: list[Any]) -> StateRead:
     _, now, *fields, tomb = reply
     return StateRead(int(now), fields, int(tomb or 0))
@@ -283,6 +294,7 @@ HEARTBEAT = Script("heartbeat", _heartbeat)
 LEAVE_LOCK_QUEUE = Script("leave_lock_queue", lambda reply: None)
 PUBLISH_EVENT = Script("publish_event", lambda reply: Published(reply[1], reply[0] == "duplicate"))
 READ_INBOX = Script("read_inbox", _read_inbox)
+READ_EVENTS = Script("read_events", _read_events)
 READ_STATE = Script("read_state", _read_state)
 REAP = Script("reap", _reap)
 RELEASE_LOCK = Script("release_lock", lambda reply: LockReleased(_flag(reply[1]), reply[2]))

@@ -40,6 +40,7 @@ ScriptName = Literal[
     "heartbeat",
     "leave_lock_queue",
     "publish_event",
+    "read_events",
     "read_inbox",
     "read_state",
     "reap",

@@ -140,3 +140,11 @@ async def test_a_cursor_older_than_the_retention_says_what_was_trimmed(settings:
         kept = await bus.events.read(after=oldest.id, limit=1)
         assert [e.data for e in kept.events] == [oldest.data + 1]
         assert kept.notices == []
+        # A cursor that names no event but lies within the log: nothing after it was trimmed.
+        before = await bus.events.publish("a", "count", "before")
+        await anyio.sleep(0.005)  # the next event gets a later millisecond, so the cursor below is no id
+        await bus.events.publish("a", "count", "after")
+        ms, seq = before.event_id.split("-")
+        between = await bus.events.read(after=f"{ms}-{int(seq) + 1}", limit=1)
+        assert [e.data for e in between.events] == ["after"]
+        assert between.notices == []

@@ -72,6 +72,16 @@ async def test_the_unread_notice_follows_the_inbox(bus: AgentBus) -> None:
     assert await watched(bus, "bob") == [], "notices are the watched agent's own"
 
 
+async def test_a_watched_read_of_the_events_brings_the_notices_itself(bus: AgentBus) -> None:
+    """read_events reads with a script, so its notices come in the same round trip (no clock script
+    after it, `AgentBus.gather_notices`)."""
+    await bus.inbox.send("bob", "a", "hello", subject="hi")
+    watch = Watch("a")
+    read = await bus.acting(Caller(watch)).events.read(after="0", topics=["message.*"])
+    assert [e.topic for e in read.events] == ["message.sent"]
+    assert notices.lines(watch) == ["1 unread message(s) in your inbox, newest from bob: 'hi' (read_inbox)."]
+
+
 async def test_notices_run_after_the_calls_own_script(bus: AgentBus) -> None:
     await bus.inbox.send("bob", "a", "hello")
     watch = Watch("a")
