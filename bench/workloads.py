@@ -206,7 +206,7 @@ def raw_workloads(raw: RawScripts) -> list[Workload]:
     async def read_event(event_id: str) -> None:
         # As the core reads with one topic and limit 1: a batch of SCAN_FACTOR, checking for trimming.
         reply = await raw("read_events", just_before(event_id), SCAN_FACTOR, "1")
-        if reply[2:3] != [event_id]:
+        if [entry[0] for entry in reply[2][:1]] != [event_id]:
             raise RuntimeError(f"read_events answered {reply}, expected {event_id} first")
 
     async def set_value(_: None) -> int:

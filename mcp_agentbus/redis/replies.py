@@ -271,12 +271,6 @@ class EventsRead(NamedTuple):
     entries: list[tuple[str, dict[str, str]]]  # each event's id and fields, oldest first
 
 
-def _read_events(reply: list[Any]) -> EventsRead:
-    _, trimmed_to, *flat = reply
-    entries = [(flat[i], _pairs(flat[i + 1])) for i in range(0, len(flat), 2)]
-    return EventsRead(trimmed_to or None, entries)
-
-
 def _read_state(reply: list[Any]) -> StateRead:
     _, now, *fields, tomb = reply
     return StateRead(int(now), fields, int(tomb or 0))
@@ -294,7 +288,7 @@ HEARTBEAT = Script("heartbeat", _heartbeat)
 LEAVE_LOCK_QUEUE = Script("leave_lock_queue", lambda reply: None)
 PUBLISH_EVENT = Script("publish_event", lambda reply: Published(reply[1], reply[0] == "duplicate"))
 READ_INBOX = Script("read_inbox", _read_inbox)
-READ_EVENTS = Script("read_events", _read_events)
+READ_EVENTS = Script("read_events", lambda r: EventsRead(r[1] or None, [(i, _pairs(f)) for i, f in r[2]]))
 READ_STATE = Script("read_state", _read_state)
 REAP = Script("reap", _reap)
 RELEASE_LOCK = Script("release_lock", lambda reply: LockReleased(_flag(reply[1]), reply[2]))

@@ -5,7 +5,7 @@
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, cursor ('0' = from the start; never
 --       the largest id, after which Redis refuses a range), count, check ('1'|'0')
 -- returns: {'ok', trimmed_to (the oldest id kept, when events after the cursor were trimmed; else ''),
---           id, {field, value, ...}, id, {field, value, ...}, ...}
+--           {{id, {field, value, ...}}, ...}}
 --@include keys.lua
 --@include common.lua
 
@@ -15,10 +15,5 @@ if check and cursor ~= '0' and not redis.call('XREVRANGE', K_EVENTS, cursor, '-'
   local oldest = redis.call('XRANGE', K_EVENTS, '-', '+', 'COUNT', 1)[1]
   if oldest then trimmed_to = oldest[1] end
 end
-local reply = { 'ok', trimmed_to }
 local start = cursor == '0' and '-' or '(' .. cursor
-for _, entry in ipairs(redis.call('XRANGE', K_EVENTS, start, '+', 'COUNT', count)) do
-  reply[#reply + 1] = entry[1]
-  reply[#reply + 1] = entry[2]
-end
-return reply
+return { 'ok', trimmed_to, redis.call('XRANGE', K_EVENTS, start, '+', 'COUNT', count) }
