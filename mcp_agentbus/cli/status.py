@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -100,6 +101,11 @@ def status(workflow_id: str | None, as_json: bool, **flags: Any) -> None:
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True, help="Seconds.")
 def watch(workflow_id: str | None, interval: float, **flags: Any) -> None:
     """`status`, live, until Ctrl-C."""
+    with noting(signal.SIGINT, signal.SIGTERM) as noted:
+        _watch(workflow_id, interval, flags, noted)
+
+
+def _watch(workflow_id: str | None, interval: float, flags: dict[str, Any], noted: list[int]) -> None:
     from rich.console import RenderableType
     from rich.live import Live
     from rich.text import Text
@@ -126,10 +132,33 @@ def watch(workflow_id: str | None, interval: float, **flags: Any) -> None:
         # task cancellation, which a Redis call cut off mid-reply can swallow (the view then ran on).
         async with anyio.create_task_group() as tg:
             await tg.start(stop_on_signal, tg.cancel_scope)  # in place before the first Redis call
+            if noted:  # one came while starting up
+                tg.cancel_scope.cancel()
             await follow()
 
-    with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C before the handler is in place
+    with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C as the view winds down
         anyio.run(until_stopped)
+
+
+@contextlib.contextmanager
+def noting(*signals: signal.Signals) -> Iterator[list[int]]:
+    """While inside, these signals are only noted in the list given, never raised. Python's own Ctrl-C
+    handler raises KeyboardInterrupt wherever the interpreter is, and in a weakref callback (importlib
+    runs one as each import ends) Python prints "Exception ignored" and drops it: a Ctrl-C during
+    `watch`'s imports was lost and the view ran on. Noting also keeps asyncio from putting in its own
+    Ctrl-C handler (a one-shot task cancellation) while the loop starts."""
+    noted: list[int] = []
+
+    def note(signum: int, _frame: FrameType | None) -> None:
+        noted.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in signals}
+    try:
+        yield noted
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)
 
 
 async def stop_on_signal(

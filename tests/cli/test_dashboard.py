@@ -167,3 +167,61 @@ async def test_watch_shows_changes_live_until_interrupted(bus: AgentBus, setting
             proc.wait()
         os.close(leader)
     assert "Traceback" not in screen
+
+
+# Ctrl-C while `watch` imports its views, raised where Python drops a KeyboardInterrupt: in a weakref
+# callback (importlib runs one as each import ends), which prints "Exception ignored" and goes on.
+LOST_CTRL_C = """
+import os, signal, sys, weakref
+from mcp_agentbus.cli.main import main
+
+class Token:
+    pass
+
+def ctrl_c(ref):
+    os.kill(os.getpid(), signal.SIGINT)
+
+def on_import(event, args):
+    if event == "import" and args[0] == "mcp_agentbus.cli.views" and not sent:
+        sent.append(True)
+        token = Token()
+        ref = weakref.ref(token, ctrl_c)
+        del token
+
+sent = []
+sys.addaudithook(on_import)
+main(["watch", "--interval", "0.1"])
+"""
+
+
+def test_watch_ends_on_a_ctrl_c_python_would_drop_while_it_starts(settings: Settings) -> None:
+    """Until its own handler is in place, `watch` only notes a Ctrl-C. Raised as KeyboardInterrupt, one
+    that landed in a weakref callback during its imports was dropped ("Exception ignored") and the view
+    ran on for good; this Ctrl-C comes in just such a callback."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AGENTBUS_")},
+        "AGENTBUS_REDIS_URL": settings.redis_url,
+        "AGENTBUS_NAMESPACE": settings.namespace,
+    }
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOST_CTRL_C], env=env, stdin=follower, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    screen = ""
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, f"watch ran on after a Ctrl-C:\n{screen}"
+            if select.select([leader], [], [], 0.1)[0]:
+                try:
+                    screen += os.read(leader, 65536).decode(errors="replace")
+                except OSError:  # the terminal closed as the process ended
+                    break
+        assert proc.wait(timeout=TIMEOUT) == 0, screen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)
+    assert "Traceback" not in screen and "Exception ignored" not in screen
