@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 from helpers import backend_url, free_port, free_ports, fresh_settings
-from helpers.redis_servers import DATA_ARGS, redis_binary, start_redis, stop_redis
+from helpers.redis_servers import DATA_ARGS, redis_binary, start_cluster, start_redis, stop_redis
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.redis.local import LocalBus
@@ -88,27 +88,6 @@ def real_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | N
         stop_redis([proc])
 
 
-def wait_for_cluster(ports: list[int]) -> None:
-    """Poll (bounded) until every node reports the cluster ok, all slots covered, every node known."""
-    clients = [redis.Redis(host="127.0.0.1", port=port, decode_responses=True) for port in ports]
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            infos = [str(client.execute_command("CLUSTER", "INFO")) for client in clients]  # type: ignore[no-untyped-call]
-            if all(
-                "cluster_state:ok" in info
-                and "cluster_slots_ok:16384" in info
-                and f"cluster_known_nodes:{len(ports)}" in info
-                for info in infos
-            ):
-                return
-            time.sleep(0.1)
-        pytest.fail(f"the Redis Cluster on ports {ports} did not reach cluster_state:ok: {infos}")
-    finally:
-        for client in clients:
-            client.close()
-
-
 @pytest.fixture(scope="session")
 def cluster_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
     """A ``redis+cluster://`` URL of a 3-master Redis Cluster (no replicas) started for this session,
@@ -117,39 +96,9 @@ def cluster_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str 
     if server is None or cli is None:
         yield None
         return
-    ports = free_ports(6)  # a client port and a cluster bus port per node
-    nodes = list(zip(ports[:3], ports[3:], strict=True))
-    procs: list[subprocess.Popen[bytes]] = []
+    procs, ports = start_cluster(server, cli, tmp_path_factory.mktemp("cluster"))
     try:
-        for port, bus_port in nodes:
-            workdir = tmp_path_factory.mktemp(f"cluster-{port}")
-            procs.append(
-                start_redis(
-                    server,
-                    port,
-                    workdir,
-                    *DATA_ARGS,
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-port",
-                    str(bus_port),
-                    "--cluster-config-file",
-                    str(workdir / f"nodes-{port}.conf"),
-                    "--cluster-node-timeout",
-                    "5000",
-                )
-            )
-        addresses = [f"127.0.0.1:{port}" for port, _ in nodes]
-        created = subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if created.returncode != 0:
-            pytest.fail(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
-        wait_for_cluster([port for port, _ in nodes])
-        yield "redis+cluster://" + ",".join(addresses)
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in ports)
     finally:
         stop_redis(procs)
 

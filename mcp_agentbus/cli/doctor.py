@@ -17,7 +17,7 @@ from mcp_agentbus.settings import Settings
 
 Status = Literal["ok", "warn", "fail"]
 
-MIN_VERSION = (7, 0)
+MIN_VERSION = (6, 2)  # XTRIM MINID and ZMSCORE came in 6.2
 PINGS = 20
 SLOW_MS = 5.0  # a tool call costs about two round trips; past this every call feels it
 TIMEOUT = 5.0
@@ -108,7 +108,7 @@ def _version(info: dict[str, Any]) -> Check:
         parts = (0, 0)
     if parts < MIN_VERSION:
         return Check(
-            "version", "fail", f"Redis {version}", "agentbus needs Redis 7.0 or later: upgrade the server."
+            "version", "fail", f"Redis {version}", "agentbus needs Redis 6.2 or later: upgrade the server."
         )
     return Check("version", "ok", f"Redis {version}")
 

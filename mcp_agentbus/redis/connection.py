@@ -87,6 +87,9 @@ _REFUSING_KINDS: tuple[tuple[type[Exception], str], ...] = (
     (ClusterDownError, "CLUSTERDOWN"),
     (TryAgainError, "TRYAGAIN"),
 )
+# Before Redis 7 a command refused inside a script comes back wrapped ("Error running script (call to
+# f_…): @user_script:12: @user_script: 12: -OOM command not allowed …"): the refusal is the word after '-'.
+_IN_SCRIPT = re.compile(r"^Error running script .*?: -([A-Z]+) ")
 _outages: dict[str, Outage] = {}  # by URL: failures of calls to that Redis, logged without repeating
 
 
@@ -241,7 +244,10 @@ def unavailable(exc: BaseException, timeout: float | None = None) -> BackendUnav
         )
     if isinstance(exc, ResponseError | BusyLoadingError):
         word = next((w for kind, w in _REFUSING_KINDS if isinstance(exc, kind)), None)
-        refusing = _REFUSING.get(word or str(exc).partition(" ")[0])
+        if word is None:
+            wrapped = _IN_SCRIPT.match(str(exc))
+            word = wrapped.group(1) if wrapped else str(exc).partition(" ")[0]
+        refusing = _REFUSING.get(word)
         return None if refusing is None else BackendUnavailable(refusing[0], hint=refusing[1])
     if isinstance(exc, RedisConnectionError | OSError):
         return BackendUnavailable("Redis is unreachable")

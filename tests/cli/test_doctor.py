@@ -95,8 +95,10 @@ def test_memory_is_named_as_a_single_process_bus() -> None:
     assert "AGENTBUS_REDIS_URL" in checks[0].fix
 
 
-@pytest.mark.parametrize(("version", "status"), [("6.2.14", "fail"), ("7.0.15", "ok"), ("7.4.1", "ok")])
-def test_redis_older_than_7_fails(version: str, status: str) -> None:
+@pytest.mark.parametrize(
+    ("version", "status"), [("6.0.16", "fail"), ("6.2.14", "ok"), ("7.0.15", "ok"), ("7.4.1", "ok")]
+)
+def test_redis_older_than_6_2_fails(version: str, status: str) -> None:
     check = _version({"redis_version": version})
     assert check.status == status and version in check.detail
 
