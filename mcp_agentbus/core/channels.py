@@ -132,7 +132,7 @@ class Channels:
         finally:
             self._connected = False
             with anyio.CancelScope(shield=True):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
                 if client is not None:
                     await client.aclose()
 

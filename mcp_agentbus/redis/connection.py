@@ -124,7 +124,7 @@ def connect(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Redis:
         if not service:
             raise ValueError(f"{redact(url)}: name the master after the hosts, as …/mymaster")
         sentinel_password = parse_qs(parts.query).get("sentinel_password", [None])[0]
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             _seeds(parts.netloc, 26379),
             sentinel_kwargs={"password": sentinel_password},
             username=_unquoted(parts.username),

@@ -313,7 +313,7 @@ async def test_on_a_cluster_the_waits_subscribe_on_their_node_and_hints_go_to_ev
         assert isinstance(bus.redis, RedisCluster)
         keys = bus.store.keys
         client, pubsub, sharded = await subscriber(bus.redis, keys.wake(""))
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
         if client is not None:
             await client.aclose()
         assert sharded is False
