@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import anyio
@@ -58,27 +57,57 @@ class AgentBus:
         self.redis = redis
         self.settings = settings
         self.wakeups = Wakeups(redis, Keys(settings.namespace))
-        self._serve(Store(redis, settings))
+        self.store = Store(redis, settings)
         self.reaper = Reaper(self.store)
-
-    def _serve(self, store: Store) -> None:
-        self.store = store
-        self.tasks = Tasks(store, self.wakeups)
-        self.workflows = Workflows(store)
-        self.control = Control(store)  # cancel and retry
-        self.presence = Presence(store)
-        self.inbox = Inbox(store, self.wakeups)
-        self.locks = Locks(store, self.wakeups)
-        self.events = Events(store, self.wakeups)
-        self.state = State(store, self.wakeups)
 
     def acting(self, caller: Caller) -> AgentBus:
         """This bus for one call made for `caller` (context.py): every script the call runs renews its
         agent's presence, brings that agent's notices into its watch, and charges its owner. The view
         shares the Redis client, the wake-ups and the reaper."""
-        view = copy.copy(self)
-        view._serve(self.store.acting(caller))
+        view = object.__new__(AgentBus)
+        view.redis, view.settings, view.wakeups, view.reaper = (
+            self.redis,
+            self.settings,
+            self.wakeups,
+            self.reaper,
+        )
+        view.store = self.store.acting(caller)
         return view
+
+    # The services, each made on first use: a call's view (`acting`) uses one or two of them.
+
+    @cached_property
+    def tasks(self) -> Tasks:
+        return Tasks(self.store, self.wakeups)
+
+    @cached_property
+    def workflows(self) -> Workflows:
+        return Workflows(self.store)
+
+    @cached_property
+    def control(self) -> Control:
+        """Cancel and retry."""
+        return Control(self.store)
+
+    @cached_property
+    def presence(self) -> Presence:
+        return Presence(self.store)
+
+    @cached_property
+    def inbox(self) -> Inbox:
+        return Inbox(self.store, self.wakeups)
+
+    @cached_property
+    def locks(self) -> Locks:
+        return Locks(self.store, self.wakeups)
+
+    @cached_property
+    def events(self) -> Events:
+        return Events(self.store, self.wakeups)
+
+    @cached_property
+    def state(self) -> State:
+        return State(self.store, self.wakeups)
 
     @classmethod
     @asynccontextmanager

@@ -7,15 +7,13 @@ import math
 import random
 import secrets
 from collections.abc import Sequence
-from typing import Any, cast, get_args
+from typing import Any, get_args
 
 from mcp_agentbus.core.models import (
-    ClaimedTask,
     ClaimResult,
     CompleteResult,
     CreateTaskResult,
     FailResult,
-    Lease,
     Priority,
     Progress,
     iso,
@@ -273,28 +271,29 @@ def _nothing_ready(reply: NothingReady, notices: list[str], *, interrupted: bool
 
 
 def _claimed(claimed: Claimed, notices: list[str]) -> ClaimResult:
-    # The script's reply has a fixed, trusted shape: skip re-validation on the hot path.
-    return ClaimResult.model_construct(
-        task=ClaimedTask.model_construct(
-            id=claimed.task_id,
-            key=claimed.key or None,
-            workflow_id=claimed.workflow_id or None,
-            title=claimed.title,
-            description=claimed.description,
-            capability=claimed.capability,
-            priority=cast(Priority, claimed.priority),
-            payload=json.loads(claimed.payload),
-            attempt=claimed.attempt,
-            max_attempts=claimed.max_attempts,
-            inputs={key: json.loads(result) for key, result in claimed.inputs.items()},
-        ),
-        lease=Lease.model_construct(
-            lease_token=claimed.lease_token, fence=claimed.fence, expires_at=iso(claimed.expires_at_ms) or ""
-        ),
-        reason=None,
-        capabilities=[claimed.capability],
-        ready_elsewhere={},
-        delayed=0,
-        next_due_at=None,
-        notices=notices,
+    # One validation of nested dicts: pydantic's core builds the three models in half the time its
+    # model_construct (Python, unvalidated) takes.
+    return ClaimResult.model_validate(
+        {
+            "task": {
+                "id": claimed.task_id,
+                "key": claimed.key or None,
+                "workflow_id": claimed.workflow_id or None,
+                "title": claimed.title,
+                "description": claimed.description,
+                "capability": claimed.capability,
+                "priority": claimed.priority,
+                "payload": json.loads(claimed.payload),
+                "attempt": claimed.attempt,
+                "max_attempts": claimed.max_attempts,
+                "inputs": {key: json.loads(result) for key, result in claimed.inputs.items()},
+            },
+            "lease": {
+                "lease_token": claimed.lease_token,
+                "fence": claimed.fence,
+                "expires_at": iso(claimed.expires_at_ms) or "",
+            },
+            "capabilities": [claimed.capability],
+            "notices": notices,
+        }
     )

@@ -38,11 +38,11 @@ class Wait:
         self._what = what
         self._still_allowed = store.caller.still_allowed
         self._on_progress = on_progress
-        self._started = anyio.current_time()
+        self._started = anyio.current_time() if self.seconds else 0.0  # most calls do not wait: no clock
 
     def remaining(self) -> float:
         """Seconds left of the wait (≤ 0 once it is over: then, if more was asked, the cap's notice)."""
-        left = self._started + self.seconds - anyio.current_time()
+        left = self._started + self.seconds - anyio.current_time() if self.seconds else 0.0
         if left <= 0 and self._asked is not None:  # over, however it was spent (sleeping, subscribing)
             self.notices.append(
                 f"wait_seconds={self._asked:g} is above this server's cap: waited {self.seconds:g} s, "

@@ -47,8 +47,12 @@ _REFUSALS: dict[str, type[AgentBusError]] = {
 def common_argv(settings: Settings, owner: str = "") -> list[Any]:
     """What every script's ARGV starts with: the bounds and, as the last item of their comma list, the
     owner of the call (context.py; '' = the agent it acts as); then the retention of finished records (ms)."""
-    bounds = ",".join(str(getattr(settings, name)) for name in BOUNDS)
-    return [f"{bounds},{owner}", settings.retention_seconds * 1000]
+    return [f"{bounds_csv(settings)},{owner}", settings.retention_seconds * 1000]
+
+
+def bounds_csv(settings: Settings) -> str:
+    """The namespace's bounds (scripts.BOUNDS) as the comma list ARGV[1] starts with."""
+    return ",".join(str(getattr(settings, name)) for name in BOUNDS)
 
 
 @dataclass
@@ -60,10 +64,15 @@ class Store:
     caller: Caller = NOBODY  # who the scripts run for: see `acting`
     keys: Keys = field(init=False)
     scripts: Scripts = field(init=False)
+    # Made once, not per call (the settings are frozen): the bounds of common_argv and the Redis guard.
+    _bounds: str = field(init=False)
+    _backend: backend = field(init=False)
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.settings.namespace)
         self.scripts = Scripts(self.redis)
+        self._bounds = bounds_csv(self.settings)
+        self._backend = backend(self.settings.redis_url, self.settings.redis_timeout_seconds)
 
     def acting(self, caller: Caller) -> Store:
         """This store for one call: its scripts run for `caller` — they renew its agent's presence and
@@ -77,11 +86,10 @@ class Store:
         {code, message[, hint]} raises. The scripts run for this store's caller (`acting`)."""
         watch = self.caller.watch
         caller = "" if watch is None else f"{watch.agent},{watch.stay_ms}"
-        common = common_argv(self.settings, self.caller.owner)
-        with self.backend():
-            reply: list[Any] = await self.scripts(
-                script.name, self.keys.script_keys, [*common, caller, *args]
-            )
+        bounds = f"{self._bounds},{self.caller.owner}"  # as common_argv
+        argv = [bounds, self.settings.retention_seconds * 1000, caller, *args]
+        with self._backend:
+            reply: list[Any] = await self.scripts(script.name, self.keys.script_keys, argv)
         if watch is not None:
             watch.add(reply.pop())
         refusal = _REFUSALS.get(reply[0])
@@ -109,7 +117,7 @@ class Store:
 
     def backend(self) -> AbstractContextManager[None]:
         """Context manager for direct reads: Redis unreachable, hung or refusing is `BackendUnavailable`."""
-        return backend(self.settings.redis_url, self.settings.redis_timeout_seconds)
+        return self._backend
 
 
 def require(value: str, pattern: re.Pattern[str], what: str) -> str:

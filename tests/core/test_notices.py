@@ -292,7 +292,7 @@ async def test_a_watched_call_reloads_every_script_after_script_flush(bus: Agent
     real_redis_only(bus)
     await bus.inbox.send("bob", "a", "hi", subject="still here")
     await bus.redis.script_flush()
-    sha = bus.store.scripts._scripts["publish_event"].sha
+    sha = bus.store.scripts.shas["publish_event"]
     assert (await bus.redis.script_exists(sha)) == [False]
 
     lines = await watched(bus)
