@@ -128,10 +128,11 @@ class Events:
                 if newest == "0" and entries:
                     newest = entries[0][0]
                 for event_id, fields in entries:
-                    budget.read(event_id, fields)
+                    size = _entry_bytes(event_id, fields)
+                    budget.read(size)
                     start = f"({event_id}"
                     if fnmatch.fnmatchcase(fields["topic"], pattern):
-                        if not budget.fits(event_id, fields, bool(found)):
+                        if not budget.fits(size, bool(found)):
                             return ReadEventsResult(events=found[::-1], cursor=newest)
                         found.append(event_view(event_id, fields))
                         if len(found) == limit:
@@ -163,9 +164,10 @@ class Events:
             read = await self._store.run(READ_EVENTS, scan.cursor, count, "1" if check_trimmed else "0")
             scan.trimmed_to, check_trimmed = scan.trimmed_to or read.trimmed_to, False
             for event_id, fields in read.entries:
-                budget.read(event_id, fields)
+                size = _entry_bytes(event_id, fields)
+                budget.read(size)
                 if not patterns or any(fnmatch.fnmatchcase(fields["topic"], p) for p in patterns):
-                    if not budget.fits(event_id, fields, bool(scan.events)):
+                    if not budget.fits(size, bool(scan.events)):
                         scan.stopped = "full"
                         scan.notices.append(
                             "More events wait after this cursor than one reply holds: "
@@ -210,22 +212,24 @@ class _Budget:
         each is as large as an entry can be (0: stop)."""
         return min(self.entries_left, MAX_LIMIT, (MAX_EVENT_SCAN_BYTES - self.bytes_read) // MAX_ENTRY_BYTES)
 
-    def read(self, event_id: str, fields: dict[str, str]) -> None:
+    def read(self, size: int) -> None:
+        """An entry of `size` bytes (`_entry_bytes`) was read from the log."""
         self.entries_left -= 1
         self.looked += 1
-        self.bytes_read += _bytes(event_id, fields)
+        self.bytes_read += size
 
-    def fits(self, event_id: str, fields: dict[str, str], has_some: bool) -> bool:
-        """Whether this event still fits the reply; the first one always does (one is at most
-        MAX_ENTRY_BYTES), so a reader always moves on."""
-        size = _bytes(event_id, fields) + 64  # field names, quotes and the `at` timestamp
+    def fits(self, size: int, has_some: bool) -> bool:
+        """Whether an event of `size` bytes still fits the reply; the first one always does (one is at
+        most MAX_ENTRY_BYTES), so a reader always moves on."""
+        size += 64  # field names, quotes and the `at` timestamp
         if has_some and self.reply_bytes + size > MAX_REPLY_BYTES:
             return False
         self.reply_bytes += size
         return True
 
 
-def _bytes(event_id: str, fields: dict[str, str]) -> int:
+def _entry_bytes(event_id: str, fields: dict[str, str]) -> int:
+    """An entry's size in the log: its id, field names and values."""
     return len(event_id) + sum(len(k) + len(v.encode()) for k, v in fields.items())
 
 
