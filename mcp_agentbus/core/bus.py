@@ -64,13 +64,11 @@ class AgentBus:
         """This bus for one call made for `caller` (context.py): every script the call runs renews its
         agent's presence, brings that agent's notices into its watch, and charges its owner. The view
         shares the Redis client, the wake-ups and the reaper."""
-        view = object.__new__(AgentBus)
-        view.redis, view.settings, view.wakeups, view.reaper = (
-            self.redis,
-            self.settings,
-            self.wakeups,
-            self.reaper,
-        )
+        view = object.__new__(AgentBus)  # not copy.copy, which would keep the services made on self's store
+        view.redis = self.redis
+        view.settings = self.settings
+        view.wakeups = self.wakeups
+        view.reaper = self.reaper
         view.store = self.store.acting(caller)
         return view
 

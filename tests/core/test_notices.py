@@ -247,6 +247,7 @@ async def test_views_of_the_bus_gather_for_their_own_caller_and_leave_the_bus_as
 ) -> None:
     await bus.inbox.send("bob", "a", "for a", subject="to-a")
     await bus.inbox.send("bob", "c", "for c", subject="to-c")
+    await bus.events.publish("bob", "probe.before")  # the bus has made its own events service first
     outer, inner = Watch("a"), Watch("c")
     for_outer, for_inner = bus.acting(Caller(outer)), bus.acting(Caller(inner))
     await for_inner.events.publish("c", "probe.call")
