@@ -384,13 +384,10 @@ def described(settings: Settings, name: str) -> str:
 
 def inbox_settings(run: Run, label: str) -> Settings:
     """A namespace with the default inbox_max, or a smaller one when the plan's stream is short (quick);
-    the smallest event_retention, so that the event log (measured on its own) is at its cap after the
-    first hundred messages and the growth measured is the inbox's; and as many message records
-    (messages_max) as the inbox holds, so that they are at their cap too."""
+    and the smallest event_retention, so that the event log (measured on its own) is at its cap after the
+    first hundred messages and the growth measured is the inbox's."""
     inbox_max = max(10, min(default("inbox_max"), run.plan.stream // 10))
-    return run.namespace(
-        label, inbox_max=inbox_max, event_retention=MIN_EVENT_RETENTION, messages_max=max(100, inbox_max)
-    )
+    return run.namespace(label, inbox_max=inbox_max, event_retention=MIN_EVENT_RETENTION)
 
 
 def messages(run: Run, settings: Settings) -> int:
@@ -439,15 +436,14 @@ async def inbox_stream(run: Run) -> None:
                     raise RuntimeError(f"read_inbox got {len(found)} of {size} messages and left {unread}")
 
     keys = Keys(settings.namespace)
-    inbox = [f"{keys.prefix}inbox:{READER}", f"{keys.prefix}unread:{READER}"]
+    inbox = [f"{keys.prefix}{family}:{READER}" for family in ("inbox", "unread", "read")]
     count = messages(run, settings)
     samples = await stream(run, count, send, inbox)
     how = f"send_message, read every {READ_EVERY} ({described(settings, 'inbox_max')})"
     plateau = bounded_figures(run, "inbox read", samples, settings.inbox_max, "inbox keys", how)
     end = samples[-1]
     sent = end.sent - plateau.sent
-    record = await run.redis.memory_usage(f"{keys.prefix}msg:m-{count}", samples=0) or 0
-    run.figures += [
+    run.figures.append(
         Figure(
             MEMORY_SECTION,
             "inbox read: memory added per message",
@@ -455,15 +451,8 @@ async def inbox_stream(run: Run) -> None:
             "bytes",
             f"INFO, from {plateau.sent:,} to {end.sent:,} messages; DBSIZE grew "
             f"{(end.key_count - plateau.key_count) / sent:.2f} keys per message",
-        ),
-        Figure(
-            MEMORY_SECTION,
-            "inbox read: a message's msg:<id> record",
-            record,
-            "bytes",
-            f"MEMORY USAGE; the newest {described(settings, 'messages_max')} are kept, for replies",
-        ),
-    ]
+        )
+    )
 
 
 async def unread_stream(run: Run) -> None:

@@ -121,9 +121,6 @@ class Settings(BaseSettings):
     fanout_max_bytes: int = Field(
         2**20, ge=65_536, description="Recipients x message bytes one role: or * message may copy."
     )
-    messages_max: int = Field(
-        100_000, ge=100, description="Message records (for reply_to) kept: the newest this many."
-    )
     locks_max: int = Field(100_000, ge=1, description="Locks held at once in a namespace; more are refused.")
     state_keys_max: int = Field(
         10_000, ge=1, description="Shared-state keys (set_state) a namespace holds at once; more are refused."

@@ -38,7 +38,7 @@ Every key starts with ``ab:{<ns>}:``.
 | ``lock_fences``      | HASH    | older versions' fence per resource      | only shrinks                    |
 | ``inbox:<agent>``    | STREAM  | the agent's messages, read and unread   | inbox_max, inbox_max_bytes ¹    |
 | ``unread:<agent>``   | ZSET    | unread entry ids, score = message seq   | as its inbox                    |
-| ``msg:<id>``         | HASH    | thread and sender of a message          | newest messages_max ²           |
+| ``read:<agent>``     | ZSET    | read entry ids, score = message seq ²   | as its inbox                    |
 | ``lost:<agent>``     | LIST    | leases and locks taken back from it     | 50; retention                   |
 | ``events:marks``     | ZSET    | an event id per 64th of the byte bound  | about 65                        |
 | ``inboxes:idle``     | ZSET    | agents not live with inboxes, by expiry | idle_inboxes_max                |
@@ -62,7 +62,8 @@ Every key starts with ``ab:{<ns>}:``.
 | ``attempts:<id>``    | LIST    | a task's attempts: holder, when, ending | newest 20; expires with task ⁹  |
 
 ¹ The inbox of an agent that is not live expires after the retention (and is dropped sooner, soonest to
-expire first, when more than idle_inboxes_max wait). ² Each also expires after the retention.
+expire first, when more than idle_inboxes_max wait). ² What a reply_to finds its thread by: a message
+is known to the inboxes that keep it, so no per-message record outlives them.
 ³ And event_log_max_bytes of topic, agent and data (within a 64th). ⁴ Also left after the retention.
 ⁵ And the namespace's bound in all: every entry is one of the namespace's tasks, agent records, idle
 inboxes or locks. An owner (``context.py``) is ``token:<grant id>`` or an agent id.
@@ -128,7 +129,7 @@ LAYOUT = (
     "lock_fences",
     "inbox:",
     "unread:",
-    "msg:",
+    "read:",
     "lost:",
     "cascade",
     "events:marks",

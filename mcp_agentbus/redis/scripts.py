@@ -76,7 +76,6 @@ BOUNDS = (
     "inbox_max_bytes",
     "idle_inboxes_max",
     "fanout_max_bytes",
-    "messages_max",
     "locks_max",
     "tasks_max_per_owner",
     "agents_max_per_owner",

@@ -19,8 +19,8 @@ from mcp_agentbus.ids import MAX_BODY, MAX_JSON_BYTES
 pytestmark = [pytest.mark.anyio, ALSO_ON_CLUSTER]
 
 
-def inbox_key(bus: AgentBus, agent: str) -> str:
-    return f"ab:{{{bus.settings.namespace}}}:inbox:{agent}"
+def inbox_key(bus: AgentBus, agent: str, family: str = "inbox") -> str:
+    return f"ab:{{{bus.settings.namespace}}}:{family}:{agent}"
 
 
 async def events_of(bus: AgentBus, topic: str) -> list[EventView]:
@@ -168,6 +168,27 @@ async def test_a_reply_joins_the_thread_of_the_message_it_answers(bus: AgentBus)
     assert moved.thread_id == "side"
     (m,) = (await bus.inbox.read("alice", thread_id="side")).messages
     assert m.reply_to == fresh.message_id
+
+
+async def test_a_reply_to_names_a_message_of_the_repliers_own_inbox(bus: AgentBus) -> None:
+    question = await bus.inbox.send("alice", "bob", "what time?", thread_id="sched")
+    for outsider in ("alice", "carol"):  # its sender, and an agent it never reached
+        with pytest.raises(NotFound, match=f"not in the inbox of {outsider}") as refused:
+            await bus.inbox.send(outsider, "bob", "me too", reply_to=question.message_id)
+        assert "thread_id" in refused.value.hint
+    before_reading = await bus.inbox.send("bob", "alice", "noon?", reply_to=question.message_id)
+    await bus.inbox.read("bob")
+    after_reading = await bus.inbox.send("bob", "alice", "noon.", reply_to=question.message_id)
+    assert before_reading.thread_id == after_reading.thread_id == "sched"
+    assert len(await events_of(bus, "message.sent")) == 3, "a refused reply sends nothing"
+
+    # a message to a role is in the inbox of each agent it reached
+    for agent in ("lead", "rev-1", "rev-2"):
+        await bus.presence.heartbeat(agent, capabilities=["review"])
+    call = await bus.inbox.send("lead", "role:review", "who takes PR 7?", thread_id="pr-7")
+    for reviewer in ("rev-1", "rev-2"):
+        answer = await bus.inbox.send(reviewer, "lead", "me", reply_to=call.message_id)
+        assert answer.thread_id == "pr-7"
 
 
 async def test_a_reply_to_an_unknown_message_is_not_found_and_sends_nothing(bus: AgentBus) -> None:
@@ -402,6 +423,7 @@ async def test_read_once_cancelled_marks_its_messages_unread_again(bus: AgentBus
     assert scope.cancelled_caught
     assert [m.id for m in (await bus.inbox.read("bob", peek=True)).messages] == sent
     assert len(await events_of(bus, "message.unread")) == 1
+    assert await bus.redis.zcard(inbox_key(bus, "bob", "read")) == 0, "unread again, not read too"
 
 
 async def test_a_cancelled_peek_hands_nothing_back(bus: AgentBus) -> None:
@@ -443,6 +465,28 @@ async def test_a_full_inbox_refuses_a_direct_send_and_keeps_what_it_holds(redis_
         with pytest.raises(InboxFull):
             await bus.inbox.send("alice", "bob", "full again")
         assert await read_all(bus, "bob") == [*sent[1:], room.message_id]
+
+
+async def test_a_reply_to_a_message_the_inbox_no_longer_keeps_is_not_found(redis_url: str) -> None:
+    async with AgentBus.open(fresh_settings(redis_url, inbox_max=10)) as bus:
+        await bus.presence.heartbeat("bob")
+        first = await bus.inbox.send("alice", "bob", "first", thread_id="old")
+        for n in range(10):  # read messages make room: the first is trimmed by the tenth send
+            await bus.inbox.read("bob")
+            await bus.inbox.send("alice", "bob", f"n{n}")
+        with pytest.raises(NotFound, match=f"{first.message_id} is not in the inbox of bob"):
+            await bus.inbox.send("bob", "alice", "late", reply_to=first.message_id)
+        # what finds a message for a reply leaves with it: nothing per message outlives the inbox
+        assert await bus.redis.xlen(inbox_key(bus, "bob")) == 10
+        assert await bus.redis.zcard(inbox_key(bus, "bob", "read")) == 9
+        assert await bus.redis.zcard(inbox_key(bus, "bob", "unread")) == 1
+        prefix = bus.store.keys.prefix
+        names = {k.removeprefix(prefix) async for k in bus.redis.scan_iter(match=f"{prefix}*", count=1000)}
+        assert {n for n in names if ":" in n and not n.startswith(("agent:", "owned_"))} == {
+            "inbox:bob",
+            "unread:bob",
+            "read:bob",
+        }
 
 
 async def test_fan_out_skips_a_full_inbox_and_says_so(redis_url: str) -> None:

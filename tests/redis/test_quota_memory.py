@@ -1,8 +1,9 @@
 """A namespace's Redis memory has a ceiling: with small bounds configured, a private redis-server is
 flooded every way one agent can (events, inboxes of ids nobody uses, fan-out to fake agents, tasks,
-locks, message records), and the namespace stays under the ceiling the bounds give, and holds there
-when the flood goes on, while another agent keeps working: through the core API, and through a real
-HTTP server process where the flood comes with one bearer token and the working agents with another.
+locks, a stream of messages read as they come), and the namespace stays under the ceiling the bounds
+give, and holds there when the flood goes on, while another agent keeps working: through the core
+API, and through a real HTTP server process where the flood comes with one bearer token and the
+working agents with another.
 
 `ceiling` is the formula of docs/limits.md: the sum over every bounded thing of its bound times the
 most one item of it can take, plus a fixed overhead, times the allocator's rounding."""
@@ -42,7 +43,6 @@ BOUNDS: dict[str, Any] = {
     "inbox_max_bytes": 65_536,
     "idle_inboxes_max": 20,
     "fanout_max_bytes": 65_536,
-    "messages_max": 100,
     "locks_max": 40,
     "state_keys_max": 20,
 }
@@ -51,11 +51,10 @@ BOUNDS: dict[str, Any] = {
 ALLOCATOR = 1.25  # jemalloc rounds an allocation up to its size class: at most a quarter more
 EVENT_ENTRY = 64  # a stream entry's own overhead beyond its topic, agent and data
 MAX_EVENT = MAX_JSON_BYTES + 200  # one event's data, topic and agent
-INBOX_KEYS = 1_300  # an inbox's two keys, its inbox_bytes field, idle index entry and owner's charge
+INBOX_KEYS = 1_500  # an inbox's three keys, its inbox_bytes field, idle index entry and owner's charge
 TASK = 140_000  # title 200 and description 16,384 characters (4 bytes each at most), payload 64 KiB, fields
 AGENT = 2_700 + 50 * 600  # presence record (status, note, 20 capabilities, owner's entry), lost-list of 50
 LOCK = 12_500  # a 512-character resource (up to 2 KB) in its hash key, three indexes and its owner's
-MESSAGE_RECORD = 300  # msg:<id>: thread and sender
 STATE_KEY = 12_000  # a 512-character key (up to 2 KB) in its record, two indexes, its owner's and a tombstone
 NAMESPACE = 65_536  # counters, reaper key, event marks
 
@@ -65,7 +64,7 @@ def ceiling(s: Settings) -> float:
     the finished tasks and idempotency records that retention bounds by time)."""
     events = s.event_log_max_bytes * 65 / 64 + MAX_EVENT + (s.event_retention + 100) * EVENT_ENTRY
     inboxes = (s.agents_max + s.idle_inboxes_max) * (s.inbox_max_bytes + INBOX_KEYS)
-    items = s.tasks_max * TASK + s.agents_max * AGENT + s.locks_max * LOCK + s.messages_max * MESSAGE_RECORD
+    items = s.tasks_max * TASK + s.agents_max * AGENT + s.locks_max * LOCK
     items += s.state_keys_max * (s.state_value_max_bytes + STATE_KEY)
     return ALLOCATOR * (events + inboxes + items) + NAMESPACE
 
@@ -131,7 +130,7 @@ async def flood(bus: AgentBus, round_: int) -> None:
     ]
     for flooded in (agents, ghosts, broadcasts, tasks, locks, states):
         assert not all(flooded), "a flood never reached its bound"
-    for n in range(s.messages_max + 50):  # the worker reads its inbox as it goes, as workers do
+    for n in range(10 * s.inbox_max):  # the worker reads its inbox as it goes, as workers do
         await bus.inbox.read("worker", limit=100)
         await bus.inbox.send("flooder", "worker", f"m{n}")
 

@@ -231,6 +231,7 @@ async def test_inbox_resource_peeks_without_marking_read(settings: Settings, mod
     with anyio.fail_after(TIMEOUT):
         async with connect(settings, mode) as bus:
             first = await bus.ok("send_message", {"agent": "alice", "to": "bob", "body": "hello"})
+            asked = await bus.ok("send_message", {"agent": "alice", "to": "carol", "body": "tell bob"})
             second = await bus.ok(
                 "send_message",
                 {
@@ -239,7 +240,7 @@ async def test_inbox_resource_peeks_without_marking_read(settings: Settings, mod
                     "subject": "review",
                     "body": "see PR 7",
                     "data": {"pr": 7},
-                    "reply_to": first["message_id"],
+                    "reply_to": asked["message_id"],
                 },
             )
             await bus.ok("send_message", {"agent": "alice", "to": "dave", "body": "not for bob"})
@@ -256,7 +257,7 @@ async def test_inbox_resource_peeks_without_marking_read(settings: Settings, mod
     reply = peeked["messages"][1]
     assert reply["from"] == "carol" and reply["to"] == "bob" and reply["subject"] == "review"
     assert reply["body"] == "see PR 7" and reply["data"] == {"pr": 7}
-    assert reply["reply_to"] == first["message_id"] and reply["thread_id"] == first["thread_id"]
+    assert reply["reply_to"] == asked["message_id"] and reply["thread_id"] == asked["thread_id"]
     assert read["unread_remaining"] == 0
     assert emptied == {"messages": [], "unread_remaining": 0}
 

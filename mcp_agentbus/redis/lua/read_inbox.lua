@@ -1,7 +1,7 @@
 -- read_inbox: the agent's unread messages, oldest first, optionally of one thread, as many as fit in
 -- one reply (`budget` bytes of JSON; the first always comes); unless peeking, exactly those returned are
 -- marked read in the same step (so a message is read once, whichever process serves it, and never
--- marked read without being in the reply).
+-- marked read without being in the reply): moved from `unread:` to `read:`.
 -- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, limit, peek ('1'|'0'), thread_id ('' = any), budget
 -- returns: {'ok', {{entry_id, id, from, to, subject, body, data, thread, reply_to}, ...}, unread_remaining,
@@ -42,7 +42,12 @@ while #found < limit and not full do
 end
 
 if not peek and #found > 0 then
-  for _, m in ipairs(found) do redis.call('ZREM', unread, m[1]) end
+  local read = K_READ .. agent
+  for _, m in ipairs(found) do
+    redis.call('ZREM', unread, m[1])
+    redis.call('ZADD', read, string.sub(m[2], 3), m[1]) -- kept so a reply_to can find it (`received`)
+  end
+  expire_with_inbox(agent, read)
   emit('message.read', agent, { agent = agent, messages = ids })
   wake('inbox:' .. agent)
 end

@@ -3,7 +3,8 @@
 -- last two. An inbox whose unread messages reached a limit (inbox_max, INBOX_MAX_BYTES) refuses it
 -- (never drops an unread one). A copy to '*' or a role is bounded by FANOUT_MAX_BYTES; an agent not
 -- live gets an idle inbox (it expires after the retention), at most IDLE_INBOXES_MAX of them, and at
--- most IDLE_INBOXES_MAX_PER_OWNER opened by the call's owner.
+-- most IDLE_INBOXES_MAX_PER_OWNER opened by the call's owner. A reply_to is a message the sender's own
+-- inbox keeps (no record outlives the inboxes that hold a message); its thread is the reply's default.
 -- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, sender, idempotency scope ('' = none), to, subject, body,
 --       data (JSON text), thread_id ('' = new thread or reply_to's), reply_to ('' = none), inbox_max,
@@ -88,13 +89,13 @@ if #absent > 0 and redis.call('EXISTS', K_INBOX .. to) == 0 then
 end
 
 if reply_to ~= '' then
-  local original = redis.call('HGET', K_MSG .. reply_to, 'thread')
+  local original = received(sender, reply_to)
   if not original then
-    return { 'not_found', 'message ' .. reply_to .. ' is unknown (or older than the retention, or more ' ..
-      'than ' .. MESSAGES_MAX .. ' messages ago)',
-      'Pass the id of a message you received (read_inbox shows it), or pass thread_id instead.' }
+    return { 'not_found', 'message ' .. reply_to .. ' is not in the inbox of ' .. sender .. ': reply_to names a ' ..
+      'message you received that your inbox still keeps', 'Pass the id of a message read_inbox gave you, or ' ..
+      'pass thread_id instead (the thread_id of the message you answer, or of one you sent).' }
   end
-  if thread == '' then thread = original end
+  if thread == '' then thread = original.thread end
 end
 
 -- Which inboxes have room (trimming read messages makes it; unread ones alone may leave none), decided
@@ -115,8 +116,6 @@ end
 
 local seq = redis.call('HINCRBY', K_COUNTERS, 'message', 1)
 local id = 'm-' .. seq
--- Only the newest MESSAGES_MAX records stay (each send drops the one that falls out).
-if seq > MESSAGES_MAX then redis.call('DEL', K_MSG .. 'm-' .. (seq - MESSAGES_MAX)) end
 if thread == '' then thread = id end
 
 for _, agent in ipairs(delivered) do
@@ -132,8 +131,6 @@ for _, agent in ipairs(absent) do
   charge_inbox(agent, opener, now)
 end
 
-redis.call('HSET', K_MSG .. id, 'thread', thread, 'from', sender)
-redis.call('PEXPIRE', K_MSG .. id, RETENTION_MS)
 emit('message.sent', sender, { message = id, thread = thread, to = to, subject = subject,
   recipients = delivered, undelivered = #full > 0 and full or nil })
 local result = cjson.encode({ id = id, thread = thread, recipients = delivered, full = full, absent = absent })

@@ -4,16 +4,19 @@
 -- returns: {'ok', restored}
 --@include keys.lua
 --@include common.lua
+--@include inbox.lua
 
 local agent = ARGV[4]
 local ids = {}
 for i = 5, #ARGV, 2 do
   if redis.call('XRANGE', K_INBOX .. agent, ARGV[i], ARGV[i])[1] then
     redis.call('ZADD', K_UNREAD .. agent, tonumber(ARGV[i + 1]), ARGV[i])
+    redis.call('ZREM', K_READ .. agent, ARGV[i])
     ids[#ids + 1] = 'm-' .. ARGV[i + 1]
   end
 end
 if #ids > 0 then
+  expire_with_inbox(agent, K_UNREAD .. agent)
   emit('message.unread', agent, { agent = agent, messages = ids })
   wake('inbox:' .. agent)
 end

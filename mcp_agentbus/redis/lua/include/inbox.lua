@@ -1,6 +1,7 @@
 -- Inbox helpers (needs keys.lua and common.lua). An agent's inbox is a stream of every message it
--- got; `unread:<agent>` holds the entry ids not yet read, scored by message sequence (send order);
--- `inbox_bytes` what the inbox's messages are charged. The inbox of an agent that is not live is
+-- got; `unread:<agent>` holds the entry ids not yet read and `read:<agent>` those read, both scored by
+-- message sequence (send order), so a message id finds its entry (`received`); `inbox_bytes` what the
+-- inbox's messages are charged. The inbox of an agent that is not live is
 -- *idle*: it expires RETENTION_MS after its last message, and `inboxes:idle` (score = that expiry)
 -- bounds how many wait.
 
@@ -43,6 +44,7 @@ local function trim_read(agent, max, max_bytes)
       start = '(' .. entry[1]
       if not redis.call('ZSCORE', unread, entry[1]) then
         redis.call('XDEL', inbox, entry[1])
+        redis.call('ZREM', K_READ .. agent, entry[1])
         local size = message_bytes(fields_of(entry))
         bytes, excess, over = bytes - size, excess - 1, over - size
         if excess <= 0 and over <= 0 then break end
@@ -54,11 +56,33 @@ local function trim_read(agent, max, max_bytes)
   return bytes
 end
 
+-- A message the agent's inbox keeps, read or not, by its id (m-<sequence>): its fields, or nil.
+local function received(agent, message_id)
+  local seq = string.match(message_id, '^m%-(%d+)$')
+  if not seq then return nil end
+  for _, index in ipairs({ K_UNREAD .. agent, K_READ .. agent }) do
+    local entry_id = redis.call('ZRANGEBYSCORE', index, seq, seq, 'LIMIT', 0, 1)[1]
+    if entry_id then
+      local entry = redis.call('XRANGE', K_INBOX .. agent, entry_id, entry_id)[1]
+      if entry then return fields_of(entry) end
+    end
+  end
+  return nil
+end
+
+-- An index of the inbox (`unread:`, `read:`) just written expires with it: an idle inbox has an expiry,
+-- a live one none (an index made while the inbox was idle would otherwise outlive it).
+local function expire_with_inbox(agent, index)
+  local ttl = redis.call('PTTL', K_INBOX .. agent)
+  if ttl > 0 then redis.call('PEXPIRE', index, ttl) end
+end
+
 -- The agent is not live: its inbox (if any) waits RETENTION_MS after its last message, then expires.
 local function park_inbox(agent, now)
   if redis.call('EXISTS', K_INBOX .. agent) == 0 then return end
   redis.call('PEXPIRE', K_INBOX .. agent, RETENTION_MS)
   redis.call('PEXPIRE', K_UNREAD .. agent, RETENTION_MS)
+  redis.call('PEXPIRE', K_READ .. agent, RETENTION_MS)
   redis.call('ZADD', K_INBOXES_IDLE, now + RETENTION_MS, agent)
 end
 
@@ -89,12 +113,13 @@ local function unpark_inbox(agent)
   if redis.call('ZREM', K_INBOXES_IDLE, agent) == 1 then
     redis.call('PERSIST', K_INBOX .. agent)
     redis.call('PERSIST', K_UNREAD .. agent)
+    redis.call('PERSIST', K_READ .. agent)
     uncharge_inbox(agent)
   end
 end
 
 local function drop_inbox(agent)
-  redis.call('DEL', K_INBOX .. agent, K_UNREAD .. agent)
+  redis.call('DEL', K_INBOX .. agent, K_UNREAD .. agent, K_READ .. agent)
   redis.call('HDEL', K_INBOX_BYTES, agent)
   redis.call('ZREM', K_INBOXES_IDLE, agent)
   uncharge_inbox(agent)
