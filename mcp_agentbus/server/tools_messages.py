@@ -37,7 +37,7 @@ async def send_message(
     body: Annotated[str, Field(min_length=1, max_length=MAX_BODY)],
     subject: Annotated[str, Field(max_length=MAX_SUBJECT)] = "",
     thread_id: ThreadId | None = None,  # default: reply_to's thread, else a new one
-    reply_to: MessageId | None = None,
+    reply_to: Annotated[MessageId | None, Field(description="A message you received")] = None,
     data: Any = None,
     idempotency_key: IdempotencyArg = None,
     agent: AgentArg = None,
