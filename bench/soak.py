@@ -156,7 +156,7 @@ async def defaults_soak(run: Run, minutes: float) -> None:
 
 
 async def family_sizes(run: Run, namespace: str) -> dict[str, tuple[int, int]]:
-    """Per key family of the namespace (`msg:`, `inbox:`, or a single key such as `events`): how many
+    """Per key family of the namespace (`inbox:`, `read:`, or a single key such as `events`): how many
     keys, and their bytes by MEMORY USAGE (name, value and keyspace entry; not the expiry table)."""
     prefix = Keys(namespace).prefix
     names = [key async for key in run.redis.scan_iter(match=f"{prefix}*", count=1_000)]

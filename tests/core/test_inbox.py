@@ -180,6 +180,9 @@ async def test_a_reply_to_names_a_message_of_the_repliers_own_inbox(bus: AgentBu
     await bus.inbox.read("bob")
     after_reading = await bus.inbox.send("bob", "alice", "noon.", reply_to=question.message_id)
     assert before_reading.thread_id == after_reading.thread_id == "sched"
+    padded = "m-" + question.message_id.removeprefix("m-").zfill(6)  # the same number, not its id
+    with pytest.raises(NotFound, match=padded):
+        await bus.inbox.send("bob", "alice", "noon!", reply_to=padded)
     assert len(await events_of(bus, "message.sent")) == 3, "a refused reply sends nothing"
 
     # a message to a role is in the inbox of each agent it reached

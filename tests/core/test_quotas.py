@@ -56,10 +56,13 @@ async def test_a_message_to_an_agent_that_is_not_live_waits_in_an_inbox_that_exp
 
 
 async def test_an_agent_that_comes_back_keeps_its_inbox_for_good(bus: AgentBus) -> None:
+    await bus.inbox.send("alice", "late", "read before coming")
     await bus.inbox.send("alice", "late", "read me when you come")
+    await bus.inbox.read("late", limit=1)
+    assert await pttl(bus, "read:late") > 0
     await bus.presence.heartbeat("late")
-    assert await pttl(bus, "inbox:late") == -1
-    assert await pttl(bus, "unread:late") == -1
+    for name in ("inbox:late", "unread:late", "read:late"):
+        assert await pttl(bus, name) == -1, name
     assert await bus.redis.zscore(key(bus, "inboxes:idle"), "late") is None
     got = await bus.inbox.read("late")
     assert [m.body for m in got.messages] == ["read me when you come"]
@@ -90,6 +93,24 @@ async def test_what_an_idle_inbox_marks_read_expires_with_it(bus: AgentBus) -> N
     await bus.inbox.read("away")
     assert not await bus.redis.exists(key(bus, "unread:away"))
     assert 0 < await pttl(bus, "read:away") <= inbox_ttl
+
+
+async def test_past_the_bound_the_idle_inbox_soonest_to_expire_goes_with_its_indexes(bus: AgentBus) -> None:
+    agents = [f"brief-{n}" for n in range(SMALL["idle_inboxes_max"] + 1)]
+    for agent in agents:  # the first is the first to go silent, so its inbox expires soonest
+        await bus.presence.heartbeat(agent, ttl_seconds=0.2)
+        await bus.inbox.send("alice", agent, "read this")
+        await bus.inbox.send("alice", agent, "and this later")
+        await bus.inbox.read(agent, limit=1)
+    with anyio.fail_after(WAIT_BOUND):
+        while True:  # until the reaper drops it
+            if not await bus.redis.exists(key(bus, f"inbox:{agents[0]}")):
+                break
+            await anyio.sleep(0.05)
+    for family in ("unread", "read"):
+        assert not await bus.redis.exists(key(bus, f"{family}:{agents[0]}")), family
+        assert await bus.redis.exists(key(bus, f"{family}:{agents[1]}")), family
+    assert await bus.redis.zcard(key(bus, "inboxes:idle")) == SMALL["idle_inboxes_max"]
 
 
 async def test_inboxes_for_ids_nobody_uses_are_refused_past_the_bound_while_live_agents_talk(
@@ -251,6 +272,7 @@ async def test_counters_keep_no_field_for_a_capability_with_nothing_ready(bus: A
 
 async def test_a_message_refused_by_a_full_inbox_leaves_no_trace(bus: AgentBus) -> None:
     first = await bus.inbox.send("alice", "bob", "the first message, kept for replies")
+    await bus.inbox.read("bob")  # read: a send may trim it to make room, but only a send that fits
     body = "x" * 15_000
     for _ in range(4):  # bob is away: his idle inbox fills up with unread messages
         await bus.inbox.send("alice", "bob", body)
@@ -261,6 +283,7 @@ async def test_a_message_refused_by_a_full_inbox_leaves_no_trace(bus: AgentBus) 
             await bus.inbox.send("alice", "bob", body)
     assert await bus.redis.hgetall(key(bus, "counters")) == counters_before  # no message id taken
     assert await pttl(bus, "inbox:bob") <= expiry_before  # the idle inbox was not kept longer
+    assert await bus.redis.xlen(key(bus, "inbox:bob")) == 5  # the read message is still there
     reply = await bus.inbox.send("bob", "alice", "a reply still finds its thread", reply_to=first.message_id)
     assert reply.thread_id == first.thread_id
 

@@ -99,20 +99,22 @@ if reply_to ~= '' then
 end
 
 -- Which inboxes have room (trimming read messages makes it; unread ones alone may leave none), decided
--- before anything is written, so a refused message leaves no trace.
-local delivered, full = {}, {}
+-- before anything is written, so a refused message leaves no trace (a full inbox keeps its read ones).
+local delivered, full, trims = {}, {}, {}
 for _, agent in ipairs(recipients) do
-  if redis.call('ZCARD', K_UNREAD .. agent) >= inbox_max
-    or trim_read(agent, inbox_max - 1, INBOX_MAX_BYTES - size) + size > INBOX_MAX_BYTES then
+  local victims, bytes = read_to_trim(agent, inbox_max - 1, INBOX_MAX_BYTES - size)
+  if redis.call('ZCARD', K_UNREAD .. agent) >= inbox_max or bytes + size > INBOX_MAX_BYTES then
     full[#full + 1] = agent
   else
     delivered[#delivered + 1] = agent
+    trims[agent] = { victims, bytes }
   end
 end
 if #delivered == 0 then
   return { 'inbox_full', 'the inbox of ' .. table.concat(full, ', ') .. ' holds as many unread messages ' ..
     'as it keeps (' .. inbox_max .. ' messages or ' .. INBOX_MAX_BYTES .. ' bytes)' }
 end
+for _, agent in ipairs(delivered) do drop_read(agent, trims[agent][1], trims[agent][2]) end
 
 local seq = redis.call('HINCRBY', K_COUNTERS, 'message', 1)
 local id = 'm-' .. seq

@@ -29,12 +29,14 @@ local function inbox_bytes(agent)
   return tonumber(redis.call('HGET', K_INBOX_BYTES, agent) or 0)
 end
 
--- Drop the oldest *read* messages until the inbox holds at most `max` and is charged at most
--- `max_bytes`; unread ones are never trimmed.
-local function trim_read(agent, max, max_bytes)
+-- Which of the oldest *read* messages would go for the inbox to hold at most `max` and be charged at
+-- most `max_bytes` (unread ones are never trimmed): their entry ids, and what the inbox would be charged
+-- without them. Nothing is deleted (`drop_read` does that), so a send that is refused anyway keeps them.
+local function read_to_trim(agent, max, max_bytes)
   local inbox, unread = K_INBOX .. agent, K_UNREAD .. agent
   local bytes = inbox_bytes(agent)
   local excess, over = redis.call('XLEN', inbox) - max, bytes - max_bytes
+  local victims = {}
   -- Read only as many as may go (usually one); past unread ones, look further in larger steps.
   local start, count = '-', math.max(1, math.min(excess, 100))
   while excess > 0 or over > 0 do
@@ -43,8 +45,7 @@ local function trim_read(agent, max, max_bytes)
     for _, entry in ipairs(batch) do
       start = '(' .. entry[1]
       if not redis.call('ZSCORE', unread, entry[1]) then
-        redis.call('XDEL', inbox, entry[1])
-        redis.call('ZREM', K_READ .. agent, entry[1])
+        victims[#victims + 1] = entry[1]
         local size = message_bytes(fields_of(entry))
         bytes, excess, over = bytes - size, excess - 1, over - size
         if excess <= 0 and over <= 0 then break end
@@ -52,8 +53,16 @@ local function trim_read(agent, max, max_bytes)
     end
     count = 100
   end
+  return victims, bytes
+end
+
+-- Delete the read messages `read_to_trim` chose; the inbox is then charged `bytes`.
+local function drop_read(agent, victims, bytes)
+  for _, entry_id in ipairs(victims) do
+    redis.call('XDEL', K_INBOX .. agent, entry_id)
+    redis.call('ZREM', K_READ .. agent, entry_id)
+  end
   if bytes > 0 then redis.call('HSET', K_INBOX_BYTES, agent, bytes) else redis.call('HDEL', K_INBOX_BYTES, agent) end
-  return bytes
 end
 
 -- A message the agent's inbox keeps, read or not, by its id (m-<sequence>): its fields, or nil.
@@ -64,7 +73,8 @@ local function received(agent, message_id)
     local entry_id = redis.call('ZRANGEBYSCORE', index, seq, seq, 'LIMIT', 0, 1)[1]
     if entry_id then
       local entry = redis.call('XRANGE', K_INBOX .. agent, entry_id, entry_id)[1]
-      if entry then return fields_of(entry) end
+      local f = entry and fields_of(entry)
+      if f and f.id == message_id then return f end -- not 'm-007' for m-7: only ids the bus gave out
     end
   end
   return nil
