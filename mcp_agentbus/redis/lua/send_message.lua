@@ -102,8 +102,11 @@ end
 -- before anything is written, so a refused message leaves no trace (a full inbox keeps its read ones).
 local delivered, full, trims = {}, {}, {}
 for _, agent in ipairs(recipients) do
-  local victims, bytes = read_to_trim(agent, inbox_max - 1, INBOX_MAX_BYTES - size)
-  if redis.call('ZCARD', K_UNREAD .. agent) >= inbox_max or bytes + size > INBOX_MAX_BYTES then
+  local victims, bytes
+  if redis.call('ZCARD', K_UNREAD .. agent) < inbox_max then -- else no need to look for read ones
+    victims, bytes = read_to_trim(agent, inbox_max - 1, INBOX_MAX_BYTES - size)
+  end
+  if victims == nil or bytes + size > INBOX_MAX_BYTES then
     full[#full + 1] = agent
   else
     delivered[#delivered + 1] = agent
