@@ -15,7 +15,7 @@ from helpers.redis_servers import DATA_ARGS
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import ClaimResult
-from mcp_agentbus.errors import InvalidArgument, PayloadTooLarge, WrongState
+from mcp_agentbus.errors import InboxFull, InvalidArgument, PayloadTooLarge, WrongState
 from mcp_agentbus.ids import (
     MAX_DEPENDENTS,
     MAX_FANOUT_RECIPIENTS,
@@ -249,6 +249,22 @@ async def test_a_message_to_all_is_refused_past_the_most_live_agents_it_may_reac
                 await bus.inbox.send("agent-0", to, "too many to copy into")
         direct = await bus.inbox.send("agent-0", "one-too-many", "a message to one agent still goes")
         assert direct.recipients == ["one-too-many"]
+
+
+async def test_an_inbox_full_of_unread_messages_refuses_one_more_without_reading_its_entries(
+    own_redis: Callable[..., str],
+) -> None:
+    """A refused send costs the same however many unread messages wait: nothing in the full inbox is
+    read to look for read ones to trim (Redis counts the commands a script runs)."""
+    async with AgentBus.open(fresh_settings(own_redis(*DATA_ARGS), inbox_max=1_000), reaper=False) as bus:
+        for n in range(1_000):
+            await bus.inbox.send("alice", "bob", f"n{n}")
+        await bus.redis.config_resetstat()
+        with pytest.raises(InboxFull):
+            await bus.inbox.send("alice", "bob", "one too many")
+        stats = await bus.redis.info("commandstats")
+    assert "cmdstat_evalsha" in stats
+    assert "cmdstat_xrange" not in stats and "cmdstat_zscore" in stats  # only the recipient's liveness
 
 
 async def test_a_directory_above_thousands_of_expired_locks_is_locked_without_a_slow_script(
