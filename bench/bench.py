@@ -46,6 +46,7 @@ from processes import (
     noop_http_spec,
     redis_server,
 )
+from redis_time import redis_time_section
 from scale import depth_section, retention_section
 from server_cpu import server_cpu_section
 from soak import soak_section
@@ -74,7 +75,8 @@ CONCURRENT_MODE = "legacy"  # the protocol era of concurrent agents: the handsha
 
 
 async def redis_section(run: Run) -> list[Row]:
-    """PING, every operation by its raw scripts and through the core API, interleaved."""
+    """PING, every operation by its raw scripts and through the core API, interleaved; then each raw
+    script step alone, for its time inside Redis (redis_time.py)."""
     budget = run.plan.redis
     raw_settings = await run.namespace_with_tasks("raw", budget)
     core_settings = await run.namespace_with_tasks("core", budget)
@@ -102,6 +104,7 @@ async def redis_section(run: Run) -> list[Row]:
             (floors[-1], 1),
             operation_goal=Goal(max_ratio=CORE_GOAL_RATIO),
         )
+    await redis_time_section(run)
     return rows
 
 

@@ -36,6 +36,7 @@ class Plan:
     soak_rate: int  # events, and messages, per second in the soak
     soak_minutes: int  # the soak with the default settings (bench.py --soak-minutes; 0: none)
     server_cpu_calls: int  # sequential calls over which a server's CPU per call is measured
+    redis_time_calls: int  # calls of each raw script step whose time inside Redis is measured
 
     def tasks_needed(self, budget: Budget) -> int:
         """Tasks one claim+complete workload can consume: its warm-up and every round."""
@@ -67,6 +68,7 @@ FULL = Plan(
     soak_rate=100,
     soak_minutes=0,
     server_cpu_calls=1_000,
+    redis_time_calls=500,
 )
 # --quick only checks that every path runs (CI: make bench-quick); about 30 s.
 QUICK = Plan(
@@ -90,6 +92,7 @@ QUICK = Plan(
     soak_rate=100,
     soak_minutes=0,
     server_cpu_calls=100,
+    redis_time_calls=20,
 )
 
 

@@ -139,11 +139,14 @@ class RawScripts:
     """The bus's scripts by plain EVALSHA, with the keys and leading ARGV `Store.run` passes (no notices
     wanted): the core API without its Python."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, caller: str = "") -> None:
+        """With `caller` (``agent,stay_ms``), each script also renews that agent's presence and returns
+        its notices (dropped from the reply, as `Store.run` takes them), as for a tool call."""
         self.redis = redis
         self.settings = settings
         self._keys = Keys(settings.namespace).script_keys
-        self._common = common_argv(settings)
+        self._common = [*store_common_argv(settings), caller]
+        self._notices = bool(caller)
         self._shas: dict[str, str] = {}
 
     async def __call__(self, script: str, *args: Any) -> list[Any]:
@@ -151,6 +154,8 @@ class RawScripts:
         if sha is None:
             sha = self._shas[script] = await self.redis.script_load(source(script))
         reply: list[Any] = await self.redis.evalsha(sha, len(self._keys), *self._keys, *self._common, *args)
+        if self._notices:
+            reply.pop()
         expect_ok(script, reply)
         return reply
 

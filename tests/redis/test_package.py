@@ -5,10 +5,14 @@ from __future__ import annotations
 import re
 from importlib import resources
 
+import pytest
+
 from mcp_agentbus.redis import replies
+from mcp_agentbus.redis.connection import close, connect
 from mcp_agentbus.redis.keys import LAYOUT, Keys
 from mcp_agentbus.redis.scripts import BOUNDS, SCRIPT_NAMES, Script, keys_lua, lua_key_name, source
-from mcp_agentbus.redis.store import _REFUSALS
+from mcp_agentbus.redis.store import _REFUSALS, common_argv
+from mcp_agentbus.settings import Settings
 
 
 def test_the_script_names_are_the_lua_files() -> None:
@@ -29,6 +33,21 @@ def test_every_script_has_a_contract_header_and_resolved_includes() -> None:
         assert header[0].startswith(f"-- {name}:"), name
         assert "-- KEYS:" in text and "-- ARGV:" in text and "-- returns:" in text, name
         assert "--@include" not in text, name
+
+
+@pytest.mark.anyio
+async def test_a_script_reads_each_bound_and_the_owner_from_its_argv(settings: Settings) -> None:
+    """keys.lua splits ARGV[1] into the bounds, in BOUNDS order, and the owner after them."""
+    distinct = settings.model_copy(update={name: 1_000 + i for i, name in enumerate(BOUNDS)})
+    lua = keys_lua() + "\nreturn {" + ", ".join(name.upper() for name in BOUNDS) + ", OWNER, RETENTION_MS}"
+    redis = connect(settings.redis_url)
+    try:
+        for owner in ("token:ops-1", ""):
+            argv = common_argv(distinct, owner)
+            reply = await redis.eval(lua, 1, *Keys(settings.namespace).script_keys, *argv, "")
+            assert reply == [*range(1_000, 1_000 + len(BOUNDS)), owner, distinct.retention_seconds * 1000]
+    finally:
+        await close(redis)
 
 
 def test_the_lua_knows_every_refusal_the_store_maps_to_an_error() -> None:
@@ -75,5 +94,5 @@ def test_every_key_a_script_names_is_generated_from_the_layout() -> None:
         used = set(re.findall(r"\bK_[A-Z_]+\b", source(name)))
         assert used <= {n for n, _ in made}, (name, used - {n for n, _ in made})
     for bound in BOUNDS:
-        assert f"local {bound.upper()} = BOUNDS[" in generated
+        assert f"local {bound.upper()} = tonumber(BOUNDS[" in generated
     assert not (resources.files("mcp_agentbus.redis") / "lua" / "include" / "keys.lua").is_file()

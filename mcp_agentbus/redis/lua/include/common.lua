@@ -1,8 +1,13 @@
 -- Helpers shared by every script: server time, events, wake-ups, list fields.
 
+-- Read once per script: every step of a call sees the same now (and TIME is not asked three times).
+local NOW_MS
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not NOW_MS then
+    local t = redis.call('TIME')
+    NOW_MS = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return NOW_MS
 end
 
 -- Wake-ups are hints for waiters in any server process; Redis state stays the truth. Each topic has a
