@@ -108,16 +108,23 @@ async def redis_section(run: Run) -> list[Row]:
     return rows
 
 
-async def mcp_section(run: Run, section: str, noop: Client, tools: Client, budget: Budget) -> list[Row]:
+async def mcp_section(
+    run: Run, section: str, noop: Client, tools: Client, budget: Budget, noop_on_ours: Client | None = None
+) -> list[Row]:
     """The no-op tool, the no-op server's tool that makes one Redis PING (what waiting on one round trip
     costs any tool; the no-op tool never waits), and every operation by agentbus tool calls,
-    interleaved, on one transport."""
+    interleaved, on one transport; with `noop_on_ours`, also the no-op tool on the transport as
+    agentbus serves it, where that differs from the SDK's (stdio)."""
     operations = tool_workloads(tools)
-    floor, ping, *samples = await interleave(
-        [noop_workload(noop), ping_tool_workload(noop), *operations], budget, run.plan.warmup, run.plan.rounds
-    )
+    floors = [noop_workload(noop), ping_tool_workload(noop)]
+    if noop_on_ours is not None:
+        floors.append(noop_workload(noop_on_ours))
+    floor, ping, *samples = await interleave([*floors, *operations], budget, run.plan.warmup, run.plan.rounds)
     noop_row = make_row(section, "no-op tool", floor[0])
     rows = [noop_row, make_row(section, "no-op tool, one PING", ping[0], noop_row)]
+    if noop_on_ours is not None:
+        ours, *samples = samples
+        rows.append(make_row(section, "no-op tool, agentbus' transport", ours[0], noop_row))
     for operation, operation_samples in zip(operations, samples, strict=True):
         steps = len(operation.steps)
         rows += operation_rows(
@@ -156,11 +163,17 @@ async def stdio_sections(run: Run) -> list[Row]:
 
 async def stdio_section(run: Run, mode: str) -> list[Row]:
     settings = await run.namespace_with_tasks(f"stdio-{mode}", run.plan.stdio)
-    noop_server = stdio_params([str(BENCH_DIR / "noop_server.py")], {"NOOP_REDIS_URL": settings.redis_url})
+    noop_env = {"NOOP_REDIS_URL": settings.redis_url}
+    noop_server = stdio_params([str(BENCH_DIR / "noop_server.py")], noop_env)
+    noop_on_ours = stdio_params([str(BENCH_DIR / "noop_server.py"), "pipes"], noop_env)
     agentbus_server = stdio_params(["-m", "mcp_agentbus", "serve"], agentbus_env(settings))
-    async with Client(noop_server, mode=mode) as noop, Client(agentbus_server, mode=mode) as tools:
+    async with (
+        Client(noop_server, mode=mode) as noop,
+        Client(noop_on_ours, mode=mode) as noop_pipes,
+        Client(agentbus_server, mode=mode) as tools,
+    ):
         section = f"mcp stdio {mode} {tools.protocol_version}"
-        return await mcp_section(run, section, noop, tools, run.plan.stdio)
+        return await mcp_section(run, section, noop, tools, run.plan.stdio, noop_pipes)
 
 
 async def http_sections(run: Run) -> list[Row]:

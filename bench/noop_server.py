@@ -1,7 +1,8 @@
 """The SDK's latency floor: an MCP server with one tool that does nothing.
 
 `bench.py` drives it in-memory (`build_noop_server()`), as a stdio subprocess
-(``python bench/noop_server.py``) and over streamable HTTP (``python bench/noop_server.py http PORT
+(``python bench/noop_server.py``; with ``pipes``, on stdin and stdout as agentbus serves them,
+`mcp_agentbus.server.stdio`) and over streamable HTTP (``python bench/noop_server.py http PORT
 [json]``), next to the agentbus server on the same transport. With ``NOOP_REDIS_URL`` set it also has
 a tool ``ping`` that makes one Redis PING through a client configured as the bus's: the floor of a tool
 that does one round trip (bench.py, server_cpu.py).
@@ -13,6 +14,7 @@ import logging
 import os
 import sys
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -20,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from mcp_agentbus.redis.connection import Redis, connect
+from mcp_agentbus.server.stdio import stdio_streams
 
 # As `mcp_agentbus.server.http` builds its app: loopback Host and Origin checks, stateful sessions (legacy
 # clients get an Mcp-Session-Id), SSE responses (the SDK's default, json_response=False), /healthz.
@@ -85,8 +88,17 @@ def serve_http(port: int, json_response: bool = False) -> None:
     uvicorn.Server(config).run()
 
 
+async def serve_pipes(server: MCPServer) -> None:
+    """Serve on stdin and stdout as `agentbus serve` does (AgentBusServer.run_stdio_async)."""
+    async with stdio_streams() as (read_stream, write_stream):
+        lowlevel = server._lowlevel_server
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["http"]:
         serve_http(int(sys.argv[2]), sys.argv[3:4] == ["json"])
+    elif sys.argv[1:2] == ["pipes"]:
+        anyio.run(serve_pipes, build_noop_server(redis_from_env()))
     else:
         build_noop_server(redis_from_env()).run("stdio")

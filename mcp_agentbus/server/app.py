@@ -52,6 +52,7 @@ from mcp_agentbus.server.profiles import select_tools
 from mcp_agentbus.server.push import Listeners
 from mcp_agentbus.server.resources import VIEWS
 from mcp_agentbus.server.schemas import compact_annotations, compact_input, compact_output
+from mcp_agentbus.server.stdio import stdio_streams
 from mcp_agentbus.server.subscribing import Subscribing
 from mcp_agentbus.server.tokens import Grant, TokensFile
 from mcp_agentbus.server.tooling import App
@@ -115,6 +116,12 @@ class AgentBusServer(MCPServer[App]):
             self.add_tool(fn, annotations=annotations, structured_output=True)
             params = inspect.signature(fn).parameters
             self._arguments[name] = frozenset(p for p in params if p != "ctx")
+
+    async def run_stdio_async(self) -> None:
+        """Serve on stdin and stdout, read and written by the event loop when they are pipes (stdio.py)."""
+        async with stdio_streams() as (read_stream, write_stream):
+            server = self._lowlevel_server
+            await server.run(read_stream, write_stream, server.create_initialization_options())
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[App, Any] | None = None
