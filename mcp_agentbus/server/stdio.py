@@ -3,15 +3,17 @@
 The SDK reads each line and writes and flushes each message through a worker thread (``anyio.wrap_file``):
 three thread hand-offs a tool call, more server CPU than everything else in the call (a heartbeat took
 1.25 ms of server CPU with them, 0.8 ms without, on a 2-core VM; `bench/`). When stdin and stdout are
-pipes or sockets, as every MCP host spawns us, `stdio_streams` gives the SDK's `stdio_server` lines
-read from a non-blocking pipe instead, and a pipe writer; otherwise (a file, a terminal, Windows) the
-SDK's own threads. As the SDK does, it points fd 0 at the null device and fd 1 at stderr while it
-serves, so a stray read or print in the process can never touch the wire.
+two pipes or sockets, as every MCP host spawns us, `stdio_streams` gives the SDK's `stdio_server` lines
+read from a non-blocking pipe instead, and a pipe writer; otherwise (a file, a terminal, one socket for
+both as inetd passes it, Windows) the SDK's own threads. As the SDK does, it points fd 0 at the null
+device and fd 1 at stderr while it serves, so a stray read or print in the process can never touch the
+wire.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -30,33 +32,40 @@ logger = logging.getLogger(__name__)
 
 # One message (one line) at most as large as the SDK lets an HTTP request body be.
 MAX_LINE_BYTES = DEFAULT_MAX_REQUEST_BODY_SIZE
-# Where a request's id is looked for in a line too long to parse (clients write it near the start).
-_ID_WITHIN = 1_024
-_ID = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,20})')
+# A line too long to parse is answered only when it is a request whose id stands at the top level of
+# its first or last 1 KiB: first after `{` (and "jsonrpc"), as the Python SDK writes it, or last before
+# `}`, as the TypeScript SDK does. Anything else (a nested "id", a response) is not guessed at.
+_EDGE_BYTES = 1_024
+_ID_VALUE = rb'(-?(?:0|[1-9][0-9]{0,17})|"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]){1,200}")'
+_ID_FIRST = re.compile(rb'\A\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*' + _ID_VALUE + rb"\s*[,}]")
+_ID_LAST = re.compile(rb',\s*"id"\s*:\s*' + _ID_VALUE + rb"\s*\}\s*\Z")
 
 Streams = Any  # what stdio_server yields: the SDK's (read, write) context streams
 
 
-def _is_pipe(fd: int) -> bool:
+def _two_pipes() -> bool:
+    """stdin and stdout are pipes or sockets, and not one socket: the write transport takes its fd
+    turning readable for the reader gone, which on a shared socket is only the next request."""
     try:
-        mode = os.fstat(fd).st_mode
+        stdin, stdout = os.fstat(0), os.fstat(1)
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+    pipes = all(stat.S_ISFIFO(s.st_mode) or stat.S_ISSOCK(s.st_mode) for s in (stdin, stdout))
+    return pipes and not os.path.samestat(stdin, stdout)
 
 
 @asynccontextmanager
 async def stdio_streams() -> AsyncIterator[Streams]:
     """The SDK's `stdio_server`, over the pipes when stdin and stdout are pipes (see the module)."""
-    if sys.platform == "win32" or not (_is_pipe(0) and _is_pipe(1)):
+    if sys.platform == "win32" or not _two_pipes():
         async with stdio_server() as streams:
             yield streams
         return
     async with AsyncExitStack() as stack:
-        wire_in = _claim(0, os.O_RDONLY)
-        stack.callback(_restore, 0, wire_in)
-        wire_out = _claim(1, os.O_WRONLY)
-        stack.callback(_restore, 1, wire_out)
+        wire_in, blocking = _claim(0, os.O_RDONLY)
+        stack.callback(_restore, 0, wire_in, blocking)
+        wire_out, blocking = _claim(1, os.O_WRONLY)
+        stack.callback(_restore, 1, wire_out, blocking)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=MAX_LINE_BYTES, loop=loop)
         read_pipe, _ = await loop.connect_read_pipe(
@@ -65,34 +74,33 @@ async def stdio_streams() -> AsyncIterator[Streams]:
         stack.callback(read_pipe.close)
         # A client gone (its end of stdout closed: the loop hears of it at once) ends the serving as the
         # end of stdin does, so that what it waited for is given up (and undone) now.
-        write_pipe, protocol = await loop.connect_write_pipe(
-            lambda: _Wire(loop, on_lost=lambda: output.lose()), _pipe(wire_out, "wb")
-        )
+        wire = _Wire(loop, on_lost=read_pipe.close)
+        write_pipe, _ = await loop.connect_write_pipe(lambda: wire, _pipe(wire_out, "wb"))
         stack.callback(write_pipe.close)
-        output = _Output(asyncio.StreamWriter(write_pipe, protocol, None, loop), on_lost=read_pipe.close)
-        stack.callback(output.finish)  # before the pipe closes: our own close is no client gone
+        output = _Output(asyncio.StreamWriter(write_pipe, wire, None, loop), wire)
+        stack.callback(wire.finish)  # before the pipe closes: our own close is no client gone
         stdin = cast("anyio.AsyncFile[str]", _Lines(reader, output))
         stdout = cast("anyio.AsyncFile[str]", output)
         async with stdio_server(stdin=stdin, stdout=stdout) as streams:
             yield streams
 
 
-def _claim(fd: int, diversion_flags: int) -> int:
-    """A private duplicate of `fd` (the wire), and `fd` pointed elsewhere: stdin at the null device,
-    stdout at stderr."""
-    wire = os.dup(fd)
+def _claim(fd: int, diversion_flags: int) -> tuple[int, bool]:
+    """A private duplicate of `fd` (the wire, above the standard descriptors) and whether it blocks, and
+    `fd` pointed elsewhere: stdin at the null device, stdout at stderr."""
+    wire = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     diversion = os.open(os.devnull, diversion_flags) if fd == 0 else os.dup(2)
     try:
         os.dup2(diversion, fd)
     finally:
         os.close(diversion)
-    return wire
+    return wire, os.get_blocking(wire)
 
 
-def _restore(fd: int, wire: int) -> None:
-    """Point `fd` at the wire again, as the process found it (blocking, as it was)."""
+def _restore(fd: int, wire: int, blocking: bool) -> None:
+    """Point `fd` at the wire again, as the process found it (the pipe transport made it non-blocking)."""
     try:
-        os.set_blocking(wire, True)  # the pipe transport made it non-blocking
+        os.set_blocking(wire, blocking)
         os.dup2(wire, fd)
     finally:
         os.close(wire)
@@ -106,7 +114,7 @@ def _pipe(fd: int, mode: str) -> BinaryIO:
 class _Lines:
     """stdin as the SDK's stdio transport reads it: one message per line, as text. A line over
     MAX_LINE_BYTES is skipped (the next line is the next message), and a request in it is answered
-    with an error when its id can be found."""
+    with an error when its id can be found (`_request_id`)."""
 
     def __init__(self, reader: asyncio.StreamReader, output: _Output) -> None:
         self._reader = reader
@@ -130,77 +138,90 @@ class _Lines:
 
     async def _skip(self, buffered: int) -> None:
         """Drop the line whose first `buffered` bytes are read, through its newline; answer its request."""
-        head = b""
+        head = tail = b""
         try:
-            head = await self._reader.readexactly(min(buffered, _ID_WITHIN))
-            await self._reader.readexactly(buffered - len(head))
+            head = await self._reader.readexactly(min(buffered, _EDGE_BYTES))
+            tail = (head + await self._reader.readexactly(buffered - len(head)))[-_EDGE_BYTES:]
             while True:  # the rest of the line, in pieces under the limit
                 try:
-                    await self._reader.readuntil(b"\n")
+                    tail = (tail + await self._reader.readuntil(b"\n"))[-_EDGE_BYTES:]
                     break
                 except asyncio.LimitOverrunError as over:
-                    await self._reader.readexactly(over.consumed)
+                    tail = (tail + await self._reader.readexactly(over.consumed))[-_EDGE_BYTES:]
         except asyncio.IncompleteReadError:
             pass  # stdin ended within the line: the next read says so
-        found = _ID.search(head)
-        logger.warning(
-            "skipped a message over %d bytes on stdin (%s)",
-            MAX_LINE_BYTES,
-            "answered with an error" if found else "no request id found to answer",
-        )
-        if found is not None:
+        request_id = _request_id(head, tail)
+        answered = "answered with an error" if request_id is not None else "no request id to answer"
+        logger.warning("skipped a message over %d bytes on stdin (%s)", MAX_LINE_BYTES, answered)
+        if request_id is not None:
             error = {
                 "code": -32600,  # invalid request
                 "message": f"This message is over {MAX_LINE_BYTES // 2**20} MiB, the most one message "
                 "may be; nothing was done. Send less in one call (large content belongs in a file: pass "
                 "its path).",
             }
-            await self._output.write(
-                json.dumps({"jsonrpc": "2.0", "id": json.loads(found.group(1)), "error": error})
-            )
-            await self._output.write("\n")
-            await self._output.flush()
+            self._output.write_now(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}) + "\n")
+
+
+def _request_id(head: bytes, tail: bytes) -> int | str | None:
+    """The id of the request a line starting with `head` and ending with `tail` is, if it is one."""
+    if b'"method"' not in head:  # every request names its method before its params
+        return None
+    found = _ID_FIRST.match(head) or _ID_LAST.search(tail)
+    if found is None:
+        return None
+    try:
+        value = json.loads(found.group(1))
+    except ValueError:
+        return None
+    return value if isinstance(value, int | str) else None
 
 
 class _Wire(asyncio.streams.FlowControlMixin):
-    """The protocol of the stdout pipe: flow control for the writer, and word when the pipe is lost."""
+    """The protocol of the stdout pipe: flow control for the writer, and whether the client is gone.
+    Its end closed (the loop hears of it at once) or a failed write ends the serving as the end of stdin
+    does (`on_lost`), so that what the client waited for is given up now."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[], object]) -> None:
         super().__init__(loop)
         self._on_lost = on_lost
+        self.done = False  # nothing more is written: the client is gone, or the server is done
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self._on_lost()
+        self.lost()
 
-
-class _Output:
-    """stdout as the SDK's stdio transport writes it: text, flushed after each message. Once the client
-    has closed its end (`lose`), what is written is dropped, and `on_lost` is called once."""
-
-    def __init__(self, writer: asyncio.StreamWriter, on_lost: Callable[[], object]) -> None:
-        self._writer = writer
-        self._on_lost = on_lost
-        self._done = False
-
-    async def write(self, text: str) -> None:
-        if not self._done:
-            self._writer.write(text.encode())
-
-    async def flush(self) -> None:
-        if self._done:
-            return
-        try:
-            await self._writer.drain()
-        except ConnectionError:  # the client is gone: nobody reads what is left to say
-            self.lose()
-
-    def lose(self) -> None:
-        if not self._done:
-            self._done = True
+    def lost(self) -> None:
+        if not self.done:
+            self.done = True
             logger.info("the client closed its end of stdout: the server stops")
             self._on_lost()
 
     def finish(self) -> None:
         """The server is done writing: the pipe closing now is no news."""
-        self._done = True
+        self.done = True
+
+
+class _Output:
+    """stdout as the SDK's stdio transport writes it: text, flushed after each message; dropped once the
+    client is gone."""
+
+    def __init__(self, writer: asyncio.StreamWriter, wire: _Wire) -> None:
+        self._writer = writer
+        self._wire = wire
+
+    async def write(self, text: str) -> None:
+        self.write_now(text)
+
+    def write_now(self, text: str) -> None:
+        """Write without waiting: the pipe transport sends it in order, whole."""
+        if not self._wire.done:
+            self._writer.write(text.encode())
+
+    async def flush(self) -> None:
+        if self._wire.done:
+            return
+        try:
+            await self._writer.drain()
+        except ConnectionError:  # the client is gone: nobody reads what is left to say
+            self._wire.lost()

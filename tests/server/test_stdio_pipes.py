@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -90,18 +91,33 @@ def test_messages_cross_the_pipes_and_nothing_else_reaches_stdout(tmp_path: Path
 
 
 def test_a_message_over_the_bound_is_answered_with_an_error_and_the_next_one_served(tmp_path: Path) -> None:
-    huge = request(7, text="x" * MAX_LINE_BYTES)
-    id_last = (
-        b'{"jsonrpc": "2.0", "method": "ping", "params": {"text": "'
-        + b"y" * MAX_LINE_BYTES
-        + b'"}, "id": 8}\n'
+    big = "x" * MAX_LINE_BYTES
+    python_order = request(7, text=big)  # {"jsonrpc", "id", "method", "params"}
+    typescript_order = json.dumps({"method": "ping", "params": {"text": big}, "jsonrpc": "2.0", "id": "ts-8"})
+    not_answered = [  # no request id at the top level of either end: nothing is guessed
+        {"method": "notify", "params": {"id": 1, "text": big}, "jsonrpc": "2.0"},  # a nested id only
+        {"jsonrpc": "2.0", "id": 9, "result": {"text": big}},  # a response, not a request
+    ]
+    malformed = b'{"jsonrpc": "2.0", "id": 007, "method": "ping", "params": {"t": "' + big.encode() + b'"}}\n'
+    stdin = b"".join(
+        [
+            request(1),
+            python_order,
+            request(2),
+            typescript_order.encode() + b"\n",
+            *(json.dumps(m).encode() + b"\n" for m in not_answered),
+            malformed,
+            request(3),
+        ]
     )
-    lines, stderr = echo(tmp_path, request(1) + huge + request(2) + id_last + request(3))
+    lines, stderr = echo(tmp_path, stdin)
     answers = [json.loads(line) for line in lines[:-1]]
-    assert [a["id"] for a in answers] == [1, 7, 2, 3]  # 8's id lies past where it is looked for
-    error = answers[1]["error"]
-    assert error["code"] == -32600 and "MiB" in error["message"] and "nothing was done" in error["message"]
-    assert stderr.count("skipped a message over") == 2
+    assert [a["id"] for a in answers] == [1, 7, 2, "ts-8", 3]
+    for error in (answers[1]["error"], answers[3]["error"]):
+        assert (
+            error["code"] == -32600 and "MiB" in error["message"] and "nothing was done" in error["message"]
+        )
+    assert stderr.count("skipped a message over") == 5
     assert "Traceback" not in stderr
 
 
@@ -110,6 +126,37 @@ def test_stdin_from_a_file_is_read_by_the_sdks_threads(tmp_path: Path) -> None:
     assert [json.loads(line)["id"] for line in lines[:-1]] == [1, 2]
     assert lines[-1] == "after"
     assert stderr.count("stray print") == 2
+
+
+def test_one_socket_for_stdin_and_stdout_is_read_by_the_sdks_threads(tmp_path: Path) -> None:
+    """As inetd (or systemd with Accept=yes) passes a connection: a request arriving makes the socket
+    readable, which the event loop's pipe writer would take for the client gone."""
+    script = tmp_path / "echo.py"
+    script.write_text(ECHO)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        proc = subprocess.Popen(
+            [sys.executable, str(script)],
+            stdin=theirs.fileno(),
+            stdout=theirs.fileno(),
+            stderr=subprocess.PIPE,
+        )
+        theirs.close()
+        try:
+            ours.sendall(request(1) + request(2) + request(3))
+            ours.shutdown(socket.SHUT_WR)  # the end of stdin
+            received = b""
+            ours.settimeout(TIMEOUT)
+            while chunk := ours.recv(65_536):
+                received += chunk
+            _, stderr = proc.communicate(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:  # only when the test failed: never leave it running
+                proc.kill()
+    lines = received.decode().splitlines()
+    assert [json.loads(line)["id"] for line in lines[:-1]] == [1, 2, 3]
+    assert lines[-1] == "after" and proc.returncode == 0
+    assert stderr.count(b"stray print") == 3
 
 
 def test_the_server_answers_an_oversized_call_and_serves_on(tmp_path: Path) -> None:
