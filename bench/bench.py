@@ -45,6 +45,8 @@ from processes import (
     http_servers,
     noop_http_spec,
     redis_server,
+    stdio_params,
+    stdio_servers,
 )
 from redis_time import redis_time_section
 from scale import depth_section, retention_section
@@ -150,23 +152,13 @@ async def memory_section(run: Run) -> list[Row]:
         return await mcp_section(run, section, noop, tools, run.plan.memory)
 
 
-def stdio_params(args: list[str], env: dict[str, str] | None = None) -> StdioServerParameters:
-    """A server subprocess on this Python; the SDK gives it a minimal environment, so PATH is passed on."""
-    return StdioServerParameters(
-        command=sys.executable, args=args, env={"PATH": os.environ.get("PATH", ""), **(env or {})}
-    )
-
-
 async def stdio_sections(run: Run) -> list[Row]:
     return [*await stdio_section(run, "legacy"), *await stdio_section(run, "auto")]
 
 
 async def stdio_section(run: Run, mode: str) -> list[Row]:
     settings = await run.namespace_with_tasks(f"stdio-{mode}", run.plan.stdio)
-    noop_env = {"NOOP_REDIS_URL": settings.redis_url}
-    noop_server = stdio_params([str(BENCH_DIR / "noop_server.py")], noop_env)
-    noop_on_ours = stdio_params([str(BENCH_DIR / "noop_server.py"), "pipes"], noop_env)
-    agentbus_server = stdio_params(["-m", "mcp_agentbus", "serve"], agentbus_env(settings))
+    noop_server, noop_on_ours, agentbus_server = stdio_servers(settings)
     async with (
         Client(noop_server, mode=mode) as noop,
         Client(noop_on_ours, mode=mode) as noop_pipes,

@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcp import StdioServerParameters
+
 from mcp_agentbus.settings import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -146,6 +148,24 @@ def agentbus_env(settings: Settings) -> dict[str, str]:
         "AGENTBUS_AGENT": AGENT,
         "AGENTBUS_LOG_LEVEL": "WARNING",
     }
+
+
+def stdio_params(args: list[str], env: dict[str, str] | None = None) -> StdioServerParameters:
+    """A server subprocess on this Python; the SDK gives it a minimal environment, so PATH is passed on."""
+    return StdioServerParameters(
+        command=sys.executable, args=args, env={"PATH": os.environ.get("PATH", ""), **(env or {})}
+    )
+
+
+def stdio_servers(settings: Settings) -> tuple[StdioServerParameters, ...]:
+    """The stdio servers compared: the SDK's no-op server, the same on agentbus' stdio transport, and
+    agentbus (`settings` its namespace; the no-op servers' `ping` tool uses its Redis)."""
+    noop_env = {"NOOP_REDIS_URL": settings.redis_url}
+    return (
+        stdio_params([str(BENCH_DIR / "noop_server.py")], noop_env),
+        stdio_params([str(BENCH_DIR / "noop_server.py"), "pipes"], noop_env),
+        stdio_params(["-m", "mcp_agentbus", "serve"], agentbus_env(settings)),
+    )
 
 
 def spawn(spec: ServerSpec, log: Path) -> HttpServer:

@@ -1,5 +1,7 @@
 """Server CPU per tool call over streamable HTTP: the agentbus server beside the SDK's no-op server,
-each answering with event streams (the default) and with plain JSON bodies (``--json-responses``).
+each answering with event streams (the default) and with plain JSON bodies (``--json-responses``);
+and over stdio, beside the SDK's no-op server on the SDK's transport and on agentbus' (no goal: the
+issue's is for HTTP).
 
 One client makes sequential calls (heartbeat; the no-op tool) in each protocol era; the server
 process's CPU time (user + system, from /proc) over those calls, divided by their number, is the
@@ -15,9 +17,20 @@ import tempfile
 from pathlib import Path
 
 from harness import Figure, Row
+from mcp import Client, StdioServerParameters
 from plan import Run
-from processes import HttpServer, agentbus_http_spec, cpu_seconds, http_servers, noop_http_spec
+from processes import (
+    HttpServer,
+    agentbus_http_spec,
+    child_pids,
+    cpu_seconds,
+    http_servers,
+    noop_http_spec,
+    stdio_servers,
+)
 from workloads import call, http_client
+
+from mcp_agentbus.settings import Settings
 
 GOAL_RATIO = 1.5
 MODES = {"event streams": (), "JSON bodies": ("json",)}
@@ -59,7 +72,59 @@ async def server_cpu_section(run: Run) -> list[Row]:
                             ours <= GOAL_RATIO * floor,
                         ),
                     ]
+    await stdio_cpu(run, settings, calls)
     return []
+
+
+async def stdio_cpu(run: Run, settings: Settings, calls: int) -> None:
+    section = "server CPU per call: stdio legacy"
+    noop, noop_on_ours, agentbus = stdio_servers(settings)
+    floor = await stdio_cpu_per_call(noop, "noop", calls)
+    on_ours = await stdio_cpu_per_call(noop_on_ours, "noop", calls)
+    ours = await stdio_cpu_per_call(agentbus, "heartbeat", calls)
+    run.figures += [
+        Figure(
+            section,
+            "no-op server",
+            floor,
+            "ms",
+            f"CPU / {calls} sequential no-op calls, on the SDK's transport",
+        ),
+        Figure(
+            section,
+            "no-op server, agentbus' transport",
+            on_ours,
+            "ms",
+            f"CPU / {calls} sequential no-op calls, stdin and stdout as agentbus serves them",
+        ),
+        Figure(
+            section,
+            "agentbus server",
+            ours,
+            "ms",
+            f"CPU / {calls} sequential heartbeats; {ours / floor:.2f}x the no-op server's, "
+            f"{ours / on_ours:.2f}x on the same transport",
+        ),
+    ]
+
+
+async def stdio_cpu_per_call(server: StdioServerParameters, tool: str, calls: int) -> float:
+    """Milliseconds of a stdio server's CPU per call (the legacy era, as Claude Code speaks it)."""
+    others = set(child_pids())
+    async with Client(server, mode="legacy") as client:
+        started = set(child_pids()) - others
+        if len(started) != 1:
+            raise RuntimeError(f"expected one new server process, found {sorted(started)}")
+        pid = started.pop()
+        for _ in range(max(10, calls // 10)):
+            await call(client, tool, {})
+        before = cpu_seconds(pid)
+        for _ in range(calls):
+            await call(client, tool, {})
+        after = cpu_seconds(pid)
+    if before is None or after is None:
+        raise RuntimeError(f"no CPU time for the stdio server (pid {pid}) in /proc")
+    return (after - before) / calls * 1000
 
 
 async def cpu_per_call(server: HttpServer, era: str, tool: str, calls: int) -> float:

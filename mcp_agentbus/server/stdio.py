@@ -2,12 +2,12 @@
 
 The SDK reads each line and writes and flushes each message through a worker thread (``anyio.wrap_file``):
 three thread hand-offs a tool call, more server CPU than everything else in the call (a heartbeat took
-1.25 ms of server CPU with them, 0.8 ms without, on a 2-core VM; `bench/`). When stdin and stdout are
-two pipes or sockets, as every MCP host spawns us, `stdio_streams` gives the SDK's `stdio_server` lines
-read from a non-blocking pipe instead, and a pipe writer; otherwise (a file, a terminal, one socket for
-both as inetd passes it, Windows) the SDK's own threads. As the SDK does, it points fd 0 at the null
-device and fd 1 at stderr while it serves, so a stray read or print in the process can never touch the
-wire.
+1.2 ms of server CPU with them, 0.75 ms without, on a 2-core VM: `bench/bench.py --only cpu`). When
+stdin and stdout are two pipes or sockets, as every MCP host spawns us, `stdio_streams` gives the SDK's
+`stdio_server` lines read from a non-blocking pipe instead, and a pipe writer; otherwise (a file, a
+terminal, one socket for both as inetd passes it, Windows) the SDK's own threads. As the SDK does, it
+points fd 0 at the null device and fd 1 at stderr while it serves, so a stray read or print in the
+process can never touch the wire.
 """
 
 from __future__ import annotations
