@@ -111,22 +111,23 @@ async def redis_section(run: Run) -> list[Row]:
 
 
 async def mcp_section(
-    run: Run, section: str, noop: Client, tools: Client, budget: Budget, noop_on_ours: Client | None = None
+    run: Run, section: str, noop: Client, tools: Client, budget: Budget, sdk_noop: Client | None = None
 ) -> list[Row]:
     """The no-op tool, the no-op server's tool that makes one Redis PING (what waiting on one round trip
     costs any tool; the no-op tool never waits), and every operation by agentbus tool calls,
-    interleaved, on one transport; with `noop_on_ours`, also the no-op tool on the transport as
-    agentbus serves it, where that differs from the SDK's (stdio)."""
+    interleaved, on one transport. Where agentbus serves the transport otherwise than the SDK does
+    (stdio), `noop` is served as agentbus serves it, and `sdk_noop` is the no-op server as the SDK
+    serves it, shown beside."""
     operations = tool_workloads(tools)
     floors = [noop_workload(noop), ping_tool_workload(noop)]
-    if noop_on_ours is not None:
-        floors.append(noop_workload(noop_on_ours))
+    if sdk_noop is not None:
+        floors.append(noop_workload(sdk_noop))
     floor, ping, *samples = await interleave([*floors, *operations], budget, run.plan.warmup, run.plan.rounds)
     noop_row = make_row(section, "no-op tool", floor[0])
     rows = [noop_row, make_row(section, "no-op tool, one PING", ping[0], noop_row)]
-    if noop_on_ours is not None:
-        ours, *samples = samples
-        rows.append(make_row(section, "no-op tool, agentbus' transport", ours[0], noop_row))
+    if sdk_noop is not None:
+        sdk, *samples = samples
+        rows.append(make_row(section, "no-op tool, the SDK's transport", sdk[0], noop_row))
     for operation, operation_samples in zip(operations, samples, strict=True):
         steps = len(operation.steps)
         rows += operation_rows(
@@ -158,14 +159,14 @@ async def stdio_sections(run: Run) -> list[Row]:
 
 async def stdio_section(run: Run, mode: str) -> list[Row]:
     settings = await run.namespace_with_tasks(f"stdio-{mode}", run.plan.stdio)
-    noop_server, noop_on_ours, agentbus_server = stdio_servers(settings)
+    sdk_noop_server, noop_server, agentbus_server = stdio_servers(settings)
     async with (
         Client(noop_server, mode=mode) as noop,
-        Client(noop_on_ours, mode=mode) as noop_pipes,
+        Client(sdk_noop_server, mode=mode) as sdk_noop,
         Client(agentbus_server, mode=mode) as tools,
     ):
         section = f"mcp stdio {mode} {tools.protocol_version}"
-        return await mcp_section(run, section, noop, tools, run.plan.stdio, noop_pipes)
+        return await mcp_section(run, section, noop, tools, run.plan.stdio, sdk_noop)
 
 
 async def http_sections(run: Run) -> list[Row]:

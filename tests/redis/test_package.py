@@ -42,7 +42,7 @@ async def test_a_script_reads_each_bound_and_the_owner_from_its_argv(settings: S
     lua = keys_lua() + "\nreturn {" + ", ".join(name.upper() for name in BOUNDS) + ", OWNER, RETENTION_MS}"
     redis = connect(settings.redis_url)
     try:
-        for owner in ("token:ops-1", ""):
+        for owner in ("token:ops-1", "token:a,b", ""):  # an owner is all that follows the bounds
             argv = common_argv(distinct, owner)
             reply = await redis.eval(lua, 1, *Keys(settings.namespace).script_keys, *argv, "")
             assert reply == [*range(1_000, 1_000 + len(BOUNDS)), owner, distinct.retention_seconds * 1000]
