@@ -112,7 +112,7 @@ def keys_lua(sharded: bool = False) -> str:
             *keys,
             f"local BOUNDS = {{ string.match(ARGV[1], '{split_bounds}') }}",
             f"local OWNER = BOUNDS[{len(BOUNDS) + 1}]",
-            "if not OWNER then return redis.error_reply('ARGV[1] is not the bounds list of this version') end",
+            "if not OWNER then return redis.error_reply('ARGV[1] is not a bounds list of this version') end",
             *bounds,
             "local RETENTION_MS = tonumber(ARGV[2])",
             "local CALLER, STAY_MS = string.match(ARGV[3], '^([^,]*),?(%d*)$')",
