@@ -13,7 +13,6 @@ process can never touch the wire.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
@@ -88,6 +87,8 @@ async def stdio_streams() -> AsyncIterator[Streams]:
 def _claim(fd: int, diversion_flags: int) -> tuple[int, bool]:
     """A private duplicate of `fd` (the wire, above the standard descriptors) and whether it blocks, and
     `fd` pointed elsewhere: stdin at the null device, stdout at stderr."""
+    import fcntl  # POSIX only: on Windows the SDK's threads serve, and this module must still import
+
     wire = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     diversion = os.open(os.devnull, diversion_flags) if fd == 0 else os.dup(2)
     try:
