@@ -35,6 +35,7 @@ from mcp_agentbus.redis.connection import backend, close, connect
 from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.server.app import build_server
 from mcp_agentbus.server.dashboard import Dashboard
+from mcp_agentbus.server.json_answers import JsonAnswers, answer_per_call
 from mcp_agentbus.server.request_deadline import protocol
 from mcp_agentbus.server.sessions import MCP_PATH, SessionCaps, Sessions
 from mcp_agentbus.server.tokens import TokensFile
@@ -78,8 +79,9 @@ def build_app(
     `allowed_hosts` (``host:port`` or ``host:*``), against DNS rebinding; with `tokens`, they must
     also carry a bearer token from that file (401 otherwise) and act within its grant. As worker
     `slot` of a `fleet` (``--workers``), it stamps its slot while it serves, and ``/healthz`` reports
-    every worker. With `json_response`, each call is answered with one JSON body rather than an event
-    stream: less CPU per call, but nothing reaches the client while its call waits (no progress)."""
+    every worker. A tool call that cannot wait is answered with one JSON body (`json_answers.py`); with
+    `json_response`, every call is: less CPU per call, but nothing reaches the client while its call
+    waits (no progress)."""
     server = build_server(settings, legacy_subscriptions=not stateless, tokens=tokens)
 
     health_key = Keys(settings.namespace).health
@@ -147,6 +149,9 @@ def build_app(
 
     app.router.routes.extend(Dashboard(settings.namespace, bus_for, security, tokens).routes())
     app.state.agentbus = server
+    if not json_response:  # a call that cannot wait is answered with one JSON body all the same
+        answer_per_call(server.session_manager)
+        app.user_middleware.append(Middleware(JsonAnswers))
     if not stateless:
         sessions = Sessions(server.session_manager)
         # Appended last, so it runs after the SDK's auth middleware has identified the token.

@@ -1,0 +1,113 @@
+"""Over HTTP, a tool call that cannot wait is answered with one JSON body, even where calls are answered
+with event streams: the stream only serves a call that may send progress while it waits, and costs the
+server about as much CPU again as the call itself (`bench/server_cpu.py`).
+
+A call cannot wait when it is ``tools/call`` without a positive ``wait_seconds`` (every tool that waits
+takes that argument, default 0, and reports progress only while it waits). `JsonAnswers` reads the body
+of each such POST (up to `PEEK_BYTES`; a larger one keeps the configured answer) and says so for the
+request; `answer_per_call` makes the SDK's session manager and its sessions ask, per request, rather
+than once for the server. The SDK (2.3) takes the choice only per server, so this is the one place that
+changes it: the SDK's own code paths then answer the call, as with ``--json-responses``.
+"""
+
+from __future__ import annotations
+
+import json
+from contextvars import ContextVar
+from typing import Any
+
+from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mcp_agentbus.server.sessions import MCP_PATH
+
+PEEK_BYTES = 65_536  # a call that cannot wait is far smaller (heartbeat: about 200 bytes)
+
+_answer_json: ContextVar[bool] = ContextVar("answer_json", default=False)
+
+
+def cannot_wait(body: bytes) -> bool:
+    """Whether `body` is a tool call that returns without waiting (and so sends nothing before its result)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return False  # the SDK answers the parse error, as it would have
+    if not isinstance(message, dict) or message.get("method") != "tools/call" or "id" not in message:
+        return False
+    params = message.get("params")
+    arguments = params.get("arguments") if isinstance(params, dict) else None
+    return not isinstance(arguments, dict) or arguments.get("wait_seconds", 0) == 0
+
+
+class JsonAnswers:
+    """ASGI middleware: marks a POST to the MCP endpoint that carries a call that cannot wait, for the
+    SDK to answer it with one JSON body (`answer_per_call`). It replays the body it read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _small_post(scope):
+            await self._app(scope, receive, send)
+            return
+        read: list[Message] = []
+        while True:  # within the request deadline: the body is whole within it or the connection closes
+            message = await receive()
+            read.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        body = b"".join(m.get("body", b"") for m in read if m["type"] == "http.request")
+
+        async def replay() -> Message:
+            return read.pop(0) if read else await receive()
+
+        token = _answer_json.set(cannot_wait(body))
+        try:
+            await self._app(scope, replay, send)
+        finally:
+            _answer_json.reset(token)
+
+
+def _small_post(scope: Scope) -> bool:
+    if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != MCP_PATH:
+        return False
+    length = dict(scope["headers"]).get(b"content-length", b"")
+    return length.isdigit() and int(length) <= PEEK_BYTES
+
+
+def answer_per_call(manager: StreamableHTTPSessionManager) -> None:
+    """Make `manager` (and each legacy session it opens) answer a request with one JSON body when
+    `JsonAnswers` marked it, else as configured. Its stateless sessions and the 2026-07-28 era read the
+    manager's choice per request already."""
+    manager.__class__ = _PerCallManager
+
+
+class _PerCallManager(StreamableHTTPSessionManager):
+    @property  # an attribute in the SDK: read wherever the SDK reads it
+    def json_response(self) -> bool:
+        return bool(self.__dict__["json_response"]) or _answer_json.get()
+
+    @json_response.setter
+    def json_response(self, value: bool) -> None:
+        self.__dict__["json_response"] = value
+
+    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
+        transport = super()._admit_session(requestor)
+        if transport is not None:
+            transport.__class__ = _PerCallTransport
+        return transport
+
+
+class _PerCallTransport(StreamableHTTPServerTransport):
+    """A legacy session: the request being served decides. Its message router, a task of its own, reads
+    the configured choice; a call that cannot wait sends it nothing before its result."""
+
+    @property
+    def is_json_response_enabled(self) -> bool:
+        return bool(self.__dict__["is_json_response_enabled"]) or _answer_json.get()
+
+    @is_json_response_enabled.setter
+    def is_json_response_enabled(self, value: Any) -> None:
+        self.__dict__["is_json_response_enabled"] = value

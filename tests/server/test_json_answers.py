@@ -1,0 +1,178 @@
+"""A tool call that cannot wait is answered with one JSON body by a server that answers with event
+streams (`json_answers.py`); a call that waits keeps its stream and its progress. Against real server
+processes on a real Redis, by hand and with the SDK's client, in both protocol eras."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from helpers import while_it_waits
+from helpers.http_servers import INIT, POST_HEADERS, Server, bus_env, connect, http_server
+
+from mcp_agentbus.server.json_answers import PEEK_BYTES, cannot_wait
+from mcp_agentbus.server.tools import TOOLS
+
+pytestmark = pytest.mark.anyio
+
+
+def call(tool: str, arguments: Any = None, **extra: Any) -> bytes:
+    params = {"name": tool} if arguments is None else {"name": tool, "arguments": arguments}
+    return json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params, **extra}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (call("heartbeat", {"note": "x"}), True),
+        (call("heartbeat"), True),  # no arguments: the defaults, which never wait
+        (call("claim_task", {"wait_seconds": 0}), True),
+        (call("claim_task", {"wait_seconds": 0.0}), True),
+        (call("claim_task", {}), True),
+        (call("claim_task", {"wait_seconds": 5}), False),
+        (call("claim_task", {"wait_seconds": "5"}), False),  # pydantic would read it as 5
+        (call("claim_task", {"wait_seconds": None}), False),  # refused by the tool: its stream says so
+        (call("claim_task", ["not", "an", "object"]), True),  # refused at once
+        (b'{"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "heartbeat"}}', False),  # no id
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', False),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "x"}}', False),
+        (b"[" + call("heartbeat") + b"]", False),  # a batch
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": ["heartbeat"]}', True),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call"', False),  # cut short: the SDK's parse error
+        (b"[" * 100_000, False),  # too deep for the parser
+        (b"\xff\xfe", False),
+    ],
+)
+def test_which_calls_cannot_wait(body: bytes, expected: bool) -> None:
+    assert cannot_wait(body) is expected
+
+
+@pytest.fixture(scope="module")
+def served(redis_url_real: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = bus_env(redis_url_real, f"answers-{uuid.uuid4().hex[:12]}")
+    with http_server(env, tmp_path_factory.mktemp("answers") / "serve.log") as server:
+        yield server
+        server.assert_clean_log()
+
+
+def legacy_session(http: httpx2.Client, server: Server) -> dict[str, str]:
+    opened = http.post(server.mcp, json=INIT, headers=POST_HEADERS)
+    assert opened.headers["content-type"].startswith("text/event-stream")  # as the server is configured
+    session = {**POST_HEADERS, "mcp-session-id": opened.headers["mcp-session-id"]}
+    http.post(server.mcp, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+    return session
+
+
+def sse_result(reply: httpx2.Response) -> dict[str, Any]:
+    data = [line.removeprefix("data:") for line in reply.text.splitlines() if line.startswith("data:")]
+    message: dict[str, Any] = json.loads(data[-1])
+    return message
+
+
+def test_a_heartbeat_is_answered_with_one_json_body_and_a_waiting_claim_with_a_stream(served: Server) -> None:
+    with httpx2.Client(timeout=10) as http:
+        session = legacy_session(http, served)
+        beat = http.post(served.mcp, content=call("heartbeat", {"agent": "plain-1"}), headers=session)
+        assert beat.status_code == 200
+        assert beat.headers["content-type"].startswith("application/json")
+        answer = beat.json()
+        assert answer["id"] == 7
+        assert answer["result"]["structuredContent"]["agent"]["agent"] == "plain-1"
+
+        wait = {"agent": "plain-1", "capabilities": [f"none-{uuid.uuid4().hex[:8]}"], "wait_seconds": 0.5}
+        claim = http.post(served.mcp, content=call("claim_task", wait), headers=session)
+        assert claim.headers["content-type"].startswith("text/event-stream")
+        assert sse_result(claim)["result"]["structuredContent"]["task"] is None
+
+
+def test_a_body_past_the_peek_bound_keeps_the_stream(served: Server) -> None:
+    padded = call("heartbeat", {"agent": "plain-2"}) + b" " * PEEK_BYTES  # JSON allows trailing space
+    with httpx2.Client(timeout=10) as http:
+        session = legacy_session(http, served)
+        reply = http.post(served.mcp, content=padded, headers=session)
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    assert sse_result(reply)["result"]["structuredContent"]["agent"]["agent"] == "plain-2"
+
+
+def test_a_malformed_call_gets_the_sdks_own_answer(served: Server) -> None:
+    with httpx2.Client(timeout=10) as http:
+        session = legacy_session(http, served)
+        reply = http.post(served.mcp, content=b'{"jsonrpc": "2.0", "id": 3, "method"', headers=session)
+    assert reply.status_code == 400
+    assert reply.json()["error"]["code"] == -32700  # parse error
+
+
+def test_a_stateless_server_answers_a_heartbeat_with_one_json_body(
+    redis_url_real: str, tmp_path: Path
+) -> None:
+    env = bus_env(redis_url_real, f"answers-{uuid.uuid4().hex[:12]}")
+    with http_server(env, tmp_path / "serve.log", "--stateless") as server, httpx2.Client(timeout=10) as http:
+        headers = {**POST_HEADERS, "mcp-protocol-version": "2025-11-25"}
+        beat = http.post(server.mcp, content=call("heartbeat", {"agent": "plain-3"}), headers=headers)
+        assert beat.headers["content-type"].startswith("application/json")
+        assert beat.json()["result"]["structuredContent"]["agent"]["agent"] == "plain-3"
+        claim = http.post(
+            server.mcp,
+            content=call(
+                "claim_task", {"agent": "plain-3", "capabilities": ["nothing"], "wait_seconds": 0.3}
+            ),
+            headers=headers,
+        )
+        assert claim.headers["content-type"].startswith("text/event-stream")
+        server.assert_clean_log()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_calls_answered_both_ways_at_once_in_one_session_get_their_own(
+    served: Server, mode: str
+) -> None:
+    """While a claim waits on its stream (and reports progress), heartbeats in the same session are
+    answered with JSON bodies; each answer reaches its own call, and the claim gets the task."""
+    capability = f"cap-{uuid.uuid4().hex[:8]}"
+    progress: list[float] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(done)
+
+    async with connect(served, mode) as worker, connect(served, mode) as coordinator:
+
+        async def meanwhile() -> None:
+            beats: list[dict[str, Any]] = []
+
+            async def beat(n: int) -> None:
+                beats.append(await worker.ok("heartbeat", {"agent": f"beat-{n}", "note": str(n)}))
+
+            async with anyio.create_task_group() as tg:
+                for n in range(40):
+                    tg.start_soon(beat, n)
+            assert sorted(b["agent"]["note"] for b in beats) == sorted(str(n) for n in range(40))
+            assert all(b["agent"]["agent"] == f"beat-{b['agent']['note']}" for b in beats)
+            await anyio.sleep(1.2)  # a progress tick (every second) reaches the waiting claim meanwhile
+            await coordinator.ok("create_task", {"title": "late", "capability": capability})
+
+        claimed = await while_it_waits(
+            lambda: worker.ok(
+                "claim_task",
+                {"agent": "waiter", "capabilities": [capability], "wait_seconds": 5},
+                progress_callback=on_progress,
+            ),
+            meanwhile,
+        )
+    assert claimed["task"]["title"] == "late"
+    assert progress, "the waiting claim's stream carried no progress"
+
+
+@pytest.mark.parametrize("name", sorted(TOOLS))
+def test_a_tool_that_reports_progress_waits_only_on_wait_seconds(name: str) -> None:
+    """What `cannot_wait` relies on: progress (the only message a tool sends before its result) comes
+    from a tool that takes `wait_seconds`, so a call without it is answered whole in one body."""
+    fn, _ = TOOLS[name]
+    if "report_progress" in inspect.getsource(fn):
+        assert inspect.signature(fn).parameters["wait_seconds"].default == 0
