@@ -7,8 +7,9 @@ One client makes sequential calls (heartbeat; the no-op tool) in each protocol e
 process's CPU time (user + system, from /proc) over those calls, divided by their number, is the
 figure. The goal: agentbus at most `GOAL_RATIO` x the no-op server's, in the same response mode. In
 the event-stream mode agentbus answers a heartbeat with one JSON body all the same (a call that cannot
-wait: `mcp_agentbus/server/json_answers.py`), as the issue proposed; the SDK's no-op server answers with a
-stream, and the JSON-body mode compares the two answering alike.
+wait: `mcp_agentbus/server/json_answers.py`), as the issue proposed, while the SDK's no-op server answers
+a legacy call with a stream and sets one up for a 2026-07-28 call (which it then answers with one body,
+done within its 15 s); the JSON-body mode compares the two answering alike.
 Beside them, the no-op server's tool that makes one Redis PING: what any tool that waits on one round
 trip costs the SDK's server (the no-op tool never waits), so the part of agentbus's figure above it is
 its own work.

@@ -35,7 +35,7 @@ from mcp_agentbus.redis.connection import backend, close, connect
 from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.server.app import build_server
 from mcp_agentbus.server.dashboard import Dashboard
-from mcp_agentbus.server.json_answers import JsonAnswers, answer_per_call
+from mcp_agentbus.server.json_answers import answer_per_call
 from mcp_agentbus.server.request_deadline import protocol
 from mcp_agentbus.server.sessions import MCP_PATH, SessionCaps, Sessions
 from mcp_agentbus.server.tokens import TokensFile
@@ -151,7 +151,6 @@ def build_app(
     app.state.agentbus = server
     if not json_response:  # a call that cannot wait is answered with one JSON body all the same
         answer_per_call(server.session_manager)
-        app.user_middleware.append(Middleware(JsonAnswers))
     if not stateless:
         sessions = Sessions(server.session_manager)
         # Appended last, so it runs after the SDK's auth middleware has identified the token.

@@ -1,13 +1,14 @@
 """Over HTTP, a tool call that cannot wait is answered with one JSON body, even where calls are answered
-with event streams: the stream only serves a call that may send progress while it waits, and costs the
-server about as much CPU again as the call itself (`bench/server_cpu.py`).
+with event streams: the stream only serves a call that may send progress while it waits, and costs a
+legacy (2025-11-25) session's server more CPU than the call itself (`bench/server_cpu.py`).
 
 A call cannot wait when it is ``tools/call`` without a positive ``wait_seconds`` (every tool that waits
-takes that argument, default 0, and reports progress only while it waits). `JsonAnswers` reads the body
-of each such POST (up to `PEEK_BYTES`; a larger one keeps the configured answer) and says so for the
-request; `answer_per_call` makes the SDK's session manager and its sessions ask, per request, rather
-than once for the server. The SDK (2.3) takes the choice only per server, so this is the one place that
-changes it: the SDK's own code paths then answer the call, as with ``--json-responses``.
+takes that argument, default 0). `JsonAnswers` reads the body of each POST (up to `PEEK_BYTES`; a larger
+one keeps the configured answer) and says so for the request; `answer_per_call` makes the SDK's session
+manager and its sessions ask, per request, rather than once for the server; such a call reports no
+progress (`answered_whole`), as under ``--json-responses``, since its body carries nothing but the
+result. The SDK (2.3) takes the choice only per server, so this is the one place that changes it: the
+SDK's own code paths then answer the call.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_agentbus.server.sessions import MCP_PATH
-
-PEEK_BYTES = 65_536  # a call that cannot wait is far smaller (heartbeat: about 200 bytes)
+PEEK_BYTES = 65_536  # a larger body keeps the configured answer (a heartbeat's is about 200 bytes)
 
 _answer_json: ContextVar[bool] = ContextVar("answer_json", default=False)
 
@@ -42,39 +41,35 @@ def cannot_wait(body: bytes) -> bool:
 
 
 class JsonAnswers:
-    """ASGI middleware: marks a POST to the MCP endpoint that carries a call that cannot wait, for the
-    SDK to answer it with one JSON body (`answer_per_call`). It replays the body it read."""
+    """ASGI app in front of the SDK's request handler, behind its body limit (which has read the whole
+    body by then, at most 4 MiB, and only for a request that passed authentication): marks a POST that
+    carries a call that cannot wait, for the SDK to answer it with one JSON body. It replays the body."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _small_post(scope):
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self._app(scope, receive, send)
             return
-        read: list[Message] = []
-        while True:  # within the request deadline: the body is whole within it or the connection closes
-            message = await receive()
-            read.append(message)
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                break
-        body = b"".join(m.get("body", b"") for m in read if m["type"] == "http.request")
+        first = await receive()  # the SDK's replay: the body whole, or what arrived of it
+        body = first.get("body", b"") if first["type"] == "http.request" else b""
+        whole = not first.get("more_body", False) and len(body) <= PEEK_BYTES and cannot_wait(body)
+        pending = [first]
 
         async def replay() -> Message:
-            return read.pop(0) if read else await receive()
+            return pending.pop() if pending else await receive()
 
-        token = _answer_json.set(cannot_wait(body))
+        token = _answer_json.set(whole)
         try:
             await self._app(scope, replay, send)
         finally:
             _answer_json.reset(token)
 
 
-def _small_post(scope: Scope) -> bool:
-    if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != MCP_PATH:
-        return False
-    length = dict(scope["headers"]).get(b"content-length", b"")
-    return length.isdigit() and int(length) <= PEEK_BYTES
+def answered_whole() -> bool:
+    """Whether the call being served is answered with one JSON body: nothing may be sent before it."""
+    return _answer_json.get()
 
 
 def answer_per_call(manager: StreamableHTTPSessionManager) -> None:
@@ -82,6 +77,8 @@ def answer_per_call(manager: StreamableHTTPSessionManager) -> None:
     `JsonAnswers` marked it, else as configured. Its stateless sessions and the 2026-07-28 era read the
     manager's choice per request already."""
     manager.__class__ = _PerCallManager
+    limit = manager.asgi_app  # the SDK's RequestBodyLimitMiddleware, around its request handler
+    limit.app = JsonAnswers(limit.app)
 
 
 class _PerCallManager(StreamableHTTPSessionManager):
@@ -102,7 +99,8 @@ class _PerCallManager(StreamableHTTPSessionManager):
 
 class _PerCallTransport(StreamableHTTPServerTransport):
     """A legacy session: the request being served decides. Its message router, a task of its own, reads
-    the configured choice; a call that cannot wait sends it nothing before its result."""
+    the configured choice, so it would hand a message sent for a call answered whole to that call as its
+    answer: such a call sends none (`answered_whole`)."""
 
     @property
     def is_json_response_enabled(self) -> bool:

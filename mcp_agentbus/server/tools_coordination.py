@@ -29,14 +29,7 @@ from mcp_agentbus.ids import (
 )
 from mcp_agentbus.server import calls
 from mcp_agentbus.server.replies import keep_fitting
-from mcp_agentbus.server.tooling import (
-    FENCES,
-    WAIT,
-    AgentArg,
-    Ctx,
-    IdempotencyArg,
-    described,
-)
+from mcp_agentbus.server.tooling import FENCES, WAIT, AgentArg, Ctx, IdempotencyArg, described, progress
 
 
 async def heartbeat(
@@ -118,7 +111,7 @@ async def acquire_lock(
         resource,
         ttl_seconds=ttl_seconds,
         wait_seconds=wait_seconds,
-        on_progress=ctx.report_progress,
+        on_progress=progress(ctx),
     )
     if r.acquired:
         verb = "Extended" if r.extended else "Locked"
@@ -175,7 +168,7 @@ async def read_events(
         after=after,
         limit=limit,
         wait_seconds=wait_seconds,
-        on_progress=ctx.report_progress,
+        on_progress=progress(ctx),
         agent=call.caller,  # news for it ends the wait
     )
     await call.bus.gather_notices()

@@ -20,12 +20,7 @@ from mcp_agentbus.ids import (
     ThreadId,
 )
 from mcp_agentbus.server import calls
-from mcp_agentbus.server.tooling import (
-    WAIT,
-    AgentArg,
-    Ctx,
-    IdempotencyArg,
-)
+from mcp_agentbus.server.tooling import WAIT, AgentArg, Ctx, IdempotencyArg, progress
 
 
 async def send_message(
@@ -74,7 +69,7 @@ async def read_inbox(
         peek=peek,
         thread_id=thread_id,
         wait_seconds=wait_seconds,
-        on_progress=ctx.report_progress,
+        on_progress=progress(ctx),
     )
     lines = [f"{len(r.messages)} message(s), {r.unread_remaining} more unread."]
     lines += [f"{m.id} from {m.sender}: {m.subject or m.body[:80]}" for m in r.messages]

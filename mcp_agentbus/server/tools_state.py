@@ -11,7 +11,7 @@ from pydantic import Field
 from mcp_agentbus.core.state import MAX_LIMIT, GetStateResult, SetStateResult
 from mcp_agentbus.ids import Resource
 from mcp_agentbus.server import calls
-from mcp_agentbus.server.tooling import WAIT, AgentArg, Ctx, IdempotencyArg
+from mcp_agentbus.server.tooling import WAIT, AgentArg, Ctx, IdempotencyArg, progress
 
 # set_state overwrites and deletes, and an increment is not idempotent: MCP's default hints say so.
 OVERWRITES = ToolAnnotations(
@@ -75,7 +75,7 @@ async def get_state(
         limit=limit,
         after_version=after_version,
         wait_seconds=wait_seconds,
-        on_progress=ctx.report_progress,
+        on_progress=progress(ctx),
         agent=call.caller,
     )
     more = f"; more after cursor {r.cursor}" if r.cursor else ""

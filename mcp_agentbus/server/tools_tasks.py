@@ -42,6 +42,7 @@ from mcp_agentbus.server.tooling import (
     IdempotencyArg,
     LeaseToken,
     described,
+    progress,
 )
 
 
@@ -126,7 +127,7 @@ async def claim_task(
         lease_seconds=lease_seconds,
         task_id=task_id,
         wait_seconds=wait_seconds,
-        on_progress=ctx.report_progress,
+        on_progress=progress(ctx),
     )
     if r.task is None:
         return call.ok(r, f"No task claimed: {r.reason}.", ready_elsewhere="ready_elsewhere")

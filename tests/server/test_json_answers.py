@@ -9,15 +9,20 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import anyio
+import anyio.lowlevel
 import httpx2
 import pytest
-from helpers import while_it_waits
+from helpers import fresh_settings, while_it_waits
 from helpers.http_servers import INIT, POST_HEADERS, Server, bus_env, connect, http_server
+from starlette.types import Message, Receive, Scope, Send
 
-from mcp_agentbus.server.json_answers import PEEK_BYTES, cannot_wait
+from mcp_agentbus.server.http import build_app
+from mcp_agentbus.server.json_answers import PEEK_BYTES, JsonAnswers, answered_whole, cannot_wait
+from mcp_agentbus.server.tooling import Ctx, progress
 from mcp_agentbus.server.tools import TOOLS
 
 pytestmark = pytest.mark.anyio
@@ -130,11 +135,10 @@ def test_a_stateless_server_answers_a_heartbeat_with_one_json_body(
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
-async def test_calls_answered_both_ways_at_once_in_one_session_get_their_own(
-    served: Server, mode: str
-) -> None:
-    """While a claim waits on its stream (and reports progress), heartbeats in the same session are
-    answered with JSON bodies; each answer reaches its own call, and the claim gets the task."""
+async def test_calls_answered_both_ways_at_once_each_get_their_own_answer(served: Server, mode: str) -> None:
+    """While a claim waits on its stream (and reports progress), heartbeats from the same client (in
+    the legacy era, the same session) are answered with JSON bodies; each answer reaches its own call,
+    and the claim gets the task."""
     capability = f"cap-{uuid.uuid4().hex[:8]}"
     progress: list[float] = []
 
@@ -170,9 +174,85 @@ async def test_calls_answered_both_ways_at_once_in_one_session_get_their_own(
 
 
 @pytest.mark.parametrize("name", sorted(TOOLS))
-def test_a_tool_that_reports_progress_waits_only_on_wait_seconds(name: str) -> None:
-    """What `cannot_wait` relies on: progress (the only message a tool sends before its result) comes
-    from a tool that takes `wait_seconds`, so a call without it is answered whole in one body."""
+def test_a_tool_reports_progress_only_through_progress_and_waits_only_on_wait_seconds(name: str) -> None:
+    """What a call answered whole relies on: a tool reports progress through `progress(ctx)` (nothing
+    while its answer is one body), and a tool that waits takes `wait_seconds`, 0 unless given."""
     fn, _ = TOOLS[name]
-    if "report_progress" in inspect.getsource(fn):
+    source = inspect.getsource(fn)
+    assert "report_progress" not in source
+    if "progress(ctx)" in source:
         assert inspect.signature(fn).parameters["wait_seconds"].default == 0
+
+
+def asgi_post(body: bytes, *, method: str = "POST", chunks: int = 1) -> tuple[Scope, Receive]:
+    """A request as uvicorn hands it on: `body` in `chunks` pieces (all of it in each, for a flood)."""
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": "/mcp",
+        "raw_path": b"/mcp",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1:8765"),
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json, text/event-stream"),
+            (b"content-length", b"100"),  # what a client may claim, whatever it then sends
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8765),
+    }
+    pieces: list[Message] = [
+        {"type": "http.request", "body": body, "more_body": n < chunks - 1} for n in range(chunks)
+    ]
+
+    async def receive() -> Message:
+        return pieces.pop(0) if pieces else {"type": "http.disconnect"}
+
+    scope["pieces_left"] = pieces
+    return scope, receive
+
+
+@pytest.mark.parametrize(
+    ("body", "method", "whole"),
+    [
+        (call("heartbeat"), "POST", True),
+        (call("claim_task", {"wait_seconds": 2}), "POST", False),
+        (call("heartbeat") + b" " * PEEK_BYTES, "POST", False),
+        (call("heartbeat"), "GET", False),
+    ],
+)
+async def test_json_answers_marks_the_request_it_serves_and_replays_its_body(
+    body: bytes, method: str, whole: bool
+) -> None:
+    seen: list[tuple[bool, bool, bytes]] = []
+
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        reporter = SimpleNamespace(report_progress=lambda *_: None)
+        message = await receive()
+        seen.append((answered_whole(), progress(cast("Ctx", reporter)) is None, message.get("body", b"")))
+
+    scope, receive = asgi_post(body, method=method)
+    await JsonAnswers(handler)(scope, receive, lambda _: anyio.lowlevel.checkpoint())
+    assert seen == [(whole, whole, body)]
+    assert not answered_whole()  # only while that request is served
+
+
+async def test_a_flood_is_refused_at_the_sdks_body_limit_before_anything_reads_it_whole(
+    redis_url_real: str,
+) -> None:
+    """A client that claims a short body and streams a long one (h11 frames it by its chunks) is cut off
+    at the SDK's 4 MiB: the body is looked at only behind that limit."""
+    app = build_app(fresh_settings(redis_url_real))
+    scope, receive = asgi_post(b"0" * 1_048_576, chunks=64)
+    answers: list[Message] = []
+
+    async def send(message: Message) -> None:
+        answers.append(message)
+
+    await app(scope, receive, send)
+    assert answers[0]["status"] == 413
+    assert len(scope["pieces_left"]) >= 64 - 5  # read up to the limit, not to the end
