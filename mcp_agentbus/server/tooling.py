@@ -49,16 +49,14 @@ IdempotencyArg = IdempotencyKey | None  # a well-known idea: its name says it
 LeaseToken = Annotated[str, Field(min_length=1, max_length=64)]  # claim_task's description names it
 
 WAIT = f"Max wait, cap {WAIT_CAP}"  # the call returns as soon as the awaited thing comes
+# Which fence guards what, said alike wherever a fence is handed out or used (descriptions, prompts, README).
+FENCES = "A lease's fence guards its task's side effects; a lock's fencing_token, writes to its resource."
 
 
 def progress(ctx: Ctx) -> ProgressCallback | None:
     """Where a waiting tool reports progress: to the client, unless the call's answer is one JSON body
     (json_answers.py), which carries nothing but the result."""
     return None if answered_whole() else ctx.report_progress
-
-
-# Which fence guards what, said alike wherever a fence is handed out or used (descriptions, prompts, README).
-FENCES = "A lease's fence guards its task's side effects; a lock's fencing_token, writes to its resource."
 
 
 def described(description: str) -> Callable[[Tool], Tool]:
