@@ -184,8 +184,9 @@ def test_a_tool_reports_progress_only_through_progress_and_waits_only_on_wait_se
         assert inspect.signature(fn).parameters["wait_seconds"].default == 0
 
 
-def asgi_post(body: bytes, *, method: str = "POST", chunks: int = 1) -> tuple[Scope, Receive]:
-    """A request as uvicorn hands it on: `body` in `chunks` pieces (all of it in each, for a flood)."""
+def asgi_post(body: bytes, *, method: str = "POST", chunks: int = 1) -> tuple[Scope, Receive, list[Message]]:
+    """A request as uvicorn hands it on: `body` in `chunks` pieces (all of it in each, for a flood);
+    and the pieces not yet received."""
     scope: Scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -212,8 +213,7 @@ def asgi_post(body: bytes, *, method: str = "POST", chunks: int = 1) -> tuple[Sc
     async def receive() -> Message:
         return pieces.pop(0) if pieces else {"type": "http.disconnect"}
 
-    scope["pieces_left"] = pieces
-    return scope, receive
+    return scope, receive, pieces
 
 
 @pytest.mark.parametrize(
@@ -235,7 +235,7 @@ async def test_json_answers_marks_the_request_it_serves_and_replays_its_body(
         message = await receive()
         seen.append((answered_whole(), progress(cast("Ctx", reporter)) is None, message.get("body", b"")))
 
-    scope, receive = asgi_post(body, method=method)
+    scope, receive, _ = asgi_post(body, method=method)
     await JsonAnswers(handler)(scope, receive, lambda _: anyio.lowlevel.checkpoint())
     assert seen == [(whole, whole, body)]
     assert not answered_whole()  # only while that request is served
@@ -247,7 +247,7 @@ async def test_a_flood_is_refused_at_the_sdks_body_limit_before_anything_reads_i
     """A client that claims a short body and streams a long one (h11 frames it by its chunks) is cut off
     at the SDK's 4 MiB: the body is looked at only behind that limit."""
     app = build_app(fresh_settings(redis_url_real))
-    scope, receive = asgi_post(b"0" * 1_048_576, chunks=64)
+    scope, receive, left = asgi_post(b"0" * 1_048_576, chunks=64)
     answers: list[Message] = []
 
     async def send(message: Message) -> None:
@@ -255,4 +255,4 @@ async def test_a_flood_is_refused_at_the_sdks_body_limit_before_anything_reads_i
 
     await app(scope, receive, send)
     assert answers[0]["status"] == 413
-    assert len(scope["pieces_left"]) >= 64 - 5  # read up to the limit, not to the end
+    assert len(left) >= 64 - 5  # read up to the limit, not to the end
