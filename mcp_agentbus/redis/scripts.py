@@ -3,7 +3,9 @@
 A script pulls shared code in with ``--@include name.lua`` lines (from ``lua/include``), expanded
 here so Redis sees one self-contained script. ``keys.lua``, included by every script, is no file: it is
 written here from ``keys.LAYOUT`` and ``BOUNDS`` (`keys_lua`), so the Lua names of the KEYS and ARGV
-layout can never drift from the Python side. The script's own code becomes a function whose reply
+layout can never drift from the Python side. A script carries only the helpers, keys and bounds it
+uses: Redis runs the whole text on every call, and each helper it defines, key it builds and bound it
+parses costs time inside Redis whether used or not. The script's own code becomes a function whose reply
 gets the caller's notices appended (``include/notices.lua``), so every call can carry them without
 another round trip. Each is called by EVALSHA, and loaded on the NOSCRIPT of a server that lacks it.
 """
@@ -11,7 +13,8 @@ another round trip. Each is called by EVALSHA, and loaded on the NOSCRIPT of a s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -90,14 +93,22 @@ def lua_key_name(name: str) -> str:
     return "K_" + name.rstrip(":").replace(":", "_").upper()
 
 
-def keys_lua(sharded: bool = False) -> str:
+def keys_lua(sharded: bool = False, used: Container[str] | None = None) -> str:
     """The include every script starts with: a local per LAYOUT key (made from the namespace's prefix,
     the script's one KEYS entry) and per bound, the ARGV every script gets first (store.common_argv),
     and the wake-up flags: whether hints go to shard channels (`sharded`: the client is a Redis
     Cluster's; the Lua still falls back to PUBLISH below Redis 7) and the longest topic a channel is
-    named by (keys.WAKE_TOPIC_MAX)."""
-    keys = [f"local {lua_key_name(name)} = KEYS[1] .. '{name}'" for name in LAYOUT]
-    bounds = [f"local {name.upper()} = tonumber(BOUNDS[{i}])" for i, name in enumerate(BOUNDS, 1)]
+    named by (keys.WAKE_TOPIC_MAX). With `used`, only the keys and bounds it names."""
+    keys = [
+        f"local {lua_key_name(name)} = KEYS[1] .. '{name}'"
+        for name in LAYOUT
+        if used is None or lua_key_name(name) in used
+    ]
+    bounds = [
+        f"local {name.upper()} = tonumber(BOUNDS[{i}])"
+        for i, name in enumerate(BOUNDS, 1)
+        if used is None or name.upper() in used
+    ]
     # One match for the whole list: a loop of gmatch, then a match anchored at the end for the owner,
     # took four times as long, in every script.
     split_bounds = "^" + "([^,]*)," * len(BOUNDS) + "(.*)$"
@@ -131,7 +142,8 @@ _WRAPPER_NEEDS = ("inbox.lua", "presence.lua", "notices.lua")
 def source(name: str, sharded: bool = False) -> str:
     """The full text of script `name`: its header comment, its includes, then its code as `main`, run
     for the agent a call is made for (CALLER): that agent's presence is renewed first (a call is a
-    sign of life, presence.lua) and the reply gets its notices."""
+    sign of life, presence.lua) and the reply gets its notices. Of the includes, only the helpers the
+    script reaches (`_reached`), and the keys and bounds named by what is left."""
     header: list[str] = []
     includes: list[str] = []
     body: list[str] = []
@@ -143,21 +155,62 @@ def source(name: str, sharded: bool = False) -> str:
         else:
             header.append(line)
     includes += [needed for needed in _WRAPPER_NEEDS if needed not in includes]
-    shared = [
-        keys_lua(sharded) if include == _KEYS else (_LUA / "include" / include).read_text()
-        for include in includes
+    code = [
+        "local function main()",
+        *body,
+        "end",
+        "if CALLER ~= '' then renew_presence(CALLER, now_ms(), STAY_MS) end",
+        "return with_notices(main())",
     ]
-    return "\n".join(
-        [
-            *header,
-            *shared,
-            "local function main()",
-            *body,
-            "end",
-            "if CALLER ~= '' then renew_presence(CALLER, now_ms(), STAY_MS) end",
-            "return with_notices(main())",
-        ]
-    )
+    pieces = [piece for include in includes if include != _KEYS for piece in _pieces(include)]
+    shared = _reached(pieces, code)
+    used = _names(shared + code)
+    text = "\n".join([*header, keys_lua(sharded, used), *shared, *code])
+    return re.sub(r"\n{3,}", "\n\n", text)  # the blank lines around helpers left out
+
+
+_FUNCTION = re.compile(r"^local function (\w+)\(")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+Piece = tuple[str | None, list[str]]  # (the helper it defines, or None: any other line; its lines)
+
+
+def _pieces(include: str) -> list[Piece]:
+    """An include's top level, each `local function` (its comment lines right above it, and its lines
+    to the `end` in the first column) as one piece, every other line as a piece of its own."""
+    pieces: list[Piece] = []
+    comment: list[str] = []
+    lines = iter((_LUA / "include" / include).read_text().splitlines())
+    for line in lines:
+        helper = _FUNCTION.match(line)
+        if helper is not None:
+            block = [*comment, line]
+            while block[-1] != "end":
+                block.append(next(lines))
+            pieces.append((helper.group(1), block))
+            comment = []
+        elif line.startswith("--"):
+            comment.append(line)
+        else:
+            pieces += [(None, [text]) for text in [*comment, line]]
+            comment = []
+    return pieces + [(None, [text]) for text in comment]
+
+
+def _names(lines: list[str]) -> set[str]:
+    """The names the lines' code mentions (whole-line comments left out)."""
+    return {n for line in lines if not line.lstrip().startswith("--") for n in _NAME.findall(line)}
+
+
+def _reached(pieces: list[Piece], code: list[str]) -> list[str]:
+    """The lines of `pieces` that `code` needs: every line that defines no helper, and each helper
+    named by the code, by such a line or by another helper kept, in their order."""
+    named = _names(code) | _names([line for helper, lines in pieces if helper is None for line in lines])
+    kept: set[str] = set()
+    while grown := {h for h, lines in pieces if h is not None and h in named and h not in kept}:
+        kept |= grown
+        named |= _names([line for h, lines in pieces if h in grown for line in lines])
+    return [line for helper, lines in pieces if helper is None or helper in kept for line in lines]
 
 
 class Scripts:

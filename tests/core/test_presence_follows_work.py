@@ -55,6 +55,29 @@ async def test_calls_made_for_an_agent_keep_it_alive_past_its_ttl(bus: AgentBus)
     assert await topics_about(bus, "worker") == ["agent.joined", "agent.gone"]
 
 
+async def test_a_heartbeat_for_another_agent_still_renews_the_caller(bus: AgentBus) -> None:
+    """A heartbeat sets its own agent's presence, which the call then need not renew; made for a
+    different agent (a coordinator beating for a worker), it is the caller's sign of life as any call."""
+    await bus.presence.heartbeat("coordinator", ttl_seconds=0.5)
+    as_coordinator = bus.acting(Caller(Watch("coordinator")))
+    for _ in range(10):  # three of its ttls, saying nothing for itself
+        beat = await as_coordinator.presence.heartbeat("helper", ttl_seconds=60)
+        assert beat.agent.agent == "helper" and beat.agent.alive
+        seen = await listed(bus, "coordinator")
+        assert seen is not None and seen.alive, "reported gone while it was making calls"
+        await anyio.sleep(0.15)
+    assert "agent.gone" not in await topics_about(bus, "coordinator")
+
+
+async def test_a_heartbeat_sets_the_presence_its_ttl_says_even_made_for_itself(bus: AgentBus) -> None:
+    """Its own heartbeat lowering the ttl is not stretched by the renewal every call makes."""
+    await bus.presence.heartbeat("shortener", ttl_seconds=60)
+    as_itself = bus.acting(Caller(Watch("shortener")))
+    await as_itself.presence.heartbeat("shortener", ttl_seconds=0.3)
+    await until_gone(bus, "shortener")
+    assert await topics_about(bus, "shortener") == ["agent.joined", "agent.gone"]
+
+
 async def test_a_silent_agent_holding_a_lease_or_a_lock_is_not_reported_gone(bus: AgentBus) -> None:
     await bus.tasks.create("boss", title="long work")
     claim = await bus.tasks.claim("holder", lease_seconds=60)

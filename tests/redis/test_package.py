@@ -96,3 +96,34 @@ def test_every_key_a_script_names_is_generated_from_the_layout() -> None:
     for bound in BOUNDS:
         assert f"local {bound.upper()} = tonumber(BOUNDS[" in generated
     assert not (resources.files("mcp_agentbus.redis") / "lua" / "include" / "keys.lua").is_file()
+
+
+def _code_names(text: str) -> list[str]:
+    """Every name the script's code mentions, as often as it does (whole-line comments left out)."""
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return re.findall(r"[A-Za-z_]\w*", code)
+
+
+def test_a_script_carries_only_the_helpers_keys_and_bounds_it_uses() -> None:
+    """Redis runs a script's whole text on every call, so each helper, key and bound in it costs time:
+    every one a script defines is used by it."""
+    for name in SCRIPT_NAMES:
+        text = source(name)
+        mentions = _code_names(text)
+        helpers = re.findall(r"^local function (\w+)\(", text, re.M)
+        keys = re.findall(r"^local (K_\w+) = KEYS\[1\]", text, re.M)
+        bounds = [b.upper() for b in BOUNDS if re.search(rf"^local {b.upper()} = ", text, re.M)]
+        for defined in [*helpers, *keys, *bounds]:
+            assert mentions.count(defined) > 1, (name, defined)
+        assert "main" in helpers and "with_notices" in helpers, name
+
+
+def test_a_helper_only_another_helper_calls_is_kept_with_it() -> None:
+    """read_state calls no inbox helper itself, but the notices it returns read the newest message's
+    fields (fields_of, inbox.lua); it tells no agent of a loss (tell_lost) and locks nothing."""
+    text = source("read_state")
+    helpers = set(re.findall(r"^local function (\w+)\(", text, re.M))
+    assert {"notices", "fields_of", "renew_presence", "now_ms"} <= helpers
+    assert not helpers & {"tell_lost", "emit", "inbox_bytes", "leave"}
+    assert "local K_INBOX = " in text and "local K_EVENTS = " not in text
+    assert "local EVENT_RETENTION = " not in text and "local RETENTION_MS = " in text

@@ -99,6 +99,7 @@ if caps_given then redis.call('HSET', K_AGENT .. agent, 'caps', caps) end
 if joined then redis.call('HSET', K_AGENT .. agent, 'joined_at', now, 'owned_by', charged) end
 redis.call('PERSIST', K_AGENT .. agent)
 redis.call('ZADD', K_AGENTS, now + ttl_ms, agent)
+presence_set_for = agent
 redis.call('ZREM', K_AGENTS_GONE, agent)
 unpark_inbox(agent)
 local registered_caps, joined_at = unpack(redis.call('HMGET', K_AGENT .. agent, 'caps', 'joined_at'))

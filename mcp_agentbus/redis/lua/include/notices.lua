@@ -6,7 +6,7 @@
 -- {unread, {newest_from, newest_subject_or_body} | {}, {kind, name, ms_left, ...}, {'task <id>' | 'lock <res>', ...}}
 -- (needs keys.lua, common.lua and inbox.lua)
 
-local function notices(agent, tell_lost)
+local function notices(agent, with_lost)
   local now = now_ms()
   -- Warn when less than half the lease or lock, and under 30 s, is left.
   local function soon(left, length) return left < math.min(30000, length / 2) end
@@ -42,7 +42,7 @@ local function notices(agent, tell_lost)
   end
 
   local lost = {}
-  if tell_lost then
+  if with_lost then
     lost = redis.call('LRANGE', K_LOST .. agent, 0, -1)
     if #lost > 0 then redis.call('DEL', K_LOST .. agent) end
   end

@@ -4,9 +4,13 @@
 -- renews it while the agent holds a lease or a lock, so an agent is never reported gone while it works.
 -- (needs keys.lua, common.lua and inbox.lua)
 
+-- The agent whose presence this script has set already (heartbeat), which needs no renewing after.
+local presence_set_for
+
 -- A call made for a registered agent is a sign of life: its presence runs for its ttl from now, or
 -- for `stay_ms` (a call that waits) if longer.
 local function renew_presence(agent, now, stay_ms)
+  if agent == presence_set_for and stay_ms == 0 then return end
   local expires = redis.call('ZSCORE', K_AGENTS, agent)
   if not expires then return end -- never registered, or gone: its next heartbeat registers it again
   local ttl_ms = tonumber(redis.call('HGET', K_AGENT .. agent, 'ttl_ms') or 0)
