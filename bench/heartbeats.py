@@ -157,7 +157,7 @@ class Agent:
         request_id = next(self.ids)
         message = {"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": params}
         status, headers, body = await self.send(message)
-        session = headers.get(b"mcp-session-id")  # none from a stateless server (--workers N)
+        session = headers.get(b"mcp-session-id")  # none from a stateless server (--stateless)
         if status != 200 or "result" not in answer_to(request_id, headers, body):
             raise CallFailed(f"initialize: HTTP {status}")
         if session is not None:

@@ -17,6 +17,8 @@ from mcp_agentbus.settings import Settings
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from mcp_agentbus.server.workers import Fleet
+
 MAX_WORKERS = 64
 STARTUP_FAILED = 3  # a worker's exit status when it never served (uvicorn's own for that)
 
@@ -76,7 +78,8 @@ def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile
     type=click.IntRange(1, MAX_WORKERS),
     default=1,
     show_default=True,
-    help="HTTP: server processes sharing the port, one bus (more than 1 implies --stateless).",
+    help="HTTP: server processes sharing the port, one bus; a legacy session's requests reach the one "
+    "that holds it.",
 )
 @click.option(
     "--unsafe-no-auth",
@@ -154,7 +157,7 @@ def serve(
         auth = f"bearer tokens from {tokens.path}" if tokens else "no auth"
         if tokens is None and not unsafe_no_auth:
             auth += f" until restarted after `agentbus token create` makes {settings.tokens_file}"
-        served = Served(allowed_hosts, stateless or workers > 1, json_responses, tokens, auth)
+        served = Served(allowed_hosts, stateless, json_responses, tokens, auth)
         serve_http(settings, host, port, served, workers)
         return
     try:
@@ -178,6 +181,7 @@ class Served:
 def serve_http(settings: Settings, host: str, port: int, served: Served, workers: int) -> None:
     """Serve HTTP in this process, or in `workers` processes on one port (`server/workers.py`)."""
     from mcp_agentbus.server.http import build_app, serve, shutdown_grace
+    from mcp_agentbus.server.session_routes import MAX_SOCKET_PATH, socket_path
     from mcp_agentbus.server.workers import Fleet, bind, supervise
 
     def app(fleet: Fleet | None = None, slot: int = 0) -> Starlette:
@@ -206,19 +210,32 @@ def serve_http(settings: Settings, host: str, port: int, served: Served, workers
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     fleet = Fleet.shared(workers)
+    longest = socket_path(fleet.sockets, workers - 1)
+    if len(bytes(longest)) > MAX_SOCKET_PATH:
+        fleet.sockets.rmdir()
+        fail(
+            f"the workers' Unix sockets would be at {longest}, longer than a socket path may be "
+            f"({MAX_SOCKET_PATH} bytes): set TMPDIR to a shorter directory"
+        )
     click.echo(
-        f"agentbus: serving MCP at {where} with {workers} worker processes, stateless "
-        f"({served.auth}; health: /healthz)",
+        f"agentbus: serving MCP at {where} with {workers} worker processes"
+        f"{', stateless' if served.stateless else ''} ({served.auth}; health: /healthz)",
         err=True,
     )
     supervise(
         fleet,
-        lambda slot: _run_worker(app(fleet, slot), host, port, settings, sock),
+        lambda slot: _run_worker(app(fleet, slot), host, port, settings, sock, fleet, slot),
         shutdown_grace(settings),
     )
 
 
-def _run_worker(app: Starlette, host: str, port: int, settings: Settings, sock: socket.socket) -> int:
+def _run_worker(
+    app: Starlette, host: str, port: int, settings: Settings, sock: socket.socket, fleet: Fleet, slot: int
+) -> int:
+    """Worker `slot`: the shared port, and its own Unix socket, where other workers pass on the
+    requests of the legacy sessions it holds."""
     from mcp_agentbus.server.http import serve
+    from mcp_agentbus.server.session_routes import listen, socket_path
 
-    return 0 if serve(app, host, port, settings, sock=sock) else STARTUP_FAILED
+    own = listen(socket_path(fleet.sockets, slot))
+    return 0 if serve(app, host, port, settings, sockets=[sock, own]) else STARTUP_FAILED

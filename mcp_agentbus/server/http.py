@@ -3,7 +3,8 @@
 
 Every process keeps only connections in memory; the bus itself is in Redis, so several processes on one
 Redis behave as one bus. Legacy (``initialize``) clients get a session bound to the process that
-created it: behind a load balancer, route them sticky on ``Mcp-Session-Id`` or run ``--stateless``.
+created it: behind a load balancer, route them sticky on ``Mcp-Session-Id`` or run ``--stateless``;
+among the workers of one ``--workers N`` server, `SessionRoutes` passes requests on to it.
 
 What one client can hold is bounded: legacy sessions per token and in all (`SessionCaps`; an idle one
 ends after ``AGENTBUS_SESSION_IDLE_SECONDS``, a revoked token's at once), open connections
@@ -37,6 +38,7 @@ from mcp_agentbus.server.app import build_server
 from mcp_agentbus.server.dashboard import Dashboard
 from mcp_agentbus.server.json_answers import answer_per_call
 from mcp_agentbus.server.request_deadline import protocol
+from mcp_agentbus.server.session_routes import SessionRoutes
 from mcp_agentbus.server.sessions import MCP_PATH, SessionCaps, Sessions
 from mcp_agentbus.server.tokens import TokensFile
 from mcp_agentbus.server.workers import STAMP_SECONDS, Fleet
@@ -157,6 +159,9 @@ def build_app(
         app.user_middleware.append(Middleware(SessionCaps, sessions=sessions, settings=settings))
         if tokens is not None:
             tokens.on_reload(lambda: sessions.end_revoked(tokens))
+        if fleet is not None:  # first of all: a request passed on is authenticated where it is served
+            routes = Middleware(SessionRoutes, slot=slot, size=fleet.size, directory=fleet.sockets)
+            app.user_middleware.insert(0, routes)
     return app
 
 
@@ -215,11 +220,11 @@ def serve(
     settings: Settings,
     *,
     grace_seconds: int | None = None,
-    sock: socket.socket | None = None,
+    sockets: Sequence[socket.socket] = (),
 ) -> bool:
-    """Run `app` until interrupted (`uvicorn_config` says how), on `sock` when given (a worker's share
-    of one port), else bound to `host`:`port`. False when it never started serving (uvicorn logged
-    why: the port taken, the app's startup failed)."""
+    """Run `app` until interrupted (`uvicorn_config` says how), on `sockets` when given (a worker's
+    share of one port, and its own Unix socket), else bound to `host`:`port`. False when it never
+    started serving (uvicorn logged why: the port taken, the app's startup failed)."""
     import uvicorn
 
     # What is loaded by now lives as long as the process: keep it out of the collector's full passes,
@@ -227,5 +232,5 @@ def serve(
     gc.freeze()
     config = uvicorn_config(app, host, port, settings, grace_seconds=grace_seconds)
     server = uvicorn.Server(config)
-    server.run(sockets=None if sock is None else [sock])
+    server.run(sockets=list(sockets) or None)
     return server.started

@@ -101,7 +101,7 @@ class SessionCaps:
             held = self._sessions.owned_by(owner) + self._opening[owner]
             if held >= settings.max_sessions_per_token:
                 logger.warning("refused a new session: token %s holds %d", owner, held)
-                return _refused(
+                return refused(
                     429,
                     "too_many_sessions",
                     f"your token already holds {held} sessions on this server (at most "
@@ -111,7 +111,7 @@ class SessionCaps:
                 )
         if self._sessions.total() + self._opening.total() >= settings.max_sessions:
             logger.warning("refused a new session: %d sessions are open", self._sessions.total())
-            return _refused(
+            return refused(
                 503,
                 "too_many_sessions",
                 f"this server holds as many sessions as it may ({settings.max_sessions})",
@@ -132,7 +132,8 @@ def _opens_session(scope: Scope) -> bool:
     )
 
 
-def _refused(status: int, code: str, message: str, hint: str) -> Response:
+def refused(status: int, code: str, message: str, hint: str, retry_after: int = 30) -> Response:
+    """An HTTP refusal of a session request, as a JSON-RPC error that says what to do."""
     error = {"code": code, "message": message, "hint": hint}
     body = {
         "jsonrpc": "2.0",
@@ -140,5 +141,8 @@ def _refused(status: int, code: str, message: str, hint: str) -> Response:
         "error": {"code": -32000, "message": f"{message}. {hint}", "data": {"error": error}},
     }
     return Response(
-        json.dumps(body), status_code=status, media_type="application/json", headers={"Retry-After": "30"}
+        json.dumps(body),
+        status_code=status,
+        media_type="application/json",
+        headers={"Retry-After": str(retry_after)},
     )

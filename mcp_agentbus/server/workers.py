@@ -3,9 +3,8 @@
 The parent binds the port once, then forks N workers that each accept connections on that socket (the
 kernel hands each new connection to one worker that is ready) and run the whole HTTP server of
 ``http.py``. The bus lives in Redis, so the processes behave as one bus. A legacy (``initialize``)
-session lives in the process that made it and its next request may reach another, so with more than
-one worker every process runs stateless: each request stands alone; 2026-07-28 clients are
-sessionless anyway.
+session lives in the process that made it; a request of it that reaches another worker is passed on to
+that one over its Unix socket (``session_routes.py``). 2026-07-28 clients are sessionless.
 
 The parent only supervises: it restarts a worker that exits (at most one start a second per worker,
 so a worker that cannot start does not spin), and passes SIGTERM or SIGINT on to them all; those still
@@ -20,12 +19,15 @@ import contextlib
 import logging
 import mmap
 import os
+import shutil
 import signal
 import socket
 import struct
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 logger = logging.getLogger(__name__)
@@ -41,15 +43,17 @@ _SLOT = struct.Struct("d")  # time.monotonic() of the last stamp; the same clock
 
 @dataclass(frozen=True)
 class Fleet:
-    """The workers of one server, as every one of them sees them: a shared page of stamps."""
+    """The workers of one server, as every one of them sees them: a shared page of stamps, and the
+    private directory of their Unix sockets (session_routes.py)."""
 
     size: int
+    sockets: Path
     _page: mmap.mmap
 
     @classmethod
     def shared(cls, size: int) -> Fleet:
         """A fleet of `size` slots in anonymous shared memory; create it before forking."""
-        return cls(size, mmap.mmap(-1, _SLOT.size * size))
+        return cls(size, Path(tempfile.mkdtemp(prefix="agentbus-workers-")), mmap.mmap(-1, _SLOT.size * size))
 
     def stamp(self, slot: int) -> None:
         _SLOT.pack_into(self._page, slot * _SLOT.size, time.monotonic())
@@ -120,26 +124,29 @@ def supervise(fleet: Fleet, run_worker: Callable[[int], int], grace_seconds: flo
 
     for sig in STOPS:
         signal.signal(sig, stop)
-    for slot in range(fleet.size):
-        start(slot)
-    deadline = None
-    while workers:
-        pid, status = os.waitpid(-1, os.WNOHANG)
-        if pid == 0:  # polled, so a stop that comes meanwhile is seen within `POLL_SECONDS`
-            if stopping:
-                deadline = deadline or time.monotonic() + grace_seconds + STOP_MARGIN_SECONDS
-                if time.monotonic() > deadline:
-                    for left in workers:
-                        _signal(left, signal.SIGKILL)
-            time.sleep(POLL_SECONDS)
-            continue
-        slot = workers.pop(pid)
-        fleet.clear(slot)
-        if not stopping:
-            code = os.waitstatus_to_exitcode(status)
-            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
-            logger.warning("worker %d (pid %d) %s; starting it again", slot, pid, how)
+    try:
+        for slot in range(fleet.size):
             start(slot)
+        deadline = None
+        while workers:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:  # polled, so a stop that comes meanwhile is seen within `POLL_SECONDS`
+                if stopping:
+                    deadline = deadline or time.monotonic() + grace_seconds + STOP_MARGIN_SECONDS
+                    if time.monotonic() > deadline:
+                        for left in workers:
+                            _signal(left, signal.SIGKILL)
+                time.sleep(POLL_SECONDS)
+                continue
+            slot = workers.pop(pid)
+            fleet.clear(slot)
+            if not stopping:
+                code = os.waitstatus_to_exitcode(status)
+                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+                logger.warning("worker %d (pid %d) %s; starting it again", slot, pid, how)
+                start(slot)
+    finally:  # a forked worker never comes back here: os._exit
+        shutil.rmtree(fleet.sockets, ignore_errors=True)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

@@ -6,19 +6,22 @@ with SIGKILL as a crash would, and the whole server is stopped with SIGTERM as a
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from helpers.http_servers import SERVE, Server, bus_env, connect, http_server
+from helpers.http_servers import INIT, POST_HEADERS, SERVE, Server, bus_env, connect, http_server
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +76,7 @@ def test_every_worker_answers_on_the_one_port_and_health_speaks_for_all(served: 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_claims_over_many_connections_make_one_queue(served: Server, mode: str) -> None:
     """Each client is its own connection, so the kernel spreads them over both workers; legacy clients
-    work too, each request standing alone (the workers run stateless)."""
+    work too, whichever worker holds their session."""
     capability = f"cap-{uuid.uuid4().hex[:8]}"
     created: list[str] = []
     claimed: list[str] = []
@@ -106,6 +109,115 @@ async def test_claims_over_many_connections_make_one_queue(served: Server, mode:
             for n in range(6):
                 tg.start_soon(worker, n)
     assert sorted(claimed) == sorted(created)  # each task once: none lost, none doubled
+
+
+def legacy_session(server: Server) -> tuple[str, int]:
+    """A new legacy session (initialize, then initialized), its id and the worker it names."""
+    with httpx2.Client(timeout=5) as client:
+        opened = client.post(server.mcp, json=INIT, headers=POST_HEADERS)
+        assert opened.status_code == 200, opened.text
+        session = opened.headers["mcp-session-id"]
+        named = re.fullmatch(r"w(\d)-[0-9a-f]{32}", session)
+        assert named is not None, session
+        headers = {**POST_HEADERS, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+        done = client.post(
+            server.mcp, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers
+        )
+        assert done.status_code == 202, done.text
+    return session, int(named.group(1))
+
+
+@contextmanager
+def on_worker(server: Server, slot: int) -> Iterator[httpx2.Client]:
+    """A client whose one keep-alive connection the kernel gave to worker `slot` (asked of /healthz)."""
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline:
+        with httpx2.Client(timeout=10, limits=httpx2.Limits(max_connections=1)) as client:
+            if client.get(server.healthz).json()["workers"]["answered_by"] == slot:
+                yield client
+                return
+    pytest.fail(f"no connection reached worker {slot} within {BOUND} s")
+
+
+def session_headers(session: str) -> dict[str, str]:
+    return {**POST_HEADERS, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+
+
+def test_a_legacy_session_is_served_by_its_worker_whichever_a_request_reaches(served: Server) -> None:
+    """The session names the worker that holds it; a request of it that reaches the other worker is
+    passed on (answer, session id and all), so a legacy client keeps one session across connections."""
+    session, owner = legacy_session(served)
+    for slot in (owner, 1 - owner):
+        with on_worker(served, slot) as client:
+            call = {"name": "heartbeat", "arguments": {"agent": f"via-{slot}", "status": "busy"}}
+            reply = client.post(
+                served.mcp,
+                json={"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": call},
+                headers=session_headers(session),
+            )
+            assert reply.status_code == 200, reply.text
+            assert reply.headers["content-type"].startswith("application/json")
+            result = reply.json()["result"]
+            assert (
+                result["isError"] is False and result["structuredContent"]["agent"]["agent"] == f"via-{slot}"
+            )
+        with on_worker(served, slot) as client:  # the owner sees the request as sent: no Accept added
+            del client.headers["accept"]
+            bare = {k: v for k, v in session_headers(session).items() if k != "Accept"}
+            assert client.get(served.mcp, headers=bare).status_code == 406
+    with on_worker(served, 1 - owner) as client:  # ended from the other worker: gone from its own
+        assert client.delete(served.mcp, headers=session_headers(session)).status_code == 200
+    with on_worker(served, owner) as client:
+        gone = client.post(
+            served.mcp,
+            json={"jsonrpc": "2.0", "id": 8, "method": "tools/list"},
+            headers=session_headers(session),
+        )
+        assert gone.status_code == 404, gone.text
+    served.assert_clean_log()
+
+
+def test_a_legacy_subscription_streams_through_the_worker_a_get_reaches(served: Server) -> None:
+    """The GET stream of a session, opened on the other worker, carries the updates of what the
+    session subscribed to: the owner's stream, passed on as it comes."""
+    session, owner = legacy_session(served)
+    key = f"plan/{uuid.uuid4().hex[:8]}"
+    uri = f"agentbus://state/{key}"
+    with on_worker(served, owner) as client:
+        subscribe = {"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe", "params": {"uri": uri}}
+        assert client.post(served.mcp, json=subscribe, headers=session_headers(session)).status_code == 200
+    with (
+        on_worker(served, 1 - owner) as listener,
+        listener.stream(
+            "GET", served.mcp, headers={**session_headers(session), "Accept": "text/event-stream"}
+        ) as stream,
+    ):
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        with httpx2.Client(timeout=5) as writer:
+            call = {"name": "set_state", "arguments": {"agent": "writer", "key": key, "value": 1}}
+            set_ = writer.post(
+                served.mcp,
+                json={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": call},
+                headers=session_headers(session),
+            )
+            assert set_.status_code == 200, set_.text
+        deadline = time.monotonic() + BOUND
+        for line in stream.iter_lines():
+            if line.startswith("data:") and "notifications/resources/updated" in line:
+                assert json.loads(line[5:])["params"]["uri"] == uri
+                break
+            assert time.monotonic() < deadline, "no update within the bound"
+
+    def reopened() -> bool:
+        """A session has one GET stream at a time (409 while one is open): the one passed on ended
+        at the owner when its client hung up."""
+        with on_worker(served, 1 - owner) as client:
+            get = {**session_headers(session), "Accept": "text/event-stream"}
+            with client.stream("GET", served.mcp, headers=get) as again:
+                return again.status_code == 200
+
+    wait_until(reopened, "the session's GET stream is free again")
+    served.assert_clean_log()
 
 
 def test_a_killed_worker_is_reported_then_started_again(served: Server) -> None:
