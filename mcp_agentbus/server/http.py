@@ -26,7 +26,7 @@ import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from mcp_agentbus import __version__
@@ -85,6 +85,7 @@ def build_app(
     `json_response`, every call is: less CPU per call, but nothing reaches the client while its call
     waits (no progress)."""
     server = build_server(settings, legacy_subscriptions=not stateless, tokens=tokens)
+    logging.getLogger("mcp.server.streamable_http").addFilter(_client_gone)
 
     health_key = Keys(settings.namespace).health
 
@@ -163,6 +164,21 @@ def build_app(
             routes = Middleware(SessionRoutes, slot=slot, size=fleet.size, directory=fleet.sockets)
             app.user_middleware.insert(0, routes)
     return app
+
+
+def _client_gone(record: logging.LogRecord) -> bool:
+    """The SDK logs a client that hung up before its request was whole as an error with a traceback:
+    one line at INFO says it, since nothing went wrong on our side and nothing was run."""
+    if record.exc_info is None or not isinstance(record.exc_info[1], ClientDisconnect):
+        return True
+    record.msg, record.args, record.exc_info, record.exc_text = (
+        "a client hung up before its request was whole; nothing was run",
+        (),
+        None,
+        None,
+    )
+    record.levelno, record.levelname = logging.INFO, "INFO"
+    return logging.getLogger(record.name).isEnabledFor(logging.INFO)
 
 
 def _stamp_while_serving(app: Starlette, stamp: Callable[[], None]) -> None:

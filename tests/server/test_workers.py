@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -218,6 +219,52 @@ def test_a_legacy_subscription_streams_through_the_worker_a_get_reaches(served: 
 
     wait_until(reopened, "the session's GET stream is free again")
     served.assert_clean_log()
+
+
+def raw_on_worker(server: Server, slot: int) -> socket.socket:
+    """A raw keep-alive connection the kernel gave to worker `slot` (asked of /healthz on it)."""
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % server.port)
+        answer = b""
+        while b"}}" not in answer:  # the body ends with the workers object
+            answer += sock.recv(65536)
+        if json.loads(answer.partition(b"\r\n\r\n")[2])["workers"]["answered_by"] == slot:
+            return sock
+        sock.close()
+    pytest.fail(f"no connection reached worker {slot} within {BOUND} s")
+
+
+def test_a_request_cut_off_mid_body_is_not_run_and_logs_no_traceback(served: Server) -> None:
+    """A client that hangs up before its (chunked) request is whole: nothing is created, whether the
+    worker it reached holds its session or passes it on, and the log says so in one line at most."""
+    session, owner = legacy_session(served)
+    for slot in (owner, 1 - owner):
+        capability = f"cut-off-{uuid.uuid4().hex[:8]}"
+        call = {
+            "name": "create_task",
+            "arguments": {"agent": "maker", "title": "cut off", "capability": capability},
+        }
+        body = json.dumps({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": call}).encode()
+        with raw_on_worker(served, slot) as sock:
+            head = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % served.port
+            head += b"Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+            head += b"Mcp-Session-Id: %s\r\nMCP-Protocol-Version: 2025-11-25\r\n" % session.encode()
+            sock.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(body), body))
+            time.sleep(0.5)  # the whole JSON arrived; the last chunk never comes
+        time.sleep(1.0)
+        with httpx2.Client(timeout=5) as client:
+            claim = {"name": "claim_task", "arguments": {"agent": "checker", "capabilities": [capability]}}
+            reply = client.post(
+                served.mcp,
+                json={"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": claim},
+                headers=session_headers(session),
+            )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["result"]["structuredContent"]["task"] is None, f"it was run (worker {slot})"
+    served.assert_clean_log()
+    assert "Error handling POST request" not in served.log.read_text()
 
 
 def test_a_killed_worker_is_reported_then_started_again(served: Server) -> None:
