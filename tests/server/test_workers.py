@@ -313,6 +313,20 @@ def test_workers_refused_where_they_cannot_share_one_bus(flags: list[str], said:
     assert "Traceback" not in done.stderr
 
 
+def test_a_tmpdir_too_long_for_the_workers_sockets_ends_the_command_with_what_to_do(
+    redis_url_real: str, tmp_path: Path
+) -> None:
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    env = {**bus_env(redis_url_real, "deep"), "TMPDIR": str(deep)}
+    argv = [*SERVE, "--transport", "http", "--port", "0", "--workers", "2"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=BOUND, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "set TMPDIR to a shorter directory" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(deep.iterdir()) == [], "its socket directory is not left behind"
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_port_already_taken_ends_the_command_with_an_error(
     workers: str, redis_url_real: str, served: Server, tmp_path: Path
