@@ -151,7 +151,8 @@ def serve(
     else:
         settings = use_local_bus(settings)
         check_redis(settings)
-    from mcp_agentbus.server.app import build_server  # the MCP stack loads only for commands that serve
+    from mcp_agentbus.server import collector  # the MCP stack loads only for commands that serve
+    from mcp_agentbus.server.app import build_server
 
     if transport == "http":
         auth = f"bearer tokens from {tokens.path}" if tokens else "no auth"
@@ -164,6 +165,7 @@ def serve(
         server = build_server(settings)
     except ValueError as exc:
         fail(str(exc))
+    collector.settle()
     server.run("stdio")
 
 

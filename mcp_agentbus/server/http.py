@@ -13,7 +13,6 @@ ends after ``AGENTBUS_SESSION_IDLE_SECONDS``, a revoked token's at once), open c
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import logging
 import math
@@ -34,6 +33,7 @@ from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.errors import BackendUnavailable
 from mcp_agentbus.redis.connection import backend, close, connect
 from mcp_agentbus.redis.keys import Keys
+from mcp_agentbus.server import collector
 from mcp_agentbus.server.app import build_server
 from mcp_agentbus.server.dashboard import Dashboard
 from mcp_agentbus.server.json_answers import answer_per_call
@@ -243,9 +243,7 @@ def serve(
     started serving (uvicorn logged why: the port taken, the app's startup failed)."""
     import uvicorn
 
-    # What is loaded by now lives as long as the process: keep it out of the collector's full passes,
-    # which would otherwise walk it again and again under load (pauses of 100 ms and more).
-    gc.freeze()
+    collector.settle()
     config = uvicorn_config(app, host, port, settings, grace_seconds=grace_seconds)
     server = uvicorn.Server(config)
     server.run(sockets=list(sockets) or None)

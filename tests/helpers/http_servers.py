@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,14 +91,17 @@ def _wait_healthy(proc: subprocess.Popen[bytes], port: int) -> bool:
 
 
 @contextmanager
-def http_server(env: dict[str, str], log: Path, *flags: str) -> Iterator[Server]:
-    """`agentbus serve --transport http` on a free loopback port, healthy, terminated on exit; its
-    stdout and stderr go to `log`. A port taken between picking it and binding it is picked again."""
+def http_server(
+    env: dict[str, str], log: Path, *flags: str, serve: Sequence[str] = SERVE
+) -> Iterator[Server]:
+    """`agentbus serve --transport http` (or `serve`, another command that runs it) on a free loopback
+    port, healthy, terminated on exit; its stdout and stderr go to `log`. A port taken between picking it
+    and binding it is picked again."""
     for _ in range(3):
         port = free_port()
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [*SERVE, "--transport", "http", "--host", "127.0.0.1", "--port", str(port), *flags],
+                [*serve, "--transport", "http", "--host", "127.0.0.1", "--port", str(port), *flags],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
