@@ -6,15 +6,17 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, cast, get_type_hints
 
 import pytest
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel
 
 from mcp_agentbus.server.app import build_server
+from mcp_agentbus.server.tools import TOOLS
 from mcp_agentbus.settings import Settings
 
 ALL_TOOLS = {
@@ -115,15 +117,30 @@ class Bus:
 
     async def ok(self, tool: str, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
         """Call a tool that must succeed; check the result's shape; return its structured content."""
-        result = await self.call(tool, args, **kw)
-        assert result.is_error is not True, text_of(result)
-        assert result.structured_content is not None
-        validator(self.schemas[tool]).validate(result.structured_content)
-        assert_readable(result)
-        return cast("dict[str, Any]", result.structured_content)
+        return checked(self.schemas, tool, await self.call(tool, args, **kw))
 
     async def err(self, tool: str, args: dict[str, Any], code: str, *fragments: str) -> dict[str, str]:
         return assert_tool_error(await self.call(tool, args), code, *fragments)
+
+
+def checked(schemas: dict[str, dict[str, Any]], tool: str, result: CallToolResult) -> dict[str, Any]:
+    """The structured content of a successful call, checked against the output schema the server
+    listed (`schemas`) and, field by field, against the tool's result model, which the server does not
+    check its results against (`app._tool`); its text checked readable."""
+    assert result.is_error is not True, text_of(result)
+    assert result.structured_content is not None
+    validator(schemas[tool]).validate(result.structured_content)
+    validator(result_schema(tool)).validate(result.structured_content)
+    assert_readable(result)
+    return cast("dict[str, Any]", result.structured_content)
+
+
+def result_schema(tool: str) -> dict[str, Any]:
+    """The JSON schema of `tool`'s result model (its return annotation), as results are dumped: every
+    field present, each of its type."""
+    hints = get_type_hints(TOOLS[tool][0], include_extras=True)
+    model: type[BaseModel] = hints["return"].__metadata__[0]
+    return model.model_json_schema(mode="serialization")
 
 
 _validators: dict[str, Validator] = {}

@@ -15,11 +15,12 @@ from typing import Any, cast
 
 import anyio
 import httpx2
+import jsonschema
 import pytest
 from helpers.http_servers import POST_HEADERS, Server, bus_env, connect, http_server, post_initialize
-from helpers.mcp_session import Bus, assert_readable, text_of, validator
+from helpers.mcp_session import checked, text_of
 from helpers.mcp_session import connect as connect_in_memory
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, TextContent
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import ClaimedTask, ClaimResult, Lease
@@ -38,15 +39,6 @@ BIG_BODY = "b" * MAX_BODY
 
 def size(value: Any) -> int:
     return len(json.dumps(value, ensure_ascii=False).encode())
-
-
-def checked(bus: Bus, tool: str, call: CallToolResult) -> dict[str, Any]:
-    """The structured content of a successful call, checked as `Bus.ok` checks it."""
-    assert call.is_error is not True, text_of(call)
-    assert call.structured_content is not None
-    validator(bus.schemas[tool]).validate(call.structured_content)
-    assert_readable(call)
-    return cast("dict[str, Any]", call.structured_content)
 
 
 def fresh(name: str) -> str:
@@ -91,7 +83,7 @@ async def test_seven_maximum_size_messages_reach_their_reader_over_http_each_exa
             got: list[str] = []
             for _ in range(len(sent)):
                 call = await bus.call("read_inbox", {"agent": reader})
-                read = checked(bus, "read_inbox", call)
+                read = checked(bus.schemas, "read_inbox", call)
                 assert read["messages"], "each call brings at least one message while any is unread"
                 assert len(call.model_dump_json(by_alias=True).encode()) < 1024 * 1024
                 got += [m["id"] for m in read["messages"]]
@@ -163,7 +155,7 @@ async def test_nine_64_kb_events_are_read_over_http_in_a_few_calls(server: Serve
                 calls += 1
                 assert calls <= 9, "the cursor must advance"
                 call = await bus.call("read_events", {"after": cursor, "topics": [topic]})
-                read = checked(bus, "read_events", call)
+                read = checked(bus.schemas, "read_events", call)
                 assert read["events"] and read["cursor"] != cursor
                 assert read["cursor"] == read["events"][-1]["id"]
                 seen += [e["data"]["i"] for e in read["events"]]
@@ -274,7 +266,7 @@ async def test_get_workflow_over_mcp_and_its_resource_stay_under_the_budget(
         workflow_id, _ = await _workflow_with_large_results(core, 6)
     async with connect_in_memory(settings, mode) as bus:
         call = await bus.call("get_workflow", {"workflow_id": workflow_id})
-        got = checked(bus, "get_workflow", call)
+        got = checked(bus.schemas, "get_workflow", call)
         assert size(got) <= MAX_REPLY_BYTES and got["workflow"]["results_left_out"]
         assert "left out" in text_of(call)
         result = await bus.client.read_resource(f"agentbus://workflows/{workflow_id}")
@@ -292,7 +284,7 @@ async def test_list_agents_and_the_agents_resource_stay_under_the_budget(
             await core.presence.heartbeat(f"agent-{i:03}", capabilities=caps, note="n" * 500)
     async with connect_in_memory(settings, mode) as bus:
         call = await bus.call("list_agents", {})
-        listed = checked(bus, "list_agents", call)
+        listed = checked(bus.schemas, "list_agents", call)
         assert size(listed) <= MAX_REPLY_BYTES and 0 < len(listed["agents"]) < 150
         assert any("left out" in n and "capability" in n for n in listed["notices"]), listed["notices"]
         result = await bus.client.read_resource("agentbus://agents")
@@ -323,7 +315,7 @@ async def test_the_text_gives_what_the_line_does_not_say_without_repeating_the_w
     async with connect_in_memory(settings, mode) as bus:
         await bus.ok("create_task", {"title": "t", "payload": {"n": 1}})
         call = await bus.call("claim_task", {"agent": "w"})
-        claim = checked(bus, "claim_task", call)
+        claim = checked(bus.schemas, "claim_task", call)
         text = text_of(call)
         assert claim["lease"]["lease_token"] in text and '"payload":{"n":1}' in text
         assert json.dumps(claim, ensure_ascii=False) not in text
@@ -331,7 +323,7 @@ async def test_the_text_gives_what_the_line_does_not_say_without_repeating_the_w
 
         await bus.ok("send_message", {"agent": "w", "to": "r", "body": "hello there", "data": {"k": 2}})
         call = await bus.call("read_inbox", {"agent": "r"})
-        checked(bus, "read_inbox", call)
+        checked(bus.schemas, "read_inbox", call)
         assert "hello there" in text_of(call) and '"data":{"k":2}' in text_of(call)
 
 
@@ -406,3 +398,31 @@ async def test_nan_in_a_json_rpc_body_over_http_is_invalid_argument(server: Serv
 def test_a_resource_uri_with_a_trailing_newline_is_refused(uri: str) -> None:
     with pytest.raises((InvalidArgument, NotFound)):
         parse(uri)
+
+
+@pytest.mark.parametrize(
+    "structured",
+    [
+        pytest.param({"notices": [], "joined": True}, id="fields-missing"),
+        pytest.param(
+            {
+                "notices": [],
+                "agent": {},
+                "joined": "yes",
+                "leases_extended": [],
+                "locks_extended": [],
+                "live_agents": 1,
+                "unread_messages": 0,
+            },
+            id="wrong-types",
+        ),
+    ],
+)
+def test_the_tests_check_a_result_against_its_tools_result_model(structured: dict[str, Any]) -> None:
+    """The server does not check its results against their models (`app._tool`); `checked`, which every
+    successful call in these tests goes through, does."""
+    result = CallToolResult(
+        content=[TextContent(type="text", text="a1 is alive.")], structured_content=structured
+    )
+    with pytest.raises(jsonschema.ValidationError):
+        checked({"heartbeat": {"type": "object"}}, "heartbeat", result)
