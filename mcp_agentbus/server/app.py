@@ -58,6 +58,7 @@ from mcp_agentbus.server.subscribing import Subscribing
 from mcp_agentbus.server.tokens import Grant, TokensFile
 from mcp_agentbus.server.tooling import App
 from mcp_agentbus.server.tools import TOOLS
+from mcp_agentbus.server.tracing import trace_when_traced
 from mcp_agentbus.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class AgentBusServer(MCPServer[App]):
         Subscribing(settings, listeners, tokens, self._authorized).register(
             self._lowlevel_server, legacy=legacy_subscriptions
         )
+        trace_when_traced(self._lowlevel_server)
         self.add_prompt(Prompt.from_function(prompts.coordinator, name="coordinator"))
         self.add_prompt(Prompt.from_function(prompts.worker, name="worker"))
         self._settings = settings
