@@ -3,8 +3,10 @@
 The SDK wraps every request in its `OpenTelemetryMiddleware`, which builds the span's attributes and
 enters a span and a context even when nothing records them: 5 % of the instructions of an in-memory
 heartbeat (callgrind). `SpansWhenTraced` asks OpenTelemetry first, on each request, so a process that
-installs a tracer provider (``opentelemetry-instrument agentbus serve``, or in code, before or after the
-server starts) gets the SDK's spans, unchanged, and every other process skips them.
+installs a tracer provider (``trace.set_tracer_provider``, as ``opentelemetry-instrument`` does at start,
+or in code before or after the server starts) gets the SDK's spans, unchanged, and every other process
+skips them. The SDK (2.3) exports its middleware from ``mcp.server._otel`` only, and documents dropping it
+from ``Server.middleware`` as the way to opt out.
 """
 
 from __future__ import annotations
