@@ -36,6 +36,7 @@ from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.server import collector
 from mcp_agentbus.server.app import build_server
 from mcp_agentbus.server.dashboard import Dashboard
+from mcp_agentbus.server.hang_ups import end_calls_on_hang_up
 from mcp_agentbus.server.json_answers import answer_per_call
 from mcp_agentbus.server.request_deadline import protocol
 from mcp_agentbus.server.session_routes import SessionRoutes
@@ -152,6 +153,7 @@ def build_app(
 
     app.router.routes.extend(Dashboard(settings.namespace, bus_for, security, tokens).routes())
     app.state.agentbus = server
+    end_calls_on_hang_up(server.session_manager)
     if not json_response:  # a call that cannot wait is answered with one JSON body all the same
         answer_per_call(server.session_manager)
     if not stateless:

@@ -24,11 +24,10 @@ import anyio
 import httpx2
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_agentbus.server.sessions import MCP_PATH, refused
+from mcp_agentbus.server.sessions import MCP_PATH, SESSION_HEADER, refused
 
 logger = logging.getLogger(__name__)
 
-SESSION_HEADER = b"mcp-session-id"
 _ROUTED = re.compile(rb"w(\d{1,4})-(.+)")
 # Of a connection, not of the request: they stay with each hop.
 _HOP_BY_HOP = frozenset(

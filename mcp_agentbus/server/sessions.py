@@ -22,6 +22,7 @@ from mcp_agentbus.settings import Settings
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
+SESSION_HEADER = b"mcp-session-id"  # of a legacy session (ASGI header names are lower case)
 REVOKED_GRACE_SECONDS = 2 * PROGRESS_EVERY  # a waiting call notices a revocation within one tick
 
 
@@ -127,7 +128,7 @@ def _opens_session(scope: Scope) -> bool:
         return False
     headers = dict(scope["headers"])
     version = headers.get(b"mcp-protocol-version")
-    return b"mcp-session-id" not in headers and (
+    return SESSION_HEADER not in headers and (
         version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS
     )
 

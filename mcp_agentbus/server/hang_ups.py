@@ -1,0 +1,143 @@
+"""Over HTTP, a call that waits ends when its client hangs up: it takes nothing.
+
+A ``claim_task`` (or ``acquire_lock``, ``read_inbox``, ...) with a positive ``wait_seconds`` may wait for
+minutes. If its client is killed or gives up on the connection meanwhile, the answer can reach nobody:
+this server keeps no stream to resume. The SDK (2.3) ends such a call only where it runs in the request
+and its event stream hears the hang-up (2026-07-28, or ``--stateless``); a legacy (2025-11-25) session's
+call runs on in the session, and a call answered with one JSON body never hears of it. Left running,
+the wait would take the next task or lock for a client that is gone, held until its lease or lock
+expires.
+
+`HangUps` watches the connection of each POST that carries such a call. If it closes before the answer
+is whole, the request is cancelled, and a legacy session is told, as the client would tell it
+(``notifications/cancelled``, through the SDK's own handler): the wait ends and claims nothing, as a
+cancelled wait does in the core (a claim cancelled while its script runs is handed back). The MCP spec
+lets a client resume a stream instead of cancelling; with no stream to resume, cancelling is all that
+is left. A call that cannot wait is not watched: it ends as fast as its answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import anyio
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp_types import RequestId
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mcp_agentbus.server.sessions import SESSION_HEADER
+
+logger = logging.getLogger(__name__)
+
+CANCEL_REASON = "the client hung up before the answer"
+
+
+def waiting_call(body: bytes) -> RequestId | None:
+    """The id of the request in `body` if it is a tool call that may wait (a positive ``wait_seconds``)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict) or message.get("method") != "tools/call":
+        return None
+    params = message.get("params")
+    arguments = params.get("arguments") if isinstance(params, dict) else None
+    wait = arguments.get("wait_seconds") if isinstance(arguments, dict) else None
+    request_id = message.get("id")
+    if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+        return None
+    # Any wait the tool would accept: it refuses what is not a number.
+    if isinstance(wait, bool) or not isinstance(wait, int | float | str):
+        return None
+    try:
+        return request_id if float(wait) > 0 else None
+    except ValueError:
+        return None
+
+
+class HangUps:
+    """ASGI app in front of the SDK's request handler, behind its body limit (the body is whole by then):
+    a POST carrying a call that may wait is cancelled if its client hangs up before the answer is whole.
+    It replays the body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self._app(scope, receive, send)
+            return
+        first = await receive()
+        body = first.get("body", b"") if first["type"] == "http.request" else b""
+        call = None if first.get("more_body", False) else waiting_call(body)
+        pending = [first]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        if call is None:
+            await self._app(scope, replay, send)
+            return
+        answered = hung_up = False
+
+        async def answering(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        async with anyio.create_task_group() as tg:
+
+            async def until_hung_up() -> None:
+                # After the body, the server's receive returns only when the client hangs up or the
+                # answer is complete; the SDK may be listening as well, which is allowed.
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                if not answered:
+                    nonlocal hung_up
+                    hung_up = True
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(until_hung_up)
+            await self._app(scope, replay, answering)
+            tg.cancel_scope.cancel()
+        if hung_up and any(name == SESSION_HEADER for name, _ in scope["headers"]):
+            await self._cancel_in_session(scope, call)
+
+    async def _cancel_in_session(self, scope: Scope, call: RequestId) -> None:
+        """Tell the legacy session of `scope` that request `call` is cancelled: a notification POSTed to
+        the SDK's handler on the client's behalf (its headers, its token), answered 202 with no body."""
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": call, "reason": CANCEL_REASON},
+            }
+        ).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        sent = False
+
+        async def receive() -> Message:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        status: list[int] = []
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await self._app({**scope, "headers": headers}, receive, send)
+        if status != [202]:  # an unknown or ended session: its call ended with it
+            logger.info("cancelling call %r of a client that hung up: answered %s", call, status)
+
+
+def end_calls_on_hang_up(manager: StreamableHTTPSessionManager) -> None:
+    """Put `HangUps` in front of the request handler of `manager`, behind the SDK's body limit."""
+    limit = manager.asgi_app
+    limit.app = HangUps(limit.app)

@@ -1,0 +1,274 @@
+"""A call that waits ends when its client hangs up or gives up on it, and takes nothing: over HTTP
+(`hang_ups.py`), a client process killed while its claim or lock waits, in both protocol eras and every
+way of answering, and a client that gives up on a call as the SDK's does; over stdio, the latter. Against
+real server processes on a real Redis."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio as redis
+from helpers import fresh_settings
+from helpers.http_servers import Server, bus_env, connect, fresh, http_server
+from helpers.stdio import assert_clean_log
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.redis.keys import Keys
+from mcp_agentbus.server.hang_ups import waiting_call
+from mcp_agentbus.server.tokens import TokensFile
+
+pytestmark = pytest.mark.anyio
+
+# Waits far longer than a test: one that ends within it was ended by its client's hang-up.
+LONG_WAITS = {"AGENTBUS_MAX_WAIT_SECONDS": "600"}
+SETTLE_BOUND = 30.0  # seconds for a wait to begin, or to end after its client is gone (busy CI machine)
+
+# A client that makes one call that waits (under a token, if given one), and is killed while it does.
+WAITING_CLIENT = textwrap.dedent(
+    """
+    import json, sys, anyio, httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def main(url, mode, tool, arguments, token=None):
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http:
+            async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+                await client.call_tool(tool, json.loads(arguments))
+
+    anyio.run(main, *sys.argv[1:])
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"claim_task","arguments":{"wait_seconds":5}}}',
+            7,
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"arguments":{"wait_seconds":0.5}}}',
+            "a",
+        ),
+        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":"5"}}}', 7),
+        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":0}}}', None),
+        (
+            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":"soon"}}}',
+            None,
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":true}}}',
+            None,
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":null}}}',
+            None,
+        ),
+        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{}}}', None),
+        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":[1]}}', None),
+        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":[]}', None),
+        (
+            b'{"jsonrpc":"2.0","id":true,"method":"tools/call","params":{"arguments":{"wait_seconds":5}}}',
+            None,
+        ),
+        (b'{"jsonrpc":"2.0","method":"tools/call","params":{"arguments":{"wait_seconds":5}}}', None),
+        (b'{"jsonrpc":"2.0","id":7,"method":"tools/list"}', None),
+        (b'[{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":5}}}]', None),
+        (b'{"jsonrpc":"2.0","id":7', None),
+        (b"[" * 100_000, None),
+        (b"\xff\xfe", None),
+    ],
+)
+def test_which_requests_are_calls_that_may_wait(body: bytes, expected: Any) -> None:
+    assert waiting_call(body) == expected
+
+
+SERVES = {
+    "event streams": (),
+    "--json-responses": ("--json-responses",),
+    "--stateless": ("--stateless",),
+    "--workers 2": ("--workers", "2"),
+}
+
+
+@pytest.fixture(scope="module", params=list(SERVES))
+def served(
+    request: pytest.FixtureRequest, redis_url_real: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, str]]:
+    namespace = fresh("hangups")
+    env = {**bus_env(redis_url_real, namespace), **LONG_WAITS}
+    with http_server(env, tmp_path_factory.mktemp("hangups") / "serve.log", *SERVES[request.param]) as server:
+        yield server, namespace
+        server.assert_clean_log()
+
+
+async def until_listening(client: redis.Redis, namespace: str, agent: str, listening: bool) -> None:
+    """Until the server listens (or no longer listens) for news of `agent`: it does while a call of that
+    agent waits (core/wakeups.py)."""
+    channel = Keys(namespace).wake(f"message:{agent}")
+    with anyio.fail_after(SETTLE_BOUND):
+        # Redis counts a channel's subscribers: there is no event to wait on
+        while (dict(await client.pubsub_numsub(channel))[channel.encode()] > 0) != listening:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+
+
+async def killed_while_waiting(
+    server: Server,
+    redis_url: str,
+    namespace: str,
+    mode: str,
+    tool: str,
+    arguments: dict[str, Any],
+    token: str | None = None,
+) -> None:
+    """Start a client process whose call of `tool` waits; once the server waits for it, kill the process,
+    and return once the server stopped waiting."""
+    client = redis.Redis.from_url(redis_url)
+    command = [sys.executable, "-c", WAITING_CLIENT, server.mcp, mode, tool, json.dumps(arguments)]
+    command += [] if token is None else [token]
+    try:
+        async with await anyio.open_process(command, stdout=None, stderr=subprocess.DEVNULL) as proc:
+            await until_listening(client, namespace, arguments["agent"], listening=True)
+            assert proc.returncode is None, "the client ended before it was killed"
+            proc.kill()
+            assert await proc.wait() == -signal.SIGKILL
+        await until_listening(client, namespace, arguments["agent"], listening=False)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_claim_whose_client_is_killed_takes_no_task(
+    served: tuple[Server, str], redis_url_real: str, mode: str
+) -> None:
+    server, namespace = served
+    capability = fresh("cap")
+    waits = {"agent": fresh("gone"), "capabilities": [capability], "wait_seconds": 600}
+    await killed_while_waiting(server, redis_url_real, namespace, mode, "claim_task", waits)
+    async with connect(server, mode) as bus:
+        created = await bus.ok("create_task", {"title": "after", "capability": capability})
+        claim = await bus.ok("claim_task", {"agent": fresh("next"), "capabilities": [capability]})
+        assert claim["task"] is not None, "the killed client's wait took the task"
+        assert claim["task"]["id"] == created["task_id"]
+        assert claim["task"]["attempt"] == 1
+
+
+async def test_a_lock_whose_waiter_is_killed_goes_to_the_next(
+    served: tuple[Server, str], redis_url_real: str
+) -> None:
+    server, namespace = served
+    resource = f"src/{fresh('file')}.py"
+    async with connect(server, "legacy") as bus:
+        holder = fresh("holder")
+        held = await bus.ok("acquire_lock", {"agent": holder, "resource": resource})
+        await killed_while_waiting(
+            server,
+            redis_url_real,
+            namespace,
+            "legacy",
+            "acquire_lock",
+            {"agent": fresh("gone"), "resource": resource, "wait_seconds": 600},
+        )
+        await bus.ok(
+            "release_lock", {"agent": holder, "resource": resource, "lock_token": held["lock_token"]}
+        )
+        taken = await bus.ok("acquire_lock", {"agent": fresh("next"), "resource": resource})
+        assert taken["acquired"] is True, taken
+
+
+# Not --stateless: there a legacy client's notifications/cancelled reaches no session (each request is
+# its own), so the call waits on until its client closes the request (as a killed one does) or it ends.
+@pytest.mark.parametrize("served", ["event streams", "--json-responses", "--workers 2"], indirect=True)
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_call_the_client_gives_up_on_takes_nothing(
+    served: tuple[Server, str], redis_url_real: str, mode: str
+) -> None:
+    """The SDK's client, abandoning a call, tells a legacy session (notifications/cancelled) and closes
+    a 2026-07-28 call's request."""
+    server, namespace = served
+    gone, capability = fresh("gone"), fresh("cap")
+    client = redis.Redis.from_url(redis_url_real)
+    # The waiter's session stays open throughout: the SDK's client fails as it closes if the answer to
+    # the call it gave up on (legacy: "Request cancelled") arrives just then.
+    async with connect(server, mode) as waiter:
+        try:
+            async with anyio.create_task_group() as tg:
+                waits = {"agent": gone, "capabilities": [capability], "wait_seconds": 600}
+                tg.start_soon(waiter.client.call_tool, "claim_task", waits)
+                await until_listening(client, namespace, gone, listening=True)
+                tg.cancel_scope.cancel()
+            await until_listening(client, namespace, gone, listening=False)
+        finally:
+            await client.aclose()
+        async with connect(server, mode) as bus:
+            created = await bus.ok("create_task", {"title": "after", "capability": capability})
+            claim = await bus.ok("claim_task", {"agent": fresh("next"), "capabilities": [capability]})
+            assert claim["task"] is not None, "the abandoned wait took the task"
+            assert claim["task"]["id"] == created["task_id"]
+            assert claim["task"]["attempt"] == 1
+        await waiter.ok("heartbeat", {"agent": gone})  # the session serves on
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_claim_made_under_a_token_whose_client_is_killed_takes_no_task(
+    redis_url_real: str, tmp_path: Path, mode: str
+) -> None:
+    """The session is told on the client's behalf: under its token, as the session's owner."""
+    namespace, capability = fresh("tokened"), fresh("cap")
+    tokens = TokensFile(tmp_path / "tokens.json")
+    token, _ = tokens.create(namespace=namespace, agent="w-*", role="worker")
+    waits = {"agent": "w-gone", "capabilities": [capability], "wait_seconds": 600}
+    env = {**bus_env(redis_url_real, namespace), **LONG_WAITS, "AGENTBUS_TOKENS_FILE": str(tokens.path)}
+    with http_server(env, tmp_path / "serve.log") as server:
+        await killed_while_waiting(server, redis_url_real, namespace, mode, "claim_task", waits, token)
+        async with AgentBus.open(fresh_settings(redis_url_real, namespace=namespace)) as bus:
+            created = await bus.tasks.create("planner", title="after", capability=capability)
+            claim = await bus.tasks.claim("w-next", capabilities=[capability])
+        server.assert_clean_log()
+    assert claim.task is not None, "the killed client's wait took the task"
+    assert claim.task.id == created.task_id
+    assert claim.task.attempt == 1
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_call_given_up_on_over_stdio_takes_nothing(
+    redis_url_real: str, tmp_path: Path, mode: str
+) -> None:
+    """Over stdio the SDK's client sends notifications/cancelled in both eras (a client that dies ends
+    the server: test_stdio_pipes.py)."""
+    namespace, gone, capability = fresh("stdio"), fresh("gone"), fresh("cap")
+    env = {**bus_env(redis_url_real, namespace), **LONG_WAITS}
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_agentbus", "serve"], env=env)
+    client = redis.Redis.from_url(redis_url_real)
+    with (tmp_path / "serve.log").open("w") as log:
+        async with Client(stdio_client(params, errlog=log), mode=mode) as waiter:
+            try:
+                async with anyio.create_task_group() as tg:
+                    waits = {"agent": gone, "capabilities": [capability], "wait_seconds": 600}
+                    tg.start_soon(waiter.call_tool, "claim_task", waits)
+                    await until_listening(client, namespace, gone, listening=True)
+                    tg.cancel_scope.cancel()
+                await until_listening(client, namespace, gone, listening=False)
+            finally:
+                await client.aclose()
+            async with AgentBus.open(fresh_settings(redis_url_real, namespace=namespace)) as bus:
+                created = await bus.tasks.create("planner", title="after", capability=capability)
+                claim = await bus.tasks.claim(fresh("next"), capabilities=[capability])
+            assert claim.task is not None, "the abandoned wait took the task"
+            assert claim.task.id == created.task_id
+            assert claim.task.attempt == 1
+            assert (await waiter.call_tool("heartbeat", {"agent": gone})).is_error is not True
+    assert_clean_log(tmp_path / "serve.log")
