@@ -31,6 +31,7 @@ from mcp_agentbus.server.sessions import SESSION_HEADER
 logger = logging.getLogger(__name__)
 
 CANCEL_REASON = "the client hung up before the answer"
+CANCEL_SECONDS = 5.0  # a session takes a notification at once; one that does not is stuck anyway
 
 
 def waiting_call(body: bytes) -> RequestId | None:
@@ -47,13 +48,15 @@ def waiting_call(body: bytes) -> RequestId | None:
     request_id = message.get("id")
     if not isinstance(request_id, str | int) or isinstance(request_id, bool):
         return None
-    # Any wait the tool would accept: it refuses what is not a number.
-    if isinstance(wait, bool) or not isinstance(wait, int | float | str):
+    # Any wait the tool would take (pydantic reads "5" as 5); it refuses what is not a number.
+    if isinstance(wait, str):
+        try:
+            wait = float(wait)
+        except ValueError:
+            return None
+    if isinstance(wait, bool) or not isinstance(wait, int | float):
         return None
-    try:
-        return request_id if float(wait) > 0 else None
-    except ValueError:
-        return None
+    return request_id if wait > 0 else None
 
 
 class HangUps:
@@ -79,7 +82,7 @@ class HangUps:
         if call is None:
             await self._app(scope, replay, send)
             return
-        answered = hung_up = False
+        answered = False
 
         async def answering(message: Message) -> None:
             nonlocal answered
@@ -90,19 +93,18 @@ class HangUps:
         async with anyio.create_task_group() as tg:
 
             async def until_hung_up() -> None:
-                # After the body, the server's receive returns only when the client hangs up or the
-                # answer is complete; the SDK may be listening as well, which is allowed.
+                # After the body, the server's receive returns http.disconnect once the client hangs up
+                # or the answer is complete; the SDK may be listening as well, which is allowed.
                 while (await receive())["type"] != "http.disconnect":
                     pass
                 if not answered:
-                    nonlocal hung_up
-                    hung_up = True
                     tg.cancel_scope.cancel()
 
             tg.start_soon(until_hung_up)
             await self._app(scope, replay, answering)
             tg.cancel_scope.cancel()
-        if hung_up and any(name == SESSION_HEADER for name, _ in scope["headers"]):
+        # An answer left incomplete without an error: its client hung up.
+        if not answered and any(name == SESSION_HEADER for name, _ in scope["headers"]):
             await self._cancel_in_session(scope, call)
 
     async def _cancel_in_session(self, scope: Scope, call: RequestId) -> None:
@@ -117,14 +119,10 @@ class HangUps:
         ).encode()
         headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
-        sent = False
+        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def receive() -> Message:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return pending.pop() if pending else {"type": "http.disconnect"}
 
         status: list[int] = []
 
@@ -132,7 +130,13 @@ class HangUps:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
 
-        await self._app({**scope, "headers": headers}, receive, send)
+        # Shielded and bounded: the client is gone, so nothing else will end the call it left behind.
+        with anyio.move_on_after(CANCEL_SECONDS, shield=True):
+            try:
+                await self._app({**scope, "headers": headers}, receive, send)
+            except Exception as exc:  # the session's own end ends its calls
+                logger.info("could not cancel call %r of a client that hung up: %r", call, exc)
+                return
         if status != [202]:  # an unknown or ended session: its call ended with it
             logger.info("cancelling call %r of a client that hung up: answered %s", call, status)
 

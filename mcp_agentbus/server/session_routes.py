@@ -14,11 +14,13 @@ where they arrive.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -98,43 +100,69 @@ class SessionRoutes:
 
     async def _pass_on(self, owner: int, scope: Scope, receive: Receive, send: Send) -> bool:
         """Serve the request through worker `owner`; False if it cannot be reached (nothing was read
-        of the request then)."""
+        of the request then). From the moment its body is whole (a call may wait for minutes before
+        its answer starts), a client that hangs up ends the connection to the owner, which serves a
+        client gone as its own."""
         query = scope.get("query_string", b"")
         url = f"http://worker{scope['path']}" + (f"?{query.decode('latin-1')}" if query else "")
         headers = [(k, v) for k, v in scope["headers"] if k not in _HOP_BY_HOP]
         with_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
+        upstream = _Upstream()
+        whole = anyio.Event()  # the request's body is whole: what `receive` gives next is the hang-up
         # Not client.build_request, which adds the client's own headers (Accept among them): the owner
         # must see the request as the client sent it.
         request = httpx2.Request(
-            scope["method"], url, headers=headers, content=_body(receive) if with_body else None
+            scope["method"],
+            url,
+            headers=headers,
+            content=_body(receive, whole) if with_body else None,
+            extensions={"trace": upstream.trace},
         )
+        async with anyio.create_task_group() as tg:
+
+            async def until_gone() -> None:
+                # Made once connected: a request the owner cannot take is served here, reading `receive`.
+                await (whole if with_body else upstream.connected).wait()
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                upstream.hang_up()
+
+            tg.start_soon(until_gone)
+            try:
+                await self._serve_there(owner, request, upstream, scope, receive, send)
+            except _Unreachable:
+                return False
+            finally:
+                tg.cancel_scope.cancel()  # what it waits on is this request's receive, or an event
+        return True
+
+    async def _serve_there(
+        self,
+        owner: int,
+        request: httpx2.Request,
+        upstream: _Upstream,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
         try:
             answer = await self._client(owner).send(request, stream=True)
         except httpx2.ConnectError:
             logger.info("worker %d does not answer; its sessions are gone", owner)
-            return False
+            raise _Unreachable from None
         except _ClientGone:  # before its request was whole: the owner saw it cut off, and did nothing
-            return True
+            return
         except httpx2.TransportError as exc:
-            logger.warning("worker %d did not answer a request passed on to it: %r", owner, exc)
-            await _unanswered(scope, receive, send)
-            return True
+            if not upstream.gone:
+                logger.warning("worker %d did not answer a request passed on to it: %r", owner, exc)
+                await _unanswered(scope, receive, send)
+            return
         try:
             start = [(k, v) for k, v in answer.headers.raw if k.lower() not in _NOT_RELAYED]
             await send({"type": "http.response.start", "status": answer.status_code, "headers": start})
-            async with anyio.create_task_group() as tg:
-
-                async def until_gone() -> None:  # the client hung up: stop streaming its answer
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(until_gone)
-                await _relay(answer, send, owner)
-                tg.cancel_scope.cancel()
+            await _relay(answer, send, owner, upstream)
         finally:
             await answer.aclose()
-        return True
 
     def _client(self, owner: int) -> httpx2.AsyncClient:
         client = self._clients.get(owner)
@@ -154,7 +182,35 @@ class _ClientGone(Exception):
     """The client hung up (or ran out of time) before its request was whole."""
 
 
-async def _body(receive: Receive) -> AsyncIterator[bytes]:
+class _Unreachable(Exception):
+    """The owner does not take connections: its sessions are gone."""
+
+
+class _Upstream:
+    """The connection a request is passed on over. A client that hangs up ends it by shutting its
+    socket down, so that what waits on it (the answer's head or its next chunk) ends as if the owner had
+    closed it, rather than being cancelled: anyio's Unix-socket streams wait on a future that uvloop may
+    complete in the very turn it is cancelled in, which logs an InvalidStateError with a traceback."""
+
+    def __init__(self) -> None:
+        self.connected = anyio.Event()
+        self.gone = False
+        self._socket: socket.socket | None = None
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: the connection's socket, once connected."""
+        if event == "connection.connect_unix_socket.complete" and info.get("return_value") is not None:
+            self._socket = info["return_value"].get_extra_info("socket")
+            self.connected.set()
+
+    def hang_up(self) -> None:
+        self.gone = True
+        if self._socket is not None:
+            with contextlib.suppress(OSError):  # closed already
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+
+async def _body(receive: Receive, whole: anyio.Event) -> AsyncIterator[bytes]:
     """The request's body as it arrives; cut off (the owner then discards it) if its client goes."""
     while True:
         message = await receive()
@@ -162,17 +218,19 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
             raise _ClientGone
         yield message.get("body", b"")
         if not message.get("more_body", False):
+            whole.set()
             return
 
 
-async def _relay(answer: httpx2.Response, send: Send, owner: int) -> None:
+async def _relay(answer: httpx2.Response, send: Send, owner: int, upstream: _Upstream) -> None:
     """The owner's answer to the client as it comes; one that breaks off stays cut off (the client's
     connection closes without its last chunk, so the client sees it incomplete)."""
     try:
         async for chunk in answer.aiter_raw():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except httpx2.TransportError as exc:
-        logger.warning("worker %d stopped in the middle of an answer: %r", owner, exc)
+        if not upstream.gone:
+            logger.warning("worker %d stopped in the middle of an answer: %r", owner, exc)
         return
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 import redis
@@ -198,3 +200,47 @@ def post_initialize(server: Server, host: str | None = None) -> httpx2.Response:
     if host is not None:
         headers["Host"] = host
     return httpx2.post(server.mcp, json=INIT, headers=headers, timeout=5)
+
+
+def legacy_session(server: Server) -> tuple[str, int]:
+    """A new legacy session (initialize, then initialized), its id and the worker it names."""
+    with httpx2.Client(timeout=5) as client:
+        opened = client.post(server.mcp, json=INIT, headers=POST_HEADERS)
+        assert opened.status_code == 200, opened.text
+        session = opened.headers["mcp-session-id"]
+        named = re.fullmatch(r"w(\d)-[0-9a-f]{32}", session)
+        assert named is not None, session
+        headers = {**POST_HEADERS, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+        done = client.post(
+            server.mcp, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers
+        )
+        assert done.status_code == 202, done.text
+    return session, int(named.group(1))
+
+
+@contextmanager
+def on_worker(server: Server, slot: int) -> Iterator[httpx2.Client]:
+    """A client whose one keep-alive connection the kernel gave to worker `slot` (asked of /healthz)."""
+    deadline = time.monotonic() + START_BOUND
+    while time.monotonic() < deadline:
+        with httpx2.Client(timeout=10, limits=httpx2.Limits(max_connections=1)) as client:
+            if client.get(server.healthz).json()["workers"]["answered_by"] == slot:
+                yield client
+                return
+    pytest.fail(f"no connection reached worker {slot} within {START_BOUND} s")
+
+
+@asynccontextmanager
+async def on_worker_async(server: Server, slot: int) -> AsyncIterator[httpx2.AsyncClient]:
+    """`on_worker` for async tests: an async client whose one connection reached worker `slot`."""
+    with anyio.fail_after(START_BOUND):
+        while True:
+            limits = httpx2.Limits(max_connections=1)
+            async with httpx2.AsyncClient(timeout=httpx2.Timeout(10, read=None), limits=limits) as client:
+                if (await client.get(server.healthz)).json()["workers"]["answered_by"] == slot:
+                    yield client
+                    return
+
+
+def session_headers(session: str) -> dict[str, str]:
+    return {**POST_HEADERS, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,16 @@ import anyio
 import pytest
 import redis.asyncio as redis
 from helpers import fresh_settings
-from helpers.http_servers import Server, bus_env, connect, fresh, http_server
+from helpers.http_servers import (
+    Server,
+    bus_env,
+    connect,
+    fresh,
+    http_server,
+    legacy_session,
+    on_worker_async,
+    session_headers,
+)
 from helpers.stdio import assert_clean_log
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -88,6 +98,17 @@ WAITING_CLIENT = textwrap.dedent(
         (b'{"jsonrpc":"2.0","id":7,"method":"tools/list"}', None),
         (b'[{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":5}}}]', None),
         (b'{"jsonrpc":"2.0","id":7', None),
+        (
+            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":1'
+            + b"0" * 400
+            + b"}}}",
+            7,
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":"1e999"}}}',
+            7,
+        ),
+        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":NaN}}}', None),
         (b"[" * 100_000, None),
         (b"\xff\xfe", None),
     ],
@@ -101,6 +122,7 @@ SERVES = {
     "--json-responses": ("--json-responses",),
     "--stateless": ("--stateless",),
     "--workers 2": ("--workers", "2"),
+    "--workers 2 --json-responses": ("--workers", "2", "--json-responses"),
 }
 
 
@@ -115,14 +137,15 @@ def served(
         server.assert_clean_log()
 
 
-async def until_listening(client: redis.Redis, namespace: str, agent: str, listening: bool) -> None:
+async def until_listening(redis_url: str, namespace: str, agent: str, listening: bool) -> None:
     """Until the server listens (or no longer listens) for news of `agent`: it does while a call of that
     agent waits (core/wakeups.py)."""
     channel = Keys(namespace).wake(f"message:{agent}")
-    with anyio.fail_after(SETTLE_BOUND):
-        # Redis counts a channel's subscribers: there is no event to wait on
-        while (dict(await client.pubsub_numsub(channel))[channel.encode()] > 0) != listening:  # noqa: ASYNC110
-            await anyio.sleep(0.05)
+    async with redis.Redis.from_url(redis_url) as client:
+        with anyio.fail_after(SETTLE_BOUND):
+            # Redis counts a channel's subscribers: there is no event to wait on
+            while (dict(await client.pubsub_numsub(channel))[channel.encode()] > 0) != listening:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
 
 
 async def killed_while_waiting(
@@ -136,18 +159,25 @@ async def killed_while_waiting(
 ) -> None:
     """Start a client process whose call of `tool` waits; once the server waits for it, kill the process,
     and return once the server stopped waiting."""
-    client = redis.Redis.from_url(redis_url)
     command = [sys.executable, "-c", WAITING_CLIENT, server.mcp, mode, tool, json.dumps(arguments)]
     command += [] if token is None else [token]
-    try:
-        async with await anyio.open_process(command, stdout=None, stderr=subprocess.DEVNULL) as proc:
-            await until_listening(client, namespace, arguments["agent"], listening=True)
-            assert proc.returncode is None, "the client ended before it was killed"
-            proc.kill()
-            assert await proc.wait() == -signal.SIGKILL
-        await until_listening(client, namespace, arguments["agent"], listening=False)
-    finally:
-        await client.aclose()
+    async with await anyio.open_process(command, stdout=None, stderr=subprocess.DEVNULL) as proc:
+        await until_listening(redis_url, namespace, arguments["agent"], listening=True)
+        assert proc.returncode is None, "the client ended before it was killed"
+        proc.kill()
+        assert await proc.wait() == -signal.SIGKILL
+    await until_listening(redis_url, namespace, arguments["agent"], listening=False)
+
+
+async def assert_the_next_claimer_gets_a_new_task(server: Server, mode: str, capability: str) -> None:
+    """A task of `capability` created now goes to the next agent that claims one, at its first attempt:
+    no wait of a client gone took it."""
+    async with connect(server, mode) as bus:
+        created = await bus.ok("create_task", {"title": "after", "capability": capability})
+        claim = await bus.ok("claim_task", {"agent": fresh("next"), "capabilities": [capability]})
+    assert claim["task"] is not None, "a wait of a client gone took the task"
+    assert claim["task"]["id"] == created["task_id"]
+    assert claim["task"]["attempt"] == 1
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
@@ -158,12 +188,7 @@ async def test_a_claim_whose_client_is_killed_takes_no_task(
     capability = fresh("cap")
     waits = {"agent": fresh("gone"), "capabilities": [capability], "wait_seconds": 600}
     await killed_while_waiting(server, redis_url_real, namespace, mode, "claim_task", waits)
-    async with connect(server, mode) as bus:
-        created = await bus.ok("create_task", {"title": "after", "capability": capability})
-        claim = await bus.ok("claim_task", {"agent": fresh("next"), "capabilities": [capability]})
-        assert claim["task"] is not None, "the killed client's wait took the task"
-        assert claim["task"]["id"] == created["task_id"]
-        assert claim["task"]["attempt"] == 1
+    await assert_the_next_claimer_gets_a_new_task(server, mode, capability)
 
 
 async def test_a_lock_whose_waiter_is_killed_goes_to_the_next(
@@ -191,7 +216,11 @@ async def test_a_lock_whose_waiter_is_killed_goes_to_the_next(
 
 # Not --stateless: there a legacy client's notifications/cancelled reaches no session (each request is
 # its own), so the call waits on until its client closes the request (as a killed one does) or it ends.
-@pytest.mark.parametrize("served", ["event streams", "--json-responses", "--workers 2"], indirect=True)
+@pytest.mark.parametrize(
+    "served",
+    ["event streams", "--json-responses", "--workers 2", "--workers 2 --json-responses"],
+    indirect=True,
+)
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_a_call_the_client_gives_up_on_takes_nothing(
     served: tuple[Server, str], redis_url_real: str, mode: str
@@ -200,25 +229,16 @@ async def test_a_call_the_client_gives_up_on_takes_nothing(
     a 2026-07-28 call's request."""
     server, namespace = served
     gone, capability = fresh("gone"), fresh("cap")
-    client = redis.Redis.from_url(redis_url_real)
     # The waiter's session stays open throughout: the SDK's client fails as it closes if the answer to
     # the call it gave up on (legacy: "Request cancelled") arrives just then.
     async with connect(server, mode) as waiter:
-        try:
-            async with anyio.create_task_group() as tg:
-                waits = {"agent": gone, "capabilities": [capability], "wait_seconds": 600}
-                tg.start_soon(waiter.client.call_tool, "claim_task", waits)
-                await until_listening(client, namespace, gone, listening=True)
-                tg.cancel_scope.cancel()
-            await until_listening(client, namespace, gone, listening=False)
-        finally:
-            await client.aclose()
-        async with connect(server, mode) as bus:
-            created = await bus.ok("create_task", {"title": "after", "capability": capability})
-            claim = await bus.ok("claim_task", {"agent": fresh("next"), "capabilities": [capability]})
-            assert claim["task"] is not None, "the abandoned wait took the task"
-            assert claim["task"]["id"] == created["task_id"]
-            assert claim["task"]["attempt"] == 1
+        async with anyio.create_task_group() as tg:
+            waits = {"agent": gone, "capabilities": [capability], "wait_seconds": 600}
+            tg.start_soon(waiter.client.call_tool, "claim_task", waits)
+            await until_listening(redis_url_real, namespace, gone, listening=True)
+            tg.cancel_scope.cancel()
+        await until_listening(redis_url_real, namespace, gone, listening=False)
+        await assert_the_next_claimer_gets_a_new_task(server, mode, capability)
         await waiter.ok("heartbeat", {"agent": gone})  # the session serves on
 
 
@@ -252,18 +272,14 @@ async def test_a_call_given_up_on_over_stdio_takes_nothing(
     namespace, gone, capability = fresh("stdio"), fresh("gone"), fresh("cap")
     env = {**bus_env(redis_url_real, namespace), **LONG_WAITS}
     params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_agentbus", "serve"], env=env)
-    client = redis.Redis.from_url(redis_url_real)
     with (tmp_path / "serve.log").open("w") as log:
         async with Client(stdio_client(params, errlog=log), mode=mode) as waiter:
-            try:
-                async with anyio.create_task_group() as tg:
-                    waits = {"agent": gone, "capabilities": [capability], "wait_seconds": 600}
-                    tg.start_soon(waiter.call_tool, "claim_task", waits)
-                    await until_listening(client, namespace, gone, listening=True)
-                    tg.cancel_scope.cancel()
-                await until_listening(client, namespace, gone, listening=False)
-            finally:
-                await client.aclose()
+            async with anyio.create_task_group() as tg:
+                waits = {"agent": gone, "capabilities": [capability], "wait_seconds": 600}
+                tg.start_soon(waiter.call_tool, "claim_task", waits)
+                await until_listening(redis_url_real, namespace, gone, listening=True)
+                tg.cancel_scope.cancel()
+            await until_listening(redis_url_real, namespace, gone, listening=False)
             async with AgentBus.open(fresh_settings(redis_url_real, namespace=namespace)) as bus:
                 created = await bus.tasks.create("planner", title="after", capability=capability)
                 claim = await bus.tasks.claim(fresh("next"), capabilities=[capability])
@@ -272,3 +288,22 @@ async def test_a_call_given_up_on_over_stdio_takes_nothing(
             assert claim.task.attempt == 1
             assert (await waiter.call_tool("heartbeat", {"agent": gone})).is_error is not True
     assert_clean_log(tmp_path / "serve.log")
+
+
+@pytest.mark.parametrize("served", ["--workers 2", "--workers 2 --json-responses"], indirect=True)
+async def test_a_call_passed_on_to_the_worker_of_its_session_ends_with_its_client(
+    served: tuple[Server, str], redis_url_real: str
+) -> None:
+    """The call reaches the worker that does not hold its session, which passes it on (session_routes.py);
+    its client hangs up before any answer (with one JSON body, none comes until the wait ends)."""
+    server, namespace = served
+    session, owner = legacy_session(server)
+    gone = fresh("gone")
+    waits = {"agent": gone, "capabilities": [fresh("cap")], "wait_seconds": 600}
+    params = {"name": "claim_task", "arguments": waits}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}
+    async with on_worker_async(server, 1 - owner) as client, anyio.create_task_group() as tg:
+        tg.start_soon(partial(client.post, server.mcp, json=call, headers=session_headers(session)))
+        await until_listening(redis_url_real, namespace, gone, listening=True)
+        tg.cancel_scope.cancel()  # the POST's connection closes: its client hung up
+    await until_listening(redis_url_real, namespace, gone, listening=False)

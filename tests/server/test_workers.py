@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from helpers.http_servers import INIT, POST_HEADERS, SERVE, Server, bus_env, connect, http_server
+from helpers.http_servers import (
+    SERVE,
+    Server,
+    bus_env,
+    connect,
+    http_server,
+    legacy_session,
+    on_worker,
+    session_headers,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -110,38 +117,6 @@ async def test_claims_over_many_connections_make_one_queue(served: Server, mode:
             for n in range(6):
                 tg.start_soon(worker, n)
     assert sorted(claimed) == sorted(created)  # each task once: none lost, none doubled
-
-
-def legacy_session(server: Server) -> tuple[str, int]:
-    """A new legacy session (initialize, then initialized), its id and the worker it names."""
-    with httpx2.Client(timeout=5) as client:
-        opened = client.post(server.mcp, json=INIT, headers=POST_HEADERS)
-        assert opened.status_code == 200, opened.text
-        session = opened.headers["mcp-session-id"]
-        named = re.fullmatch(r"w(\d)-[0-9a-f]{32}", session)
-        assert named is not None, session
-        headers = {**POST_HEADERS, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
-        done = client.post(
-            server.mcp, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers
-        )
-        assert done.status_code == 202, done.text
-    return session, int(named.group(1))
-
-
-@contextmanager
-def on_worker(server: Server, slot: int) -> Iterator[httpx2.Client]:
-    """A client whose one keep-alive connection the kernel gave to worker `slot` (asked of /healthz)."""
-    deadline = time.monotonic() + BOUND
-    while time.monotonic() < deadline:
-        with httpx2.Client(timeout=10, limits=httpx2.Limits(max_connections=1)) as client:
-            if client.get(server.healthz).json()["workers"]["answered_by"] == slot:
-                yield client
-                return
-    pytest.fail(f"no connection reached worker {slot} within {BOUND} s")
-
-
-def session_headers(session: str) -> dict[str, str]:
-    return {**POST_HEADERS, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
 
 
 def test_a_legacy_session_is_served_by_its_worker_whichever_a_request_reaches(served: Server) -> None:
