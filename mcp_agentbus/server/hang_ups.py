@@ -26,6 +26,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types import RequestId
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_agentbus.server.read_ahead import read_ahead
 from mcp_agentbus.server.sessions import SESSION_HEADER
 
 logger = logging.getLogger(__name__)
@@ -71,14 +72,8 @@ class HangUps:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self._app(scope, receive, send)
             return
-        first = await receive()
-        body = first.get("body", b"") if first["type"] == "http.request" else b""
-        call = None if first.get("more_body", False) else waiting_call(body)
-        pending = [first]
-
-        async def replay() -> Message:
-            return pending.pop() if pending else await receive()
-
+        body, replay = await read_ahead(receive)
+        call = None if body is None else waiting_call(body)
         if call is None:
             await self._app(scope, replay, send)
             return

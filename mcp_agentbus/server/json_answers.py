@@ -20,7 +20,9 @@ from typing import Any
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcp_agentbus.server.read_ahead import read_ahead
 
 PEEK_BYTES = 65_536  # a larger body keeps the configured answer (a heartbeat's is about 200 bytes)
 
@@ -52,14 +54,8 @@ class JsonAnswers:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self._app(scope, receive, send)
             return
-        first = await receive()  # the SDK's replay: the body whole, or what arrived of it
-        body = first.get("body", b"") if first["type"] == "http.request" else b""
-        whole = not first.get("more_body", False) and len(body) <= PEEK_BYTES and cannot_wait(body)
-        pending = [first]
-
-        async def replay() -> Message:
-            return pending.pop() if pending else await receive()
-
+        body, replay = await read_ahead(receive)
+        whole = body is not None and len(body) <= PEEK_BYTES and cannot_wait(body)
         token = _answer_json.set(whole)
         try:
             await self._app(scope, replay, send)
