@@ -162,7 +162,7 @@ async def test_a_retry_with_the_same_key_replays_the_first_answer(bus: AgentBus)
 
 
 async def test_retrying_the_first_task_of_a_cancelled_workflow_brings_it_back_whole(bus: AgentBus) -> None:
-    """A workflow's tasks are cancelled in creation order, so those blocked on a cancelled one are
+    """A workflow's tasks are cancelled upstream first, so those blocked on a cancelled one are
     cancelled because of it, and come back with it."""
     wf, ids = await chain(bus)
     await bus.control.cancel(BOSS, workflow_id=wf, reason="hold on")
@@ -170,6 +170,31 @@ async def test_retrying_the_first_task_of_a_cancelled_workflow_brings_it_back_wh
     assert got.state == "ready" and got.restored == [ids["parse"], ids["report"]]
     workflow = (await bus.workflows.get(wf)).workflow
     assert workflow is not None and workflow.status == "running" and workflow.progress.cancelled == 0
+
+
+@pytest.mark.parametrize("listed", ["upstream first", "downstream first"])
+async def test_a_long_cancelled_workflow_comes_back_whole(bus: AgentBus, listed: str) -> None:
+    """A chain of 150 (one call cancels at most 100 by cascade) is cancelled whole by the call, each link
+    because of the head, in whichever order its steps were listed; a retry of the head brings every link
+    back, the reaper finishing what its budget left."""
+    steps: list[dict[str, Any]] = [{"key": "s0", "title": "head"}]
+    steps += [{"key": f"s{n}", "title": f"link {n}", "depends_on": [f"s{n - 1}"]} for n in range(1, 150)]
+    if listed == "downstream first":
+        steps.reverse()
+    created = await bus.workflows.create(BOSS, title="long", tasks=steps)
+    head, last = created.task_ids["s0"], created.task_ids["s149"]
+
+    got = await bus.control.cancel(BOSS, workflow_id=created.workflow_id, reason="hold on")
+    assert len(got.cancelled) == 150 and not got.notices  # nothing left for the reaper to cancel
+    causes = [await bus.redis.hget(bus.store.keys.task(t), "cause") for t in created.task_ids.values()]
+    assert causes.count(head) == 149
+
+    restored = await bus.control.retry(BOSS, head, reason="go on")
+    assert restored.state == "ready" and len(restored.restored) < 149
+    await until_task_state(bus, last, "blocked")
+    workflow = (await bus.workflows.get(created.workflow_id)).workflow
+    assert workflow is not None and workflow.status == "running"
+    assert (workflow.progress.ready, workflow.progress.blocked, workflow.progress.cancelled) == (1, 149, 0)
 
 
 async def test_a_restore_past_the_budget_is_finished_by_the_reaper(bus: AgentBus) -> None:

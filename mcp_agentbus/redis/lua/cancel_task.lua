@@ -1,6 +1,7 @@
 -- cancel_task: cancel one task, or every task of a workflow that is not final (at most
--- MAX_WORKFLOW_TASKS, checked when they were created), and everything downstream of each (cascades
--- within the shared budget; the reaper continues what is left, see include/tasks.lua). A claimed task's
+-- MAX_WORKFLOW_TASKS, checked when they were created; upstream first, so a retry_task of the first
+-- restores the rest), and everything downstream of each (cascades within the shared budget; the reaper
+-- continues what is left, see include/tasks.lua). A claimed task's
 -- lease is taken back at once and its holder told. A final task is left as it is and listed. A
 -- cancelled workflow's status becomes 'cancelled' (workflow.finished); its records then expire after
 -- the retention like any finished workflow's.
@@ -38,16 +39,65 @@ elseif redis.call('EXISTS', K_TASK .. id) == 0 then
   return { 'not_found', 'task ' .. id .. ' does not exist (or ended longer ago than the retention)' }
 end
 
+-- A workflow's tasks, each after every task it depends on (they depend only on one another), and
+-- whether any task outside it depends on one of them.
+local function upstream_first(tasks)
+  local at, waits_for, unblocks, order, beyond = {}, {}, {}, {}, false
+  for i, tid in ipairs(tasks) do at[tid], waits_for[i], unblocks[i] = i, 0, {} end
+  for i, tid in ipairs(tasks) do
+    local deps, dependents = unpack(redis.call('HMGET', K_TASK .. tid, 'deps', 'dependents'))
+    for _, dep in ipairs(split(deps)) do
+      if at[dep] then
+        waits_for[i] = waits_for[i] + 1
+        table.insert(unblocks[at[dep]], i)
+      end
+    end
+    for _, dependent in ipairs(split(dependents)) do beyond = beyond or not at[dependent] end
+  end
+  for i = 1, #tasks do if waits_for[i] == 0 then order[#order + 1] = i end end
+  local n = 1
+  while n <= #order do
+    for _, j in ipairs(unblocks[order[n]]) do
+      waits_for[j] = waits_for[j] - 1
+      if waits_for[j] == 0 then order[#order + 1] = j end
+    end
+    order[n], n = tasks[order[n]], n + 1
+  end
+  return order, beyond
+end
+
+-- The first dependency of blocked task `tid` that is dead or cancelled, and why that cancels `tid`.
+local function failed_dependency(tid)
+  for _, dep in ipairs(split(redis.call('HGET', K_TASK .. tid, 'deps'))) do
+    local why = cancel_reason(dep)
+    if why then return dep, why end
+  end
+  return nil
+end
+
+-- A workflow's tasks go upstream first, and one blocked on a task cancelled (or dead) is cancelled
+-- because of it, as a cascade would: with its root as its cause, so that a retry_task of the root
+-- restores all of it, however far past this call's cascade budget it reaches.
+local beyond = true
+if wf ~= '' then ids, beyond = upstream_first(ids) end
 local cancelled, already_final, mine, more = {}, {}, {}, false
 for _, tid in ipairs(ids) do
-  local state = redis.call('HGET', K_TASK .. tid, 'state')
+  local state, its_wf, dependents = unpack(redis.call('HMGET', K_TASK .. tid, 'state', 'wf', 'dependents'))
+  local upstream, why
+  if state == 'blocked' and wf ~= '' then upstream, why = failed_dependency(tid) end
   if mine[tid] or not state then -- cancelled above by a cascade of this call; or its record expired
   elseif FINAL[state] then
     already_final[#already_final + 1] = tid
   else
     mine[tid] = true
     cancelled[#cancelled + 1] = tid
-    local downstream, left = cancel(tid, reason, short_reason, now, agent)
+    local downstream, left = {}, false
+    if upstream then
+      cancel_because(tid, its_wf, upstream, why, now, agent)
+      if dependents and dependents ~= '' then downstream, left = cascade('k:' .. tid .. ':0', now, agent, false) end
+    else
+      downstream, left = cancel(tid, reason, short_reason, now, agent)
+    end
     for _, dep in ipairs(downstream) do
       if not mine[dep] then
         mine[dep] = true
@@ -57,6 +107,8 @@ for _, tid in ipairs(ids) do
     more = more or left
   end
 end
+-- Every task of a workflow is cancelled by now: what a cascade left is for tasks outside it.
+more = more and beyond
 
 if status == 'running' then
   local done, dead, n_cancelled = unpack(redis.call('HMGET', K_WF .. wf, 'n:done', 'n:dead', 'n:cancelled'))

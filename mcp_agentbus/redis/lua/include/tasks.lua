@@ -167,6 +167,17 @@ local function cancel_reason(id)
   return nil
 end
 
+-- `dep`, blocked, is cancelled because `id` upstream of it is dead or cancelled (`reason`, from
+-- cancel_reason), for the same root: the dead or cancelled task all of it goes back to, which a
+-- retry_task restores it with.
+local function cancel_because(dep, wf, id, reason, now, agent)
+  local root = redis.call('HGET', K_TASK .. id, 'cause') or id
+  redis.call('HSET', K_TASK .. dep, 'error', reason, 'cause', root)
+  set_state(dep, wf, 'blocked', 'cancelled', now)
+  emit('task.cancelled', agent, { task = dep, workflow = wf, reason = reason })
+  settle(dep, wf, now)
+end
+
 -- A retried task, or one cancelled because of it (its 'cause') that is restored with it, waits again:
 -- blocked while any of its dependencies (at most MAX_DEPENDENCIES) is not done, else ready; its inputs
 -- recounted (a result that came while it was cancelled counts too), its record and its workflow's no
@@ -214,14 +225,9 @@ local function cascade(entry, now, agent, continued)
           if continued and due <= now then emit('task.ready', '', { task = dep, workflow = wf }) end
         end
       elseif kind == 'k' and state == 'blocked' then
-        -- the root: the dead or cancelled task all of it goes back to, which a retry_task restores it with
-        local cause_of_id = redis.call('HGET', K_TASK .. id, 'cause') or id
-        redis.call('HSET', K_TASK .. dep, 'error', reason, 'cause', cause_of_id)
-        set_state(dep, wf, 'blocked', 'cancelled', now)
-        emit('task.cancelled', agent, { task = dep, workflow = wf, reason = reason })
+        cancel_because(dep, wf, id, reason, now, agent)
         touched[#touched + 1] = dep
         if its_dependents and its_dependents ~= '' then queue[#queue + 1] = 'k:' .. dep .. ':0' end
-        settle(dep, wf, now)
       elseif kind == 'r' and state == 'cancelled' and cause == root then
         requeue(dep, wf, 'cancelled', now, agent)
         emit('task.restored', agent, { task = dep, workflow = wf, cause = root,
