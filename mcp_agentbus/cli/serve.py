@@ -228,6 +228,7 @@ def serve_http(settings: Settings, host: str, port: int, served: Served, workers
         fleet,
         lambda slot: _run_worker(app(fleet, slot), host, port, settings, sock, fleet, slot),
         shutdown_grace(settings),
+        sock,
     )
 
 

@@ -60,6 +60,24 @@ def waiting_call(body: bytes) -> RequestId | None:
     return request_id if wait > 0 else None
 
 
+def answers(chunk: bytes, call: RequestId) -> bool:
+    """Whether `chunk` of an event stream carries the JSON-RPC response to request `call` (one event per
+    chunk, as the SDK sends them)."""
+    for line in chunk.splitlines():
+        if line.startswith(b"data:"):
+            try:
+                message = json.loads(line[5:])
+            except (ValueError, RecursionError):
+                continue
+            if (
+                isinstance(message, dict)
+                and message.get("id") == call
+                and ("result" in message or "error" in message)
+            ):
+                return True
+    return False
+
+
 class HangUps:
     """ASGI app in front of the SDK's request handler, behind its body limit (the body is whole by then):
     a POST carrying a call that may wait is cancelled if its client hangs up before the answer is whole.
@@ -77,12 +95,20 @@ class HangUps:
         if call is None:
             await self._app(scope, replay, send)
             return
-        answered = False
+        answered = events = False
 
         async def answering(message: Message) -> None:
-            nonlocal answered
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                answered = True
+            nonlocal answered, events
+            if message["type"] == "http.response.start":
+                events = any(
+                    k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+                    for k, v in message.get("headers", [])
+                )
+            elif message["type"] == "http.response.body" and not answered:
+                # An event stream can end without the answer: the SDK closes them all when the server
+                # begins to shut down, while a legacy session's call runs on.
+                more = message.get("more_body", False)
+                answered = answers(message.get("body", b""), call) if events else not more
             await send(message)
 
         async with anyio.create_task_group() as tg:
@@ -98,7 +124,7 @@ class HangUps:
             tg.start_soon(until_hung_up)
             await self._app(scope, replay, answering)
             tg.cancel_scope.cancel()
-        # An answer left incomplete without an error: its client hung up.
+        # An answer left incomplete without an error: its client hung up, or its stream was closed.
         if not answered and any(name == SESSION_HEADER for name, _ in scope["headers"]):
             await self._cancel_in_session(scope, call)
 

@@ -80,9 +80,13 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def supervise(fleet: Fleet, run_worker: Callable[[int], int], grace_seconds: float) -> None:
-    """Fork a worker per slot of `fleet` that runs ``run_worker(slot)`` (its exit status), and keep them
-    running until SIGTERM or SIGINT; then pass that signal on, and kill those still running
+def supervise(
+    fleet: Fleet, run_worker: Callable[[int], int], grace_seconds: float, listening: socket.socket
+) -> None:
+    """Fork a worker per slot of `fleet` that runs ``run_worker(slot)`` (its exit status) on the shared
+    `listening` socket, and keep them running until SIGTERM or SIGINT; then pass that signal on, close
+    the parent's copy of the socket (so the port refuses new connections once the workers have closed
+    theirs, rather than queueing them until the parent exits), and kill those still running
     `grace_seconds` (their own shutdown grace) and a margin later."""
     workers: dict[int, int] = {}  # pid → slot
     started: dict[int, float] = {}  # slot → monotonic time of its last start
@@ -130,12 +134,13 @@ def supervise(fleet: Fleet, run_worker: Callable[[int], int], grace_seconds: flo
         deadline = None
         while workers:
             pid, status = os.waitpid(-1, os.WNOHANG)
+            if stopping and deadline is None:  # here, not in `stop`: no worker is forked after it
+                listening.close()
+                deadline = time.monotonic() + grace_seconds + STOP_MARGIN_SECONDS
             if pid == 0:  # polled, so a stop that comes meanwhile is seen within `POLL_SECONDS`
-                if stopping:
-                    deadline = deadline or time.monotonic() + grace_seconds + STOP_MARGIN_SECONDS
-                    if time.monotonic() > deadline:
-                        for left in workers:
-                            _signal(left, signal.SIGKILL)
+                if deadline is not None and time.monotonic() > deadline:
+                    for left in workers:
+                        _signal(left, signal.SIGKILL)
                 time.sleep(POLL_SECONDS)
                 continue
             slot = workers.pop(pid)

@@ -11,9 +11,11 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
+import redis.asyncio as redis
 
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.workflow_views import TaskView
+from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.settings import Settings
 
 
@@ -93,6 +95,20 @@ async def until_task_state(bus: AgentBus, task_id: str, state: str) -> None:
             if await bus.redis.hget(bus.store.keys.task(task_id), "state") == state:
                 return
             await anyio.sleep(0.02)
+
+
+SETTLE_BOUND = 30.0  # seconds for a wait in a server process to begin, or to end (busy CI machine)
+
+
+async def until_listening(redis_url: str, namespace: str, agent: str, listening: bool) -> None:
+    """Until a server process listens (or no longer listens) for news of `agent`: it does while a call
+    of that agent waits (core/wakeups.py)."""
+    channel = Keys(namespace).wake(f"message:{agent}")
+    async with redis.Redis.from_url(redis_url) as client:
+        with anyio.fail_after(SETTLE_BOUND):
+            # Redis counts a channel's subscribers: there is no event to wait on
+            while (dict(await client.pubsub_numsub(channel))[channel.encode()] > 0) != listening:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
 
 
 def ms_of(iso_text: str | None) -> int:

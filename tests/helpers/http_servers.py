@@ -10,9 +10,10 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -158,6 +159,38 @@ async def connect(
         listed = await client.list_tools()
         schemas = {t.name: t.output_schema for t in listed.tools if t.output_schema is not None}
         yield Bus(client, schemas)
+
+
+def modern_call(tool: str, arguments: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A complete 2026-07-28 tools/call (no session, no handshake): body and headers."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": ERA["auto"],
+        "io.modelcontextprotocol/clientInfo": {"name": "by-hand", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments, "_meta": meta},
+    }
+    headers = {
+        **POST_HEADERS,
+        "mcp-protocol-version": ERA["auto"],
+        "mcp-method": "tools/call",
+        "mcp-name": tool,
+    }
+    return body, headers
+
+
+async def hold_call(server: Server, arguments: dict[str, Any]) -> None:
+    """A 2026-07-28 claim_task that waits, answered with one JSON body when its wait ends: it keeps a
+    stopping server in its shutdown grace until then (the SDK closes event streams at once). What it
+    ends with is not the test's."""
+    body, headers = modern_call("claim_task", arguments)
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(10, read=None)) as http:
+        with suppress(httpx2.HTTPError):
+            await http.post(server.mcp, json=body, headers=headers)
 
 
 def fresh(name: str) -> str:

@@ -27,7 +27,17 @@ import httpx2
 import pytest
 from helpers import free_port
 from helpers.commands import MODULE, assert_refused, run
-from helpers.http_servers import ERA, INIT, POST_HEADERS, SERVE, Server, bus_env, fresh, http_server
+from helpers.http_servers import (
+    ERA,
+    INIT,
+    POST_HEADERS,
+    SERVE,
+    Server,
+    bus_env,
+    fresh,
+    http_server,
+    modern_call,
+)
 from helpers.mcp_session import WORKER_TOOLS, Bus, assert_tool_error
 from helpers.subscriptions import ROOT, Watcher, on_updates, read_json, subscribe, subscribed
 from helpers.tokens import assert_resource_refused, connect_as
@@ -104,28 +114,6 @@ async def assert_sdk_refused(server: Server, mode: str, headers: dict[str, str])
                 pytest.fail("a session was opened without a valid token")
     assert statuses and set(statuses) == {401}, statuses
     assert any(isinstance(leaf, MCPError) for leaf in leaves(caught.value)), caught.value
-
-
-def modern_call(tool: str, arguments: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """A complete 2026-07-28 tools/call (no session, no handshake): body and headers."""
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": ERA["auto"],
-        "io.modelcontextprotocol/clientInfo": {"name": "by-hand", "version": "0"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
-    body = {
-        "jsonrpc": "2.0",
-        "id": 7,
-        "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments, "_meta": meta},
-    }
-    headers = {
-        **POST_HEADERS,
-        "mcp-protocol-version": ERA["auto"],
-        "mcp-method": "tools/call",
-        "mcp-name": tool,
-    }
-    return body, headers
 
 
 def assert_401(response: httpx2.Response) -> None:

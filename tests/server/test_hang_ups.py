@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
-import redis.asyncio as redis
-from helpers import fresh_settings
+from helpers import SETTLE_BOUND, fresh_settings, until_listening
 from helpers.http_servers import (
+    INIT,
+    POST_HEADERS,
     Server,
     bus_env,
     connect,
     fresh,
+    hold_call,
     http_server,
     legacy_session,
     on_worker_async,
@@ -34,7 +37,6 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.server.hang_ups import waiting_call
 from mcp_agentbus.server.tokens import TokensFile
 
@@ -42,7 +44,6 @@ pytestmark = pytest.mark.anyio
 
 # Waits far longer than a test: one that ends within it was ended by its client's hang-up.
 LONG_WAITS = {"AGENTBUS_MAX_WAIT_SECONDS": "600"}
-SETTLE_BOUND = 30.0  # seconds for a wait to begin, or to end after its client is gone (busy CI machine)
 
 # A client that makes one call that waits (under a token, if given one), and is killed while it does.
 WAITING_CLIENT = textwrap.dedent(
@@ -135,17 +136,6 @@ def served(
     with http_server(env, tmp_path_factory.mktemp("hangups") / "serve.log", *SERVES[request.param]) as server:
         yield server, namespace
         server.assert_clean_log()
-
-
-async def until_listening(redis_url: str, namespace: str, agent: str, listening: bool) -> None:
-    """Until the server listens (or no longer listens) for news of `agent`: it does while a call of that
-    agent waits (core/wakeups.py)."""
-    channel = Keys(namespace).wake(f"message:{agent}")
-    async with redis.Redis.from_url(redis_url) as client:
-        with anyio.fail_after(SETTLE_BOUND):
-            # Redis counts a channel's subscribers: there is no event to wait on
-            while (dict(await client.pubsub_numsub(channel))[channel.encode()] > 0) != listening:  # noqa: ASYNC110
-                await anyio.sleep(0.05)
 
 
 async def killed_while_waiting(
@@ -307,3 +297,60 @@ async def test_a_call_passed_on_to_the_worker_of_its_session_ends_with_its_clien
         await until_listening(redis_url_real, namespace, gone, listening=True)
         tg.cancel_scope.cancel()  # the POST's connection closes: its client hung up
     await until_listening(redis_url_real, namespace, gone, listening=False)
+
+
+@pytest.mark.parametrize("flags", [(), ("--workers", "2")], ids=["one process", "--workers 2"])
+async def test_a_legacy_call_whose_stream_ends_as_the_server_stops_takes_nothing(
+    redis_url_real: str, tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    """On SIGTERM the SDK closes every event stream at once, while the server waits for the calls still
+    running (here a 2026-07-28 one, answered with one JSON body when its wait ends); a legacy session's
+    call whose stream was closed is cancelled with it, rather than waiting on to take a task created
+    meanwhile for a client that got no answer."""
+    namespace, gone, holder, capability = fresh("stopping"), fresh("gone"), fresh("holder"), fresh("cap")
+    env = {**bus_env(redis_url_real, namespace), **LONG_WAITS}
+    with http_server(env, tmp_path / "serve.log", *flags) as server:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold_call, server, {"agent": holder, "capabilities": ["other"], "wait_seconds": 15})
+            await until_listening(redis_url_real, namespace, holder, listening=True)
+            waits = {"agent": gone, "capabilities": [capability], "wait_seconds": 600}
+            answer = await stopped_while_waiting(server, redis_url_real, namespace, waits)
+            assert answer.status_code == 200 and '"result"' not in answer.text, "its stream was closed"
+            async with AgentBus.open(fresh_settings(redis_url_real, namespace=namespace)) as bus:
+                created = await bus.tasks.create("planner", title="meanwhile", capability=capability)
+                await until_listening(redis_url_real, namespace, gone, listening=False)
+                assert server.proc.poll() is None, "the server still waits for the 2026-07-28 call"
+                claim = await bus.tasks.claim(fresh("next"), capabilities=[capability])
+        server.assert_clean_log()
+    assert claim.task is not None, "the cut-off call took the task"
+    assert claim.task.id == created.task_id
+    assert claim.task.attempt == 1
+
+
+async def stopped_while_waiting(
+    server: Server, redis_url: str, namespace: str, arguments: dict[str, Any]
+) -> httpx2.Response:
+    """A legacy session's claim_task with `arguments`, raw; once it waits, the server is sent SIGTERM.
+    Its answer."""
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "claim_task", "arguments": arguments},
+    }
+    answers: list[httpx2.Response] = []
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(10, read=None)) as http:
+        opened = await http.post(server.mcp, json=INIT, headers=POST_HEADERS)
+        headers = session_headers(opened.headers["mcp-session-id"])
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (await http.post(server.mcp, json=initialized, headers=headers)).status_code == 202
+
+        async def call_it() -> None:
+            answers.append(await http.post(server.mcp, json=call, headers=headers))
+
+        with anyio.fail_after(SETTLE_BOUND):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call_it)
+                await until_listening(redis_url, namespace, arguments["agent"], listening=True)
+                server.proc.send_signal(signal.SIGTERM)
+    return answers[0]

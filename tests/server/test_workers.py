@@ -20,11 +20,13 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from helpers import until_listening
 from helpers.http_servers import (
     SERVE,
     Server,
     bus_env,
     connect,
+    hold_call,
     http_server,
     legacy_session,
     on_worker,
@@ -268,6 +270,40 @@ def test_a_stop_signal_stops_every_worker_and_exits_cleanly(
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+async def test_a_stopping_server_refuses_new_connections_while_its_calls_finish(
+    redis_url_real: str, tmp_path: Path
+) -> None:
+    """The parent closes its copy of the shared socket as it stops: once the workers have closed theirs,
+    a new connection is refused at once, rather than queued until the last call has ended."""
+    namespace = f"workers-{uuid.uuid4().hex[:12]}"
+    holder = {"agent": "holder", "capabilities": ["nothing-comes"], "wait_seconds": 8}
+    env = {**bus_env(redis_url_real, namespace), "AGENTBUS_MAX_WAIT_SECONDS": "60"}
+    with http_server(env, tmp_path / "serve.log", "--workers", "2") as server:
+        ended = anyio.Event()
+
+        async def hold() -> None:
+            await hold_call(server, holder)
+            ended.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold)
+            await until_listening(redis_url_real, namespace, "holder", listening=True)
+            server.proc.send_signal(signal.SIGTERM)
+            await anyio.to_thread.run_sync(
+                wait_until, lambda: refuses(server.port), "a new connection refused"
+            )
+            assert not ended.is_set(), "refused only once the call had ended"
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+def refuses(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 @pytest.mark.parametrize(
