@@ -167,9 +167,8 @@ local function cancel_reason(id)
   return nil
 end
 
--- `dep`, blocked, is cancelled because `id` upstream of it is dead or cancelled (`reason`, from
--- cancel_reason), for the same root: the dead or cancelled task all of it goes back to, which a
--- retry_task restores it with.
+-- `dep`, blocked, is cancelled because `id` upstream of it is dead or cancelled (`reason`: cancel_reason),
+-- for the same root: the task all of it goes back to, which a retry_task restores it with.
 local function cancel_because(dep, wf, id, reason, now, agent)
   local root = redis.call('HGET', K_TASK .. id, 'cause') or id
   redis.call('HSET', K_TASK .. dep, 'error', reason, 'cause', root)
