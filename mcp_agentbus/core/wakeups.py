@@ -7,7 +7,7 @@ per channel on the bus's one pub/sub connection, and unsubscribed when the last 
 holds no subscription and receives no hint. Hints are never the truth: a woken waiter re-runs its script.
 Enter a waiter *before* checking state; entering returns once Redis confirmed its subscriptions, so a hint
 published after the check began is never missed. When the connection is (re)established every waiter is
-woken, since hints may have been missed meanwhile.
+woken, and every follower told, since hints may have been missed meanwhile.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 from anyio.abc import TaskStatus
@@ -100,10 +101,12 @@ class Waiter:
 @dataclass(eq=False)
 class Following:
     """A follower's hold on its topics' channels (push.py): `listener` gets the hint of every message
-    on them (synchronous; what it raises is logged) until `close`."""
+    on them, and `missed` is called once the connection is back after it was lost (hints may have gone
+    by meanwhile), until `close`. Both synchronous; what they raise is logged."""
 
     topics: frozenset[str]
     listener: Callable[[str], None]
+    missed: Callable[[], None]
     _wakeups: Wakeups
 
     async def confirmed(self) -> None:
@@ -130,8 +133,10 @@ class _Registered:
         try:
             if not await self.wakeups._channels.confirmed(self.topics):
                 self.waiter.unconfirmed = True
-        except BaseException:
+        except BaseException:  # cancelled while subscribing: its client went away
             self._leave()
+            # a ready task's hint it got meanwhile, as the claimer it was counted as, goes to another
+            self.wakeups.pass_on(self.topics, self.waiter.hints)
             raise
         return self.waiter
 
@@ -167,9 +172,12 @@ class Wakeups:
         got), which owes each of them a look at the queue and hands on (`pass_on`) those it does not use."""
         return self._registered(Waiter(frozenset(topics), anyio.Event(), claimer=True), waiting)
 
-    def follow(self, topics: Iterable[str], listener: Callable[[str], None]) -> Following:
-        """Hand the hints on `topics` to `listener` until the returned `Following` is closed."""
-        following = Following(frozenset(topics), listener, self)
+    def follow(
+        self, topics: Iterable[str], listener: Callable[[str], None], missed: Callable[[], None]
+    ) -> Following:
+        """Hand the hints on `topics` to `listener`, and call `missed` when some may have been missed,
+        until the returned `Following` is closed."""
+        following = Following(frozenset(topics), listener, missed, self)
         self._channels.hold(following.topics)
         self._followers[following] = None
         return following
@@ -205,6 +213,8 @@ class Wakeups:
         if topic is None:
             for waiter in self._waiters:
                 waiter.wake(None)
+            for following in list(self._followers):
+                self._tell(following, following.missed)
             return
         if topic.startswith(ONE_AT_A_TIME):
             for waiter in self._waiters:  # waiters that are not claimers hear it as any other hint
@@ -217,10 +227,14 @@ class Wakeups:
                     waiter.wake(topic)
         for following in list(self._followers):
             if hint is not None and topic in following.topics:
-                try:
-                    following.listener(hint)
-                except Exception:  # a follower's bug must not cost the others (or the waiters) their hints
-                    logger.exception("a wake-up follower failed on %s", hint)
+                self._tell(following, partial(following.listener, hint))
+
+    @staticmethod
+    def _tell(following: Following, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except Exception:  # a follower's bug must not cost the others (or the waiters) their hints
+            logger.exception("a wake-up follower failed on %s", sorted(following.topics))
 
     def _confirmed(self, topic: str) -> None:
         """`topic`'s subscription is confirmed: a waiter that looked before it did looks again."""

@@ -24,6 +24,7 @@ import logging
 import anyio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types import RequestId
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_agentbus.server.read_ahead import read_ahead
@@ -32,6 +33,7 @@ from mcp_agentbus.server.sessions import SESSION_HEADER
 logger = logging.getLogger(__name__)
 
 CANCEL_REASON = "the client hung up before the answer"
+CLIENT_GONE = "a client hung up before its request was whole; nothing was run"
 CANCEL_SECONDS = 5.0  # a session takes a notification at once; one that does not is stuck anyway
 
 
@@ -93,7 +95,10 @@ class HangUps:
         body, replay = await read_ahead(receive)
         call = None if body is None else waiting_call(body)
         if call is None:
-            await self._app(scope, replay, send)
+            try:
+                await self._app(scope, replay, send)
+            except ClientDisconnect:  # the SDK's 2026-07-28 handler lets it out, to uvicorn's traceback
+                logger.info(CLIENT_GONE)
             return
         answered = events = False
 

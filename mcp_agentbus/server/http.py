@@ -36,7 +36,7 @@ from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.server import collector
 from mcp_agentbus.server.app import build_server
 from mcp_agentbus.server.dashboard import Dashboard
-from mcp_agentbus.server.hang_ups import end_calls_on_hang_up
+from mcp_agentbus.server.hang_ups import CLIENT_GONE, end_calls_on_hang_up
 from mcp_agentbus.server.json_answers import answer_per_call
 from mcp_agentbus.server.request_deadline import protocol
 from mcp_agentbus.server.session_routes import SessionRoutes
@@ -174,7 +174,7 @@ def _client_gone(record: logging.LogRecord) -> bool:
     if record.exc_info is None or not isinstance(record.exc_info[1], ClientDisconnect):
         return True
     record.msg, record.args, record.exc_info, record.exc_text = (
-        "a client hung up before its request was whole; nothing was run",
+        CLIENT_GONE,
         (),
         None,
         None,

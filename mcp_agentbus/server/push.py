@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import anyio.lowlevel
@@ -136,8 +137,9 @@ class Push:
     async def following(self, uris: Iterable[str]) -> AsyncIterator[None]:
         """The wake-ups of `uris` followed while a listen stream (2026-07-28) is open in it: once Redis
         confirmed them, no change is missed."""
+        uris = set(uris)
         topics = {topic for uri in uris for topic in topics_for(uri)}
-        follows = self._wakeups.follow(topics, self.hint)
+        follows = self._wakeups.follow(topics, self.hint, partial(self._changed, uris))
         try:
             await follows.confirmed()
             yield
@@ -164,7 +166,8 @@ class Push:
         self._legacy.setdefault(uri, set()).add(connection)
         follows = self._follows.get(uri)
         if follows is None:
-            follows = self._follows[uri] = self._wakeups.follow(topics_for(uri), self.hint)
+            follows = self._wakeups.follow(topics_for(uri), self.hint, partial(self._changed, {uri}))
+            self._follows[uri] = follows
         await follows.confirmed()
         return True
 
@@ -200,7 +203,10 @@ class Push:
 
     def hint(self, hint: str) -> None:
         """A wake-up hint arrived on a followed topic."""
-        uris = changed_by(hint)
+        self._changed(changed_by(hint))
+
+    def _changed(self, uris: set[str]) -> None:
+        """`uris` may have changed (a hint said so, or the hints of a lost connection may have gone by)."""
         if uris:
             self._pending |= uris
             self._due.set()

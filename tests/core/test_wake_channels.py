@@ -128,6 +128,56 @@ async def test_a_change_made_while_a_subscription_is_on_its_way_still_ends_the_w
         assert got[0].entries[0].version == 1
 
 
+async def test_a_claimer_cancelled_while_it_subscribes_hands_on_the_task_it_was_woken_for(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ready task's hint wakes one claimer: the longest waiting, here one whose own channels are still
+    being subscribed (held back) when its client goes away. It hands the hint on as it leaves, so the
+    claimer sleeping behind it takes the task at once rather than at the end of its wait."""
+    gate = anyio.Event()
+    for name in ("subscribe", "ssubscribe"):
+        real = getattr(PubSub, name)
+
+        async def held(pubsub: PubSub, *channels: Any, real: Any = real) -> Any:
+            if any("leaver" in str(channel) for channel in channels):
+                await gate.wait()
+            return await real(pubsub, *channels)
+
+        monkeypatch.setattr(PubSub, name, held)
+    settings = fresh_settings(redis_url, max_wait_seconds=WAIT)
+    async with AgentBus.open(settings) as bus, AgentBus.open(settings) as boss:
+        # The channels "other" waits on are subscribed already (as another waiter's would be), so it
+        # looks at once, finds nothing and sleeps, while "leaver", which came first, is still entering.
+        kept = bus.wakeups.follow(
+            ["task:build", "task:@other", "message:other", "lost:other"], lambda _: None, lambda: None
+        )
+        await kept.confirmed()
+        got: list[Any] = []
+        leaving = anyio.CancelScope()
+
+        async def claim(agent: str) -> None:
+            got.append(await bus.tasks.claim(agent, capabilities=["build"], wait_seconds=WAIT))
+
+        async def leaver() -> None:
+            with leaving:
+                await claim("leaver")
+
+        try:
+            with anyio.fail_after(20):  # a lost hint would leave "other" asleep for its whole wait
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(leaver)
+                    await anyio.sleep(0.1)
+                    tg.start_soon(claim, "other")
+                    await anyio.sleep(0.2)  # it looked: nothing ready
+                    await boss.tasks.create("boss", title="second", capability="build")
+                    await anyio.sleep(0.2)  # the hint reached the longest-waiting claimer: "leaver"
+                    leaving.cancel()
+        finally:
+            gate.set()
+            kept.close()
+        assert got[0].task is not None and got[0].task.title == "second"
+
+
 async def test_claimers_coming_and_going_on_shared_capabilities_take_every_task(redis_url: str) -> None:
     """Claimers that each wait for one task, on capabilities shared with others, started at random
     moments while tasks are created one by one: every task is claimed once, long before any wait ends."""

@@ -274,7 +274,7 @@ async def test_the_wakeup_subscription_survives_a_failing_listener(redis_url: st
             raise RuntimeError("a listener bug")
 
     async with AgentBus.open(settings) as bus:
-        await bus.wakeups.follow(["task:*"], listener).confirmed()
+        await bus.wakeups.follow(["task:*"], listener, lambda: None).confirmed()
         await bus.tasks.create("boss", title="first")  # its hint breaks the listener once
         with anyio.fail_after(10):
             while True:  # the subscription comes back and wakes a claim waiting for the next task

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -37,7 +39,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.server.hang_ups import waiting_call
+from mcp_agentbus.server.hang_ups import CLIENT_GONE, waiting_call
 from mcp_agentbus.server.tokens import TokensFile
 
 pytestmark = pytest.mark.anyio
@@ -132,7 +134,7 @@ def served(
     request: pytest.FixtureRequest, redis_url_real: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, str]]:
     namespace = fresh("hangups")
-    env = {**bus_env(redis_url_real, namespace), **LONG_WAITS}
+    env = {**bus_env(redis_url_real, namespace), **LONG_WAITS, "AGENTBUS_LOG_LEVEL": "INFO"}
     with http_server(env, tmp_path_factory.mktemp("hangups") / "serve.log", *SERVES[request.param]) as server:
         yield server, namespace
         server.assert_clean_log()
@@ -168,6 +170,24 @@ async def assert_the_next_claimer_gets_a_new_task(server: Server, mode: str, cap
     assert claim["task"] is not None, "a wait of a client gone took the task"
     assert claim["task"]["id"] == created["task_id"]
     assert claim["task"]["attempt"] == 1
+
+
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+def test_a_client_that_hangs_up_before_its_request_is_whole_gets_one_line_in_the_log(
+    served: tuple[Server, str], era: str
+) -> None:
+    server, _ = served
+    body = b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"heartbeat","arguments":{}}}'
+    head = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n" % server.port
+    head += b"Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: %s\r\n" % era.encode()
+    said = server.log.read_text().count(CLIENT_GONE)
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n%s" % (len(body) + 50, body))  # 50 bytes short
+    deadline = time.monotonic() + SETTLE_BOUND
+    while server.log.read_text().count(CLIENT_GONE) == said:
+        assert time.monotonic() < deadline, "the hang-up was not logged"
+        time.sleep(0.05)
+    server.assert_clean_log()
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

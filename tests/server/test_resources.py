@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import pytest
+import redis.asyncio as redis
 from helpers import fresh_settings
 from helpers.mcp_session import connect
 from helpers.subscriptions import (
@@ -438,6 +439,24 @@ async def test_subscribed_resources_are_told_of_changes_made_through_another_ser
                 # and what an update announces is what a read then shows
                 assert await read_json(watcher_client(w), LOCKS) == {"locks": []}
                 assert (await read_json(watcher_client(w), inbox))["messages"] == []
+
+
+async def test_a_subscriber_is_told_of_a_change_made_while_the_wake_ups_were_cut_off(
+    settings: Settings, mode: str
+) -> None:
+    """A change made while the server's pub/sub connection is down publishes to nobody; once it is
+    back, every followed URI is announced as changed (it may have), so the subscriber reads it again."""
+    if settings.redis_url.startswith("memory://"):
+        pytest.skip("the embedded store has no connections to kill")
+    state = f"{ROOT}state/cfg"
+    with anyio.fail_after(TIMEOUT):
+        async with connect(settings, mode) as changer, watching(settings, mode, [state, LOCKS]) as w:
+            await w.drain()
+            async with redis.Redis.from_url(settings.redis_url) as admin:
+                await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
+            await changer.ok("set_state", {"agent": "boss", "key": "cfg", "value": 1})
+            await w.expect(state, LOCKS)
+            assert (await read_json(watcher_client(w), state))["entries"][0]["value"] == 1
 
 
 async def test_unrelated_changes_and_peeks_notify_nothing(settings: Settings, mode: str) -> None:
