@@ -74,7 +74,9 @@ class Channels:
             channel = self._channels.get(name)
             if channel is None:
                 channel = self._channels[name] = _Channel(topic)
-            if not channel.on_server and channel.ready.is_set():  # confirmed once, unsubscribed since
+            # Not subscribed now, though confirmed once, or sent and unsubscribed since: only the
+            # SUBSCRIBE still to go is this holder's confirmation, not the reply to an earlier one.
+            if not channel.on_server and (channel.ready.is_set() or channel.sent):
                 channel.ready = anyio.Event()
             channel.refs += 1
             if not channel.on_server:

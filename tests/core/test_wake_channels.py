@@ -178,6 +178,51 @@ async def test_a_claimer_cancelled_while_it_subscribes_hands_on_the_task_it_was_
         assert got[0].task is not None and got[0].task.title == "second"
 
 
+async def test_a_wait_entering_while_its_channel_is_being_unsubscribed_is_not_told_too_early(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first wait subscribes and leaves before the reply is read, so the channel's UNSUBSCRIBE follows;
+    a second wait enters then, its SUBSCRIBE held back. The reply to the first SUBSCRIBE is not the
+    second's confirmation: it looks only once its own came, and so sees a change made in between."""
+    subscribes, replies = [0], [0]
+    for name in ("subscribe", "ssubscribe"):
+        real_subscribe = getattr(PubSub, name)
+
+        async def second_held(pubsub: PubSub, *channels: Any, real: Any = real_subscribe) -> Any:
+            subscribes[0] += 1
+            if subscribes[0] == 2:
+                await anyio.sleep(1.0)
+            return await real(pubsub, *channels)
+
+        monkeypatch.setattr(PubSub, name, second_held)
+    real_get = PubSub.get_message
+
+    async def first_reply_late(pubsub: PubSub, *args: Any, **kwargs: Any) -> Any:
+        message = await real_get(pubsub, *args, **kwargs)
+        if message and message["type"] in ("subscribe", "ssubscribe") and not replies[0]:
+            replies[0] += 1
+            await anyio.sleep(0.3)
+        return message
+
+    monkeypatch.setattr(PubSub, "get_message", first_reply_late)
+    settings = fresh_settings(redis_url, max_wait_seconds=WAIT)
+    async with AgentBus.open(settings) as bus, AgentBus.open(settings) as boss:
+        got: list[Any] = []
+
+        async def second() -> None:
+            got.append(await bus.state.get("k", after_version=0, wait_seconds=WAIT))
+
+        with anyio.fail_after(20):  # a missed change would leave it asleep for its whole wait
+            async with anyio.create_task_group() as tg:
+                with anyio.move_on_after(0.05):  # the first wait: gone before its reply is read
+                    await bus.state.get("k", after_version=0, wait_seconds=WAIT)
+                await anyio.sleep(0.05)  # its UNSUBSCRIBE went
+                tg.start_soon(second)
+                await anyio.sleep(0.4)  # the first reply was read; the second SUBSCRIBE not sent yet
+                await boss.state.set("boss", "k", value=1)
+        assert got[0].entries[0].version == 1
+
+
 async def test_claimers_coming_and_going_on_shared_capabilities_take_every_task(redis_url: str) -> None:
     """Claimers that each wait for one task, on capabilities shared with others, started at random
     moments while tasks are created one by one: every task is claimed once, long before any wait ends."""
