@@ -125,14 +125,26 @@ class State:
         scope = idempotency_scope("set_state", agent, idempotency_key)
         r = await self._set(agent, scope, key, op, operand, "" if if_version is None else if_version, ttl_ms)
         after = json.loads(r.value) if r.value else None
+        notices = []
+        if r.key != key:  # a repeated idempotency_key: its first call's result, naming that call's key
+            notices.append(
+                f"idempotency_key {idempotency_key} was first used for {r.key}: this is that call's result, "
+                f"and {key} was not written. Use a new idempotency_key for a new write."
+            )
         if r.outcome == "conflict":
             return SetStateResult(
-                written=False, key=key, current_version=r.version, current_value=after, duplicate=r.duplicate
+                written=False,
+                key=r.key,
+                current_version=r.version,
+                current_value=after,
+                duplicate=r.duplicate,
+                notices=notices,
             )
-        notices = [f"{key} is not set: nothing was deleted."] if r.outcome == "absent" else []
+        if r.outcome == "absent":
+            notices.append(f"{r.key} is not set: nothing was deleted.")
         return SetStateResult(
             written=r.outcome != "absent",
-            key=key,
+            key=r.key,
             version=r.version if r.outcome != "absent" else None,
             value=after,
             expires_at=iso(r.expires_ms),
@@ -143,19 +155,8 @@ class State:
     async def _set(
         self, agent: str, scope: str, key: str, op: str, operand: str, if_version: int | str, ttl: int | str
     ) -> StateWritten:
-        s = self._store.settings
-        return await self._store.run(
-            SET_STATE,
-            agent,
-            scope,
-            key,
-            op,
-            operand,
-            if_version,
-            ttl,
-            s.state_keys_max,
-            s.state_keys_max_per_owner,
-        )
+        bounds = (self._store.settings.state_keys_max, self._store.settings.state_keys_max_per_owner)
+        return await self._store.run(SET_STATE, agent, scope, key, op, operand, if_version, ttl, *bounds)
 
     async def get(
         self,

@@ -253,11 +253,12 @@ class StateWritten(NamedTuple):
     version: int  # after the call (conflict: the current one; 0 = not set)
     value: str  # JSON text, '' for none
     expires_ms: int  # 0 = never
+    key: str  # the key written: a duplicate's, the one its first call named
 
 
 def _set_state(reply: list[Any]) -> StateWritten:
-    status, outcome, version, value, expires = reply
-    return StateWritten(status == "duplicate", outcome, int(version), value, int(expires))
+    status, outcome, version, value, expires, key = reply
+    return StateWritten(status == "duplicate", outcome, int(version), value, int(expires), key)
 
 
 class StateRead(NamedTuple):

@@ -131,6 +131,19 @@ async def test_a_retried_call_with_its_idempotency_key_adds_once(bus: AgentBus) 
     assert (other.version, other.value) == (2, 2)
 
 
+async def test_an_idempotency_key_used_again_for_another_key_answers_for_the_first_and_says_so(
+    bus: AgentBus,
+) -> None:
+    await bus.state.set("a", "ia", value=1, idempotency_key="k1")
+    again = await bus.state.set("a", "ib", value=2, idempotency_key="k1")
+    assert (again.duplicate, again.key, again.version, again.value) == (True, "ia", 1, 1)
+    assert again.notices == [
+        "idempotency_key k1 was first used for ia: this is that call's result, and ib was not written. "
+        "Use a new idempotency_key for a new write."
+    ]
+    assert (await bus.state.get("ib")).entries == []
+
+
 async def test_a_key_expires_by_the_redis_clock_and_its_expiry_is_a_deletion(bus: AgentBus) -> None:
     before = await redis_ms(bus)
     written = await bus.state.set("a", "lease/x", value="held", ttl_seconds=0.3)

@@ -9,7 +9,8 @@
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, idempotency scope ('' = none),
 --       key, op ('value' | 'increment' | 'delete'), operand (JSON text | a number | ''), if_version ('' = any),
 --       ttl_ms ('' = keep the key's expiry), keys_max, keys_max_per_owner
--- returns: {'ok' | 'duplicate', outcome, version, value (JSON text, '' = none), expires_at_ms (0 = never)}
+-- returns: {'ok' | 'duplicate', outcome, version, value (JSON text, '' = none), expires_at_ms (0 = never),
+--           key (a duplicate's: the key its first call wrote)}
 --          outcome 'written' | 'deleted': the key's version and value after the call;
 --          'conflict': if_version did not match: the key's version (0 = not set) and value;
 --          'absent': a delete of a key that is not set (version 0)
@@ -26,7 +27,7 @@ if idem ~= '' then
   local first = redis.call('GET', K_IDEM .. idem)
   if first then
     local r = cjson.decode(first)
-    return { 'duplicate', r[1], r[2], r[3], r[4] }
+    return { 'duplicate', r[1], r[2], r[3], r[4], r[5] or key }
   end
 end
 
@@ -68,9 +69,9 @@ if version and expires > 0 and expires <= now then
 end
 
 local function finish(outcome, v, val, exp)
-  local reply = { outcome, v, val or '', exp or 0 }
+  local reply = { outcome, v, val or '', exp or 0, key }
   if idem ~= '' then redis.call('SET', K_IDEM .. idem, cjson.encode(reply), 'PX', RETENTION_MS) end
-  return { 'ok', outcome, v, val or '', exp or 0 }
+  return { 'ok', outcome, v, val or '', exp or 0, key }
 end
 
 if if_version and if_version ~= (version or 0) then return finish('conflict', version or 0, value, expires) end
