@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, cast
 import anyio
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
+from mcp_types import jsonrpc_message_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ _EDGE_BYTES = 1_024
 _ID_VALUE = rb'(-?(?:0|[1-9][0-9]{0,17})|"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]){1,200}")'
 _ID_FIRST = re.compile(rb'\A\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*' + _ID_VALUE + rb"\s*[,}]")
 _ID_LAST = re.compile(rb',\s*"id"\s*:\s*' + _ID_VALUE + rb"\s*\}\s*\Z")
+
+# Brackets in a line past which it is read here first: the SDK's parser refuses nesting past about 200
+# levels and then answers nothing, so its client would wait for its timeout.
+_NESTING_CHECKED = 150
 
 Streams = Any  # what stdio_server yields: the SDK's (read, write) context streams
 
@@ -114,8 +119,8 @@ def _pipe(fd: int, mode: str) -> BinaryIO:
 
 class _Lines:
     """stdin as the SDK's stdio transport reads it: one message per line, as text. A line over
-    MAX_LINE_BYTES is skipped (the next line is the next message), and a request in it is answered
-    with an error when its id can be found (`_request_id`)."""
+    MAX_LINE_BYTES, or one nested deeper than the SDK parses, is skipped (the next line is the next
+    message), and a request in it is answered with an error when its id can be found (`_request_id`)."""
 
     def __init__(self, reader: asyncio.StreamReader, output: _Output) -> None:
         self._reader = reader
@@ -134,6 +139,15 @@ class _Lines:
                 return end.partial.decode("utf-8", errors="replace")
             except asyncio.LimitOverrunError as over:
                 await self._skip(over.consumed)
+                continue
+            if line.count(b"[") + line.count(b"{") > _NESTING_CHECKED and not _parses(line):
+                logger.warning("skipped a message on stdin that could not be parsed (nested too deep?)")
+                self._refuse(
+                    _request_id(line[:_EDGE_BYTES], line[-_EDGE_BYTES:]),
+                    -32700,  # parse error
+                    "This message could not be parsed (JSON nested deeper than about 200 levels is not "
+                    "read); nothing was done. Send the value flatter, or as a JSON string.",
+                )
                 continue
             return line.decode("utf-8", errors="replace")
 
@@ -154,14 +168,27 @@ class _Lines:
         request_id = _request_id(head, tail)
         answered = "answered with an error" if request_id is not None else "no request id to answer"
         logger.warning("skipped a message over %d bytes on stdin (%s)", MAX_LINE_BYTES, answered)
+        self._refuse(
+            request_id,
+            -32600,  # invalid request
+            f"This message is over {MAX_LINE_BYTES // 2**20} MiB, the most one message may be; nothing was "
+            "done. Send less in one call (large content belongs in a file: pass its path).",
+        )
+
+    def _refuse(self, request_id: int | str | None, code: int, message: str) -> None:
+        """Answer the request a skipped line held, if its id is known, with error `code`."""
         if request_id is not None:
-            error = {
-                "code": -32600,  # invalid request
-                "message": f"This message is over {MAX_LINE_BYTES // 2**20} MiB, the most one message "
-                "may be; nothing was done. Send less in one call (large content belongs in a file: pass "
-                "its path).",
-            }
+            error = {"code": code, "message": message}
             self._output.write_now(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}) + "\n")
+
+
+def _parses(line: bytes) -> bool:
+    """Whether the SDK's parser reads `line` as a JSON-RPC message."""
+    try:
+        jsonrpc_message_adapter.validate_json(line, by_name=False)
+    except ValueError:  # pydantic's ValidationError: bad JSON, nested too deep, or no message
+        return False
+    return True
 
 
 def _request_id(head: bytes, tail: bytes) -> int | str | None:

@@ -159,8 +159,17 @@ def test_one_socket_for_stdin_and_stdout_is_read_by_the_sdks_threads(tmp_path: P
     assert stderr.count(b"stray print") == 3
 
 
-def test_the_server_answers_an_oversized_call_and_serves_on(tmp_path: Path) -> None:
-    """`agentbus serve` on real pipes: a tool call over the bound gets a JSON-RPC error for its id."""
+UNREADABLE = {
+    "over the bound": ("v" * MAX_LINE_BYTES, -32600, b"skipped a message over"),
+    "nested too deep": (json.loads("[" * 250 + "]" * 250), -32700, b"could not be parsed"),
+}
+
+
+@pytest.mark.parametrize("unreadable", list(UNREADABLE))
+def test_the_server_answers_a_call_it_cannot_read_and_serves_on(tmp_path: Path, unreadable: str) -> None:
+    """`agentbus serve` on real pipes: a tool call over the bound, or nested deeper than the SDK parses,
+    gets a JSON-RPC error for its id, and is not run."""
+    value, code, logged = UNREADABLE[unreadable]
     env = {
         "PATH": os.environ.get("PATH", ""),
         "AGENTBUS_REDIS_URL": "memory://oversized",
@@ -172,7 +181,7 @@ def test_the_server_answers_an_oversized_call_and_serves_on(tmp_path: Path) -> N
         {
             "id": 2,
             "method": "tools/call",
-            "params": {"name": "set_state", "arguments": {"key": "k", "value": "v" * MAX_LINE_BYTES}},
+            "params": {"name": "set_state", "arguments": {"key": "k", "value": value}},
         },
         {"id": 3, "method": "tools/call", "params": {"name": "get_state", "arguments": {"key": "k"}}},
     ]
@@ -199,9 +208,9 @@ def test_the_server_answers_an_oversized_call_and_serves_on(tmp_path: Path) -> N
         finally:
             if proc.poll() is None:  # only when the test failed: never leave it running
                 proc.kill()
-    assert answers[2]["error"]["code"] == -32600
-    assert answers[3]["result"]["structuredContent"]["entries"] == []  # the oversized set_state did nothing
-    assert b"skipped a message over" in stderr and b"Traceback" not in stderr
+    assert answers[2]["error"]["code"] == code
+    assert answers[3]["result"]["structuredContent"]["entries"] == []  # the set_state did nothing
+    assert logged in stderr and b"Traceback" not in stderr
 
 
 @pytest.mark.parametrize("closes", ["stdin and stdout", "stdout", "stdin"])
