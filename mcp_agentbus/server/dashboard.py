@@ -40,7 +40,7 @@ from mcp_agentbus.server import profiles
 from mcp_agentbus.server.dashboard_actions import Actions, acting_as
 from mcp_agentbus.server.dashboard_data import take
 from mcp_agentbus.server.dashboard_inbox import Inbox
-from mcp_agentbus.server.dashboard_replies import HEADERS, answer, refuse, route
+from mcp_agentbus.server.dashboard_replies import HEADERS, NOT_ROUTED, answer, refuse, route
 from mcp_agentbus.server.dashboard_stats import Stats
 from mcp_agentbus.server.dashboard_stream import Streams
 from mcp_agentbus.server.dashboard_task import TaskDetail
@@ -150,8 +150,8 @@ class Dashboard:
         """The refusal of a request from where it must not come (foreign Host/Origin, or not loopback
         without a tokens file), before anything else is looked at."""
         refused = await self._security.validate_request(request)
-        if refused is not None:
-            return refused
+        if refused is not None:  # the SDK's check, answered in plain text
+            return _foreign(request, refused.status_code)
         client = request.client.host if request.client else ""
         if self._tokens is None and not _is_loopback(client):
             return refuse(
@@ -270,7 +270,28 @@ def dashboard_app(settings: Settings, also: Sequence[str] = ()) -> Starlette:
         allowed_hosts=list(LOOPBACK_HOSTS),
         allowed_origins=[f"http://{host}" for host in LOOPBACK_HOSTS],
     )
-    return Starlette(routes=Dashboard(served, bus_for, security).routes(), lifespan=lifespan)
+    return Starlette(
+        routes=Dashboard(served, bus_for, security).routes(), lifespan=lifespan, exception_handlers=NOT_ROUTED
+    )
+
+
+def _foreign(request: Request, status: int) -> Response:
+    """The refusal of a request whose Host (421) or Origin (403) is not this server's: against DNS
+    rebinding, and pages of other sites."""
+    if status == 421:
+        return refuse(
+            421,
+            "misdirected_request",
+            f"this server does not answer to host {request.headers.get('host', '')[:80]!r}",
+            "Open the dashboard at the address the server printed, or serve with --allowed-host host:port.",
+        )
+    return refuse(
+        403,
+        "forbidden",
+        f"requests from {request.headers.get('origin', '')[:80]!r} are refused: only this server's own page "
+        "may use it",
+        "Open the dashboard page on this server itself.",
+    )
 
 
 def _is_loopback(host: str) -> bool:

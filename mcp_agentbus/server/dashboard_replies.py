@@ -10,11 +10,12 @@ answers any `AgentBusError` its endpoint lets out that way, so none ends in a tr
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from mcp_agentbus.errors import AgentBusError
@@ -55,11 +56,39 @@ def answer(body: dict[str, Any] | str) -> Response:
     return Response(text, media_type="application/json", headers=HEADERS)
 
 
-def refuse(status: int, code: str, message: str, hint: str) -> JSONResponse:
+def refuse(
+    status: int, code: str, message: str, hint: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     """A route's own refusal."""
     return JSONResponse(
-        {"error": {"code": code, "message": message, "hint": hint}}, status_code=status, headers=HEADERS
+        {"error": {"code": code, "message": message, "hint": hint}},
+        status_code=status,
+        headers={**HEADERS, **(headers or {})},
     )
+
+
+async def not_routed(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such path) and 405 (not its method), in the one error shape under
+    /dashboard; elsewhere as Starlette words them."""
+    assert isinstance(exc, HTTPException)  # registered for those two statuses only
+    path = request.url.path
+    if not path.startswith("/dashboard"):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return refuse(
+            405,
+            "method_not_allowed",
+            f"{path} does not take {request.method}",
+            f"Use {allowed or 'the method the page uses'}.",
+            exc.headers,
+        )
+    return refuse(
+        404, "not_found", f"the dashboard has no {path}", "Open /dashboard and use what the page offers."
+    )
+
+
+NOT_ROUTED = {404: not_routed, 405: not_routed}
 
 
 def failed(exc: AgentBusError) -> JSONResponse:

@@ -36,6 +36,7 @@ from mcp_agentbus.redis.keys import Keys
 from mcp_agentbus.server import collector
 from mcp_agentbus.server.app import build_server
 from mcp_agentbus.server.dashboard import Dashboard
+from mcp_agentbus.server.dashboard_replies import NOT_ROUTED
 from mcp_agentbus.server.hang_ups import CLIENT_GONE, end_calls_on_hang_up
 from mcp_agentbus.server.json_answers import answer_per_call
 from mcp_agentbus.server.request_deadline import protocol
@@ -152,6 +153,8 @@ def build_app(
         return None if running is None else (await running.namespaces.subscribed(namespace)).bus
 
     app.router.routes.extend(Dashboard(settings.namespace, bus_for, security, tokens).routes())
+    for status, handler in NOT_ROUTED.items():
+        app.add_exception_handler(status, handler)
     app.state.agentbus = server
     end_calls_on_hang_up(server.session_manager)
     if not json_response:  # a call that cannot wait is answered with one JSON body all the same

@@ -17,9 +17,10 @@ from starlette.applications import Starlette
 from test_dashboard_actions import ACTIONS
 
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.server.dashboard import STATIC, Dashboard
-from mcp_agentbus.server.http import LOOPBACK_HOSTS
+from mcp_agentbus.server.dashboard import STATIC, Dashboard, dashboard_app
+from mcp_agentbus.server.http import LOOPBACK_HOSTS, build_app
 from mcp_agentbus.server.tokens import TokensFile
+from mcp_agentbus.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -84,9 +85,32 @@ async def test_with_a_tokens_file_every_route_but_the_page_answers_401_first_and
         for method, path in [*(("GET", path) for path in STATIC), *guarded_routes()]:
             rebound = await http.request(method, path, headers={"Host": "evil.example"})
             assert rebound.status_code == 421, (path, rebound.text)
+            assert rebound.json()["error"]["code"] == "misdirected_request", (path, rebound.text)
+            foreign = await http.request(method, path, headers={"Origin": "https://evil.example"})
+            assert foreign.status_code == 403, (path, foreign.text)
+            assert "evil.example" in foreign.json()["error"]["message"], (path, foreign.text)
         for path in STATIC:  # the page itself asks for a token
             assert (await http.get(path)).status_code == 200
     assert (await bus.events.recent("*")).events == []
+
+
+@pytest.mark.parametrize("served_by", ["agentbus serve", "agentbus dashboard"])
+async def test_a_path_or_method_the_dashboard_has_not_is_refused_in_its_error_shape(
+    settings: Settings, served_by: str
+) -> None:
+    app = build_app(settings) if served_by == "agentbus serve" else dashboard_app(settings)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1:8766") as http:
+        unknown = await http.post("/dashboard/actions/explode", json={})
+        assert unknown.status_code == 404
+        assert unknown.json()["error"]["code"] == "not_found" and unknown.json()["error"]["hint"]
+        for method, path in guarded_routes():
+            wrong = await http.request("PUT", path)
+            assert wrong.status_code == 405, (path, wrong.text)
+            error = wrong.json()["error"]
+            assert error["code"] == "method_not_allowed" and method in error["hint"], (path, error)
+            assert method in wrong.headers["allow"]
+        assert (await http.get("/nowhere")).text == "Not Found"  # elsewhere, as Starlette says it
 
 
 async def test_with_redis_down_every_route_that_reads_or_acts_answers_503_with_a_hint_and_logs_no_trace(
