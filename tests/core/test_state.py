@@ -144,6 +144,19 @@ async def test_an_idempotency_key_used_again_for_another_key_answers_for_the_fir
     assert (await bus.state.get("ib")).entries == []
 
 
+@pytest.mark.parametrize(("start", "step"), [(2**53 - 1, 1), (2**60, 1), (0, 2**60), (-(2**53) + 1, -1)])
+async def test_a_count_that_would_pass_2_to_the_53_is_refused_and_left_as_it_was(
+    bus: AgentBus, start: int, step: int
+) -> None:
+    """Past 2^53 a double cannot hold every whole number: the sum would be off, or the same."""
+    if start:
+        await bus.state.set("a", "n", value=start)
+    with pytest.raises(InvalidArgument, match="2\\^53"):
+        await bus.state.set("a", "n", increment=step)
+    entries = (await bus.state.get("n")).entries
+    assert [(e.version, e.value) for e in entries] == ([(1, start)] if start else [])
+
+
 async def test_a_key_expires_by_the_redis_clock_and_its_expiry_is_a_deletion(bus: AgentBus) -> None:
     before = await redis_ms(bus)
     written = await bus.state.set("a", "lease/x", value="held", ttl_seconds=0.3)

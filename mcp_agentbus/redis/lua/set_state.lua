@@ -103,10 +103,17 @@ if op == 'increment' then
     end
     before = decoded
   end
-  local sum = before + tonumber(operand)
+  local step = tonumber(operand)
+  local sum = before + step
   if sum ~= sum or sum == math.huge or sum == -math.huge then
     return { 'invalid_argument', 'adding ' .. operand .. ' to ' .. key .. ' would leave no finite number',
       'Add a smaller number, or set a new value with value.' }
+  end
+  -- A count must stay exact: past 2^53 a double cannot hold every whole number (the sum would be off).
+  if before == math.floor(before) and step == math.floor(step) and math.abs(sum) >= 2 ^ 53 then
+    return { 'invalid_argument', 'adding ' .. operand .. ' to ' .. key .. ' would reach 2^53 (9007199254740992), ' ..
+      'past which whole numbers are not exact; nothing was added',
+      'Count in larger units, or keep a number this large with value (as a string).' }
   end
   new_value = number_json(sum)
 end
