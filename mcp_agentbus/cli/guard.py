@@ -16,6 +16,7 @@ import os
 import shlex
 import subprocess
 import sys
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -138,9 +139,10 @@ def git(*args: str, cwd: Path | None = None) -> bytes:
 
 
 def staged_paths() -> list[str]:
-    """The paths the commit changes, from the repository root; a rename as both its paths."""
+    """The paths the commit changes, from the repository root; a rename as both its paths. In Unicode
+    NFC, as lock names are (core/locks.canonical)."""
     out = git("-c", "diff.relative=false", "diff", "--cached", "--name-only", "--no-renames", "-z")
-    return [p.decode(errors="replace") for p in out.split(b"\0") if p]
+    return [unicodedata.normalize("NFC", p.decode(errors="replace")) for p in out.split(b"\0") if p]
 
 
 def hook_file(repo: Path) -> Path:

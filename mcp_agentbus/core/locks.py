@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import unicodedata
 from typing import cast
 
 import anyio
@@ -30,11 +31,13 @@ QUEUE_SLACK = 2.0  # seconds a waiter keeps its place beyond its wait, to cover 
 
 
 def canonical(resource: str, what: str = "resource") -> str:
-    """The one name of a resource, so that ``x``, ``./x`` and ``src/../x`` are one lock: a path-like name
+    """The one name of a resource, so that ``x``, ``./x`` and ``src/../x`` are one lock: in Unicode NFC
+    (``café`` typed precomposed or decomposed, as macOS lists file names, is one name), a path-like name
     (one with '/') loses ``.`` segments and repeated slashes and has ``..`` resolved; a leading '/' and a
     trailing '/' (a directory) are kept. A path that climbs above where it starts is refused. Shared-state
     keys are named the same way (`what` names the argument in errors)."""
     require(resource, RESOURCE_RE, what)
+    resource = unicodedata.normalize("NFC", resource)
     if "/" not in resource and resource not in (".", ".."):
         return resource
     parts: list[str] = []

@@ -99,6 +99,17 @@ async def test_a_commit_touching_a_file_another_agent_locked_is_refused_naming_h
 
 
 @REAL
+async def test_a_file_named_decomposed_is_held_by_its_lock_named_composed(
+    bus: AgentBus, settings: Settings, repo: Path
+) -> None:
+    """As on macOS, the file's name has 'e' and a combining accent; the agent typed the lock's 'é'."""
+    await bus.locks.acquire("alice", "docs/caf\u00e9.md", ttl_seconds=90)
+    done = commit(repo, settings, "bob", "docs/cafe\u0301.md")
+    assert done.returncode == 1, done.stderr
+    assert "lock docs/caf\u00e9.md held by alice" in done.stderr
+
+
+@REAL
 async def test_a_commit_under_a_locked_directory_is_refused_for_each_path_below_it(
     bus: AgentBus, settings: Settings, repo: Path
 ) -> None:

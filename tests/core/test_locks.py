@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import unicodedata
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -631,6 +632,17 @@ async def test_one_path_spelled_another_way_is_the_same_lock(bus: AgentBus, spel
     assert again.fencing_token == first.fencing_token
     released = await bus.locks.release("a1", spelling, again.lock_token or "")
     assert released.released and released.resource == "notes.md"
+
+
+@pytest.mark.parametrize(
+    ("held", "wanted"), [("docs/caf\u00e9.md", "docs/cafe\u0301.md"), ("cafe\u0301/", "caf\u00e9/x.py")]
+)
+async def test_a_name_composed_or_decomposed_is_one_lock(bus: AgentBus, held: str, wanted: str) -> None:
+    """macOS lists file names decomposed (e + a combining accent), most editors type them composed."""
+    first = await bus.locks.acquire("a1", held, ttl_seconds=30)
+    assert first.acquired and first.resource == unicodedata.normalize("NFC", held)
+    refused = await bus.locks.acquire("a2", wanted, ttl_seconds=30)
+    assert not refused.acquired and refused.conflicting_resource == first.resource
 
 
 async def test_a_directory_spelled_another_way_covers_its_files(bus: AgentBus) -> None:
