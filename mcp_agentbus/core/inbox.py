@@ -68,7 +68,7 @@ class Inbox:
             require(reply_to, MESSAGE_ID_RE, "reply_to")
         if idempotency_key is not None:
             require(idempotency_key, IDEMPOTENCY_KEY_RE, "idempotency_key")
-        if not body:
+        if not body.strip():
             raise InvalidArgument("body is empty", hint="Say something: body is the message text.")
         if len(body) > MAX_BODY:
             raise PayloadTooLarge(f"body is {len(body):,} characters; the limit is {MAX_BODY:,}")

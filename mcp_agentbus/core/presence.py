@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -193,3 +193,23 @@ def _left(agent: str, note: str, left: Left) -> HeartbeatResult:
         unread_messages=left.unread,
         notices=[f"You left the bus (agent.left); others no longer see you as live. {still}"],
     )
+
+
+async def unregistered(store: Store, assignees: Iterable[str]) -> list[str]:
+    """A notice for each of `assignees` the bus keeps no record of (it never sent a heartbeat, or went
+    longer ago than the retention): what is assigned to it waits for it alone, so a mistyped id would
+    leave it waiting for good."""
+    names = sorted(set(assignees))
+    if not names:
+        return []
+    with store.backend():
+        async with store.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(store.keys.agent(name))
+            known = await pipe.execute()
+    return [
+        f"No agent {name} is registered (no heartbeat yet): what is assigned to it waits for it alone. If "
+        "the id is a mistake, cancel_task and create the task again; list_agents shows who is here."
+        for name, found in zip(names, known, strict=True)
+        if not found
+    ]

@@ -113,6 +113,11 @@ class State:
             raise InvalidArgument(f"if_version must be 0 or more (got {if_version})")
         if ttl_seconds is not None:
             seconds(ttl_seconds, "ttl_seconds")
+            if delete:
+                raise InvalidArgument(
+                    "ttl_seconds sets how long a written key lives; a delete takes none",
+                    hint="Drop ttl_seconds to delete now, or write the key with value and ttl_seconds.",
+                )
         if idempotency_key is not None:
             require(idempotency_key, IDEMPOTENCY_KEY_RE, "idempotency_key")
         if value is not None:

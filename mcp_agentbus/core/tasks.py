@@ -18,6 +18,7 @@ from mcp_agentbus.core.models import (
     Progress,
     iso,
 )
+from mcp_agentbus.core.presence import unregistered
 from mcp_agentbus.core.waiting import ProgressCallback, Wait
 from mcp_agentbus.core.wakeups import ANY_TASK, Wakeups, news_for
 from mcp_agentbus.errors import InvalidArgument
@@ -47,6 +48,7 @@ from mcp_agentbus.redis.replies import (
 from mcp_agentbus.redis.store import Store, require
 
 PRIORITIES = get_args(Priority)
+CREATE_BOUNDS = (MAX_WORKFLOW_TASKS, MAX_DEPENDENTS, MAX_INPUTS_BYTES)  # what create_task.lua checks
 
 
 def idempotency_scope(tool: str, agent: str, key: str | None) -> str:
@@ -132,12 +134,11 @@ class Tasks:
             workflow_id or "",
             max_attempts,
             math.ceil(delay_seconds * 1000),
-            MAX_WORKFLOW_TASKS,
-            MAX_DEPENDENTS,
-            MAX_INPUTS_BYTES,
+            *CREATE_BOUNDS,
             assignee or "",
         )
-        return CreateTaskResult(**created.result, duplicate=created.duplicate)
+        notices = [] if created.duplicate else await unregistered(self._store, [assignee] if assignee else [])
+        return CreateTaskResult(**created.result, duplicate=created.duplicate, notices=notices)
 
     async def claim(
         self,

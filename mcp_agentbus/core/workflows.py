@@ -9,6 +9,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_agentbus.core.models import CreateWorkflowResult, Priority
+from mcp_agentbus.core.presence import unregistered
 from mcp_agentbus.core.tasks import idempotency_scope
 from mcp_agentbus.core.workflow_views import (
     GetWorkflowBriefResult,
@@ -66,25 +67,44 @@ class WorkflowTask(BaseModel):
 def order_tasks(tasks: Sequence[WorkflowTask]) -> list[list[int]]:
     """Each task's dependencies as 1-based positions, refusing duplicates, unknown keys and cycles."""
     if not tasks:
-        raise InvalidArgument("a workflow needs at least one task")
+        raise InvalidArgument(
+            "a workflow needs at least one task", hint="Pass tasks: [{key, title, depends_on}, ...]."
+        )
     if len(tasks) > MAX_WORKFLOW_TASKS:
-        raise InvalidArgument(f"a workflow may have at most {MAX_WORKFLOW_TASKS} tasks, not {len(tasks)}")
+        raise InvalidArgument(
+            f"a workflow may have at most {MAX_WORKFLOW_TASKS} tasks, not {len(tasks)}",
+            hint="Split the work into workflows of fewer steps; create_task with depends_on links tasks "
+            "across them.",
+        )
     position: dict[str, int] = {}
     for i, task in enumerate(tasks, start=1):
         if task.key in position:
-            raise InvalidArgument(f"task key {task.key!r} is used twice")
+            raise InvalidArgument(
+                f"task key {task.key!r} is used twice; nothing was created",
+                hint="Give each task its own key: depends_on names tasks by key.",
+            )
         position[task.key] = i
     deps: list[list[int]] = []
     for task in tasks:
         for dep in task.depends_on:
             if dep not in position:
-                raise InvalidArgument(f"task {task.key!r} depends on unknown key {dep!r}")
+                raise InvalidArgument(
+                    f"task {task.key!r} depends on unknown key {dep!r}; nothing was created",
+                    hint=f"depends_on names keys of tasks in the same workflow: {sorted(position)[:20]}.",
+                )
             if dep == task.key:
-                raise InvalidArgument(f"task {task.key!r} depends on itself")
+                raise InvalidArgument(
+                    f"task {task.key!r} depends on itself; nothing was created",
+                    hint="Remove its own key from its depends_on.",
+                )
         deps.append([position[d] for d in dict.fromkeys(task.depends_on)])
     cycle = _find_cycle(tasks, deps)
     if cycle:
-        raise InvalidArgument("dependencies form a cycle: " + " -> ".join(cycle))
+        raise InvalidArgument(
+            "dependencies form a cycle: " + " -> ".join(cycle),
+            hint="Nothing was created. A workflow runs each task after those it depends on: drop one "
+            "depends_on along the cycle.",
+        )
     return deps
 
 
@@ -168,6 +188,9 @@ class Workflows:
             task_ids=dict(sorted(first["task_ids"].items(), key=lambda kv: int(kv[1][2:]))),  # creation order
             ready=list(first["ready"] or []),  # Lua's cjson writes an empty list as {}
             duplicate=created.duplicate,
+            notices=[]
+            if created.duplicate
+            else await unregistered(self._store, [t.assignee for t in specs if t.assignee]),
         )
 
     async def get(self, workflow_id: str | None = None, *, limit: int = 20) -> GetWorkflowResult:

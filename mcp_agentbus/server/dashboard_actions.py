@@ -29,6 +29,7 @@ from starlette.routing import Route
 from mcp_agentbus.context import Caller, of_token
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.control import MAX_REASON
+from mcp_agentbus.core.locks import canonical
 from mcp_agentbus.errors import explain_validation
 from mcp_agentbus.ids import MAX_BODY, Recipient, Resource, TaskId, ThreadId, WorkflowId
 from mcp_agentbus.server.dashboard_replies import answer, refuse, route
@@ -170,7 +171,8 @@ async def _retry(bus: AgentBus, who: str, body: Retry) -> str:
 async def _release(bus: AgentBus, who: str, body: Release) -> str:
     taken = await bus.locks.revoke(body.resource, who)
     line = (
-        f"Released the lock on {body.resource} held by {taken.holder} (fencing token {taken.fencing_token}); "
+        f"Released the lock on {canonical(body.resource)} held by {taken.holder} (fencing token "
+        f"{taken.fencing_token}); "
         f"{taken.holder} is told on its next call"
     )
     if taken.waiters:

@@ -12,7 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mcp_agentbus.core import task_detail
-from mcp_agentbus.server.dashboard_replies import answer, route
+from mcp_agentbus.ids import TASK_ID_RE
+from mcp_agentbus.server.dashboard_replies import answer, refuse, route
 
 if TYPE_CHECKING:
     from mcp_agentbus.server.dashboard import Dashboard
@@ -31,5 +32,13 @@ class TaskDetail:
         bus = await self._dashboard.open_bus(request)
         if isinstance(bus, Response):
             return bus
-        detail = await task_detail.read(bus.store, request.query_params.get("id", ""))
+        task_id = request.query_params.get("id", "")
+        if not TASK_ID_RE.match(task_id):  # named as the query names it, not as the bus's argument
+            return refuse(
+                400,
+                "invalid_argument",
+                f"id {task_id[:40]!r} is not a task id",
+                "Ask for /dashboard/task?id=t-<number>, the id a workflow's task shows.",
+            )
+        detail = await task_detail.read(bus.store, task_id)
         return answer(detail.model_dump_json())

@@ -39,6 +39,19 @@ async def test_an_assigned_task_reaches_its_assignee_alone(bus: AgentBus) -> Non
     assert await assigned_queue(bus, "bob") == []
 
 
+async def test_work_assigned_to_an_agent_the_bus_does_not_know_says_so(bus: AgentBus) -> None:
+    """A mistyped assignee would leave the work waiting for good: the creator is told, once."""
+    await bus.presence.heartbeat("bob")
+    known = await bus.tasks.create(BOSS, title="for bob", assignee="bob")
+    assert known.notices == []
+    typo = await bus.tasks.create(BOSS, title="for bbo", assignee="bbo", idempotency_key="k")
+    assert len(typo.notices) == 1 and typo.notices[0].startswith("No agent bbo is registered")
+    assert (await bus.tasks.create(BOSS, title="for bbo", assignee="bbo", idempotency_key="k")).notices == []
+    steps = [{"key": "a", "title": "a", "assignee": "bob"}, {"key": "b", "title": "b", "assignee": "carl"}]
+    created = await bus.workflows.create(BOSS, title="mixed", tasks=steps)
+    assert [n.split(" is ")[0] for n in created.notices] == ["No agent carl"]
+
+
 async def test_assigned_work_comes_before_capability_work_of_the_same_priority(bus: AgentBus) -> None:
     shared = await bus.tasks.create(BOSS, title="anyone")
     first = await bus.tasks.create(BOSS, title="mine 1", assignee="bob")

@@ -555,6 +555,7 @@ async def test_read_messages_are_trimmed_oldest_first_and_unread_ones_never(redi
         ({"to": ""}, InvalidArgument, "recipient"),
         ({"agent": "bad agent"}, InvalidArgument, "agent id"),
         ({"body": ""}, InvalidArgument, "body is empty"),
+        ({"body": " \n\t"}, InvalidArgument, "body is empty"),
         ({"body": "x" * (MAX_BODY + 1)}, PayloadTooLarge, "body"),
         ({"subject": "s" * 201}, InvalidArgument, "subject"),
         ({"data": "x" * MAX_JSON_BYTES}, PayloadTooLarge, "data"),

@@ -91,6 +91,13 @@ async def test_exactly_one_of_value_increment_or_delete(bus: AgentBus) -> None:
     assert (await bus.state.get(prefix="")).entries == []
 
 
+async def test_a_delete_with_an_expiry_is_refused_and_the_key_kept(bus: AgentBus) -> None:
+    await bus.state.set("a", "k", value=1)
+    with pytest.raises(InvalidArgument, match="a delete takes none"):
+        await bus.state.set("a", "k", delete=True, ttl_seconds=5)
+    assert [(e.version, e.value, e.expires_at) for e in (await bus.state.get("k")).entries] == [(1, 1, None)]
+
+
 async def test_a_value_past_the_bound_is_payload_too_large(redis_url: str) -> None:
     settings = fresh_settings(redis_url, state_value_max_bytes=1_024)
     async with AgentBus.open(settings) as bus:

@@ -253,4 +253,5 @@ async def test_the_task_route_answers_the_detail_and_refuses_unknown_and_malform
     assert "t-999999999" in unknown.json()["error"]["message"]
     for refused in (malformed, missing):
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_argument"
-    assert rebound.status_code == 421
+        assert refused.json()["error"]["message"].startswith("id "), refused.text  # as the query names it
+    assert rebound.status_code == 421 and rebound.json()["error"]["code"] == "misdirected_request"
