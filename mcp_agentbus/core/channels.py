@@ -74,9 +74,11 @@ class Channels:
             channel = self._channels.get(name)
             if channel is None:
                 channel = self._channels[name] = _Channel(topic)
-            # Not subscribed now, though confirmed once, or sent and unsubscribed since: only the
-            # SUBSCRIBE still to go is this holder's confirmation, not the reply to an earlier one.
-            if not channel.on_server and (channel.ready.is_set() or channel.sent):
+            # Not subscribed now, though its event was confirmed or sent (a SUBSCRIBE then unsubscribed):
+            # only the SUBSCRIBE still to go confirms this holder, not the reply to an earlier one.
+            if not channel.on_server and (
+                channel.ready.is_set() or any(e is channel.ready for e in channel.sent)
+            ):
                 channel.ready = anyio.Event()
             channel.refs += 1
             if not channel.on_server:

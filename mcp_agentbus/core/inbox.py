@@ -69,7 +69,9 @@ class Inbox:
         if idempotency_key is not None:
             require(idempotency_key, IDEMPOTENCY_KEY_RE, "idempotency_key")
         if not body.strip():
-            raise InvalidArgument("body is empty", hint="Say something: body is the message text.")
+            raise InvalidArgument(
+                "body is empty (or only whitespace)", hint="Say something: body is the message text."
+            )
         if len(body) > MAX_BODY:
             raise PayloadTooLarge(f"body is {len(body):,} characters; the limit is {MAX_BODY:,}")
         if len(subject) > MAX_SUBJECT:

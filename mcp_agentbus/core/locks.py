@@ -36,8 +36,7 @@ def canonical(resource: str, what: str = "resource") -> str:
     (one with '/') loses ``.`` segments and repeated slashes and has ``..`` resolved; a leading '/' and a
     trailing '/' (a directory) are kept. A path that climbs above where it starts is refused. Shared-state
     keys are named the same way (`what` names the argument in errors)."""
-    require(resource, RESOURCE_RE, what)
-    resource = unicodedata.normalize("NFC", resource)
+    resource = require(unicodedata.normalize("NFC", resource), RESOURCE_RE, what)  # NFC may lengthen it
     if "/" not in resource and resource not in (".", ".."):
         return resource
     parts: list[str] = []

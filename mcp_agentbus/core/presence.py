@@ -195,11 +195,17 @@ def _left(agent: str, note: str, left: Left) -> HeartbeatResult:
     )
 
 
-async def unregistered(store: Store, assignees: Iterable[str]) -> list[str]:
-    """A notice for each of `assignees` the bus keeps no record of (it never sent a heartbeat, or went
-    longer ago than the retention): what is assigned to it waits for it alone, so a mistyped id would
-    leave it waiting for good."""
-    names = sorted(set(assignees))
+REASSIGN = {
+    "task": "cancel_task it and create it again with the right assignee",
+    "workflow": "cancel_task the workflow (workflow_id) and create it again with the right assignee",
+}
+
+
+async def unregistered(store: Store, assignees: Iterable[str | None], made: str) -> list[str]:
+    """A notice for each of `assignees` (None: none) the bus keeps no record of (it never sent a
+    heartbeat, or left longer ago than the retention): what is assigned to it waits for it alone, so a
+    mistyped id would leave it waiting for good. `made` (a key of REASSIGN) says how to assign again."""
+    names = sorted({name for name in assignees if name})
     if not names:
         return []
     with store.backend():
@@ -208,8 +214,9 @@ async def unregistered(store: Store, assignees: Iterable[str]) -> list[str]:
                 pipe.exists(store.keys.agent(name))
             known = await pipe.execute()
     return [
-        f"No agent {name} is registered (no heartbeat yet): what is assigned to it waits for it alone. If "
-        "the id is a mistake, cancel_task and create the task again; list_agents shows who is here."
+        f"No agent {name} is known to the bus (it never sent a heartbeat, or left longer ago than the "
+        f"retention): what is assigned to it waits for it alone. If the id is a mistake, {REASSIGN[made]}; "
+        "list_agents shows who is here."
         for name, found in zip(names, known, strict=True)
         if not found
     ]

@@ -137,7 +137,7 @@ class Tasks:
             *CREATE_BOUNDS,
             assignee or "",
         )
-        notices = [] if created.duplicate else await unregistered(self._store, [assignee] if assignee else [])
+        notices = await unregistered(self._store, [] if created.duplicate else [assignee], "task")
         return CreateTaskResult(**created.result, duplicate=created.duplicate, notices=notices)
 
     async def claim(

@@ -190,7 +190,7 @@ class Workflows:
             duplicate=created.duplicate,
             notices=[]
             if created.duplicate
-            else await unregistered(self._store, [t.assignee for t in specs if t.assignee]),
+            else await unregistered(self._store, [t.assignee for t in specs], "workflow"),
         )
 
     async def get(self, workflow_id: str | None = None, *, limit: int = 20) -> GetWorkflowResult:

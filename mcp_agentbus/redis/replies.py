@@ -253,12 +253,11 @@ class StateWritten(NamedTuple):
     version: int  # after the call (conflict: the current one; 0 = not set)
     value: str  # JSON text, '' for none
     expires_ms: int  # 0 = never
-    key: str  # the key written: a duplicate's, the one its first call named
+    key: str  # the key it wrote (a duplicate: the one its first call named)
 
 
 def _set_state(reply: list[Any]) -> StateWritten:
-    status, outcome, version, value, expires, key = reply
-    return StateWritten(status == "duplicate", outcome, int(version), value, int(expires), key)
+    return StateWritten(reply[0] == "duplicate", reply[1], int(reply[2]), reply[3], int(reply[4]), reply[5])
 
 
 class StateRead(NamedTuple):

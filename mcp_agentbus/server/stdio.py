@@ -27,6 +27,7 @@ import anyio
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from mcp_types import jsonrpc_message_adapter
+from pydantic import ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ _ID_VALUE = rb'(-?(?:0|[1-9][0-9]{0,17})|"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]){1,20
 _ID_FIRST = re.compile(rb'\A\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*' + _ID_VALUE + rb"\s*[,}]")
 _ID_LAST = re.compile(rb',\s*"id"\s*:\s*' + _ID_VALUE + rb"\s*\}\s*\Z")
 
-# Brackets in a line past which it is read here first: the SDK's parser refuses nesting past about 200
-# levels and then answers nothing, so its client would wait for its timeout.
+# Brackets in a line past which it is parsed here first (bracket-heavy text in strings is too, twice):
+# the SDK's parser refuses nesting past about 200 levels and answers nothing, so its client would wait
+# for its timeout.
 _NESTING_CHECKED = 150
 
 Streams = Any  # what stdio_server yields: the SDK's (read, write) context streams
@@ -140,16 +142,17 @@ class _Lines:
             except asyncio.LimitOverrunError as over:
                 await self._skip(over.consumed)
                 continue
-            if line.count(b"[") + line.count(b"{") > _NESTING_CHECKED and not _parses(line):
-                logger.warning("skipped a message on stdin that could not be parsed (nested too deep?)")
+            text = line.decode("utf-8", errors="replace")
+            if line.count(b"[") + line.count(b"{") > _NESTING_CHECKED and _too_deep(text):
+                logger.warning("skipped a message on stdin nested deeper than the SDK parses")
                 self._refuse(
                     _request_id(line[:_EDGE_BYTES], line[-_EDGE_BYTES:]),
                     -32700,  # parse error
-                    "This message could not be parsed (JSON nested deeper than about 200 levels is not "
-                    "read); nothing was done. Send the value flatter, or as a JSON string.",
+                    "This message could not be parsed: JSON nested deeper than about 200 levels is not "
+                    "read; nothing was done. Send the value flatter, or as a JSON string.",
                 )
                 continue
-            return line.decode("utf-8", errors="replace")
+            return text
 
     async def _skip(self, buffered: int) -> None:
         """Drop the line whose first `buffered` bytes are read, through its newline; answer its request."""
@@ -182,13 +185,14 @@ class _Lines:
             self._output.write_now(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}) + "\n")
 
 
-def _parses(line: bytes) -> bool:
-    """Whether the SDK's parser reads `line` as a JSON-RPC message."""
+def _too_deep(text: str) -> bool:
+    """Whether the SDK's parser refuses `text` for its nesting (it answers nothing then); any other
+    fault is the SDK's to handle as it does."""
     try:
-        jsonrpc_message_adapter.validate_json(line, by_name=False)
-    except ValueError:  # pydantic's ValidationError: bad JSON, nested too deep, or no message
-        return False
-    return True
+        jsonrpc_message_adapter.validate_json(text, by_name=False)
+    except ValidationError as exc:
+        return any("recursion limit" in error["msg"] for error in exc.errors())
+    return False
 
 
 def _request_id(head: bytes, tail: bytes) -> int | str | None:

@@ -45,7 +45,7 @@ async def test_work_assigned_to_an_agent_the_bus_does_not_know_says_so(bus: Agen
     known = await bus.tasks.create(BOSS, title="for bob", assignee="bob")
     assert known.notices == []
     typo = await bus.tasks.create(BOSS, title="for bbo", assignee="bbo", idempotency_key="k")
-    assert len(typo.notices) == 1 and typo.notices[0].startswith("No agent bbo is registered")
+    assert len(typo.notices) == 1 and typo.notices[0].startswith("No agent bbo is known to the bus")
     assert (await bus.tasks.create(BOSS, title="for bbo", assignee="bbo", idempotency_key="k")).notices == []
     steps = [{"key": "a", "title": "a", "assignee": "bob"}, {"key": "b", "title": "b", "assignee": "carl"}]
     created = await bus.workflows.create(BOSS, title="mixed", tasks=steps)

@@ -182,8 +182,9 @@ async def test_a_wait_entering_while_its_channel_is_being_unsubscribed_is_not_to
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A first wait subscribes and leaves before the reply is read, so the channel's UNSUBSCRIBE follows;
-    a second wait enters then, its SUBSCRIBE held back. The reply to the first SUBSCRIBE is not the
-    second's confirmation: it looks only once its own came, and so sees a change made in between."""
+    two more enter then, their SUBSCRIBE held back. The reply to the first SUBSCRIBE is not theirs: each
+    is confirmed by the next one (neither waits out CONFIRM_SECONDS unconfirmed), and the wait looks only
+    then, and so sees a change made in between."""
     subscribes, replies = [0], [0]
     for name in ("subscribe", "ssubscribe"):
         real_subscribe = getattr(PubSub, name)
@@ -208,8 +209,13 @@ async def test_a_wait_entering_while_its_channel_is_being_unsubscribed_is_not_to
     settings = fresh_settings(redis_url, max_wait_seconds=WAIT)
     async with AgentBus.open(settings) as bus, AgentBus.open(settings) as boss:
         got: list[Any] = []
+        confirmed: list[bool] = []
 
-        async def second() -> None:
+        async def entered() -> None:  # only notes whether Redis confirmed it
+            async with bus.wakeups.expect(["state:k"]) as waiter:
+                confirmed.append(not waiter.unconfirmed)
+
+        async def waits() -> None:
             got.append(await bus.state.get("k", after_version=0, wait_seconds=WAIT))
 
         with anyio.fail_after(20):  # a missed change would leave it asleep for its whole wait
@@ -217,10 +223,12 @@ async def test_a_wait_entering_while_its_channel_is_being_unsubscribed_is_not_to
                 with anyio.move_on_after(0.05):  # the first wait: gone before its reply is read
                     await bus.state.get("k", after_version=0, wait_seconds=WAIT)
                 await anyio.sleep(0.05)  # its UNSUBSCRIBE went
-                tg.start_soon(second)
+                tg.start_soon(entered)
+                tg.start_soon(waits)
                 await anyio.sleep(0.4)  # the first reply was read; the second SUBSCRIBE not sent yet
                 await boss.state.set("boss", "k", value=1)
         assert got[0].entries[0].version == 1
+        assert confirmed == [True]
 
 
 async def test_claimers_coming_and_going_on_shared_capabilities_take_every_task(redis_url: str) -> None:

@@ -331,7 +331,7 @@ async def test_a_legacy_call_whose_stream_ends_as_the_server_stops_takes_nothing
     env = {**bus_env(redis_url_real, namespace), **LONG_WAITS}
     with http_server(env, tmp_path / "serve.log", *flags) as server:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(hold_call, server, {"agent": holder, "capabilities": ["other"], "wait_seconds": 15})
+            tg.start_soon(hold_call, server, {"agent": holder, "capabilities": ["other"], "wait_seconds": 60})
             await until_listening(redis_url_real, namespace, holder, listening=True)
             waits = {"agent": gone, "capabilities": [capability], "wait_seconds": 600}
             answer = await stopped_while_waiting(server, redis_url_real, namespace, waits)
@@ -341,6 +341,7 @@ async def test_a_legacy_call_whose_stream_ends_as_the_server_stops_takes_nothing
                 await until_listening(redis_url_real, namespace, gone, listening=False)
                 assert server.proc.poll() is None, "the server still waits for the 2026-07-28 call"
                 claim = await bus.tasks.claim(fresh("next"), capabilities=[capability])
+            tg.cancel_scope.cancel()  # the 2026-07-28 call is given up: its server ends
         server.assert_clean_log()
     assert claim.task is not None, "the cut-off call took the task"
     assert claim.task.id == created.task_id

@@ -161,7 +161,7 @@ def test_one_socket_for_stdin_and_stdout_is_read_by_the_sdks_threads(tmp_path: P
 
 UNREADABLE = {
     "over the bound": ("v" * MAX_LINE_BYTES, -32600, b"skipped a message over"),
-    "nested too deep": (json.loads("[" * 250 + "]" * 250), -32700, b"could not be parsed"),
+    "nested too deep": (json.loads("[" * 250 + "]" * 250), -32700, b"nested deeper than the SDK parses"),
 }
 
 

@@ -278,7 +278,7 @@ async def test_a_stopping_server_refuses_new_connections_while_its_calls_finish(
     """The parent closes its copy of the shared socket as it stops: once the workers have closed theirs,
     a new connection is refused at once, rather than queued until the last call has ended."""
     namespace = f"workers-{uuid.uuid4().hex[:12]}"
-    holder = {"agent": "holder", "capabilities": ["nothing-comes"], "wait_seconds": 8}
+    holder = {"agent": "holder", "capabilities": ["nothing-comes"], "wait_seconds": 50}
     env = {**bus_env(redis_url_real, namespace), "AGENTBUS_MAX_WAIT_SECONDS": "60"}
     with http_server(env, tmp_path / "serve.log", "--workers", "2") as server:
         ended = anyio.Event()
@@ -295,6 +295,7 @@ async def test_a_stopping_server_refuses_new_connections_while_its_calls_finish(
                 wait_until, lambda: refuses(server.port), "a new connection refused"
             )
             assert not ended.is_set(), "refused only once the call had ended"
+            tg.cancel_scope.cancel()  # the call is given up: its server ends
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
 
 

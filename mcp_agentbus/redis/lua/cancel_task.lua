@@ -39,10 +39,10 @@ elseif redis.call('EXISTS', K_TASK .. id) == 0 then
   return { 'not_found', 'task ' .. id .. ' does not exist (or ended longer ago than the retention)' }
 end
 
--- A workflow's tasks, each after every task it depends on (they depend only on one another), and
--- whether any task outside it depends on one of them.
+-- A workflow's tasks, each after every task of it that it depends on (a task added to it later may
+-- depend on others too), and those of them that a task outside it depends on.
 local function upstream_first(tasks)
-  local at, waits_for, unblocks, order, beyond = {}, {}, {}, {}, false
+  local at, waits_for, unblocks, order, outside = {}, {}, {}, {}, {}
   for i, tid in ipairs(tasks) do at[tid], waits_for[i], unblocks[i] = i, 0, {} end
   for i, tid in ipairs(tasks) do
     local deps, dependents = unpack(redis.call('HMGET', K_TASK .. tid, 'deps', 'dependents'))
@@ -52,7 +52,9 @@ local function upstream_first(tasks)
         table.insert(unblocks[at[dep]], i)
       end
     end
-    for _, dependent in ipairs(split(dependents)) do beyond = beyond or not at[dependent] end
+    for _, dependent in ipairs(split(dependents)) do
+      if not at[dependent] then outside[tid] = true end
+    end
   end
   for i = 1, #tasks do if waits_for[i] == 0 then order[#order + 1] = i end end
   local n = 1
@@ -63,7 +65,7 @@ local function upstream_first(tasks)
     end
     order[n], n = tasks[order[n]], n + 1
   end
-  return order, beyond
+  return order, outside
 end
 
 -- The first dependency of blocked task `tid` that is dead or cancelled, and why that cancels `tid`.
@@ -78,11 +80,11 @@ end
 -- A workflow's tasks go upstream first, and one blocked on a task cancelled (or dead) is cancelled
 -- because of it, as a cascade would: with its root as its cause, so that a retry_task of the root
 -- restores all of it, however far past this call's cascade budget it reaches.
-local beyond = true
-if wf ~= '' then ids, beyond = upstream_first(ids) end
+local outside = nil -- a single task's dependents may be anywhere
+if wf ~= '' then ids, outside = upstream_first(ids) end
 local cancelled, already_final, mine, more = {}, {}, {}, false
 for _, tid in ipairs(ids) do
-  local state, its_wf, dependents = unpack(redis.call('HMGET', K_TASK .. tid, 'state', 'wf', 'dependents'))
+  local state = redis.call('HGET', K_TASK .. tid, 'state')
   local upstream, why
   if state == 'blocked' and wf ~= '' then upstream, why = failed_dependency(tid) end
   if mine[tid] or not state then -- cancelled above by a cascade of this call; or its record expired
@@ -93,8 +95,9 @@ for _, tid in ipairs(ids) do
     cancelled[#cancelled + 1] = tid
     local downstream, left = {}, false
     if upstream then
-      cancel_because(tid, its_wf, upstream, why, now, agent)
-      if dependents and dependents ~= '' then downstream, left = cascade('k:' .. tid .. ':0', now, agent, false) end
+      cancel_because(tid, wf, upstream, why, now, agent)
+      -- those of its dependents in the workflow come later in this loop; a cascade reaches the others
+      if outside[tid] then downstream, left = cascade('k:' .. tid .. ':0', now, agent, false) end
     else
       downstream, left = cancel(tid, reason, short_reason, now, agent)
     end
@@ -108,7 +111,7 @@ for _, tid in ipairs(ids) do
   end
 end
 -- Every task of a workflow is cancelled by now: what a cascade left is for tasks outside it.
-more = more and beyond
+more = more and (outside == nil or next(outside) ~= nil)
 
 if status == 'running' then
   local done, dead, n_cancelled = unpack(redis.call('HMGET', K_WF .. wf, 'n:done', 'n:dead', 'n:cancelled'))

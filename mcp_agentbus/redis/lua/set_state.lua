@@ -111,7 +111,7 @@ if op == 'increment' then
   end
   -- A count must stay exact: past 2^53 a double cannot hold every whole number (the sum would be off).
   if before == math.floor(before) and step == math.floor(step) and math.abs(sum) >= 2 ^ 53 then
-    return { 'invalid_argument', 'adding ' .. operand .. ' to ' .. key .. ' would reach 2^53 (9007199254740992), ' ..
+    return { 'invalid_argument', 'adding ' .. operand .. ' to ' .. key .. ' would reach ±2^53 (9007199254740992), ' ..
       'past which whole numbers are not exact; nothing was added',
       'Count in larger units, or keep a number this large with value (as a string).' }
   end
