@@ -521,12 +521,12 @@ async def test_one_change_is_one_notification_per_uri(settings: Settings, mode: 
 async def test_an_expired_lock_notifies_without_any_client_acting(settings: Settings) -> None:
     """The reaper (in whichever process) takes the lock back; subscribers of locks hear of it."""
     with anyio.fail_after(TIMEOUT):
-        async with connect(settings, "legacy") as changer:
+        async with connect(settings, "legacy") as changer, watching(settings, "legacy", [LOCKS, AGENTS]) as w:
+            await w.drain()  # granted after this, so its expiry cannot come while the watcher drains
             await changer.ok("acquire_lock", {"agent": "alice", "resource": "tmp/", "ttl_seconds": 1})
-            async with watching(settings, "legacy", [LOCKS, AGENTS]) as w:
-                await w.drain()
-                await w.expect(LOCKS, AGENTS)  # at expiry, about a second later
-                assert await read_json(watcher_client(w), LOCKS) == {"locks": []}
+            await w.expect(LOCKS, AGENTS)  # the grant
+            await w.expect(LOCKS, AGENTS)  # at expiry, about a second later
+            assert await read_json(watcher_client(w), LOCKS) == {"locks": []}
 
 
 async def test_legacy_unsubscribe_stops_only_that_uri(settings: Settings) -> None:
