@@ -14,6 +14,10 @@ is whole, the request is cancelled, and a legacy session is told, as the client 
 cancelled wait does in the core (a claim cancelled while its script runs is handed back). The MCP spec
 lets a client resume a stream instead of cancelling; with no stream to resume, cancelling is all that
 is left. A call that cannot wait is not watched: it ends as fast as its answer.
+
+An answer in an event stream is whole once the call's response went out in it, not when the stream
+ends: the SDK closes every stream at once when the server begins to stop, while the calls of legacy
+sessions run on, so a stream closed before its response ends its call as a hang-up does.
 """
 
 from __future__ import annotations

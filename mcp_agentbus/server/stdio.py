@@ -41,7 +41,7 @@ _ID_VALUE = rb'(-?(?:0|[1-9][0-9]{0,17})|"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]){1,20
 _ID_FIRST = re.compile(rb'\A\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*' + _ID_VALUE + rb"\s*[,}]")
 _ID_LAST = re.compile(rb',\s*"id"\s*:\s*' + _ID_VALUE + rb"\s*\}\s*\Z")
 
-# Brackets in a line past which it is parsed here first (bracket-heavy text in strings is too, twice):
+# Brackets in a line past which it is parsed here first, and so twice (brackets in strings count too):
 # the SDK's parser refuses nesting past about 200 levels and answers nothing, so its client would wait
 # for its timeout.
 _NESTING_CHECKED = 150
