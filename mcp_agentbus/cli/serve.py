@@ -12,6 +12,7 @@ import click
 
 from mcp_agentbus.cli.common import check_redis, fail, load_settings, use_local_bus
 from mcp_agentbus.server.tokens import TokensFile
+from mcp_agentbus.server.workers import STUCK_SECONDS
 from mcp_agentbus.settings import Settings
 
 if TYPE_CHECKING:
@@ -82,6 +83,15 @@ def http_auth(settings: Settings, host: str, unsafe_no_auth: bool) -> TokensFile
     "that holds it.",
 )
 @click.option(
+    "--worker-timeout",
+    "worker_timeout",
+    type=click.FloatRange(min=2.0),
+    default=STUCK_SECONDS,
+    show_default=True,
+    help="HTTP with --workers: seconds a worker's event loop may stay still (blocked, or the process "
+    "stopped) before it is killed and started again; its sessions end then.",
+)
+@click.option(
     "--unsafe-no-auth",
     is_flag=True,
     help="HTTP: serve without tokens even on a non-loopback address. Anyone who can reach it can act.",
@@ -126,6 +136,7 @@ def serve(
     stateless: bool,
     json_responses: bool,
     workers: int,
+    worker_timeout: float,
     unsafe_no_auth: bool,
     **flags: Any,
 ) -> None:
@@ -159,7 +170,7 @@ def serve(
         if tokens is None and not unsafe_no_auth:
             auth += f" until restarted after `agentbus token create` makes {settings.tokens_file}"
         served = Served(allowed_hosts, stateless, json_responses, tokens, auth)
-        serve_http(settings, host, port, served, workers)
+        serve_http(settings, host, port, served, workers, worker_timeout)
         return
     try:
         server = build_server(settings)
@@ -180,8 +191,11 @@ class Served:
     auth: str  # how it authenticates, in words for its first log line
 
 
-def serve_http(settings: Settings, host: str, port: int, served: Served, workers: int) -> None:
-    """Serve HTTP in this process, or in `workers` processes on one port (`server/workers.py`)."""
+def serve_http(
+    settings: Settings, host: str, port: int, served: Served, workers: int, worker_timeout: float
+) -> None:
+    """Serve HTTP in this process, or in `workers` processes on one port (`server/workers.py`), each
+    killed and started again once silent for `worker_timeout` seconds."""
     from mcp_agentbus.server.http import build_app, serve, shutdown_grace
     from mcp_agentbus.server.session_routes import MAX_SOCKET_PATH, socket_path
     from mcp_agentbus.server.workers import Fleet, bind, supervise
@@ -229,6 +243,7 @@ def serve_http(settings: Settings, host: str, port: int, served: Served, workers
         lambda slot: _run_worker(app(fleet, slot), host, port, settings, sock, fleet, slot),
         shutdown_grace(settings),
         sock,
+        worker_timeout,
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from mcp_agentbus.core.bus import AgentBus
+from mcp_agentbus.core.locks import canonical
 from mcp_agentbus.core.models import Result
 from mcp_agentbus.errors import InvalidArgument, NotFound
 from mcp_agentbus.ids import AGENT_RE, EVENT_PATTERN_RE, RESOURCE_RE, WORKFLOW_ID_RE
@@ -76,6 +77,17 @@ def parse(uri: str) -> tuple[str, str]:
         # fullmatch: the patterns end in `$`, which `match` lets a trailing newline through
         raise InvalidArgument(f"{kind} in the URI, {arg!r}, is not valid (expected {pattern.pattern})")
     return kind, arg
+
+
+def require_followable(uri: str) -> None:
+    """Refuse a state URI that spells its key otherwise than the bus names it (`canonical`): its updates
+    are announced under the bus's name alone, so a subscription to another spelling would hear nothing."""
+    kind, arg = parse(uri)
+    if kind == "state" and (key := canonical(arg, "state key")) != arg:
+        raise InvalidArgument(
+            f"state key {arg!r} is named {key!r} on the bus, and its updates are announced under that name",
+            hint=f"Subscribe to {PREFIX}state/{quote(key, safe=URL_SAFE)} instead.",
+        )
 
 
 async def read(bus: AgentBus, uri: str) -> str:

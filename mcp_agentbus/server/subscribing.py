@@ -20,8 +20,11 @@ from mcp.types import (
     UnsubscribeRequestParams,
 )
 
+from mcp_agentbus.errors import AgentBusError
 from mcp_agentbus.server.auth import Streams, current_grant, limit_error, revoked
+from mcp_agentbus.server.failures import resource_error
 from mcp_agentbus.server.push import Listeners
+from mcp_agentbus.server.resources import require_followable
 from mcp_agentbus.server.tokens import TokensFile
 from mcp_agentbus.server.tooling import App
 from mcp_agentbus.settings import Settings
@@ -51,9 +54,17 @@ class Subscribing:
             server.add_request_handler("resources/subscribe", SubscribeRequestParams, self.subscribe)
             server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
 
+    def _followable(self, uri: str) -> None:
+        """The caller may read `uri`, and the bus announces its updates under it; else a JSON-RPC error."""
+        self._authorized(uri)
+        try:
+            require_followable(uri)
+        except AgentBusError as exc:
+            raise resource_error(uri, exc) from exc
+
     async def subscribe(self, ctx: ServerRequestContext[App], params: SubscribeRequestParams) -> EmptyResult:
         uri = str(params.uri)
-        self._authorized(uri)
+        self._followable(uri)
         app = ctx.lifespan_context
         served = await app.namespaces.subscribed(app.namespace_for(current_grant()))
         limit = self._settings.max_subscriptions_per_token
@@ -74,7 +85,7 @@ class Subscribing:
         """The SDK's listen stream, once its URIs are checked and its namespace hears changes; it
         ends with `forbidden` when its token is revoked or its grant changes."""
         for uri in params.notifications.resource_subscriptions or ():
-            self._authorized(uri)
+            self._followable(uri)
         with self._streams.open(current_grant()) as ended:
             app = ctx.lifespan_context
             served = await app.namespaces.subscribed(app.namespace_for(current_grant()))

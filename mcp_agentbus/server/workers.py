@@ -10,7 +10,10 @@ The parent only supervises: it restarts a worker that exits (at most one start a
 so a worker that cannot start does not spin), and passes SIGTERM or SIGINT on to them all; those still
 running after their shutdown grace (``http.shutdown_grace``) and a margin are killed. While its
 event loop runs, each worker stamps its slot in a page of memory the processes share (`Fleet`);
-``/healthz`` on any worker reads every slot, so it answers for all of them.
+``/healthz`` on any worker reads every slot, so it answers for all of them. A worker whose stamp is
+older than the stuck bound (``--worker-timeout``; its loop blocked, or the process stopped) is killed,
+as gunicorn does, and so started again: what it held (its sessions, the requests passed on to it) ends
+then instead of waiting for good.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 STAMP_SECONDS = 1.0  # how often a serving worker stamps its slot
 STALE_SECONDS = 5.0  # a slot older than this is a worker that is not serving (exited, starting, or stuck)
 RESTART_SECONDS = 1.0  # the least time between two starts of one worker
+STUCK_SECONDS = 30.0  # default --worker-timeout: a stamp this old is a worker to kill and start again
 STOP_MARGIN_SECONDS = 5.0  # past the workers' own shutdown grace, before they are killed
 POLL_SECONDS = 0.2  # how often the parent looks for a worker that exited
 STOPS = {signal.SIGTERM, signal.SIGINT}
@@ -62,11 +66,15 @@ class Fleet:
         """Mark worker `slot` not serving (it exited) before its stamp would go stale."""
         _SLOT.pack_into(self._page, slot * _SLOT.size, 0.0)
 
+    def silent_for(self, slot: int) -> float | None:
+        """Seconds since worker `slot` last stamped; None if it has not since it (re)started."""
+        at: float = _SLOT.unpack_from(self._page, slot * _SLOT.size)[0]
+        return time.monotonic() - at if at else None
+
     def serving(self) -> int:
         """How many workers stamped their slot within `STALE_SECONDS`."""
-        now = time.monotonic()
-        stamps = (_SLOT.unpack_from(self._page, i * _SLOT.size)[0] for i in range(self.size))
-        return sum(1 for at in stamps if at and now - at < STALE_SECONDS)
+        silences = (self.silent_for(slot) for slot in range(self.size))
+        return sum(1 for silent in silences if silent is not None and silent < STALE_SECONDS)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -81,13 +89,17 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def supervise(
-    fleet: Fleet, run_worker: Callable[[int], int], grace_seconds: float, listening: socket.socket
+    fleet: Fleet,
+    run_worker: Callable[[int], int],
+    grace_seconds: float,
+    listening: socket.socket,
+    stuck_seconds: float,
 ) -> None:
     """Fork a worker per slot of `fleet` that runs ``run_worker(slot)`` (its exit status) on the shared
-    `listening` socket, and keep them running until SIGTERM or SIGINT; then pass that signal on, close
-    the parent's copy of the socket (so the port refuses new connections once the workers have closed
-    theirs, rather than queueing them until the parent exits), and kill those still running
-    `grace_seconds` (their own shutdown grace) and a margin later."""
+    `listening` socket, and keep them running (killing one silent for `stuck_seconds`) until SIGTERM or
+    SIGINT; then pass that signal on, close the parent's copy of the socket (so the port refuses new
+    connections once the workers have closed theirs, rather than queueing them until the parent exits),
+    and kill those still running `grace_seconds` (their own shutdown grace) and a margin later."""
     workers: dict[int, int] = {}  # pid → slot
     started: dict[int, float] = {}  # slot → monotonic time of its last start
     stopping = False
@@ -141,6 +153,8 @@ def supervise(
                 if deadline is not None and time.monotonic() > deadline:
                     for left in workers:
                         _signal(left, signal.SIGKILL)
+                elif deadline is None:
+                    _kill_stuck(fleet, workers, stuck_seconds)
                 time.sleep(POLL_SECONDS)
                 continue
             slot = workers.pop(pid)
@@ -152,6 +166,18 @@ def supervise(
                 start(slot)
     finally:  # a forked worker never comes back here: os._exit
         shutil.rmtree(fleet.sockets, ignore_errors=True)
+
+
+def _kill_stuck(fleet: Fleet, workers: dict[int, int], stuck_seconds: float) -> None:
+    """SIGKILL (which a stopped process takes too) each worker silent for `stuck_seconds`; its slot is
+    cleared at once, so it is killed once, and the wait loop starts it again."""
+    for pid, slot in workers.items():
+        silent = fleet.silent_for(slot)
+        if silent is not None and silent > stuck_seconds:
+            how = "has not turned its event loop for %.0f s (blocked, or stopped); killing it"
+            logger.warning("worker %d (pid %d) " + how, slot, pid, silent)
+            fleet.clear(slot)
+            _signal(pid, signal.SIGKILL)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

@@ -575,6 +575,7 @@ BAD_URIS = {
     f"{ROOT}inbox/-bad": "invalid_argument",
     f"{ROOT}workflows/wf-x": "invalid_argument",
     f"{ROOT}events/": "invalid_argument",
+    f"{ROOT}state/./plan": "invalid_argument",  # readable, but announced as state/plan
 }
 
 
@@ -608,6 +609,37 @@ async def test_listening_to_a_bad_uri_is_refused(settings: Settings) -> None:
             async with subscribed(bus.client, "auto", [LOCKS], w):  # the client can still listen
                 await bus.ok("acquire_lock", {"agent": "alice", "resource": "y"})
                 await w.expect(LOCKS)
+
+
+async def follow(client: Client, mode: str, uri: str) -> None:
+    """Subscribe to `uri` the way `mode`'s era does, and leave it."""
+    if mode == "legacy":
+        await subscribe(client, uri)
+        return
+    async with client.listen(resource_subscriptions=[uri]):
+        pass
+
+
+async def test_a_state_key_spelled_otherwise_is_read_but_its_subscription_names_the_bus_spelling(
+    settings: Settings, mode: str
+) -> None:
+    """`state/docs/./a//b` reads key docs/a/b; a subscription to it would hear nothing (updates are
+    announced as state/docs/a/b), so it is refused with the URI to follow, which hears a set made with
+    either spelling."""
+    odd, hinted = f"{ROOT}state/docs/./a//b", f"{ROOT}state/docs/a/b"
+    with anyio.fail_after(TIMEOUT):
+        async with connect(settings, mode) as changer:
+            await changer.ok("set_state", {"key": "docs/a/b", "value": 1})
+            assert (await read_json(changer.client, odd))["entries"][0]["key"] == "docs/a/b"
+            with pytest.raises(MCPError) as caught:
+                await follow(changer.client, mode, odd)
+            error = caught.value.data["error"]
+            assert (caught.value.code, error["code"]) == (INVALID_PARAMS, "invalid_argument")
+            assert hinted in error["hint"], error
+            async with watching(settings, mode, [hinted]) as w:
+                await w.drain()
+                await changer.ok("set_state", {"key": "docs/./a//b", "value": 2})
+                await w.expect(hinted)
 
 
 # --- push: gaps found (the correct behaviour, expected to fail until fixed) -------------------------

@@ -6,6 +6,7 @@ with SIGKILL as a crash would, and the whole server is stopped with SIGTERM as a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -253,6 +254,54 @@ def test_a_killed_worker_is_reported_then_started_again(served: Server) -> None:
     assert victim not in pids and len(pids) == 2
     assert health(served)["status"] == "ok"
     log = served.log.read_text()
+    assert "was killed by SIGKILL; starting it again" in log
+    assert "Traceback" not in log
+
+
+def test_a_stopped_worker_is_killed_and_started_again_and_what_waited_on_it_ends(
+    redis_url_real: str, tmp_path: Path
+) -> None:
+    """A worker whose event loop stops turning (SIGSTOP here; a call that blocks it does the same) is
+    killed once silent for --worker-timeout, and started again: a request of its session, passed on to
+    it by the other worker, then ends with 502 instead of waiting for good, and the session is gone."""
+    env = bus_env(redis_url_real, f"workers-{uuid.uuid4().hex[:12]}")
+    with http_server(env, tmp_path / "serve.log", "--workers", "2", "--worker-timeout", "3") as server:
+        wait_until(lambda: health(server)["workers"]["serving"] == 2, "both workers serve")
+        sessions: dict[int, str] = {}
+
+        def one_on_each() -> bool:
+            session, owner = legacy_session(server)
+            sessions[owner] = session
+            return len(sessions) == 2
+
+        wait_until(one_on_each, "a session held by each worker")
+        victim = min(workers_of(server))
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            stopped = 1 - health(server)["workers"]["answered_by"]  # only the other one accepts now
+            call = {"name": "heartbeat", "arguments": {"agent": "to-a-stopped-worker"}}
+            with httpx2.Client(timeout=BOUND) as client:
+                reply = client.post(
+                    server.mcp,
+                    json={"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": call},
+                    headers=session_headers(sessions[stopped]),
+                )
+            assert reply.status_code == 502, reply.text
+            assert reply.json()["error"]["data"]["error"]["code"] == "session_unavailable"
+            wait_until(lambda: health(server)["workers"]["serving"] == 2, "the stopped worker serves again")
+            assert victim not in workers_of(server)
+            with on_worker(server, stopped) as client:
+                gone = client.post(
+                    server.mcp,
+                    json={"jsonrpc": "2.0", "id": 10, "method": "tools/list"},
+                    headers=session_headers(sessions[stopped]),
+                )
+            assert gone.status_code == 404, gone.text
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # let a failed test's server stop
+                os.kill(victim, signal.SIGCONT)
+    log = (tmp_path / "serve.log").read_text()
+    assert f"(pid {victim}) has not turned its event loop" in log, log
     assert "was killed by SIGKILL; starting it again" in log
     assert "Traceback" not in log
 
