@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +101,15 @@ def supervise(
     and kill those still running `grace_seconds` (their own shutdown grace) and a margin later."""
     workers: dict[int, int] = {}  # pid → slot
     started: dict[int, float] = {}  # slot → monotonic time of its last start
-    stopping = False
+    # The stop signals received. The handler only notes them; the wait loop passes them on, so a worker
+    # forked just as one came (after `start` looked) gets it too, and the handler never logs.
+    stops: list[signal.Signals] = []
 
     def start(slot: int) -> None:
         wait = started.get(slot, -RESTART_SECONDS) + RESTART_SECONDS - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        if stopping:  # a stop came while it waited
+        if stops:  # a stop came while it waited
             return
         started[slot] = time.monotonic()
         # Blocked across the fork: the child must not run the parent's handler before it resets it.
@@ -130,26 +131,25 @@ def supervise(
         workers[pid] = slot
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if not stopping:
-            logger.info("stopping %d workers (%s)", len(workers), signal.Signals(signum).name)
-        stopping = True
-        for pid in workers:  # the same signal: a second Ctrl-C makes uvicorn stop at once
-            _signal(pid, signal.Signals(signum))
-
     for sig in STOPS:
-        signal.signal(sig, stop)
+        signal.signal(sig, lambda signum, _frame: stops.append(signal.Signals(signum)))
     try:
         for slot in range(fleet.size):
             start(slot)
         deadline = None
+        passed = 0  # of `stops`
         while workers:
             pid, status = os.waitpid(-1, os.WNOHANG)
-            if stopping and deadline is None:  # here, not in `stop`: no worker is forked after it
-                listening.close()
-                deadline = time.monotonic() + grace_seconds + STOP_MARGIN_SECONDS
-            if pid == 0:  # polled, so a stop that comes meanwhile is seen within `POLL_SECONDS`
+            if len(stops) > passed:
+                if deadline is None:
+                    logger.info("stopping %d workers (%s)", len(workers), stops[0].name)
+                    listening.close()
+                    deadline = time.monotonic() + grace_seconds + STOP_MARGIN_SECONDS
+                for sig in stops[passed:]:  # each: a second Ctrl-C makes uvicorn stop at once
+                    for left in workers:
+                        _signal(left, sig)
+                passed = len(stops)
+            if pid == 0:  # polled, so a stop that comes meanwhile is passed on within `POLL_SECONDS`
                 if deadline is not None and time.monotonic() > deadline:
                     for left in workers:
                         _signal(left, signal.SIGKILL)
@@ -159,7 +159,7 @@ def supervise(
                 continue
             slot = workers.pop(pid)
             fleet.clear(slot)
-            if not stopping:
+            if not stops:
                 code = os.waitstatus_to_exitcode(status)
                 how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
                 logger.warning("worker %d (pid %d) %s; starting it again", slot, pid, how)

@@ -34,6 +34,8 @@ from helpers.http_servers import (
     session_headers,
 )
 
+from mcp_agentbus.server.workers import STOPS, Fleet, supervise
+
 pytestmark = pytest.mark.anyio
 
 BOUND = 30.0  # seconds any one wait below may take; each is far shorter on a quiet machine
@@ -319,6 +321,42 @@ def test_a_stop_signal_stops_every_worker_and_exits_cleanly(
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+def test_a_stop_that_comes_just_before_a_worker_is_forked_reaches_it_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The supervisor itself, in this process: SIGTERM arrives after `start` looked for a stop and
+    before it forks (here, as it blocks signals for the fork). The worker must get the SIGTERM, not be
+    left running until the stop's deadline kills it."""
+    block = signal.pthread_sigmask
+    ends: list[int] = []
+    reap = os.waitpid
+
+    def stop_then_block(how: int, signals: Any) -> Any:
+        if how == signal.SIG_BLOCK:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return block(how, signals)
+
+    def noting(pid: int, options: int) -> tuple[int, int]:
+        reaped, status = reap(pid, options)
+        if reaped:
+            ends.append(os.waitstatus_to_exitcode(status))
+        return reaped, status
+
+    def run_worker(slot: int) -> int:
+        time.sleep(BOUND)  # until a signal ends it
+        return 0
+
+    handlers = {sig: signal.getsignal(sig) for sig in STOPS}
+    monkeypatch.setattr(signal, "pthread_sigmask", stop_then_block)
+    monkeypatch.setattr(os, "waitpid", noting)
+    try:
+        supervise(Fleet.shared(1), run_worker, 1.0, socket.socket(), stuck_seconds=BOUND)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert ends == [-signal.SIGTERM], "the worker was killed at the deadline, not stopped"
 
 
 async def test_a_stopping_server_refuses_new_connections_while_its_calls_finish(
