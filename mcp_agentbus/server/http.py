@@ -160,9 +160,8 @@ def build_app(
     if not json_response:  # a call that cannot wait is answered with one JSON body all the same
         answer_per_call(server.session_manager)
     if not stateless:
-        sessions = Sessions(server.session_manager)
-        # Appended last, so it runs after the SDK's auth middleware has identified the token.
-        app.user_middleware.append(Middleware(SessionCaps, sessions=sessions, settings=settings))
+        sessions = Sessions(server.session_manager, settings)
+        app.user_middleware.append(Middleware(SessionCaps))
         if tokens is not None:
             tokens.on_reload(lambda: sessions.end_revoked(tokens))
         if fleet is not None:  # first of all: a request passed on is authenticated where it is served

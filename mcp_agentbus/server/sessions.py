@@ -1,19 +1,18 @@
 """The legacy (``initialize``) sessions of an HTTP server process, and their admission: a token past its
-own cap gets 429, anyone past the server-wide cap 503 (`SessionCaps`); a revoked token's sessions end
-(`Sessions.end_revoked`)."""
+own cap gets 429, anyone past the server-wide cap 503 (`Sessions`, answered by `SessionCaps`); a revoked
+token's sessions end (`Sessions.end_revoked`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections import Counter
 
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_agentbus.core.waiting import PROGRESS_EVERY
 from mcp_agentbus.server.tokens import TokensFile
@@ -26,12 +25,34 @@ SESSION_HEADER = b"mcp-session-id"  # of a legacy session (ASGI header names are
 REVOKED_GRACE_SECONDS = 2 * PROGRESS_EVERY  # a waiting call notices a revocation within one tick
 
 
+class SessionRefused(Exception):
+    """A new session past a cap, with the answer that says so."""
+
+    def __init__(self, answer: Response) -> None:
+        super().__init__(answer)
+        self.answer = answer
+
+
 class Sessions:
     """The legacy sessions of this process as the SDK's session manager holds them. The SDK (2.3)
-    offers no public view of them or their owners; this class is the one place that reads it."""
+    offers no public view of them or their owners; this class is the one place that reads it.
 
-    def __init__(self, manager: StreamableHTTPSessionManager) -> None:
+    A new session is admitted against our caps where the SDK admits it: under its lock, in the step that
+    registers it, so that sessions opened at once are counted exactly. (Counted from outside, a session
+    the SDK has registered and not yet answered for is seen twice: a server near its cap refused
+    sessions it had room for.) A refusal raises `SessionRefused`, which `SessionCaps` answers."""
+
+    def __init__(self, manager: StreamableHTTPSessionManager, settings: Settings) -> None:
         self._manager = manager
+        self._settings = settings
+
+        def admit(requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
+            refusal = self._refusal(None if requestor is None else requestor["client_id"])
+            if refusal is not None:
+                raise SessionRefused(refusal)
+            return type(manager)._admit_session(manager, requestor)  # whatever class it has by then
+
+        manager._admit_session = admit  # type: ignore[method-assign]  # the SDK calls it under its lock
 
     def total(self) -> int:
         return len(self._manager._server_instances)
@@ -50,56 +71,12 @@ class Sessions:
             if scope is not None and not tokens.holds_id(owner["client_id"]):
                 loop.call_later(REVOKED_GRACE_SECONDS, scope.cancel)  # ends as if it had expired
 
-
-class SessionCaps:
-    """Admission of new legacy sessions: a token past its own cap gets 429, anyone past the
-    server-wide cap 503, each with a JSON-RPC error saying what to do, so one token cannot take
-    every session. Without tokens only the server-wide cap applies."""
-
-    def __init__(self, app: ASGIApp, sessions: Sessions, settings: Settings) -> None:
-        self._app = app
-        self._sessions = sessions
-        self._settings = settings
-        self._opening: Counter[str | None] = Counter()  # requests that may be opening one now
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _opens_session(scope):
-            await self._app(scope, receive, send)
-            return
-        user = scope.get("user")
-        owner = user.access_token.client_id if isinstance(user, AuthenticatedUser) else None
-        refusal = self._refusal(owner)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        # Counted until its answer starts (by then the SDK holds the session, if it opened one), so
-        # opening requests that race cannot overshoot a cap together.
-        self._opening[owner] += 1
-        counted = True
-
-        def uncount() -> None:
-            nonlocal counted
-            if counted:
-                counted = False
-                self._opening[owner] -= 1
-                if not self._opening[owner]:
-                    del self._opening[owner]
-
-        async def answering(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                uncount()
-            await send(message)
-
-        try:
-            await self._app(scope, receive, answering)
-        finally:
-            uncount()
-
     def _refusal(self, owner: str | None) -> Response | None:
+        """Why a new session of `owner` (a token's id; None without tokens) may not open now, if so."""
         settings = self._settings
         idle = f"{settings.session_idle_seconds:g} s"
         if owner is not None:
-            held = self._sessions.owned_by(owner) + self._opening[owner]
+            held = self.owned_by(owner)
             if held >= settings.max_sessions_per_token:
                 logger.warning("refused a new session: token %s holds %d", owner, held)
                 return refused(
@@ -110,8 +87,8 @@ class SessionCaps:
                     "Reuse an open session (send its Mcp-Session-Id) or end ones you no longer use "
                     f"(HTTP DELETE with their Mcp-Session-Id); an unused session ends after {idle}.",
                 )
-        if self._sessions.total() + self._opening.total() >= settings.max_sessions:
-            logger.warning("refused a new session: %d sessions are open", self._sessions.total())
+        if self.total() >= settings.max_sessions:
+            logger.warning("refused a new session: %d sessions are open", self.total())
             return refused(
                 503,
                 "too_many_sessions",
@@ -121,16 +98,19 @@ class SessionCaps:
         return None
 
 
-def _opens_session(scope: Scope) -> bool:
-    """A POST to the MCP endpoint without a session id, in a legacy protocol era: the SDK opens a
-    session for it (and discards it again unless it was a good initialize)."""
-    if scope["type"] != "http" or scope["path"] != MCP_PATH or scope["method"] != "POST":
-        return False
-    headers = dict(scope["headers"])
-    version = headers.get(b"mcp-protocol-version")
-    return SESSION_HEADER not in headers and (
-        version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS
-    )
+class SessionCaps:
+    """ASGI middleware that answers a new session refused at admission (`Sessions`) with its refusal:
+    429 or 503 and a JSON-RPC error saying what to do, so one token cannot take every session. Nothing
+    was answered yet when admission refuses."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._app(scope, receive, send)
+        except SessionRefused as refusal:
+            await refusal.answer(scope, receive, send)
 
 
 def refused(status: int, code: str, message: str, hint: str, retry_after: int = 30) -> Response:

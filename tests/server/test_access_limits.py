@@ -158,6 +158,45 @@ async def test_a_token_past_its_session_cap_is_refused_while_other_tokens_still_
     assert "Traceback" not in (tmp_path / "server.log").read_text()
 
 
+async def test_sessions_opened_all_at_once_are_admitted_up_to_each_cap_exactly(
+    redis_url_real: str, tmp_path: Path
+) -> None:
+    """Per token 10, in all 30. Three tokens open 10, 10 and 12 sessions all at once: 30 are admitted,
+    none refused while there was room (each token's 10), and the greedy token's 2 past its cap get
+    429; then a fourth token's 5 get 503."""
+    tokens = TokensFile(tmp_path / "tokens.json")
+    first, second, greedy, late = (
+        tokens.create(namespace=fresh("s"), agent="w-*", role="worker")[0] for _ in range(4)
+    )
+    env = {
+        **bus_env(redis_url_real, fresh("own")),
+        **LIMITS,
+        "AGENTBUS_MAX_SESSIONS_PER_TOKEN": "50",
+        "AGENTBUS_MAX_SESSIONS": "150",
+        "AGENTBUS_TOKENS_FILE": str(tokens.path),
+    }
+    statuses: dict[str, list[int]] = {first: [], second: [], greedy: [], late: []}
+
+    async def opens(http: httpx2.AsyncClient, server: Server, token: str) -> None:
+        statuses[token].append((await open_session(http, server.mcp, token)).status_code)
+
+    with http_server(env, tmp_path / "server.log") as server, anyio.fail_after(TIMEOUT):
+        limits = httpx2.Limits(max_connections=None)
+        async with httpx2.AsyncClient(timeout=TIMEOUT, limits=limits) as http:
+            async with anyio.create_task_group() as tg:
+                for token, count in [(first, 50), (second, 50), (greedy, 52)]:
+                    for _ in range(count):  # staggered: each comes while earlier ones are being opened
+                        tg.start_soon(opens, http, server, token)
+                        await anyio.sleep(0.001)
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(opens, http, server, late)
+    assert sorted(statuses[first]) == sorted(statuses[second]) == [200] * 50, statuses
+    assert sorted(statuses[greedy]) == [200] * 50 + [429] * 2, statuses
+    assert statuses[late] == [503] * 5, statuses
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
 # --- listen streams and legacy subscriptions -----------------------------------------------------------
 
 
