@@ -31,7 +31,7 @@ from mcp_types import RequestId
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_agentbus.server.read_ahead import read_ahead
+from mcp_agentbus.server.posted import posted
 from mcp_agentbus.server.sessions import SESSION_HEADER
 
 logger = logging.getLogger(__name__)
@@ -39,31 +39,6 @@ logger = logging.getLogger(__name__)
 CANCEL_REASON = "the client hung up before the answer"
 CLIENT_GONE = "a client hung up before its request was whole; nothing was run"
 CANCEL_SECONDS = 5.0  # a session takes a notification at once; one that does not is stuck anyway
-
-
-def waiting_call(body: bytes) -> RequestId | None:
-    """The id of the request in `body` if it is a tool call that may wait (a positive ``wait_seconds``)."""
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(message, dict) or message.get("method") != "tools/call":
-        return None
-    params = message.get("params")
-    arguments = params.get("arguments") if isinstance(params, dict) else None
-    wait = arguments.get("wait_seconds") if isinstance(arguments, dict) else None
-    request_id = message.get("id")
-    if not isinstance(request_id, str | int) or isinstance(request_id, bool):
-        return None
-    # Any wait the tool would take (pydantic reads "5" as 5); it refuses what is not a number.
-    if isinstance(wait, str):
-        try:
-            wait = float(wait)
-        except ValueError:
-            return None
-    if isinstance(wait, bool) or not isinstance(wait, int | float):
-        return None
-    return request_id if wait > 0 else None
 
 
 def answers(chunk: bytes, call: RequestId) -> bool:
@@ -86,8 +61,7 @@ def answers(chunk: bytes, call: RequestId) -> bool:
 
 class HangUps:
     """ASGI app in front of the SDK's request handler, behind its body limit (the body is whole by then):
-    a POST carrying a call that may wait is cancelled if its client hangs up before the answer is whole.
-    It replays the body."""
+    a POST carrying a call that may wait is cancelled if its client hangs up before the answer is whole."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -96,8 +70,8 @@ class HangUps:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self._app(scope, receive, send)
             return
-        body, replay = await read_ahead(receive)
-        call = None if body is None else waiting_call(body)
+        posting, replay, past_body = await posted(scope, receive)
+        call = posting.waiting
         if call is None:
             try:
                 await self._app(scope, replay, send)
@@ -125,7 +99,7 @@ class HangUps:
             async def until_hung_up() -> None:
                 # After the body, the server's receive returns http.disconnect once the client hangs up
                 # or the answer is complete; the SDK may be listening as well, which is allowed.
-                while (await receive())["type"] != "http.disconnect":
+                while (await past_body())["type"] != "http.disconnect":
                     pass
                 if not answered:
                     tg.cancel_scope.cancel()

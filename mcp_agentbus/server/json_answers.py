@@ -3,17 +3,16 @@ with event streams: the stream only serves a call that may send progress while i
 legacy (2025-11-25) session's server more CPU than the call itself (`bench/server_cpu.py`).
 
 A call cannot wait when it is ``tools/call`` without a positive ``wait_seconds`` (every tool that waits
-takes that argument, default 0). `JsonAnswers` reads the body of each POST (up to `PEEK_BYTES`; a larger
-one keeps the configured answer) and says so for the request; `answer_per_call` makes the SDK's session
-manager and its sessions ask, per request, rather than once for the server; such a call reports no
-progress (`answered_whole`), as under ``--json-responses``, since its body carries nothing but the
-result. The SDK (2.3) takes the choice only per server, so this is the one place that changes it: the
+takes that argument, default 0). `JsonAnswers` looks at the body of each POST (`posted.py`; one past
+its `PEEK_BYTES` keeps the configured answer) and says so for the request; `answer_per_call` makes the
+SDK's session manager and its sessions ask, per request, rather than once for the server; such a call
+reports no progress (`answered_whole`), as under ``--json-responses``, since its body carries nothing
+but the result. The SDK (2.3) takes the choice only per server, so this is the one place that changes it: the
 SDK's own code paths then answer the call.
 """
 
 from __future__ import annotations
 
-import json
 from contextvars import ContextVar
 from typing import Any
 
@@ -22,30 +21,15 @@ from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mcp_agentbus.server.read_ahead import read_ahead
-
-PEEK_BYTES = 65_536  # a larger body keeps the configured answer (a heartbeat's is about 200 bytes)
+from mcp_agentbus.server.posted import posted
 
 _answer_json: ContextVar[bool] = ContextVar("answer_json", default=False)
-
-
-def cannot_wait(body: bytes) -> bool:
-    """Whether `body` is a tool call that returns without waiting (and so sends nothing before its result)."""
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return False  # the SDK answers the parse error, as it would have
-    if not isinstance(message, dict) or message.get("method") != "tools/call" or "id" not in message:
-        return False
-    params = message.get("params")
-    arguments = params.get("arguments") if isinstance(params, dict) else None
-    return not isinstance(arguments, dict) or arguments.get("wait_seconds", 0) == 0
 
 
 class JsonAnswers:
     """ASGI app in front of the SDK's request handler, behind its body limit (which has read the whole
     body by then, at most 4 MiB, and only for a request that passed authentication): marks a POST that
-    carries a call that cannot wait, for the SDK to answer it with one JSON body. It replays the body."""
+    carries a call that cannot wait, for the SDK to answer it with one JSON body."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -54,9 +38,8 @@ class JsonAnswers:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self._app(scope, receive, send)
             return
-        body, replay = await read_ahead(receive)
-        whole = body is not None and len(body) <= PEEK_BYTES and cannot_wait(body)
-        token = _answer_json.set(whole)
+        call, replay, _ = await posted(scope, receive)
+        token = _answer_json.set(call.cannot_wait)
         try:
             await self._app(scope, replay, send)
         finally:

@@ -39,7 +39,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.server.hang_ups import CLIENT_GONE, waiting_call
+from mcp_agentbus.server.hang_ups import CLIENT_GONE
 from mcp_agentbus.server.tokens import TokensFile
 
 pytestmark = pytest.mark.anyio
@@ -63,61 +63,6 @@ WAITING_CLIENT = textwrap.dedent(
     anyio.run(main, *sys.argv[1:])
     """
 )
-
-
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [
-        (
-            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"claim_task","arguments":{"wait_seconds":5}}}',
-            7,
-        ),
-        (
-            b'{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"arguments":{"wait_seconds":0.5}}}',
-            "a",
-        ),
-        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":"5"}}}', 7),
-        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":0}}}', None),
-        (
-            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":"soon"}}}',
-            None,
-        ),
-        (
-            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":true}}}',
-            None,
-        ),
-        (
-            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":null}}}',
-            None,
-        ),
-        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{}}}', None),
-        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":[1]}}', None),
-        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":[]}', None),
-        (
-            b'{"jsonrpc":"2.0","id":true,"method":"tools/call","params":{"arguments":{"wait_seconds":5}}}',
-            None,
-        ),
-        (b'{"jsonrpc":"2.0","method":"tools/call","params":{"arguments":{"wait_seconds":5}}}', None),
-        (b'{"jsonrpc":"2.0","id":7,"method":"tools/list"}', None),
-        (b'[{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":5}}}]', None),
-        (b'{"jsonrpc":"2.0","id":7', None),
-        (
-            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":1'
-            + b"0" * 400
-            + b"}}}",
-            7,
-        ),
-        (
-            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":"1e999"}}}',
-            7,
-        ),
-        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"arguments":{"wait_seconds":NaN}}}', None),
-        (b"[" * 100_000, None),
-        (b"\xff\xfe", None),
-    ],
-)
-def test_which_requests_are_calls_that_may_wait(body: bytes, expected: Any) -> None:
-    assert waiting_call(body) == expected
 
 
 SERVES = {

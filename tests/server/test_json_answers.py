@@ -21,7 +21,8 @@ from helpers.http_servers import INIT, POST_HEADERS, Server, bus_env, connect, h
 from starlette.types import Message, Receive, Scope, Send
 
 from mcp_agentbus.server.http import build_app
-from mcp_agentbus.server.json_answers import PEEK_BYTES, JsonAnswers, answered_whole, cannot_wait
+from mcp_agentbus.server.json_answers import JsonAnswers, answered_whole
+from mcp_agentbus.server.posted import PEEK_BYTES
 from mcp_agentbus.server.tooling import Ctx, progress
 from mcp_agentbus.server.tools import TOOLS
 
@@ -31,32 +32,6 @@ pytestmark = pytest.mark.anyio
 def call(tool: str, arguments: Any = None, **extra: Any) -> bytes:
     params = {"name": tool} if arguments is None else {"name": tool, "arguments": arguments}
     return json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params, **extra}).encode()
-
-
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [
-        (call("heartbeat", {"note": "x"}), True),
-        (call("heartbeat"), True),  # no arguments: the defaults, which never wait
-        (call("claim_task", {"wait_seconds": 0}), True),
-        (call("claim_task", {"wait_seconds": 0.0}), True),
-        (call("claim_task", {}), True),
-        (call("claim_task", {"wait_seconds": 5}), False),
-        (call("claim_task", {"wait_seconds": "5"}), False),  # pydantic would read it as 5
-        (call("claim_task", {"wait_seconds": None}), False),  # refused by the tool: its stream says so
-        (call("claim_task", ["not", "an", "object"]), True),  # refused at once
-        (b'{"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "heartbeat"}}', False),  # no id
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', False),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "x"}}', False),
-        (b"[" + call("heartbeat") + b"]", False),  # a batch
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": ["heartbeat"]}', True),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call"', False),  # cut short: the SDK's parse error
-        (b"[" * 100_000, False),  # too deep for the parser
-        (b"\xff\xfe", False),
-    ],
-)
-def test_which_calls_cannot_wait(body: bytes, expected: bool) -> None:
-    assert cannot_wait(body) is expected
 
 
 @pytest.fixture(scope="module")
