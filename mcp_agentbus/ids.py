@@ -68,14 +68,18 @@ MAX_SUBJECT = 200
 MAX_BODY = 16_384
 MAX_JSON_BYTES = 65_536  # one payload or result
 MAX_WORKFLOW_JSON_BYTES = 1_048_576  # all payloads of one workflow together
+# Levels of objects and arrays in one JSON value: far more than data needs, and well inside what a reply
+# can carry back (pydantic's serializer stops near 255 levels, the SDK's stdio parser near 200).
+MAX_JSON_DEPTH = 100
 MAX_WORKFLOW_TASKS = 200
 MAX_DEPENDENCIES = 50
 MAX_CAPABILITIES = 20
 
 
 def encode_json(value: Any, field: str, limit: int = MAX_JSON_BYTES) -> str:
-    """Compact JSON text of `value`, refused past `limit` bytes or when it holds NaN or Infinity (JSON
-    has neither: stored, they would come back as null)."""
+    """Compact JSON text of `value`, refused past `limit` bytes, nested past `MAX_JSON_DEPTH` levels, or
+    when it holds NaN or Infinity (JSON has neither: stored, they would come back as null) or a lone
+    surrogate (no UTF-8 can carry it): refused here, as nothing could read it back."""
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError as exc:
@@ -83,10 +87,37 @@ def encode_json(value: Any, field: str, limit: int = MAX_JSON_BYTES) -> str:
             f"{field} contains NaN or Infinity, which JSON does not allow",
             hint=f'Send finite numbers in {field} (or a string such as "NaN"), then call again.',
         ) from exc
-    size = len(text.encode())
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(
+            f"{field} contains a lone surrogate ({text[exc.start : exc.end]!a}), which is not valid Unicode",
+            hint=f"Send {field} as valid Unicode text (a surrogate pair, or the character itself).",
+        ) from exc
     if size > limit:
         raise PayloadTooLarge(f"{field} is {size:,} bytes of JSON; the limit is {limit:,} bytes")
+    # Brackets bound the nesting from above (those in strings count too): most values need no walk.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _nested_past(value, MAX_JSON_DEPTH):
+        raise InvalidArgument(
+            f"{field} is nested more than {MAX_JSON_DEPTH} levels deep",
+            hint=f"Flatten {field} (or send a deep structure as one JSON string), then call again.",
+        )
     return text
+
+
+def _nested_past(value: Any, depth: int) -> bool:
+    """Whether `value` has objects or arrays nested more than `depth` levels deep."""
+    level: list[Any] = [value] if isinstance(value, dict | list) else []  # the containers at one depth
+    for _ in range(depth):
+        if not level:
+            return False
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return bool(level)
 
 
 def seconds(value: float, name: str, *, allow_zero: bool = False) -> float:

@@ -25,7 +25,7 @@ from mcp.types import CallToolResult, TextContent
 from mcp_agentbus.core.bus import AgentBus
 from mcp_agentbus.core.models import ClaimedTask, ClaimResult, Lease
 from mcp_agentbus.errors import InvalidArgument, NotFound
-from mcp_agentbus.ids import MAX_BODY, MAX_EVENT_SCAN_BYTES, MAX_REPLY_BYTES
+from mcp_agentbus.ids import MAX_BODY, MAX_EVENT_SCAN_BYTES, MAX_JSON_DEPTH, MAX_REPLY_BYTES
 from mcp_agentbus.server.replies import ok
 from mcp_agentbus.server.resources import parse
 from mcp_agentbus.settings import Settings
@@ -387,6 +387,68 @@ async def test_nan_in_a_json_rpc_body_over_http_is_invalid_argument(server: Serv
         assert "NaN or Infinity" in error["message"], error
     finally:
         httpx2.delete(server.mcp, headers={"mcp-session-id": session}, timeout=5)
+
+
+# --- values nothing could read back -----------------------------------------------------------------
+
+
+def nested(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = {"in": value}
+    return value
+
+
+UNREADABLE = {"nested past the bound": nested(MAX_JSON_DEPTH + 1), "a lone surrogate": {"note": "a\ud800b"}}
+
+
+@pytest.mark.parametrize("bad", UNREADABLE.values(), ids=UNREADABLE.keys())
+async def test_a_value_nothing_could_read_back_is_refused_in_every_json_argument(
+    bus: AgentBus, bad: Any
+) -> None:
+    """Stored, such a value would fail every read of it (the reply cannot be made): a message marked read
+    and never shown, a task claimed that no worker gets. Each write refuses it, and writes nothing."""
+    with pytest.raises(InvalidArgument, match="payload"):
+        await bus.tasks.create("boss", title="t", payload=bad)
+    with pytest.raises(InvalidArgument, match="payload of task 'a'"):
+        await bus.workflows.create("boss", title="w", tasks=[{"key": "a", "title": "a", "payload": bad}])
+    with pytest.raises(InvalidArgument, match="data"):
+        await bus.inbox.send("boss", "worker", "hi", data=bad)
+    with pytest.raises(InvalidArgument, match="data"):
+        await bus.events.publish("boss", "build.done", bad)
+    with pytest.raises(InvalidArgument, match="value"):
+        await bus.state.set("boss", "plan", value=bad)
+    assert (await bus.inbox.read("worker")).messages == []
+    assert (await bus.state.get("plan")).entries == []
+    assert (await bus.events.recent("build.done")).events == []
+    task = await bus.tasks.create("boss", title="t")
+    claim = await bus.tasks.claim("worker", task_id=task.task_id)
+    assert claim.lease is not None and claim.task is not None and claim.task.id == task.task_id
+    with pytest.raises(InvalidArgument, match="result"):
+        await bus.tasks.complete("worker", task.task_id, claim.lease.lease_token, result=bad)
+    done = await bus.tasks.complete("worker", task.task_id, claim.lease.lease_token, result={"ok": True})
+    assert done.state == "done", "the refusal kept the lease"
+
+
+async def test_a_value_nested_to_the_bound_goes_and_comes_back_over_http(server: Server, mode: str) -> None:
+    """The bound is inside what a reply can carry: a message and a state value nested MAX_JSON_DEPTH
+    levels are read back whole; one level more is refused, and the reader's inbox is untouched."""
+    reader, sender, key = fresh("reader"), fresh("sender"), fresh("deep")
+    deepest = nested(MAX_JSON_DEPTH)
+    with anyio.fail_after(TIMEOUT):
+        async with connect(server, mode) as bus:
+            await bus.err(
+                "send_message",
+                {"agent": sender, "to": reader, "body": "b", "data": nested(MAX_JSON_DEPTH + 1)},
+                "invalid_argument",
+                f"more than {MAX_JSON_DEPTH} levels",
+            )
+            await bus.ok("send_message", {"agent": sender, "to": reader, "body": "b", "data": deepest})
+            (message,) = (await bus.ok("read_inbox", {"agent": reader}))["messages"]
+            assert message["data"] == deepest
+            await bus.ok("set_state", {"agent": sender, "key": key, "value": deepest})
+            (entry,) = (await bus.ok("get_state", {"key": key}))["entries"]
+            assert entry["value"] == deepest
 
 
 # --- resource URIs ---------------------------------------------------------------------------------
