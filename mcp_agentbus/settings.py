@@ -89,7 +89,10 @@ class Settings(BaseSettings):
         16, ge=1, description="subscriptions/listen streams one token may hold open in one process."
     )
     max_subscriptions_per_token: int = Field(
-        1_000, ge=1, description="Legacy resources/subscribe URIs per token (per session without tokens)."
+        1_000,
+        ge=1,
+        description="Resource URIs one token follows, by resources/subscribe and listen streams together "
+        "(per session or stream without tokens).",
     )
     http_request_timeout_seconds: float = Field(
         15.0,

@@ -100,6 +100,14 @@ class Listeners:
         await anyio.lowlevel.checkpoint()
 
 
+class TooManySubscriptions(Exception):
+    """A listen stream whose URIs would take its token past its subscriptions."""
+
+    def __init__(self, held: int, asked: int, limit: int) -> None:
+        super().__init__(held, asked, limit)
+        self.held, self.asked, self.limit = held, asked, limit
+
+
 @dataclass
 class _Subscriber:
     """One legacy connection's subscriptions, counted against `owner`: its token, or itself."""
@@ -134,10 +142,18 @@ class Push:
         return len(self._legacy)
 
     @asynccontextmanager
-    async def following(self, uris: Iterable[str]) -> AsyncIterator[None]:
+    async def following(self, uris: Iterable[str], limit: int) -> AsyncIterator[None]:
         """The wake-ups of `uris` followed while a listen stream (2026-07-28) is open in it: once Redis
-        confirmed them, no change is missed."""
+        confirmed them, no change is missed. They count, while it is open, against the `limit` of
+        subscriptions its token holds (legacy ones too; without tokens, the stream's own): past it,
+        `TooManySubscriptions` and nothing followed."""
         uris = set(uris)
+        grant = current_grant()
+        owner = object() if grant is None else grant.id
+        held = self._held[owner]
+        if held + len(uris) > limit:
+            raise TooManySubscriptions(held, len(uris), limit)
+        self._held[owner] += len(uris)
         topics = {topic for uri in uris for topic in topics_for(uri)}
         follows = self._wakeups.follow(topics, self.hint, partial(self._changed, uris))
         try:
@@ -145,6 +161,7 @@ class Push:
             yield
         finally:
             follows.close()
+            self._release(owner, len(uris))
 
     async def subscribe(self, uri: str, connection: Connection, limit: int) -> bool:
         """Subscribe `connection` to `uri`, returning once its wake-ups are followed; False (and nothing

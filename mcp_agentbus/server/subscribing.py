@@ -23,7 +23,7 @@ from mcp.types import (
 from mcp_agentbus.errors import AgentBusError
 from mcp_agentbus.server.auth import Streams, current_grant, limit_error, revoked
 from mcp_agentbus.server.failures import resource_error
-from mcp_agentbus.server.push import Listeners
+from mcp_agentbus.server.push import Listeners, TooManySubscriptions
 from mcp_agentbus.server.resources import require_followable
 from mcp_agentbus.server.tokens import TokensFile
 from mcp_agentbus.server.tooling import App
@@ -84,13 +84,25 @@ class Subscribing:
     ) -> SubscriptionsListenResult:
         """The SDK's listen stream, once its URIs are checked and its namespace hears changes; it
         ends with `forbidden` when its token is revoked or its grant changes."""
-        for uri in params.notifications.resource_subscriptions or ():
+        uris = params.notifications.resource_subscriptions or ()
+        for uri in uris:
             self._followable(uri)
         with self._streams.open(current_grant()) as ended:
             app = ctx.lifespan_context
             served = await app.namespaces.subscribed(app.namespace_for(current_grant()))
-            async with served.push.following(params.notifications.resource_subscriptions or ()):
-                result = await self._listen_handler(ctx, params)
+            try:
+                following = served.push.following(uris, self._settings.max_subscriptions_per_token)
+                async with following:
+                    result = await self._listen_handler(ctx, params)
+            except TooManySubscriptions as refused:
+                raise limit_error(
+                    "too_many_subscriptions",
+                    f"this stream asks for {refused.asked} resource subscriptions, and "
+                    f"{'your token' if current_grant() else 'a stream'} may hold {refused.limit} on this "
+                    f"server ({refused.held} held now)",
+                    "Listen to fewer URIs (a pattern such as agentbus://events/task.* covers many topics), "
+                    "or close streams and unsubscribe legacy subscriptions you no longer read.",
+                ) from None
         if ended.cancelled_caught:
             error = revoked()
             raise MCPError(

@@ -292,6 +292,44 @@ async def test_a_heartbeat_only_token_can_neither_read_nor_follow_workflows(
             assert (await read_json(c.client, LOCKS)) == {"locks": []}  # through list_agents
 
 
+async def test_listen_streams_count_their_uris_against_the_tokens_subscriptions(dep: Deployment) -> None:
+    """3 per token, over listen streams and legacy subscriptions together: one stream asking for 4 URIs
+    is refused, as is a second stream of 2 beside an open one of 2, or beside a legacy subscription and
+    an open stream of 2; another token is not affected; a closed stream gives its room back."""
+    greedy, other = dep.grant(), dep.grant()
+    two, four = [WORKFLOWS, LOCKS], [WORKFLOWS, LOCKS, AGENTS, f"{ROOT}inbox/w-1"]
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            connect_as(dep.server, "auto", greedy) as g,
+            connect_as(dep.server, "legacy", greedy) as legacy,
+            connect_as(dep.server, "auto", other) as o,
+        ):
+            with pytest.raises(MCPError) as caught:
+                async with g.client.listen(resource_subscriptions=four):
+                    pytest.fail("a stream of 4 URIs was opened")
+            assert_mcp_refused(caught.value, "too_many_subscriptions", "asks for 4", "may hold 3")
+            async with g.client.listen(resource_subscriptions=two):
+                with pytest.raises(MCPError) as caught:
+                    async with g.client.listen(resource_subscriptions=two):
+                        pytest.fail("a second stream of 2 was opened beside one of 2")
+                assert_mcp_refused(caught.value, "too_many_subscriptions", "2 held now")
+                async with o.client.listen(resource_subscriptions=four[:3]) as stream:
+                    assert stream.honored.resource_subscriptions == four[:3]
+            await subscribe(legacy.client, AGENTS)  # one legacy subscription, and room for 2 again
+            stream = await retried(lambda: open_and_close(g.client, two), "too_many_subscriptions")
+            assert stream == two
+            with pytest.raises(MCPError) as caught:
+                async with g.client.listen(resource_subscriptions=four[:3]):
+                    pytest.fail("3 URIs were followed beside a legacy subscription")
+            assert_mcp_refused(caught.value, "too_many_subscriptions", "1 held now")
+
+
+async def open_and_close(client: Client, uris: list[str]) -> list[str] | None:
+    """A listen stream of `uris`, opened and closed again; the URIs it was granted."""
+    async with client.listen(resource_subscriptions=uris) as stream:
+        return stream.honored.resource_subscriptions
+
+
 async def follow(client: Client, mode: str, uri: str) -> None:
     """Subscribe to `uri` the way the era does it (a listen stream is closed again at once)."""
     if mode == "legacy":
