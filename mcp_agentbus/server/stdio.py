@@ -7,7 +7,8 @@ stdin and stdout are two pipes or sockets, as every MCP host spawns us, `stdio_s
 `stdio_server` lines read from a non-blocking pipe instead, and a pipe writer; otherwise (a file, a
 terminal, one socket for both as inetd passes it, Windows) the SDK's own threads. As the SDK does, it
 points fd 0 at the null device and fd 1 at stderr while it serves, so a stray read or print in the
-process can never touch the wire.
+process can never touch the wire. In both ways, a request the SDK cannot parse (it would answer nothing,
+and its client wait for its timeout) is answered with a JSON-RPC error for its id (`Answering`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import stat
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -26,25 +26,13 @@ from typing import Any, BinaryIO, cast
 import anyio
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
-from mcp_types import jsonrpc_message_adapter
-from pydantic import ValidationError
+
+from mcp_agentbus.server.unreadable import EDGE_BYTES, Answering, request_id
 
 logger = logging.getLogger(__name__)
 
 # One message (one line) at most as large as the SDK lets an HTTP request body be.
 MAX_LINE_BYTES = DEFAULT_MAX_REQUEST_BODY_SIZE
-# A line too long to parse is answered only when it is a request whose id stands at the top level of
-# its first or last 1 KiB: first after `{` (and "jsonrpc"), as the Python SDK writes it, or last before
-# `}`, as the TypeScript SDK does. Anything else (a nested "id", a response) is not guessed at.
-_EDGE_BYTES = 1_024
-_ID_VALUE = rb'(-?(?:0|[1-9][0-9]{0,17})|"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]){1,200}")'
-_ID_FIRST = re.compile(rb'\A\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*' + _ID_VALUE + rb"\s*[,}]")
-_ID_LAST = re.compile(rb',\s*"id"\s*:\s*' + _ID_VALUE + rb"\s*\}\s*\Z")
-
-# Brackets in a line past which it is parsed here first, and so twice (brackets in strings count too):
-# the SDK's parser refuses nesting past about 200 levels and answers nothing, so its client would wait
-# for its timeout.
-_NESTING_CHECKED = 150
 
 Streams = Any  # what stdio_server yields: the SDK's (read, write) context streams
 
@@ -64,8 +52,8 @@ def _two_pipes() -> bool:
 async def stdio_streams() -> AsyncIterator[Streams]:
     """The SDK's `stdio_server`, over the pipes when stdin and stdout are pipes (see the module)."""
     if sys.platform == "win32" or not _two_pipes():
-        async with stdio_server() as streams:
-            yield streams
+        async with stdio_server() as (read, write):
+            yield Answering(read, write), write
         return
     async with AsyncExitStack() as stack:
         wire_in, blocking = _claim(0, os.O_RDONLY)
@@ -87,8 +75,8 @@ async def stdio_streams() -> AsyncIterator[Streams]:
         stack.callback(wire.finish)  # before the pipe closes: our own close is no client gone
         stdin = cast("anyio.AsyncFile[str]", _Lines(reader, output))
         stdout = cast("anyio.AsyncFile[str]", output)
-        async with stdio_server(stdin=stdin, stdout=stdout) as streams:
-            yield streams
+        async with stdio_server(stdin=stdin, stdout=stdout) as (read, write):
+            yield Answering(read, write), write
 
 
 def _claim(fd: int, diversion_flags: int) -> tuple[int, bool]:
@@ -121,8 +109,8 @@ def _pipe(fd: int, mode: str) -> BinaryIO:
 
 class _Lines:
     """stdin as the SDK's stdio transport reads it: one message per line, as text. A line over
-    MAX_LINE_BYTES, or one nested deeper than the SDK parses, is skipped (the next line is the next
-    message), and a request in it is answered with an error when its id can be found (`_request_id`)."""
+    MAX_LINE_BYTES is skipped (the next line is the next message), and a request in it is answered with
+    an error when its id can be found (`request_id`)."""
 
     def __init__(self, reader: asyncio.StreamReader, output: _Output) -> None:
         self._reader = reader
@@ -142,71 +130,32 @@ class _Lines:
             except asyncio.LimitOverrunError as over:
                 await self._skip(over.consumed)
                 continue
-            text = line.decode("utf-8", errors="replace")
-            if line.count(b"[") + line.count(b"{") > _NESTING_CHECKED and _too_deep(text):
-                logger.warning("skipped a message on stdin nested deeper than the SDK parses")
-                self._refuse(
-                    _request_id(line[:_EDGE_BYTES], line[-_EDGE_BYTES:]),
-                    -32700,  # parse error
-                    "This message could not be parsed: JSON nested deeper than about 200 levels is not "
-                    "read; nothing was done. Send the value flatter, or as a JSON string.",
-                )
-                continue
-            return text
+            return line.decode("utf-8", errors="replace")
 
     async def _skip(self, buffered: int) -> None:
         """Drop the line whose first `buffered` bytes are read, through its newline; answer its request."""
         head = tail = b""
         try:
-            head = await self._reader.readexactly(min(buffered, _EDGE_BYTES))
-            tail = (head + await self._reader.readexactly(buffered - len(head)))[-_EDGE_BYTES:]
+            head = await self._reader.readexactly(min(buffered, EDGE_BYTES))
+            tail = (head + await self._reader.readexactly(buffered - len(head)))[-EDGE_BYTES:]
             while True:  # the rest of the line, in pieces under the limit
                 try:
-                    tail = (tail + await self._reader.readuntil(b"\n"))[-_EDGE_BYTES:]
+                    tail = (tail + await self._reader.readuntil(b"\n"))[-EDGE_BYTES:]
                     break
                 except asyncio.LimitOverrunError as over:
-                    tail = (tail + await self._reader.readexactly(over.consumed))[-_EDGE_BYTES:]
+                    tail = (tail + await self._reader.readexactly(over.consumed))[-EDGE_BYTES:]
         except asyncio.IncompleteReadError:
             pass  # stdin ended within the line: the next read says so
-        request_id = _request_id(head, tail)
-        answered = "answered with an error" if request_id is not None else "no request id to answer"
+        found = request_id(head, tail)
+        answered = "answered with an error" if found is not None else "no request id to answer"
         logger.warning("skipped a message over %d bytes on stdin (%s)", MAX_LINE_BYTES, answered)
-        self._refuse(
-            request_id,
-            -32600,  # invalid request
-            f"This message is over {MAX_LINE_BYTES // 2**20} MiB, the most one message may be; nothing was "
-            "done. Send less in one call (large content belongs in a file: pass its path).",
-        )
-
-    def _refuse(self, request_id: int | str | None, code: int, message: str) -> None:
-        """Answer the request a skipped line held, if its id is known, with error `code`."""
-        if request_id is not None:
-            error = {"code": code, "message": message}
-            self._output.write_now(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}) + "\n")
-
-
-def _too_deep(text: str) -> bool:
-    """Whether the SDK's parser refuses `text` for its nesting (it answers nothing then); any other
-    fault is the SDK's to handle as it does."""
-    try:
-        jsonrpc_message_adapter.validate_json(text, by_name=False)
-    except ValidationError as exc:
-        return any("recursion limit" in error["msg"] for error in exc.errors())
-    return False
-
-
-def _request_id(head: bytes, tail: bytes) -> int | str | None:
-    """The id of the request a line starting with `head` and ending with `tail` is, if it is one."""
-    if b'"method"' not in head:  # every request names its method before its params
-        return None
-    found = _ID_FIRST.match(head) or _ID_LAST.search(tail)
-    if found is None:
-        return None
-    try:
-        value = json.loads(found.group(1))
-    except ValueError:
-        return None
-    return value if isinstance(value, int | str) else None
+        if found is not None:
+            message = (
+                f"This message is over {MAX_LINE_BYTES // 2**20} MiB, the most one message may be; nothing "
+                "was done. Send less in one call (large content belongs in a file: pass its path)."
+            )
+            error = {"code": -32600, "message": message}  # invalid request
+            self._output.write_now(json.dumps({"jsonrpc": "2.0", "id": found, "error": error}) + "\n")
 
 
 class _Wire(asyncio.streams.FlowControlMixin):

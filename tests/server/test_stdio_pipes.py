@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -159,17 +160,42 @@ def test_one_socket_for_stdin_and_stdout_is_read_by_the_sdks_threads(tmp_path: P
     assert stderr.count(b"stray print") == 3
 
 
+def set_state_line(value_json: bytes) -> bytes:
+    """Request 2, a set_state of key k, with `value_json` written in as it is."""
+    head = b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"set_state","arguments":'
+    return head + b'{"key":"k","value":' + value_json + b"}}}\n"
+
+
 UNREADABLE = {
-    "over the bound": ("v" * MAX_LINE_BYTES, -32600, b"skipped a message over"),
-    "nested too deep": (json.loads("[" * 250 + "]" * 250), -32700, b"nested deeper than the SDK parses"),
+    "over the bound": (
+        set_state_line(json.dumps("v" * MAX_LINE_BYTES).encode()),
+        -32600,
+        b"skipped a message",
+    ),
+    "nested too deep": (set_state_line(b"[" * 250 + b"]" * 250), -32700, b"recursion limit"),
+    "a trailing comma": (set_state_line(b"[1,2,]"), -32700, b"trailing comma"),
+    "a lone surrogate escape": (set_state_line(b'"\\ud800"'), -32700, b"hex escape"),
+    "no JSON-RPC 2.0": (set_state_line(b"1").replace(b'"2.0"', b'"1.0"'), -32600, b"could not be read"),
 }
 
 
-@pytest.mark.parametrize("unreadable", list(UNREADABLE))
-def test_the_server_answers_a_call_it_cannot_read_and_serves_on(tmp_path: Path, unreadable: str) -> None:
-    """`agentbus serve` on real pipes: a tool call over the bound, or nested deeper than the SDK parses,
-    gets a JSON-RPC error for its id, and is not run."""
-    value, code, logged = UNREADABLE[unreadable]
+# The SDK's threads (one socket) read a line of any length: the tool refuses a value over its bound.
+WIRES = [
+    (u, w)
+    for u in UNREADABLE
+    for w in ("two pipes", "one socket")
+    if (u, w) != ("over the bound", "one socket")
+]
+
+
+@pytest.mark.parametrize(("unreadable", "wire"), WIRES)
+def test_the_server_answers_a_call_it_cannot_read_and_serves_on(
+    tmp_path: Path, unreadable: str, wire: str
+) -> None:
+    """`agentbus serve` on real pipes (read by the event loop) or one socket for stdin and stdout (read
+    by the SDK's threads): a tool call it cannot read (over the bound, nested deeper than the SDK parses,
+    not JSON, not JSON-RPC 2.0) gets a JSON-RPC error for its id, and is not run; the next is served."""
+    line, code, logged = UNREADABLE[unreadable]
     env = {
         "PATH": os.environ.get("PATH", ""),
         "AGENTBUS_REDIS_URL": "memory://oversized",
@@ -178,37 +204,46 @@ def test_the_server_answers_a_call_it_cannot_read_and_serves_on(tmp_path: Path, 
     messages: list[dict[str, Any]] = [
         {"id": 1, "method": "initialize", "params": HELLO},
         {"method": "notifications/initialized"},
-        {
-            "id": 2,
-            "method": "tools/call",
-            "params": {"name": "set_state", "arguments": {"key": "k", "value": value}},
-        },
-        {"id": 3, "method": "tools/call", "params": {"name": "get_state", "arguments": {"key": "k"}}},
     ]
+    last = {"id": 3, "method": "tools/call", "params": {"name": "get_state", "arguments": {"key": "k"}}}
     stdin = b"".join(json.dumps({"jsonrpc": "2.0", **m}).encode() + b"\n" for m in messages)
-    with subprocess.Popen(
-        [sys.executable, "-m", "mcp_agentbus", "serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=tmp_path,
-    ) as proc:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(stdin)
-        proc.stdin.flush()
+    stdin += line + json.dumps({"jsonrpc": "2.0", **last}).encode() + b"\n"
+    ours, theirs = socket.socketpair()
+    with (
+        ours,
+        subprocess.Popen(
+            [sys.executable, "-m", "mcp_agentbus", "serve"],
+            stdin=subprocess.PIPE if wire == "two pipes" else theirs.fileno(),
+            stdout=subprocess.PIPE if wire == "two pipes" else theirs.fileno(),
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=tmp_path,
+        ) as proc,
+    ):
+        theirs.close()
+        if proc.stdin is not None:
+            proc.stdin.write(stdin)
+            proc.stdin.flush()
+        else:
+            ours.sendall(stdin)
         answers: dict[int, Any] = {}
+        watchdog = threading.Timer(TIMEOUT, proc.kill)  # an answer that never comes ends the reading
+        watchdog.start()
         try:
-            while 3 not in answers:
-                line = proc.stdout.readline()
-                assert line, "the server closed stdout"
-                message = json.loads(line)
-                answers[message["id"]] = message
+            with proc.stdout or ours.makefile("rb") as stdout:
+                while 3 not in answers:
+                    answer = stdout.readline()
+                    assert answer, "the server closed stdout"
+                    message = json.loads(answer)
+                    answers[message["id"]] = message
+            ours.shutdown(socket.SHUT_WR)
             _, stderr = proc.communicate(timeout=TIMEOUT)  # closes stdin: the server ends
         finally:
+            watchdog.cancel()
             if proc.poll() is None:  # only when the test failed: never leave it running
                 proc.kill()
-    assert answers[2]["error"]["code"] == code
+    assert answers[2]["error"]["code"] == code, answers[2]
+    assert "nothing was done" in answers[2]["error"]["message"]
     assert answers[3]["result"]["structuredContent"]["entries"] == []  # the set_state did nothing
     assert logged in stderr and b"Traceback" not in stderr
 
