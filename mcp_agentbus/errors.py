@@ -45,19 +45,36 @@ class InvalidArgument(AgentBusError):
     )
 
 
+MAX_PROBLEMS = 10  # of one refusal's validation problems named, so that a flood of bad names stays short
+
+
 def explain_validation(exc: ValidationError) -> str:
-    """One readable problem per field, e.g. ``lease_seconds: Input should be ≤ 86400 (got 100000)``."""
+    """One readable problem per field, e.g. ``lease_seconds: Input should be ≤ 86400 (got 100000)``; past
+    `MAX_PROBLEMS`, how many more there are."""
+    errors = exc.errors(include_url=False)
     problems = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(part) for part in err["loc"]) or "arguments"
+    for err in errors[:MAX_PROBLEMS]:
+        where = clip(".".join(str(part) for part in err["loc"]) or "arguments")
         got = err.get("input")
         shown = "" if err["type"] == "missing" or isinstance(got, dict | list) else f" (got {_short(got)})"
         problems.append(f"{where}: {err['msg']}{shown}")
+    if len(errors) > MAX_PROBLEMS:
+        problems.append(f"and {len(errors) - MAX_PROBLEMS:,} more problem(s)")
     return "; ".join(problems)
 
 
+def listed(names: list[str]) -> str:
+    """`names` for a message: the first `MAX_PROBLEMS`, each clipped, and how many more there are."""
+    shown = ", ".join(clip(name) for name in names[:MAX_PROBLEMS])
+    return shown if len(names) <= MAX_PROBLEMS else f"{shown} and {len(names) - MAX_PROBLEMS:,} more"
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    return clip(repr(value))
+
+
+def clip(text: str) -> str:
+    """`text`, cut to 60 characters: what a caller sent is echoed no longer than that."""
     return text if len(text) <= 60 else text[:57] + "..."
 
 

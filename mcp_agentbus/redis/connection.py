@@ -58,6 +58,10 @@ MAX_CONNECTIONS = 200
 # How Redis says it refuses work for a while, by the first word of its error reply: what the caller
 # is told (never the host or the raw reply, which go to the log) and what to do about it.
 _RETRY_SOON = "Nothing was changed. Retry in a few seconds."
+_UNKNOWN = (
+    "Whether this call took effect is unknown: check (e.g. get_workflow, read_inbox with peek) before "
+    "repeating it, or repeat it with the same idempotency_key."
+)
 _REFUSING: dict[str, tuple[str, str]] = {
     "OOM": (
         "Redis is out of memory (maxmemory reached) and refuses every change",
@@ -177,16 +181,30 @@ def _pubsub_client(connection_class: Any, kwargs: dict[str, Any]) -> aioredis.Re
     return aioredis.Redis.from_pool(pool)
 
 
+# How redis-py says a connection was lost while it waited for the reply: the command went out, and Redis
+# may have run it. (A connection that failed to open, or broke while the command was written, ran nothing.)
+_LOST_AFTER_SENDING = ("Connection closed by server", "Error while reading from")
+
+
+def lost_after_sending(error: BaseException) -> bool:
+    """Whether `error` is a connection lost with a command sent and its reply not read: done or not."""
+    return isinstance(error, RedisConnectionError) and str(error).startswith(_LOST_AFTER_SENDING)
+
+
 def _options(timeout: float) -> dict[str, Any]:
-    # A short, bounded retry rides out a lost connection (or a failover); past it a call fails with
-    # backend_unavailable. A timeout is not retried: the command may have run, and each try would add
-    # another `timeout` to the caller's wait.
+    # A short, bounded retry rides out a connection that cannot be opened or written to (a restart, a
+    # failover); past it a call fails with backend_unavailable. A command whose connection was lost after
+    # it went out is not sent again, nor is one that timed out: it may have run (a task created twice, a
+    # batch of messages marked read twice), and each try would add another `timeout` to the wait.
     return {
         "decode_responses": True,
         "socket_connect_timeout": min(2.0, timeout),
         "socket_timeout": timeout,
         "retry": Retry(
-            ExponentialBackoff(cap=0.5, base=0.05), retries=3, supported_errors=(RedisConnectionError,)
+            ExponentialBackoff(cap=0.5, base=0.05),
+            retries=3,
+            supported_errors=(RedisConnectionError,),
+            is_retryable=lambda error: not lost_after_sending(error),
         ),
         "retry_on_error": [RedisConnectionError],
         "health_check_interval": 30,
@@ -233,10 +251,10 @@ def unavailable(exc: BaseException, timeout: float | None = None) -> BackendUnav
     if isinstance(exc, RedisTimeoutError | TimeoutError):
         within = "" if timeout is None else f" within {timeout:g} s"
         return BackendUnavailable(
-            f"Redis did not answer{within}: it may be overloaded or paused",
-            hint="Whether this call took effect is unknown: check (e.g. get_workflow, read_inbox with "
-            "peek) before repeating it, or repeat it with the same idempotency_key.",
+            f"Redis did not answer{within}: it may be overloaded or paused", hint=_UNKNOWN
         )
+    if lost_after_sending(exc):
+        return BackendUnavailable("the connection to Redis was lost before it answered", hint=_UNKNOWN)
     if isinstance(exc, MaxConnectionsError):
         return BackendUnavailable(
             "this server has all its Redis connections busy", hint="Nothing was changed. Retry in a moment."

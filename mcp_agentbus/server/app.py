@@ -33,6 +33,8 @@ from mcp_agentbus.errors import (
     AgentBusError,
     InvalidArgument,
     NotFound,
+    clip,
+    listed,
 )
 from mcp_agentbus.ids import AGENT_RE
 from mcp_agentbus.server import calls, prompts, resources
@@ -132,7 +134,8 @@ class AgentBusServer(MCPServer[App]):
         if allowed is None:
             return error_result(
                 NotFound(
-                    f"there is no tool named {name!r}", hint=f"Available tools: {', '.join(self._arguments)}."
+                    f"there is no tool named {clip(name)!r}",
+                    hint=f"Available tools: {', '.join(self._arguments)}.",
                 )
             )
         grant = current_grant()
@@ -142,7 +145,7 @@ class AgentBusServer(MCPServer[App]):
         if unknown:
             return error_result(
                 InvalidArgument(
-                    f"{name} has no argument(s) {', '.join(unknown)}",
+                    f"{name} has no argument(s) {listed(unknown)}",
                     hint=f"{name} accepts: {', '.join(sorted(allowed))}.",
                 )
             )

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import anyio
+import anyio.abc
 import httpx2
 import pytest
 import redis
@@ -494,3 +495,66 @@ async def test_agents_keep_working_through_every_fault_and_nothing_acknowledged_
     assert all(completions[task] == 1 for task in agents.acknowledged), completions
     for server in (a, b):
         assert "Traceback" not in server.log.read_text()
+
+
+# --- a connection lost after a command went out ----------------------------------------------------
+
+
+@asynccontextmanager
+async def cutting_proxy(redis_url_real: str, marker: bytes) -> AsyncIterator[str]:
+    """A TCP proxy to the real Redis, as a URL: it passes everything on, except that the first command
+    holding `marker` is passed to Redis and then its connection is cut before the reply comes back, as
+    a Redis restart, a failover or a network fault can do. Redis has run the command by then."""
+    host, port = redis_url_real.removeprefix("redis://").split("/")[0].split(":")
+    cut = anyio.Event()
+
+    async def serve(client: anyio.abc.SocketStream) -> None:
+        cutting = anyio.Event()  # of this connection
+        async with client, await anyio.connect_tcp(host, int(port)) as upstream:
+
+            async def replies() -> None:
+                async for chunk in upstream:
+                    if cutting.is_set():  # the reply to the command cut off
+                        return
+                    await client.send(chunk)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(replies)
+                async for chunk in client:
+                    if marker in chunk and not cut.is_set():
+                        cut.set()
+                        cutting.set()
+                        await upstream.send(chunk)
+                        await anyio.sleep(0.3)  # Redis runs it; its reply is not passed back
+                        break
+                    await upstream.send(chunk)
+                tg.cancel_scope.cancel()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        yield f"redis://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}/0"
+        tg.cancel_scope.cancel()
+
+
+async def test_a_call_whose_connection_is_lost_after_it_went_out_is_not_sent_again(
+    redis_url_real: str,
+) -> None:
+    """The task is created once, and the caller is told the outcome is unknown (sent again, as redis-py
+    retries a lost connection, it was created twice); the next call goes through."""
+    with anyio.fail_after(BOUND):
+        async with cutting_proxy(redis_url_real, b"made-once") as url:
+            settings = fresh_settings(url)
+            async with AgentBus.open(settings, reaper=False) as bus:
+                await bus.tasks.create("boss", title="before")  # Redis has the script from here on
+                with pytest.raises(BackendUnavailable, match="lost before it answered") as refused:
+                    await bus.tasks.create("boss", title="made-once")
+                assert "unknown" in refused.value.hint
+                after = await bus.tasks.create("boss", title="after")
+            async with AgentBus.open(
+                settings.model_copy(update={"redis_url": redis_url_real}), reaper=False
+            ) as direct:
+                created = await direct.events.recent("task.created")
+    titles = [event.data["title"] for event in created.events]
+    assert sorted(titles) == ["after", "before", "made-once"], titles
+    assert after.task_id != ""

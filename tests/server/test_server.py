@@ -16,7 +16,9 @@ import pytest
 from helpers import BACKENDS_AND_ERAS, backend_url, free_port, fresh_settings
 from helpers.mcp_session import ALL_TOOLS, WORKER_TOOLS, Bus, assert_tool_error, connect, fill, text_of
 from mcp import Client
+from pydantic import BaseModel, ValidationError
 
+from mcp_agentbus.errors import explain_validation
 from mcp_agentbus.server.app import build_server
 from mcp_agentbus.settings import Settings
 
@@ -139,6 +141,33 @@ async def test_profile_plus_tools(settings: Settings, mode: str) -> None:
             created = await bus.ok("create_task", {"title": "a worker that may create tasks"})
     assert names == WORKER_TOOLS | {"create_task"}
     assert created["state"] == "ready"
+
+
+async def test_a_flood_of_unknown_arguments_is_refused_in_a_short_error(
+    settings: Settings, mode: str
+) -> None:
+    """40,000 unknown argument names (and one 10,000 characters long): the refusal names the first ten,
+    each clipped, and counts the rest, instead of repeating every name back."""
+    flood = {f"bogus_{n}": n for n in range(40_000)} | {"x" * 10_000: 1}
+    with anyio.fail_after(60):
+        async with connect(settings, mode) as bus:
+            error = assert_tool_error(
+                await bus.call("heartbeat", {"agent": "a", **flood}), "invalid_argument", "bogus_0"
+            )
+            assert "and 39,991 more" in error["message"], error["message"][-200:]
+            assert len(error["message"]) < 2_000, len(error["message"])
+            await bus.ok("heartbeat", {"agent": "a"})  # the session serves on
+
+
+def test_a_refusal_of_many_bad_values_names_ten_and_counts_the_rest() -> None:
+    class Numbers(BaseModel):
+        numbers: list[int]
+
+    with pytest.raises(ValidationError) as refused:
+        Numbers(numbers=["x" * 1_000] * 100)
+    explained = explain_validation(refused.value)
+    assert explained.count("numbers.") == 10 and explained.endswith("; and 90 more problem(s)"), explained
+    assert len(explained) < 2_000
 
 
 # --- a workflow end to end -------------------------------------------------------------------------
