@@ -31,6 +31,7 @@ from redis.exceptions import (
     ClusterDownError,
     MasterDownError,
     MaxConnectionsError,
+    NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
@@ -75,6 +76,10 @@ _REFUSING: dict[str, tuple[str, str]] = {
     "NOREPLICAS": ("Redis refuses changes: too few of its replicas are reachable", _RETRY_SOON),
     "CLUSTERDOWN": ("the Redis Cluster is down", _RETRY_SOON),
     "TRYAGAIN": ("the Redis Cluster is moving this namespace's keys", _RETRY_SOON),
+    "NOSCRIPT": (
+        "Redis keeps dropping agentbus's scripts (SCRIPT FLUSH, or restarts, under way)",
+        _RETRY_SOON,
+    ),
     "MISCONF": (
         "Redis refuses every change: it cannot save its data to disk",
         "Nothing was changed; reads still work. The operator must fix Redis's disk (see its log); retry "
@@ -89,6 +94,7 @@ _REFUSING_KINDS: tuple[tuple[type[Exception], str], ...] = (
     (MasterDownError, "MASTERDOWN"),
     (ClusterDownError, "CLUSTERDOWN"),
     (TryAgainError, "TRYAGAIN"),
+    (NoScriptError, "NOSCRIPT"),
 )
 # Before Redis 7 a command refused inside a script comes back wrapped ("Error running script (call to
 # f_…): @user_script:12: @user_script: 12: -OOM command not allowed …"): the refusal is the word after '-'.
@@ -181,14 +187,15 @@ def _pubsub_client(connection_class: Any, kwargs: dict[str, Any]) -> aioredis.Re
     return aioredis.Redis.from_pool(pool)
 
 
-# How redis-py says a connection was lost while it waited for the reply: the command went out, and Redis
-# may have run it. (A connection that failed to open, or broke while the command was written, ran nothing.)
-_LOST_AFTER_SENDING = ("Connection closed by server", "Error while reading from")
-
-
 def lost_after_sending(error: BaseException) -> bool:
-    """Whether `error` is a connection lost with a command sent and its reply not read: done or not."""
-    return isinstance(error, RedisConnectionError) and str(error).startswith(_LOST_AFTER_SENDING)
+    """Whether `error` is redis-py's word for a connection lost while it awaited the reply: the command
+    went out, and Redis may have run it (one that failed to open, or to be written to, ran nothing)."""
+    lost = ("Connection closed by server", "Error while reading from")
+    return isinstance(error, RedisConnectionError) and str(error).startswith(lost)
+
+
+def _unsent(error: BaseException) -> bool:
+    return not lost_after_sending(error)
 
 
 def _options(timeout: float) -> dict[str, Any]:
@@ -200,12 +207,7 @@ def _options(timeout: float) -> dict[str, Any]:
         "decode_responses": True,
         "socket_connect_timeout": min(2.0, timeout),
         "socket_timeout": timeout,
-        "retry": Retry(
-            ExponentialBackoff(cap=0.5, base=0.05),
-            retries=3,
-            supported_errors=(RedisConnectionError,),
-            is_retryable=lambda error: not lost_after_sending(error),
-        ),
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3, (RedisConnectionError,), _unsent),
         "retry_on_error": [RedisConnectionError],
         "health_check_interval": 30,
     }

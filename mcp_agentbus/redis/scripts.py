@@ -213,6 +213,9 @@ def _reached(pieces: list[Piece], code: list[str]) -> list[str]:
     return [line for helper, lines in pieces if helper is None or helper in kept for line in lines]
 
 
+LOADS = 3  # times a script Redis no longer has is loaded for one call; then NOSCRIPT is backend_unavailable
+
+
 class Scripts:
     """The scripts of one Redis client, called by name. A Redis Cluster client's publish their wake-up
     hints to shard channels (core/wakeups.py subscribes alike)."""
@@ -225,8 +228,11 @@ class Scripts:
 
     async def __call__(self, name: ScriptName, keys: tuple[str, ...], args: list[Any]) -> Any:
         # EVALSHA on the client itself: redis-py's AsyncScript adds about 2.5 µs a call (imports in it).
-        try:
-            return await self._redis.evalsha(self.shas[name], len(keys), *keys, *args)
-        except NoScriptError:  # a restarted, flushed or failed-over server: load it, once
-            await self._redis.script_load(self._sources[name])
-            return await self._redis.evalsha(self.shas[name], len(keys), *keys, *args)
+        for _ in range(LOADS):
+            try:
+                return await self._redis.evalsha(self.shas[name], len(keys), *keys, *args)
+            except (
+                NoScriptError
+            ):  # a restarted, flushed or failed-over server: load it (NOSCRIPT ran nothing)
+                await self._redis.script_load(self._sources[name])
+        return await self._redis.evalsha(self.shas[name], len(keys), *keys, *args)

@@ -34,6 +34,7 @@ from helpers.redis_servers import start_redis, stop_redis
 from redis.exceptions import (
     ClusterDownError,
     MasterDownError,
+    NoScriptError,
     OutOfMemoryError,
     ResponseError,
     TryAgainError,
@@ -46,7 +47,7 @@ from mcp_agentbus.errors import BackendUnavailable
 from mcp_agentbus.outages import Outage
 from mcp_agentbus.redis.connection import backend
 from mcp_agentbus.redis.keys import Keys
-from mcp_agentbus.redis.scripts import Script
+from mcp_agentbus.redis.scripts import LOADS, Script, Scripts
 from mcp_agentbus.redis.store import Store
 from mcp_agentbus.server.http import build_app
 
@@ -306,6 +307,7 @@ async def test_the_wakeup_subscription_survives_a_failing_listener(redis_url: st
         (ResponseError("NOREPLICAS Not enough good replicas to write."), "replicas"),
         (ClusterDownError("The cluster is down"), "cluster is down"),
         (TryAgainError("Multiple keys request during rehashing of slot"), "moving"),
+        (NoScriptError("No matching script. Please use EVAL."), "dropping agentbus's scripts"),
         (
             ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's currently unable"),
             "disk",
@@ -558,3 +560,32 @@ async def test_a_call_whose_connection_is_lost_after_it_went_out_is_not_sent_aga
     titles = [event.data["title"] for event in created.events]
     assert sorted(titles) == ["after", "before", "made-once"], titles
     assert after.task_id != ""
+
+
+class _Forgetful:
+    """A Redis that forgets its scripts `times` times (a SCRIPT FLUSH, or restarts, under way)."""
+
+    def __init__(self, times: int) -> None:
+        self.times, self.loads = times, 0
+
+    async def evalsha(self, *args: Any) -> str:
+        if self.times:
+            self.times -= 1
+            raise NoScriptError("No matching script. Please use EVAL.")
+        return "ran"
+
+    async def script_load(self, text: str) -> None:
+        self.loads += 1
+
+
+@pytest.mark.parametrize("forgets", [1, LOADS])
+async def test_a_script_dropped_again_while_it_is_loaded_is_loaded_again(forgets: int) -> None:
+    redis = _Forgetful(forgets)
+    assert await Scripts(cast("Any", redis))("heartbeat", ("k",), []) == "ran"
+    assert redis.loads == forgets
+
+
+async def test_a_script_redis_keeps_dropping_is_backend_unavailable() -> None:
+    redis = _Forgetful(LOADS + 1)
+    with pytest.raises(BackendUnavailable, match="dropping agentbus's scripts"), backend("redis://x:1/0"):
+        await Scripts(cast("Any", redis))("heartbeat", ("k",), [])
