@@ -27,22 +27,36 @@ class Outage:
         self._max_delay = max_delay
         self.failures = 0
         self._since = 0.0
-        self._said = 0.0
+        self._said = -REMIND_EVERY  # when a line was last logged
+        self._told = False  # the outage going on was logged, so its end is said too
+        self._unsaid = 0  # outages since the last line, each over before a minute had passed
 
     def failed(self, exc: BaseException) -> float:
-        """Record a failure (logged if it is the first or a minute has passed); the seconds to wait
-        before trying again."""
+        """Record a failure (logged if it is the first one a minute after the last line, or a minute
+        has passed); the seconds to wait before trying again. Outages that come and go within a minute
+        of a line (one caller refused while another is served) are counted, and named with the next."""
         now = time.monotonic()
         self.failures += 1
         if self.failures == 1:
-            self._since = self._said = now
+            self._since = now
+            self._told = now - self._said >= REMIND_EVERY
+            if not self._told:
+                self._unsaid += 1
+                return self._first_delay
+            self._said = now
             # An error that is not ours to expect (neither Redis's nor a refusal) is a bug: keep its trace.
             expected = isinstance(exc, AgentBusError | OSError) or type(exc).__module__.startswith("redis")
+            also = f" ({self._unsaid} short outage(s) before it)" if self._unsaid else ""
+            self._unsaid = 0
             self._logger.warning(
-                "%s failed: %s; retrying until it works", self._what, describe(exc), exc_info=not expected
+                "%s failed: %s; retrying until it works%s",
+                self._what,
+                describe(exc),
+                also,
+                exc_info=not expected,
             )
         elif now - self._said >= REMIND_EVERY:
-            self._said = now
+            self._said, self._told = now, True
             self._logger.warning(
                 "%s still failing after %.0f s (%d tries): %s",
                 self._what,
@@ -53,15 +67,16 @@ class Outage:
         return min(self._max_delay, self._first_delay * 2.0 ** min(self.failures - 1, 30))
 
     def recovered(self) -> None:
-        """The step worked: say so once if it had been failing."""
-        if self.failures:
+        """The step worked: say so once if its failing was said."""
+        if self.failures and self._told:
+            self._said = time.monotonic()
             self._logger.warning(
                 "%s works again after %.0f s (%d failed tries)",
                 self._what,
-                time.monotonic() - self._since,
+                self._said - self._since,
                 self.failures,
             )
-            self.failures = 0
+        self.failures = 0
 
 
 def describe(exc: BaseException) -> str:

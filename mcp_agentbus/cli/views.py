@@ -4,6 +4,7 @@ changing anything, and how it looks in a terminal."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -127,7 +128,7 @@ def _table(
         table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=ratio)
     cut = rows < len(section.rows)
     for row in section.rows[: rows - 1 if cut else rows]:
-        table.add_row(*row)
+        table.add_row(*(_cell(value) for value in row))
     # Too wide for the terminal: the wide columns give way (cut with an ellipsis), the others keep their
     # width; otherwise each column takes what it needs (piped output is never padded out to the width).
     table.expand = table.__rich_measure__(console, options).maximum > options.max_width
@@ -218,6 +219,23 @@ def _events(snap: Snapshot) -> Section:
         data = "" if e.data is None else json.dumps(e.data, ensure_ascii=False)
         rows.append((e.at[11:19], e.topic, e.agent or "", data))
     return Section("Events", ("at", "topic", "agent", "data"), rows, wide=("data",))
+
+
+# What agents write (a status, a title, an error) is shown, never obeyed: C0 and C1 control characters
+# (a terminal's escape sequences among them) are written as \x1b, and a string is no rich markup.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _cell(value: RenderableType) -> RenderableType:
+    if isinstance(value, str):
+        return Text(_CONTROL.sub(_escaped, value))
+    if isinstance(value, Text) and _CONTROL.search(value.plain):
+        return Text(_CONTROL.sub(_escaped, value.plain), style=value.style)
+    return value
+
+
+def _escaped(control: re.Match[str]) -> str:
+    return f"\\x{ord(control.group()):02x}"
 
 
 def _bar(done: int, total: int, width: int) -> Text:

@@ -114,3 +114,18 @@ async def test_piped_status_keeps_every_line_whole(bus: AgentBus, settings: Sett
     assert json.loads(big[big.index("{") :].rstrip()) == BIG, big
     assert "…" not in out, out
     assert max(map(len, out.splitlines())) < len(big) + 10, out  # and nothing padded out to a width
+
+
+async def test_what_agents_write_is_shown_never_obeyed_by_the_terminal(bus: AgentBus) -> None:
+    """A status that sets the terminal's title and clears the screen, a task title with rich markup
+    that would not even parse, a C1 control: shown escaped, as text, in a real terminal's output."""
+    hostile = "busy\x1b]0;pwned\x07\x1b[2J\x1b[31mRED\x00"
+    await bus.presence.heartbeat("b-evil", status=hostile[:64], ttl_seconds=60)
+    await bus.workflows.create("b-evil", title="w", tasks=[{"key": "a", "title": "[/closes] nothing \x9b2J"}])
+    snap = await take(bus)
+    console = Console(width=200, height=60, record=True, force_terminal=True, color_system="standard")
+    console.print(render(snap))
+    out = console.export_text(styles=True)
+    assert "\x1b]0;" not in out and "\x1b[2J" not in out and "\x9b" not in out and "\x00" not in out
+    assert "busy\\x1b]0;pwned" in out and "\\x1b[2J\\x1b[31mRED" in out
+    assert "[/closes] nothing \\x9b2J" in out

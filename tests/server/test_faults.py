@@ -589,3 +589,30 @@ async def test_a_script_redis_keeps_dropping_is_backend_unavailable() -> None:
     redis = _Forgetful(LOADS + 1)
     with pytest.raises(BackendUnavailable, match="dropping agentbus's scripts"), backend("redis://x:1/0"):
         await Scripts(cast("Any", redis))("heartbeat", ("k",), [])
+
+
+def test_outages_that_come_and_go_are_counted_not_logged_each(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One caller refused while another is served: failure and recovery alternate call by call. The
+    first outage is logged with its end; those within the next minute are counted, and named with the
+    first one logged after it."""
+    now = [1_000.0]
+    monkeypatch.setattr("mcp_agentbus.outages.time.monotonic", lambda: now[0])
+    outage = Outage("the thing", logging.getLogger("test.flaps"))
+    with caplog.at_level(logging.WARNING, logger="test.flaps"):
+        for _ in range(50):
+            outage.failed(OSError("down"))
+            outage.recovered()
+            now[0] += 0.5
+        now[0] += 60
+        outage.failed(OSError("down again"))
+        outage.recovered()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 4, messages
+    assert messages[0] == "the thing failed: OSError: down; retrying until it works"
+    assert messages[1].startswith("the thing works again")
+    assert messages[2] == (
+        "the thing failed: OSError: down again; retrying until it works (49 short outage(s) before it)"
+    )
+    assert messages[3].startswith("the thing works again")
