@@ -43,6 +43,7 @@ from mcp_agentbus.server.request_deadline import protocol
 from mcp_agentbus.server.session_routes import SessionRoutes
 from mcp_agentbus.server.sessions import MCP_PATH, SessionCaps, Sessions
 from mcp_agentbus.server.tokens import TokensFile
+from mcp_agentbus.server.utf8_wire import write_utf8
 from mcp_agentbus.server.workers import STAMP_SECONDS, Fleet
 from mcp_agentbus.settings import Settings
 
@@ -157,6 +158,7 @@ def build_app(
         app.add_exception_handler(status, handler)
     app.state.agentbus = server
     end_calls_on_hang_up(server.session_manager)
+    write_utf8()
     if not json_response:  # a call that cannot wait is answered with one JSON body all the same
         answer_per_call(server.session_manager)
     if not stateless:

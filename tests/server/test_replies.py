@@ -17,7 +17,15 @@ import anyio
 import httpx2
 import jsonschema
 import pytest
-from helpers.http_servers import POST_HEADERS, Server, bus_env, connect, http_server, post_initialize
+from helpers.http_servers import (
+    POST_HEADERS,
+    Server,
+    bus_env,
+    connect,
+    http_server,
+    modern_call,
+    post_initialize,
+)
 from helpers.mcp_session import checked, text_of
 from helpers.mcp_session import connect as connect_in_memory
 from mcp.types import CallToolResult, TextContent
@@ -449,6 +457,36 @@ async def test_a_value_nested_to_the_bound_goes_and_comes_back_over_http(server:
             await bus.ok("set_state", {"agent": sender, "key": key, "value": deepest})
             (entry,) = (await bus.ok("get_state", {"key": key}))["entries"]
             assert entry["value"] == deepest
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_2026_era_answer_is_utf8_json_not_escaped(server: Server, streamed: bool) -> None:
+    """What the bus keeps within MAX_REPLY_BYTES of UTF-8 goes out as UTF-8, in one JSON body or (a read
+    that waits and reports progress) an event stream: escaped (the SDK's default), a reply of emoji
+    would be three times as large, past what an SSE client reads in one event."""
+    reader, text = fresh("reader"), "中文 🙂 " * 1_000
+    send, send_headers = modern_call("send_message", {"agent": fresh("sender"), "to": reader, "body": text})
+    read, read_headers = modern_call("read_inbox", {"agent": reader, "wait_seconds": 10 if streamed else 0})
+    read["params"]["_meta"]["progressToken"] = "p"  # a progress notification turns the answer into a stream
+    async with httpx2.AsyncClient(timeout=TIMEOUT) as http, anyio.create_task_group() as tg:
+        answers: list[httpx2.Response] = []
+
+        async def reads() -> None:
+            answers.append(await http.post(server.mcp, json=read, headers=read_headers))
+
+        if streamed:
+            tg.start_soon(reads)
+            await anyio.sleep(1.5)  # past the first progress notification
+        sent = await http.post(server.mcp, json=send, headers=send_headers)
+        assert sent.status_code == 200, sent.text
+        if not streamed:
+            await reads()
+    (answer,) = answers
+    assert answer.status_code == 200, answer.text
+    kind = "text/event-stream" if streamed else "application/json"
+    assert answer.headers["content-type"].startswith(kind)
+    assert text.encode() in answer.content and b"\\ud83d" not in answer.content
+    assert len(answer.content) < 3 * len(text.encode())  # the structured result and the text, and a little
 
 
 # --- resource URIs ---------------------------------------------------------------------------------
