@@ -200,7 +200,7 @@ class Tasks:
         token = secrets.token_urlsafe(12)
 
         async def hand_back(reply: Claimed | NothingReady) -> None:
-            if isinstance(reply, Claimed):
+            if isinstance(reply, Claimed) and reply.lease_token == token:  # not a lease it held already
                 await self._store.run(RELEASE_TASK, agent, reply.task_id, token)
 
         return await self._store.run_or_undo(

@@ -56,13 +56,14 @@ _memory_servers: dict[str, Any] = {}
 # for a free connection (up to the socket timeout) instead of failing, as redis-py's default pool would.
 MAX_CONNECTIONS = 200
 
-# How Redis says it refuses work for a while, by the first word of its error reply: what the caller
-# is told (never the host or the raw reply, which go to the log) and what to do about it.
 _RETRY_SOON = "Nothing was changed. Retry in a few seconds."
 _UNKNOWN = (
-    "Whether this call took effect is unknown: check (e.g. get_workflow, read_inbox with peek) before "
-    "repeating it, or repeat it with the same idempotency_key."
+    "Whether this call took effect is unknown: check before repeating it (get_workflow, read_inbox with "
+    "peek; a task claimed for you shows in heartbeat's leases_extended, and claim_task with its task_id "
+    "gives you its lease), or repeat it with the same idempotency_key."
 )
+# How Redis says it refuses work for a while, by the first word of its error reply: what the caller
+# is told (never the host or the raw reply, which go to the log) and what to do about it.
 _REFUSING: dict[str, tuple[str, str]] = {
     "OOM": (
         "Redis is out of memory (maxmemory reached) and refuses every change",
@@ -188,8 +189,7 @@ def _pubsub_client(connection_class: Any, kwargs: dict[str, Any]) -> aioredis.Re
 
 
 def lost_after_sending(error: BaseException) -> bool:
-    """Whether `error` is redis-py's word for a connection lost while it awaited the reply: the command
-    went out, and Redis may have run it (one that failed to open, or to be written to, ran nothing)."""
+    """Whether `error` is a connection lost awaiting the reply: the command went out, and may have run."""
     lost = ("Connection closed by server", "Error while reading from")
     return isinstance(error, RedisConnectionError) and str(error).startswith(lost)
 

@@ -43,7 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mcp_agentbus.core.bus import AgentBus
-from mcp_agentbus.errors import BackendUnavailable
+from mcp_agentbus.errors import BackendUnavailable, WrongState
 from mcp_agentbus.outages import Outage
 from mcp_agentbus.redis.connection import backend
 from mcp_agentbus.redis.keys import Keys
@@ -616,3 +616,29 @@ def test_outages_that_come_and_go_are_counted_not_logged_each(
         "the thing failed: OSError: down again; retrying until it works (49 short outage(s) before it)"
     )
     assert messages[3].startswith("the thing works again")
+
+
+async def test_a_claim_whose_answer_was_lost_is_found_by_heartbeat_and_its_lease_claimed_again(
+    redis_url_real: str,
+) -> None:
+    """The claim ran, its answer was cut off: the worker is told the outcome is unknown, its heartbeat
+    lists the task it holds, and claim_task with that task_id gives it the lease it holds (no second
+    attempt), with which it completes the task."""
+    async with cutting_proxy(redis_url_real, b"cut-claimer") as url:
+        with anyio.fail_after(BOUND):
+            async with AgentBus.open(fresh_settings(url), reaper=False) as bus:
+                await bus.presence.heartbeat("warm-up")  # Redis has the scripts from here on
+                await bus.tasks.claim("warm-up")
+                task = await bus.tasks.create("boss", title="lost answer")
+                with pytest.raises(BackendUnavailable, match="lost before it answered") as refused:
+                    await bus.tasks.claim("cut-claimer", task_id=task.task_id)
+                assert "leases_extended" in refused.value.hint
+                beat = await bus.presence.heartbeat("cut-claimer")
+                assert [lease.task_id for lease in beat.leases_extended] == [task.task_id]
+                again = await bus.tasks.claim("cut-claimer", task_id=task.task_id)
+                assert again.task is not None and again.lease is not None
+                assert (again.task.id, again.task.attempt, again.lease.fence) == (task.task_id, 1, 1)
+                done = await bus.tasks.complete("cut-claimer", task.task_id, again.lease.lease_token)
+                assert done.state == "done"
+                with pytest.raises(WrongState, match="done"):
+                    await bus.tasks.claim("other", task_id=task.task_id)

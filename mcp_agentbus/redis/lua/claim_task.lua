@@ -5,7 +5,8 @@
 -- heartbeat and notices. Its loops are bounded: capabilities by MAX_CAPABILITIES (at the tool edge), inputs
 -- by MAX_DEPENDENCIES (and their bytes by MAX_INPUTS_BYTES, checked when the task was created and as its
 -- dependencies completed); the counters it lists when nothing is ready are those of capabilities that
--- have ready tasks.
+-- have ready tasks. A task named that the agent holds already is answered with the lease it holds (its
+-- answer may have been lost on the way: a connection cut after the claim ran), and nothing changes.
 -- KEYS: the namespace's prefix (keys.lua makes the layout's keys from it)
 -- ARGV: bounds (scripts.BOUNDS, comma list), retention_ms, caller, agent, lease_ms, lease_token, task_id ('' = best),
 --       capabilities (comma list; '' = the agent's registered ones plus 'any'), max_held
@@ -20,6 +21,27 @@
 
 local agent, lease_ms, token, wanted, caps_csv = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local max_held = tonumber(ARGV[9])
+
+-- The claim's answer: the task as its holder works on it, and the lease.
+local function leased(id, attempt, fence, lease_token, expires)
+  local key, wf, title, desc, payload, cap, prio, max_attempts, deps = unpack(redis.call('HMGET', K_TASK .. id,
+    'key', 'wf', 'title', 'desc', 'payload', 'cap', 'prio', 'max_attempts', 'deps'))
+  local inputs = {}
+  for _, dep in ipairs(split(deps)) do
+    local dep_key, dep_result = unpack(redis.call('HMGET', K_TASK .. dep, 'key', 'result'))
+    inputs[#inputs + 1] = (dep_key and dep_key ~= '') and dep_key or dep
+    inputs[#inputs + 1] = dep_result or 'null'
+  end
+  return { 'ok', id, key or '', wf, title, desc, payload, cap, prio, attempt, max_attempts, fence, lease_token,
+    expires, inputs }
+end
+
+if wanted ~= '' then
+  local held = redis.call('HMGET', K_TASK .. wanted, 'state', 'owner', 'attempts', 'fence', 'token', 'lease_exp')
+  if held[1] == 'claimed' and held[2] == agent then
+    return leased(wanted, tonumber(held[3]), tonumber(held[4]), held[5], tonumber(held[6]))
+  end
+end
 local holding = redis.call('SCARD', K_HELD .. agent)
 if holding >= max_held then
   return { 'wrong_state', 'agent ' .. agent .. ' already holds ' .. thousands(holding) .. ' task leases, the '
@@ -81,16 +103,7 @@ redis.call('HDEL', K_TASK .. id, 'progress_pct', 'progress_msg', 'progress_at') 
 redis.call('ZADD', K_LEASES, expires, id)
 redis.call('SADD', K_HELD .. agent, id)
 begin_attempt(id, attempt, fence, agent, now)
-local key, wf, title, desc, payload, prio, max_attempts, deps = unpack(redis.call('HMGET', K_TASK .. id,
-  'key', 'wf', 'title', 'desc', 'payload', 'prio', 'max_attempts', 'deps'))
+local wf = redis.call('HGET', K_TASK .. id, 'wf')
 set_state(id, wf, 'ready', 'claimed', now)
 emit('task.claimed', agent, { task = id, workflow = wf, attempt = attempt, fence = fence })
-
-local inputs = {}
-for _, dep in ipairs(split(deps)) do
-  local dep_key, dep_result = unpack(redis.call('HMGET', K_TASK .. dep, 'key', 'result'))
-  inputs[#inputs + 1] = (dep_key and dep_key ~= '') and dep_key or dep
-  inputs[#inputs + 1] = dep_result or 'null'
-end
-return { 'ok', id, key or '', wf, title, desc, payload, cap, prio, attempt, max_attempts, fence, token,
-  expires, inputs }
+return leased(id, attempt, fence, token, expires)
