@@ -130,6 +130,7 @@ async def test_redis_out_of_memory_is_503_and_backend_unavailable_and_every_serv
             with anyio.fail_after(BOUND):
                 async with sessions(a, b) as (on_a, on_b):
                     created = await on_a.ok("create_task", {"title": "acknowledged before"})
+                    await on_b.ok("heartbeat", {"agent": "reader", "ttl_seconds": 60})
                     admin.config_set("maxmemory", 1)
                     try:
                         for bus in (on_a, on_b):
@@ -142,7 +143,13 @@ async def test_redis_out_of_memory_is_503_and_backend_unavailable_and_every_serv
                             assert status == 503 and "out of memory" in body["redis"], body
                             assert "127.0.0.1" not in str(body)
                         await anyio.sleep(3)  # every reaper meets the refusal at sweep after sweep
-                        assert (await on_b.ok("list_agents"))["agents"] == []  # reads still work
+                        # reads still work, also for a live agent, whose presence each call renews (a write)
+                        (agent,) = (await on_b.ok("list_agents", {"agent": "reader"}))["agents"]
+                        assert agent["agent"] == "reader"
+                        assert (await on_b.ok("read_inbox", {"agent": "reader", "peek": True}))[
+                            "messages"
+                        ] == []
+                        assert (await on_b.ok("get_state", {"agent": "reader", "key": "k"}))["entries"] == []
                     finally:
                         admin.config_set("maxmemory", 0)
                 await until_healthy(http, a, b)

@@ -7,6 +7,13 @@
 -- The agent whose presence this script has set already (heartbeat), which needs no renewing after.
 local presence_set_for
 
+-- A write that renews presence. Redis out of memory refuses it (OOM): it is left out then, so that a read
+-- made for the agent still works (and a change is refused at its own first write, before it writes).
+local function renewing(...)
+  local done = redis.pcall(...)
+  if type(done) == 'table' and done.err and string.sub(done.err, 1, 4) ~= 'OOM ' then error(done) end
+end
+
 -- A call made for a registered agent is a sign of life: its presence runs for its ttl from now, or
 -- for `stay_ms` (a call that waits) if longer.
 local function renew_presence(agent, now, stay_ms)
@@ -15,8 +22,8 @@ local function renew_presence(agent, now, stay_ms)
   if not expires then return end -- never registered, or gone: its next heartbeat registers it again
   local ttl_ms = tonumber(redis.call('HGET', K_AGENT .. agent, 'ttl_ms') or 0)
   local until_ms = now + math.max(ttl_ms, stay_ms, 1)
-  if until_ms > tonumber(expires) then redis.call('ZADD', K_AGENTS, until_ms, agent) end
-  redis.call('HSET', K_AGENT .. agent, 'last_seen', now)
+  if until_ms > tonumber(expires) then renewing('ZADD', K_AGENTS, until_ms, agent) end
+  renewing('HSET', K_AGENT .. agent, 'last_seen', now)
 end
 
 -- `agent` leaves the live agents: it went silent (the reaper: 'agent.gone') or said it goes
