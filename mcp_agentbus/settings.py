@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     session_idle_seconds: float = Field(
         300.0, gt=0, le=86_400, description="HTTP: a legacy session with no request or stream this long ends."
     )
+    max_waits_per_token: int = Field(
+        512,
+        ge=1,
+        description="Tool calls one token may have waiting (wait_seconds > 0) at once in one process.",
+    )
     max_listen_streams_per_token: int = Field(
         16, ge=1, description="subscriptions/listen streams one token may hold open in one process."
     )

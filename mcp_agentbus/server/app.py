@@ -40,6 +40,7 @@ from mcp_agentbus.ids import AGENT_RE
 from mcp_agentbus.server import calls, prompts, resources
 from mcp_agentbus.server.auth import (
     Verifier,
+    Waits,
     acting_agent,
     authorize_resource,
     current_grant,
@@ -114,6 +115,7 @@ class AgentBusServer(MCPServer[App]):
         self.add_prompt(Prompt.from_function(prompts.coordinator, name="coordinator"))
         self.add_prompt(Prompt.from_function(prompts.worker, name="worker"))
         self._settings = settings
+        self._waits = Waits(settings.max_waits_per_token)
         self._arguments: dict[str, frozenset[str]] = {}
         self._listed: list[MCPTool] | None = None  # the compact tools/list, built once
         self._roles: dict[str, list[str]] = {}  # the tools each token role may call
@@ -149,11 +151,14 @@ class AgentBusServer(MCPServer[App]):
                     hint=f"{name} accepts: {', '.join(sorted(allowed))}.",
                 )
             )
-        try:
-            with calls.serving(self._call(name, arguments, grant, context)):
-                return await super().call_tool(name, arguments, context)
-        except ToolError as exc:
-            return error_result(explain(name, exc))
+        with self._waits.held(grant, arguments) as refusal:
+            if refusal is not None:
+                return error_result(refusal)
+            try:
+                with calls.serving(self._call(name, arguments, grant, context)):
+                    return await super().call_tool(name, arguments, context)
+            except ToolError as exc:
+                return error_result(explain(name, exc))
 
     def _call(
         self, tool: str, arguments: dict[str, Any], grant: Grant | None, context: Context[App, Any] | None

@@ -11,6 +11,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -18,9 +19,10 @@ from mcp.server.auth.provider import AccessToken
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_REQUEST
 
-from mcp_agentbus.errors import Forbidden, UnknownAgent
+from mcp_agentbus.errors import Forbidden, InvalidArgument, UnknownAgent
 from mcp_agentbus.outages import Outage
 from mcp_agentbus.server import resources
+from mcp_agentbus.server.posted import asked_wait
 from mcp_agentbus.server.profiles import OPERATOR
 from mcp_agentbus.server.resources import PREFIX
 from mcp_agentbus.server.tokens import Grant, TokensFile
@@ -206,3 +208,35 @@ async def watch_tokens(tokens: TokensFile) -> None:
             outage.recovered()
         except Exception as exc:  # like every background loop: log once, back off, go on
             await anyio.sleep(outage.failed(exc))
+
+
+class Waits:
+    """The tool calls of each token that wait (a positive `wait_seconds`) in this process, at most
+    `limit` at once: a waiting call holds an HTTP connection as long as it waits, so one token could
+    otherwise take every connection the server admits and leave none to the others (or to /healthz)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held: Counter[str] = Counter()
+
+    @contextmanager
+    def held(self, grant: Grant | None, arguments: dict[str, Any]) -> Iterator[InvalidArgument | None]:
+        """Counts the call while it runs, if it waits; yields the refusal instead when there is no room."""
+        if grant is None or not (asked_wait(arguments) or 0) > 0:
+            yield None
+            return
+        if self._held[grant.id] >= self._limit:
+            yield InvalidArgument(
+                f"your token has {self._limit} calls waiting on this server, the most it may; this one was "
+                "not run",
+                hint="Wait in fewer calls at once (one waiting claim_task or read_inbox per agent), or call "
+                "with wait_seconds 0 and again later.",
+            )
+            return
+        self._held[grant.id] += 1
+        try:
+            yield None
+        finally:
+            self._held[grant.id] -= 1
+            if not self._held[grant.id]:
+                del self._held[grant.id]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from mcp_types import RequestId
 from starlette.types import Message, Receive, Scope
@@ -43,13 +44,8 @@ def classify(body: bytes) -> Posted:
     arguments = params.get("arguments") if isinstance(params, dict) else None
     if not isinstance(arguments, dict):
         return Posted(cannot_wait=True)  # no arguments (the defaults never wait), or refused at once
-    wait = arguments.get("wait_seconds", 0)
-    if isinstance(wait, str):
-        try:
-            wait = float(wait)
-        except ValueError:
-            return OTHER
-    if isinstance(wait, bool) or not isinstance(wait, int | float):
+    wait = asked_wait(arguments)
+    if wait is None:
         return OTHER
     if wait == 0:
         return Posted(cannot_wait=True)
@@ -57,6 +53,18 @@ def classify(body: bytes) -> Posted:
     if wait > 0 and isinstance(request_id, str | int) and not isinstance(request_id, bool):
         return Posted(waiting=request_id)
     return OTHER
+
+
+def asked_wait(arguments: dict[str, Any]) -> float | None:
+    """The `wait_seconds` a tool call's `arguments` ask for (0 by default), read as the tool reads it
+    (pydantic takes "5" as 5); None for one the tool refuses (null, "soon", true)."""
+    wait = arguments.get("wait_seconds", 0)
+    if isinstance(wait, str):
+        try:
+            return float(wait)
+        except ValueError:
+            return None
+    return None if isinstance(wait, bool) or not isinstance(wait, int | float) else wait
 
 
 async def posted(scope: Scope, receive: Receive) -> tuple[Posted, Receive, Receive]:

@@ -22,9 +22,19 @@ import anyio
 import httpx2
 import pytest
 import uvicorn
-from helpers import free_port, fresh_settings
+from helpers import free_port, fresh_settings, until_listening
 from helpers.commands import MODULE, assert_refused, run
-from helpers.http_servers import ERA, INIT, POST_HEADERS, SERVE, Server, bus_env, fresh, http_server
+from helpers.http_servers import (
+    ERA,
+    INIT,
+    POST_HEADERS,
+    SERVE,
+    Server,
+    bus_env,
+    fresh,
+    http_server,
+    modern_call,
+)
 from helpers.subscriptions import ROOT, read_json, subscribe, unsubscribe
 from helpers.tokens import assert_resource_refused, connect_as
 from mcp import Client
@@ -194,6 +204,53 @@ async def test_sessions_opened_all_at_once_are_admitted_up_to_each_cap_exactly(
     assert sorted(statuses[first]) == sorted(statuses[second]) == [200] * 50, statuses
     assert sorted(statuses[greedy]) == [200] * 50 + [429] * 2, statuses
     assert statuses[late] == [503] * 5, statuses
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+async def test_a_token_past_its_waiting_calls_is_refused_while_others_still_wait(
+    redis_url_real: str, tmp_path: Path
+) -> None:
+    """Per token 2 calls that wait: a third waiting call of the token is refused at once, without being
+    run; its calls that do not wait, and another token's waits, go on; a wait that ended gives room."""
+    tokens = TokensFile(tmp_path / "tokens.json")
+    namespace = fresh("waits")
+    greedy, _ = tokens.create(namespace=namespace, agent="g-*", role="worker")
+    other, _ = tokens.create(namespace=namespace, agent="o-*", role="worker")
+    env = {
+        **bus_env(redis_url_real, fresh("own")),
+        "AGENTBUS_MAX_WAITS_PER_TOKEN": "2",
+        "AGENTBUS_MAX_WAIT_SECONDS": "30",
+        "AGENTBUS_TOKENS_FILE": str(tokens.path),
+    }
+
+    async def call(http: httpx2.AsyncClient, token: str, tool: str, arguments: dict[str, Any]) -> Any:
+        body, headers = modern_call(tool, arguments)
+        answer = await http.post(server.mcp, json=body, headers={**headers, **bearer(token)})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["result"]
+
+    with http_server(env, tmp_path / "server.log") as server, anyio.fail_after(TIMEOUT):
+        limits = httpx2.Limits(max_connections=None)
+        async with httpx2.AsyncClient(timeout=TIMEOUT, limits=limits) as http:
+            async with anyio.create_task_group() as holders:
+                for n in (1, 2):
+                    waits = {"agent": f"g-{n}", "capabilities": ["nothing-comes"], "wait_seconds": 25}
+                    holders.start_soon(call, http, greedy, "claim_task", waits)
+                    await until_listening(redis_url_real, namespace, f"g-{n}", listening=True)
+                third = {"agent": "g-3", "capabilities": ["nothing-comes"], "wait_seconds": 25}
+                refused = await call(http, greedy, "claim_task", third)
+                assert refused["isError"] is True, refused
+                error = refused["structuredContent"]["error"]
+                assert error["code"] == "invalid_argument" and "2 calls waiting" in error["message"], error
+                beat = await call(http, greedy, "heartbeat", {"agent": "g-3"})  # no wait: no limit
+                assert beat["isError"] is False, beat
+                short = {"agent": "o-1", "capabilities": ["nothing-comes"], "wait_seconds": 0.2}
+                assert (await call(http, other, "claim_task", short))["isError"] is False
+                holders.cancel_scope.cancel()  # the clients hang up: their waits end, and free their room
+            for n in (1, 2):
+                await until_listening(redis_url_real, namespace, f"g-{n}", listening=False)
+            again = {**third, "wait_seconds": 0.2}
+            assert (await call(http, greedy, "claim_task", again))["isError"] is False
     assert "Traceback" not in (tmp_path / "server.log").read_text()
 
 
