@@ -139,7 +139,8 @@ MAX_EVENT_SCAN_BYTES = 4_194_304
 REPLY_ROOM = 8_192  # of a reply, kept for what surrounds its items: counts, cursors, notices
 MAX_DEPENDENTS = 1_000  # tasks that may depend on one task: bounds the work of completing or killing it
 MAX_INPUTS_BYTES = 163_840  # a claim's `inputs` (its dependencies' results together): with a payload and a
-# description, a claim stays under MAX_REPLY_BYTES
+# plain description a claim stays under MAX_REPLY_BYTES; a description of escaped characters (6 bytes of
+# JSON each) can take it to about 330 KiB, still far inside the 1 MiB an SSE client reads in one event
 MAX_HELD_TASKS = 1_000  # leases one agent may hold at once: bounds the work of its heartbeat and notices
 MAX_HELD_LOCKS = 200  # locks one agent may hold at once: bounds its heartbeat's work and reply
 MAX_FANOUT_RECIPIENTS = 1_000  # live agents a role: or * message may reach: bounds send_message's scan
