@@ -3,7 +3,6 @@ and turns every failure into a clear tool error instead of the SDK's generic tex
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -31,13 +30,12 @@ from mcp_agentbus import __version__
 from mcp_agentbus.context import Caller, Watch, of_token
 from mcp_agentbus.errors import (
     AgentBusError,
-    InvalidArgument,
     NotFound,
     clip,
-    listed,
 )
 from mcp_agentbus.ids import AGENT_RE
 from mcp_agentbus.server import calls, prompts, resources
+from mcp_agentbus.server.arguments import Arguments
 from mcp_agentbus.server.auth import (
     Verifier,
     Waits,
@@ -78,6 +76,7 @@ class AgentBusServer(MCPServer[App]):
         except ValueError as exc:
             raise ValueError(f"AGENTBUS_TOOLS={exc}") from None
         listeners = Listeners(settings.namespace, tokens)  # serves subscriptions/listen (2026-07-28)
+        tools = [_tool(name) for name in names]
         self.running: App | None = None  # what the lifespan holds, while it runs
 
         @asynccontextmanager
@@ -105,7 +104,7 @@ class AgentBusServer(MCPServer[App]):
             auth=None
             if tokens is None
             else AuthSettings(issuer_url="http://127.0.0.1", resource_server_url=None),
-            tools=[_tool(name) for name in names],
+            tools=tools,
         )
         self._tokens = tokens
         Subscribing(settings, listeners, tokens, self._authorized).register(
@@ -116,12 +115,9 @@ class AgentBusServer(MCPServer[App]):
         self.add_prompt(Prompt.from_function(prompts.worker, name="worker"))
         self._settings = settings
         self._waits = Waits(settings.max_waits_per_token)
-        self._arguments: dict[str, frozenset[str]] = {}
+        self._arguments = Arguments(tools)
         self._listed: list[MCPTool] | None = None  # the compact tools/list, built once
         self._roles: dict[str, list[str]] = {}  # the tools each token role may call
-        for name in names:
-            params = inspect.signature(TOOLS[name][0]).parameters
-            self._arguments[name] = frozenset(p for p in params if p != "ctx")
 
     async def run_stdio_async(self) -> None:
         """Serve on stdin and stdout, read and written by the event loop when they are pipes (stdio.py)."""
@@ -132,25 +128,19 @@ class AgentBusServer(MCPServer[App]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[App, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
-        allowed = self._arguments.get(name)
-        if allowed is None:
+        if name not in self._arguments.names:
             return error_result(
                 NotFound(
                     f"there is no tool named {clip(name)!r}",
-                    hint=f"Available tools: {', '.join(self._arguments)}.",
+                    hint=f"Available tools: {', '.join(self._arguments.names)}.",
                 )
             )
         grant = current_grant()
         if grant is not None and name not in self._role_tools(grant.role):
             return error_result(tool_refused(grant.role, name, self._role_tools(grant.role)))
-        unknown = sorted(set(arguments) - allowed)
-        if unknown:
-            return error_result(
-                InvalidArgument(
-                    f"{name} has no argument(s) {listed(unknown)}",
-                    hint=f"{name} accepts: {', '.join(sorted(allowed))}.",
-                )
-            )
+        refused = self._arguments.refusal(name, arguments)
+        if refused is not None:
+            return error_result(refused)
         with self._waits.held(grant, arguments) as refusal:
             if refusal is not None:
                 return error_result(refusal)
@@ -210,7 +200,7 @@ class AgentBusServer(MCPServer[App]):
                 allowed = select_tools(role)
             except ValueError:
                 allowed = []
-            tools = self._roles[role] = [name for name in self._arguments if name in allowed]
+            tools = self._roles[role] = [name for name in self._arguments.names if name in allowed]
         return tools
 
     async def list_tools(self) -> list[MCPTool]:

@@ -159,6 +159,27 @@ async def test_a_flood_of_unknown_arguments_is_refused_in_a_short_error(
             await bus.ok("heartbeat", {"agent": "a"})  # the session serves on
 
 
+async def test_true_or_false_for_a_number_is_refused_not_read_as_one_or_zero(
+    settings: Settings, mode: str
+) -> None:
+    with anyio.fail_after(60):
+        async with connect(settings, mode) as bus:
+            for tool, arguments, named in [
+                ("heartbeat", {"agent": "a", "ttl_seconds": True}, "ttl_seconds"),
+                (
+                    "create_task",
+                    {"title": "t", "max_attempts": True, "delay_seconds": False},
+                    "delay_seconds",
+                ),
+                ("set_state", {"agent": "a", "key": "k", "increment": True}, "increment"),
+                ("claim_task", {"agent": "a", "wait_seconds": True}, "wait_seconds"),
+            ]:
+                error = assert_tool_error(await bus.call(tool, arguments), "invalid_argument", named)
+                assert "not true or false" in error["message"], error
+            assert (await bus.ok("get_state", {"key": "k"}))["entries"] == [], "nothing was done"
+            assert (await bus.ok("list_agents"))["agents"] == []
+
+
 def test_a_refusal_of_many_bad_values_names_ten_and_counts_the_rest() -> None:
     class Numbers(BaseModel):
         numbers: list[int]
@@ -635,7 +656,11 @@ BAD_INPUT = [
     ),
     pytest.param("claim_task", {"task_id": BLOCKED}, "wrong_state", ["blocked"], id="claim_task-not-ready"),
     pytest.param(
-        "claim_task", {"task_id": CLAIMED}, "wrong_state", ["claimed"], id="claim_task-already-claimed"
+        "claim_task",
+        {"task_id": CLAIMED, "agent": "someone-else"},  # its holder gets its lease again
+        "wrong_state",
+        ["claimed"],
+        id="claim_task-already-claimed",
     ),
     pytest.param(
         "claim_task", {"agent": "bad agent"}, "invalid_argument", ["agent"], id="claim_task-bad-agent"
