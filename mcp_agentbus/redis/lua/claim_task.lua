@@ -93,7 +93,7 @@ else
   end
 end
 
-local cap, assignee = unpack(redis.call('HMGET', K_TASK .. id, 'cap', 'assignee'))
+local cap, assignee, wf = unpack(redis.call('HMGET', K_TASK .. id, 'cap', 'assignee', 'wf'))
 unqueue(id, cap, assignee)
 local attempt = redis.call('HINCRBY', K_TASK .. id, 'attempts', 1)
 local fence = redis.call('HINCRBY', K_TASK .. id, 'fence', 1)
@@ -103,7 +103,6 @@ redis.call('HDEL', K_TASK .. id, 'progress_pct', 'progress_msg', 'progress_at') 
 redis.call('ZADD', K_LEASES, expires, id)
 redis.call('SADD', K_HELD .. agent, id)
 begin_attempt(id, attempt, fence, agent, now)
-local wf = redis.call('HGET', K_TASK .. id, 'wf')
 set_state(id, wf, 'ready', 'claimed', now)
 emit('task.claimed', agent, { task = id, workflow = wf, attempt = attempt, fence = fence })
 return leased(id, attempt, fence, token, expires)
