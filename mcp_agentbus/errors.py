@@ -117,8 +117,9 @@ class NotLockOwner(AgentBusError):
 class InboxFull(AgentBusError):
     code = "inbox_full"
     default_hint = (
-        "The recipient has not read its messages for a long time; nothing was sent. Check it is alive "
-        "with list_agents, or reach it another way (a task, an event)."
+        "The recipient has more unread messages than it keeps (it has not read them, or many came at "
+        "once); nothing was sent. Check it is alive with list_agents, try again later, or reach it "
+        "another way (a task, an event)."
     )
 
 

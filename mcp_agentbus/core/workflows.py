@@ -200,12 +200,16 @@ class Workflows:
             raise InvalidArgument("limit must be at least 1")
         if workflow_id is None:
             with self._store.backend():
-                ids = cast(list[str], await self._store.redis.zrevrange(keys.workflows, 0, limit - 1))
+                async with self._store.redis.pipeline(transaction=False) as pipe:
+                    pipe.zrevrange(keys.workflows, 0, limit - 1)
+                    pipe.zcard(keys.workflows)
+                    ids, known = cast(tuple[list[str], int], tuple(await pipe.execute()))
                 async with self._store.redis.pipeline(transaction=False) as pipe:
                     for wf in ids:
                         pipe.hgetall(keys.workflow(wf))
                     records = await pipe.execute()
-            return GetWorkflowResult(workflows=[summary_of(r) for r in records if r])
+            more = [] if known <= len(ids) else [f"The {len(ids)} newest of {known:,} workflows are shown."]
+            return GetWorkflowResult(workflows=[summary_of(r) for r in records if r], notices=more)
 
         record, tasks = await self._load(workflow_id)
         key_of = {t["id"]: t.get("key") or t["id"] for t in tasks}

@@ -146,6 +146,15 @@ async def test_get_without_an_id_lists_recent_workflows_with_progress(bus: Agent
     assert by_id[second.workflow_id].progress.ready == 1
     assert by_id[second.workflow_id].progress.blocked == 3
     assert by_id[first.workflow_id].progress.ready == 1
+    assert listed.notices == []
+
+
+async def test_the_recent_workflows_say_how_many_more_there_are(bus: AgentBus) -> None:
+    for n in range(4):
+        await bus.workflows.create("planner", title=f"w{n}", tasks=[{"key": "x", "title": "x"}])
+    listed = await bus.workflows.get(limit=3)
+    assert [w.title for w in listed.workflows or []] == ["w3", "w2", "w1"]
+    assert listed.notices == ["The 3 newest of 4 workflows are shown."]
 
 
 async def test_getting_an_unknown_workflow_is_not_found(bus: AgentBus) -> None:
