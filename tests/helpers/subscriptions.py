@@ -141,3 +141,12 @@ async def subscribed(
         tg.start_soon(pump)
         yield watcher
         tg.cancel_scope.cancel()
+
+
+async def follow(client: Client, mode: str, uri: str) -> None:
+    """Subscribe to `uri` the way `mode`'s era does it (a listen stream is closed again at once)."""
+    if mode == "legacy":
+        await subscribe(client, uri)
+        return
+    async with client.listen(resource_subscriptions=[uri]):
+        pass

@@ -35,7 +35,7 @@ from helpers.http_servers import (
     http_server,
     modern_call,
 )
-from helpers.subscriptions import ROOT, read_json, subscribe, unsubscribe
+from helpers.subscriptions import ROOT, follow, read_json, subscribe, unsubscribe
 from helpers.tokens import assert_resource_refused, connect_as
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -385,15 +385,6 @@ async def open_and_close(client: Client, uris: list[str]) -> list[str] | None:
     """A listen stream of `uris`, opened and closed again; the URIs it was granted."""
     async with client.listen(resource_subscriptions=uris) as stream:
         return stream.honored.resource_subscriptions
-
-
-async def follow(client: Client, mode: str, uri: str) -> None:
-    """Subscribe to `uri` the way the era does it (a listen stream is closed again at once)."""
-    if mode == "legacy":
-        await subscribe(client, uri)
-        return
-    async with client.listen(resource_subscriptions=[uri]):
-        pass
 
 
 # --- revocation --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from helpers.subscriptions import (
     MIME,
     ROOT,
     Watcher,
+    follow,
     on_updates,
     read_json,
     subscribe,
@@ -609,15 +610,6 @@ async def test_listening_to_a_bad_uri_is_refused(settings: Settings) -> None:
             async with subscribed(bus.client, "auto", [LOCKS], w):  # the client can still listen
                 await bus.ok("acquire_lock", {"agent": "alice", "resource": "y"})
                 await w.expect(LOCKS)
-
-
-async def follow(client: Client, mode: str, uri: str) -> None:
-    """Subscribe to `uri` the way `mode`'s era does, and leave it."""
-    if mode == "legacy":
-        await subscribe(client, uri)
-        return
-    async with client.listen(resource_subscriptions=[uri]):
-        pass
 
 
 async def test_a_state_key_spelled_otherwise_is_read_but_its_subscription_names_the_bus_spelling(
