@@ -30,6 +30,7 @@ from mcp_agentbus import __version__
 from mcp_agentbus.context import Caller, Watch, of_token
 from mcp_agentbus.errors import (
     AgentBusError,
+    InvalidArgument,
     NotFound,
     clip,
 )
@@ -141,14 +142,17 @@ class AgentBusServer(MCPServer[App]):
         refused = self._arguments.refusal(name, arguments)
         if refused is not None:
             return error_result(refused)
-        with self._waits.held(grant, arguments) as refusal:
-            if refusal is not None:
-                return error_result(refusal)
-            try:
-                with calls.serving(self._call(name, arguments, grant, context)):
-                    return await super().call_tool(name, arguments, context)
-            except ToolError as exc:
-                return error_result(explain(name, exc))
+        waiting = self._waits.take(grant, arguments)
+        if isinstance(waiting, InvalidArgument):
+            return error_result(waiting)
+        try:
+            with calls.serving(self._call(name, arguments, grant, context)):
+                return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            return error_result(explain(name, exc))
+        finally:
+            if waiting is not None:
+                self._waits.give_back(waiting)
 
     def _call(
         self, tool: str, arguments: dict[str, Any], grant: Grant | None, context: Context[App, Any] | None

@@ -213,30 +213,29 @@ async def watch_tokens(tokens: TokensFile) -> None:
 class Waits:
     """The tool calls of each token that wait (a positive `wait_seconds`) in this process, at most
     `limit` at once: a waiting call holds an HTTP connection as long as it waits, so one token could
-    otherwise take every connection the server admits and leave none to the others (or to /healthz)."""
+    otherwise take every connection the server admits and leave none to the others (or to /healthz).
+    Plain calls, not a context manager: every tool call asks, and most are not counted."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._held: Counter[str] = Counter()
 
-    @contextmanager
-    def held(self, grant: Grant | None, arguments: dict[str, Any]) -> Iterator[InvalidArgument | None]:
-        """Counts the call while it runs, if it waits; yields the refusal instead when there is no room."""
+    def take(self, grant: Grant | None, arguments: dict[str, Any]) -> str | InvalidArgument | None:
+        """Count the call if it waits: the token id to `give_back` once it ends; the refusal when its token
+        has no room; None for a call that is not counted."""
         if grant is None or not (asked_wait(arguments) or 0) > 0:
-            yield None
-            return
+            return None
         if self._held[grant.id] >= self._limit:
-            yield InvalidArgument(
+            return InvalidArgument(
                 f"your token has {self._limit} calls waiting on this server, the most it may; this one was "
                 "not run",
                 hint="Wait in fewer calls at once (one waiting claim_task or read_inbox per agent), or call "
                 "with wait_seconds 0 and again later.",
             )
-            return
         self._held[grant.id] += 1
-        try:
-            yield None
-        finally:
-            self._held[grant.id] -= 1
-            if not self._held[grant.id]:
-                del self._held[grant.id]
+        return grant.id
+
+    def give_back(self, token_id: str) -> None:
+        self._held[token_id] -= 1
+        if not self._held[token_id]:
+            del self._held[token_id]
