@@ -18,6 +18,8 @@ from mcp.server import _streamable_http_modern as modern
 
 def _dumps(value: Any, **options: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, **options)
+    if text.isascii():  # most answers; CPython knows it without a scan
+        return text
     try:
         text.encode()
     except UnicodeEncodeError:  # a lone surrogate (no UTF-8 carries it): escaped, as the SDK would
